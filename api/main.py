@@ -1,0 +1,58 @@
+"""The FastAPI application. Routers are thin: parse, call one chatpgt service, shape the answer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from api import problems
+from api.routers import datagen, health, pairs, providers, topics, train
+from chatpgt.db.session import make_engine, make_sessionmaker
+from chatpgt.settings import Settings, get_settings
+
+
+def _celery_enqueuer():  # type: ignore[no-untyped-def]
+    from workers.app import celery_app
+
+    def enqueue(task_name: str, *args: object) -> None:
+        celery_app.send_task(task_name, args=list(args))
+
+    return enqueue
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        send = _celery_enqueuer()
+
+        async def enqueue(task_name: str, *args: object) -> None:
+            await run_in_threadpool(send, task_name, *args)
+
+        app.state.enqueuer = enqueue
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="ChatPGT",
+        version="0.1.0",
+        description="Topics → candidate essays → blinded judge → preference pairs → SFT/DPO.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    for module in (health, providers, topics, datagen, pairs, train):
+        app.include_router(module.router)
+    return app
+
+
+app = create_app()

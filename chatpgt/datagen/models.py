@@ -1,0 +1,120 @@
+"""Rows of a datagen job: the job, one row per (job, topic), generations and judgments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from chatpgt.db.base import Base, BigId, JSONType, Timestamped
+
+Money = Numeric(14, 6)
+
+
+class DatagenJob(Timestamped, Base):
+    __tablename__ = "datagen_jobs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    request: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True, nullable=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    budget_usd: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # null, "budget_exhausted" or "cancelled": why a job stopped before doing all its work
+    stop_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    errors: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class JobTopic(Base):
+    """The prompt every candidate for this topic answers, chosen once per (job, topic)."""
+
+    __tablename__ = "job_topics"
+
+    job_id: Mapped[int] = mapped_column(
+        ForeignKey("datagen_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    topic_id: Mapped[int] = mapped_column(ForeignKey("topics.id"), primary_key=True)
+    template_index: Mapped[int] = mapped_column(SmallInteger)
+    prompt: Mapped[str] = mapped_column(Text)
+    # generating -> judging -> done
+    stage: Mapped[str] = mapped_column(String(16), default="generating")
+
+
+class _WorkItem:
+    """Columns shared by every unit of work that calls a provider."""
+
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Generation(Timestamped, _WorkItem, Base):
+    __tablename__ = "generations"
+    __table_args__ = (
+        UniqueConstraint("job_id", "topic_id", "generator_key", "sample_index"),
+        Index("ix_generations_job_status", "job_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("datagen_jobs.id", ondelete="CASCADE"))
+    topic_id: Mapped[int] = mapped_column(ForeignKey("topics.id"))
+    generator_key: Mapped[str] = mapped_column(String(255))
+    provider: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(255))
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    sample_index: Mapped[int] = mapped_column(SmallInteger)
+    system_prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    finish_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class Judgment(Timestamped, _WorkItem, Base):
+    """One verdict on an ordered pair: essay A is generation_a, essay B is generation_b."""
+
+    __tablename__ = "judgments"
+    __table_args__ = (
+        UniqueConstraint("job_id", "generation_a_id", "generation_b_id"),
+        Index("ix_judgments_job_status", "job_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("datagen_jobs.id", ondelete="CASCADE"))
+    topic_id: Mapped[int] = mapped_column(ForeignKey("topics.id"))
+    generation_a_id: Mapped[int] = mapped_column(ForeignKey("generations.id"))
+    generation_b_id: Mapped[int] = mapped_column(ForeignKey("generations.id"))
+    judge_provider: Mapped[str] = mapped_column(String(64))
+    judge_model: Mapped[str] = mapped_column(String(255))
+    # "A" or "B" (positions as shown to the judge)
+    winner: Mapped[str | None] = mapped_column(String(1), nullable=True)
+    winner_generation_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    reasoning: Mapped[str | None] = mapped_column(Text, nullable=True)
+    confidence: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
+    raw_answer: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -1,0 +1,8 @@
+"""Imports every ORM model so that ``Base.metadata`` is complete (Alembic, tests)."""
+
+from chatpgt.datagen.models import DatagenJob, Generation, JobTopic, Judgment
+from chatpgt.db.base import Base
+from chatpgt.pairs.models import Pair
+from chatpgt.topics.models import Topic
+
+__all__ = ["Base", "DatagenJob", "Generation", "JobTopic", "Judgment", "Pair", "Topic"]

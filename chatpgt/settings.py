@@ -1,0 +1,156 @@
+"""All configuration in one place: environment variables with the ``CHATPGT_`` prefix.
+
+Providers are declared without code changes: ``openai`` and ``openrouter`` are predefined, and
+more come from a TOML/JSON file (``CHATPGT_PROVIDERS_FILE``) or a JSON list in
+``CHATPGT_PROVIDERS``. A provider names the environment variable that holds its key; the key is
+read when a request is made and is never stored, returned or logged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ModelPrice(BaseModel):
+    """US dollars per million tokens."""
+
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+
+
+class ProviderConfig(BaseModel):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")]
+    kind: str = Field("openai", description="'openai' (any OpenAI-compatible server) or 'local'")
+    base_url: str = ""
+    api_key_env: str | None = Field(
+        None, description="name of the environment variable holding the API key"
+    )
+    api_key_file: str | None = Field(None, description="path of a file holding the API key")
+    max_concurrency: int = Field(16, ge=1, le=10_000)
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    timeout_s: float = Field(120.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=20)
+    backoff_base_s: float = Field(1.0, ge=0)
+    backoff_max_s: float = Field(60.0, ge=0)
+    supports_json_mode: bool = True
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    default_price: ModelPrice | None = None
+
+    def api_key(self) -> SecretStr | None:
+        """The key, read now from the environment or the secret file; None when neither is set."""
+        if self.api_key_env:
+            value = os.environ.get(self.api_key_env)
+            if value:
+                return SecretStr(value)
+        if self.api_key_file:
+            path = Path(self.api_key_file)
+            if path.is_file():
+                return SecretStr(path.read_text().strip())
+        return None
+
+    def price_for(self, model: str) -> ModelPrice:
+        return self.prices.get(model) or self.default_price or ModelPrice()
+
+    def public(self) -> dict[str, Any]:
+        """What the API may show: everything but secrets (and whether a key is present)."""
+        data = self.model_dump(exclude={"api_key_file"})
+        data["has_api_key"] = self.api_key() is not None
+        return data
+
+
+PREDEFINED_PROVIDERS: dict[str, dict[str, Any]] = {
+    "openai": {
+        "name": "openai",
+        "base_url": "https://api.openai.com/v1",
+        "api_key_env": "OPENAI_API_KEY",
+        "max_concurrency": 32,
+        "requests_per_minute": 500,
+        "tokens_per_minute": 200_000,
+        "prices": {
+            "gpt-4o-mini": {"input_per_mtok": 0.15, "output_per_mtok": 0.60},
+            "gpt-4o": {"input_per_mtok": 2.50, "output_per_mtok": 10.00},
+            "gpt-4.1-mini": {"input_per_mtok": 0.40, "output_per_mtok": 1.60},
+        },
+    },
+    "openrouter": {
+        "name": "openrouter",
+        "base_url": "https://openrouter.ai/api/v1",
+        "api_key_env": "OPENROUTER_API_KEY",
+        "max_concurrency": 32,
+        "requests_per_minute": 200,
+    },
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHATPGT_", env_file=None, extra="ignore")
+
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/chatpgt"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    # Redis redelivers an unacknowledged task after this many seconds; it must exceed the longest
+    # training run. Datagen jobs hold a lease in Postgres, so a redelivered job never runs twice.
+    broker_visibility_timeout_s: int = 12 * 3600
+    providers_file: Path | None = None
+    providers: list[ProviderConfig] = Field(default_factory=list)
+    artifacts_dir: Path = Path("var/artifacts")
+
+    # datagen
+    job_lease_s: float = Field(30.0, gt=0)
+    job_heartbeat_s: float = Field(5.0, gt=0)
+    db_flush_interval_s: float = Field(0.05, gt=0)
+    max_job_errors_kept: int = 20
+    judge_parse_retries: int = Field(2, ge=0, le=10)
+    corpus_pair_confidence: float = Field(10.0, ge=1, le=10)
+    # API
+    api_max_page_size: int = 500
+    api_max_topics_per_request: int = 10_000
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _providers_from_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else []
+        return value
+
+    @model_validator(mode="after")
+    def _check_unique_names(self) -> Settings:
+        names = [p.name for p in self.providers]
+        if len(names) != len(set(names)):
+            raise ValueError("provider names in CHATPGT_PROVIDERS must be unique")
+        return self
+
+    def provider_configs(self) -> dict[str, ProviderConfig]:
+        """Predefined providers, overridden and extended by the file, then by CHATPGT_PROVIDERS."""
+        merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in PREDEFINED_PROVIDERS.items()}
+        for entry in _read_providers_file(self.providers_file):
+            merged[entry["name"]] = {**merged.get(entry["name"], {}), **entry}
+        for cfg in self.providers:
+            merged[cfg.name] = {**merged.get(cfg.name, {}), **cfg.model_dump(exclude_unset=True)}
+        return {name: ProviderConfig.model_validate(data) for name, data in merged.items()}
+
+
+def _read_providers_file(path: Path | None) -> list[dict[str, Any]]:
+    if path is None:
+        return []
+    text = Path(path).read_text()
+    data: Any = tomllib.loads(text) if str(path).endswith(".toml") else json.loads(text)
+    if isinstance(data, dict):
+        data = data.get("providers", [])
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a list of providers or a [[providers]] table")
+    return data
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
