@@ -1,0 +1,1 @@
+"""Datagen tasks (queue datagen)."""
