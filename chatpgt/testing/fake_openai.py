@@ -1,0 +1,526 @@
+"""A fake OpenAI-compatible chat-completions server for tests and benchmarks.
+
+Run it as a process::
+
+    python -m chatpgt.testing.fake_openai --host 127.0.0.1 --port 8999 --latency-ms 200
+
+It speaks enough of the OpenAI API for ChatPGT (``GET /v1/models``, ``POST /v1/chat/completions``)
+and injects faults on demand. Tests change the fault profile while it runs:
+
+- ``POST /_control`` with a JSON object of profile fields (the flag names with underscores, e.g.
+  ``{"rate_5xx": 1.0}``) updates the profile and answers with the whole new profile. Besides the
+  flags it takes ``script``: a list of outcomes forced on the next requests, in order, before any
+  random draw (``"ok"``, ``"500"``, ``"502"``, ``"503"``, ``"429"``, ``"timeout"``, ``"empty"``,
+  ``"malformed"``, ``"invalid_body"``), so a test can say "fail twice, then answer" exactly.
+- ``POST /_control/reset`` restores the start-up profile, clears the script, re-seeds the random
+  source, zeroes the statistics and releases requests that are hanging in a simulated timeout.
+- ``GET /_control`` shows the profile; ``GET /_stats`` shows the counters.
+
+Models whose name starts with ``judge`` act as a pairwise judge: the user message carries the two
+essays inside ``<essay_a>``/``<essay_b>`` tags, each essay gets a score from a hash of its text,
+and the higher score wins, so the verdict is deterministic and consistent across both orders.
+Every other model writes a pseudo-random essay that starts with the model name and the first line
+of the user prompt.
+
+Built on aiohttp with no per-request logging so that one process on two cores sustains more than a
+thousand concurrent requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import itertools
+import math
+import os
+import random
+import re
+import signal
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+MODELS = ("writer-a", "writer-b", "judge", "judge-strict", "gpt-4o-mini")
+
+# Outcomes a script may force; the same names appear in /_stats["by_outcome"].
+SCRIPT_OUTCOMES = frozenset(
+    {"ok", "500", "502", "503", "429", "timeout", "empty", "malformed", "invalid_body"}
+)
+
+_ESSAY_A = re.compile(r"<essay_a>(.*?)</essay_a>", re.DOTALL)
+_ESSAY_B = re.compile(r"<essay_b>(.*?)</essay_b>", re.DOTALL)
+
+# A fixed vocabulary keeps essays cheap to build: choices() over a tuple is one C call.
+_WORDS = tuple(
+    """the of and to in that is was for on with as by it at from this be are an which or have
+    not had but were his her they their one all would there been has more when will who its into
+    only other than some time could these two may first then do any like my now over such our man
+    me even most made after also did many before must through back years where much your way well
+    down should because each just those people how too little state good very make world still own
+    see men work long get here between both life being under never day same another know while last
+    might us great old year off come since against go came right used take three light garden river
+    memory quiet harbour winter letter window market evening morning village patience silence
+    kindness argument evidence history practice language teacher student journey question answer
+    reason story city mountain coast field forest bridge road window table lamp paper ink voice hand
+    heart mind thought habit craft season harvest weather music""".split()
+)
+
+_MALFORMED_KINDS = ("truncated", "prose", "wrong_field", "winner_c", "confidence_range")
+
+
+@dataclass(slots=True)
+class Profile:
+    """The fault profile; every field can be set by a flag and by POST /_control."""
+
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    rate_5xx: float = 0.0
+    rate_429: float = 0.0
+    retry_after_s: float = 1.0
+    rate_timeout: float = 0.0
+    hang_s: float = 30.0
+    rate_malformed_judge: float = 0.0
+    rate_empty: float = 0.0
+    position_bias: float = 0.0
+    require_key_env: str | None = None
+
+
+_RATE_FIELDS = frozenset(
+    {"rate_5xx", "rate_429", "rate_timeout", "rate_malformed_judge", "rate_empty", "position_bias"}
+)
+_PROFILE_FIELDS = {f.name for f in fields(Profile)}
+
+
+class ControlError(ValueError):
+    """A /_control body that cannot be applied; answered with 400."""
+
+
+def apply_control(profile: Profile, body: dict[str, Any]) -> Profile:
+    """A copy of ``profile`` with ``body``'s fields applied; ControlError names a bad field."""
+    changes: dict[str, Any] = {}
+    for key, value in body.items():
+        if key == "script":
+            continue
+        if key not in _PROFILE_FIELDS:
+            raise ControlError(f"unknown control field {key!r}")
+        if key == "require_key_env":
+            if value is not None and not isinstance(value, str):
+                raise ControlError("require_key_env must be a string or null")
+            changes[key] = value or None
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ControlError(f"{key} must be a number")
+        if value < 0 or (key in _RATE_FIELDS and value > 1):
+            raise ControlError(f"{key} out of range: {value}")
+        changes[key] = float(value)
+    return replace(profile, **changes)
+
+
+def essay_score(text: str) -> int:
+    """The fake judge's score of one essay, 0-99, from a hash of its stripped text."""
+    return int(hashlib.sha256(text.strip().encode()).hexdigest()[:8], 16) % 100
+
+
+def judge_verdict(essay_a: str, essay_b: str) -> tuple[str, int]:
+    """(winner, confidence) the honest fake judge gives; swapping the essays swaps the winner.
+
+    Equal scores are broken by the full hash so the verdict never depends on the order shown.
+    Confidence is 1-10 and grows with the score gap.
+    """
+    score_a, score_b = essay_score(essay_a), essay_score(essay_b)
+    if score_a == score_b:
+        hash_a = hashlib.sha256(essay_a.strip().encode()).hexdigest()
+        hash_b = hashlib.sha256(essay_b.strip().encode()).hexdigest()
+        a_wins = hash_a > hash_b
+    else:
+        a_wins = score_a > score_b
+    confidence = 1 + (abs(score_a - score_b) * 9) // 99
+    return ("A" if a_wins else "B"), confidence
+
+
+def _malformed_judge_content(kind: str) -> str:
+    if kind == "truncated":
+        return '{"winner": "A", "reasoning": "Essay A develops its argument with more'
+    if kind == "prose":
+        return "Both essays have merit, but on balance I prefer the first one for its clarity."
+    if kind == "wrong_field":
+        return '{"verdict": "A", "reasoning": "The first essay is clearer.", "confidence": 6}'
+    if kind == "winner_c":
+        return '{"winner": "C", "reasoning": "Neither essay answers the prompt.", "confidence": 5}'
+    return '{"winner": "B", "reasoning": "The second essay is more vivid.", "confidence": 42}'
+
+
+def _error_body(message: str, type_: str, code: str | None = None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}})
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, headers=headers, content_type="application/json"
+    )
+
+
+def _error(
+    status: int, message: str, type_: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=_error_body(message, type_),
+        status=status,
+        headers=headers,
+        content_type="application/json",
+    )
+
+
+class FakeOpenAI:
+    """The server's state: start-up profile, live profile, script, random source, statistics."""
+
+    def __init__(self, profile: Profile, seed: int | None = None) -> None:
+        self.start_profile = profile
+        self.profile = replace(profile)
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.script: list[str] = []
+        self._malformed = itertools.cycle(_MALFORMED_KINDS)
+        # Bumped by reset: requests from an older epoch neither count as in flight nor keep hanging.
+        self.epoch = 0
+        self._release = asyncio.Event()
+        self._zero_stats()
+
+    def _zero_stats(self) -> None:
+        self.total = 0
+        self.by_outcome: Counter[str] = Counter()
+        self.by_model: Counter[str] = Counter()
+        self.by_status: Counter[int] = Counter()
+        self.json_mode = 0
+        self.in_flight = 0
+        self.max_concurrent = 0
+
+    def reset(self) -> None:
+        self.profile = replace(self.start_profile)
+        self.script.clear()
+        self.rng = random.Random(self.seed)
+        self._malformed = itertools.cycle(_MALFORMED_KINDS)
+        self.epoch += 1
+        self._release.set()
+        self._release = asyncio.Event()
+        self._zero_stats()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "by_outcome": dict(self.by_outcome),
+            "by_model": dict(self.by_model),
+            "by_status": {str(k): v for k, v in self.by_status.items()},
+            "json_mode": self.json_mode,
+            "in_flight": self.in_flight,
+            "max_concurrent": self.max_concurrent,
+        }
+
+    # --- handlers -----------------------------------------------------------------------------
+
+    async def models(self, request: web.Request) -> web.Response:
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in MODELS]
+        return _json({"object": "list", "data": data})
+
+    async def get_control(self, request: web.Request) -> web.Response:
+        return _json({**asdict(self.profile), "script": list(self.script)})
+
+    async def post_control(self, request: web.Request) -> web.Response:
+        try:
+            body = orjson.loads(await request.read())
+            if not isinstance(body, dict):
+                raise ControlError("body must be a JSON object")
+            self.profile = apply_control(self.profile, body)
+            script = body.get("script")
+            if script is not None:
+                if not isinstance(script, list) or not all(s in SCRIPT_OUTCOMES for s in script):
+                    raise ControlError(f"script must be a list of {sorted(SCRIPT_OUTCOMES)}")
+                self.script = [str(s) for s in script]
+        except (orjson.JSONDecodeError, ControlError) as exc:
+            return _error(400, str(exc), "invalid_request_error")
+        return _json({**asdict(self.profile), "script": list(self.script)})
+
+    async def post_reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return _json({**asdict(self.profile), "script": []})
+
+    async def get_stats(self, request: web.Request) -> web.Response:
+        return _json(self.stats())
+
+    async def chat(self, request: web.Request) -> web.Response:
+        epoch = self.epoch
+        self.total += 1
+        self.in_flight += 1
+        if self.in_flight > self.max_concurrent:
+            self.max_concurrent = self.in_flight
+        try:
+            outcome, status, response = await self._chat(request)
+        finally:
+            if epoch == self.epoch:
+                self.in_flight -= 1
+        if epoch == self.epoch:
+            self.by_outcome[outcome] += 1
+            self.by_status[status] += 1
+        return response
+
+    async def _chat(self, request: web.Request) -> tuple[str, int, web.Response]:
+        profile = self.profile
+        if profile.require_key_env is not None:
+            expected = "Bearer " + os.environ.get(profile.require_key_env, "")
+            given = request.headers.get("Authorization", "")
+            # An unset variable on the server side means no key can be right.
+            if not os.environ.get(profile.require_key_env) or not hmac.compare_digest(
+                given.encode(), expected.encode()
+            ):
+                return (
+                    "unauthorized",
+                    401,
+                    _error(401, "Incorrect API key provided.", "invalid_request_error"),
+                )
+
+        try:
+            body = orjson.loads(await request.read())
+            model, messages, max_tokens = _validate(body)
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            return "bad_request", 400, _error(400, str(exc), "invalid_request_error")
+
+        self.by_model[model] += 1
+        rf = body.get("response_format")
+        if isinstance(rf, dict) and rf.get("type") == "json_object":
+            self.json_mode += 1
+
+        rng = self.rng
+        forced = self.script.pop(0) if self.script else None
+        # Every fault is drawn on every request, so one rate never shifts another's draws.
+        draw_429, draw_5xx, draw_timeout, draw_empty = (rng.random() for _ in range(4))
+        if profile.latency_ms or profile.jitter_ms:
+            delay = profile.latency_ms + rng.random() * profile.jitter_ms
+            await asyncio.sleep(delay / 1000)
+
+        if forced == "429" or (forced is None and draw_429 < profile.rate_429):
+            retry_after = profile.retry_after_s
+            headers = {
+                "Retry-After": str(math.ceil(retry_after)),
+                "retry-after-ms": str(int(retry_after * 1000)),
+            }
+            message = "Rate limit reached. Please try again later."
+            return "429", 429, _error(429, message, "rate_limit_error", headers)
+        if forced in ("500", "502", "503") or (forced is None and draw_5xx < profile.rate_5xx):
+            status = int(forced) if forced else rng.choice((500, 502, 503))
+            return "5xx", status, _error(status, "The server had an error.", "server_error")
+        if forced == "timeout" or (forced is None and draw_timeout < profile.rate_timeout):
+            release = self._release
+            try:
+                await asyncio.wait_for(release.wait(), profile.hang_s)
+            except TimeoutError:
+                pass
+            return "timeout", 504, _error(504, "Gateway timeout.", "timeout")
+        if forced == "invalid_body":
+            return "invalid_body", 200, web.Response(text="<html>upstream hiccup</html>")
+
+        empty = forced == "empty" or (forced is None and draw_empty < profile.rate_empty)
+        is_judge = model.startswith("judge")
+        malformed = False
+        finish_reason = "stop"
+        if empty:
+            content = ""
+        elif is_judge:
+            malformed = forced == "malformed" or (
+                forced is None and rng.random() < profile.rate_malformed_judge
+            )
+            if malformed:
+                content = _malformed_judge_content(next(self._malformed))
+            else:
+                judged = self._judge(messages, rng, profile.position_bias)
+                if judged is None:
+                    message = "judge prompt needs <essay_a>...</essay_a> and <essay_b>...</essay_b>"
+                    return "bad_request", 400, _error(400, message, "invalid_request_error")
+                content = judged
+        else:
+            content, finish_reason = self._essay(model, messages, max_tokens, rng)
+
+        prompt_chars = sum(len(m.get("content") or "") for m in messages)
+        prompt_tokens = max(1, prompt_chars // 4)
+        completion_tokens = len(content.split())
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "finish_reason": finish_reason,
+            "logprobs": None,
+        }
+        if body.get("logprobs"):
+            choice["logprobs"] = {"content": _logprobs(content)}
+        payload = {
+            "id": f"chatcmpl-{rng.getrandbits(64):016x}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [choice],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+        outcome = "empty" if empty else "malformed" if malformed else "ok"
+        return outcome, 200, _json(payload)
+
+    def _judge(self, messages: list[dict[str, Any]], rng: random.Random, bias: float) -> str | None:
+        text = "\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "user")
+        found_a, found_b = _ESSAY_A.search(text), _ESSAY_B.search(text)
+        if found_a is None or found_b is None:
+            return None
+        winner, confidence = judge_verdict(found_a.group(1), found_b.group(1))
+        if bias and rng.random() < bias:
+            winner = "A"
+        reasoning = f"Essay {winner} is better organised and argues its point more clearly."
+        return orjson.dumps(
+            {"winner": winner, "reasoning": reasoning, "confidence": confidence}
+        ).decode()
+
+    def _essay(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        max_tokens: int | None,
+        rng: random.Random,
+    ) -> tuple[str, str]:
+        prompt = ""
+        for m in reversed(messages):
+            if m.get("role") == "user":
+                prompt = str(m.get("content") or "")
+                break
+        first_line = prompt.strip().split("\n", 1)[0][:200]
+        header = f"{model}: {first_line}".split()
+        target = rng.randint(150, 400)
+        limit = target if max_tokens is None else min(max_tokens, target)
+        finish_reason = "length" if max_tokens is not None and max_tokens < target else "stop"
+        # A fresh nonce per sample: two samples of the same prompt differ.
+        words_rng = random.Random(rng.getrandbits(64))
+        body = words_rng.choices(_WORDS, k=max(0, limit - len(header)))
+        sentences = []
+        for start in range(0, len(body), 12):
+            chunk = body[start : start + 12]
+            sentences.append(chunk[0].capitalize() + " " + " ".join(chunk[1:]) + ".")
+        words = header[:limit]
+        text = " ".join(words)
+        if sentences:
+            text += "\n\n" + " ".join(sentences)
+        return text, finish_reason
+
+
+def _validate(body: Any) -> tuple[str, list[dict[str, Any]], int | None]:
+    """Checks OpenAI would make; a ValueError becomes a 400 like the real API's."""
+    if not isinstance(body, dict):
+        raise ValueError("request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ValueError("'model' is required")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("'messages' must be a non-empty array")
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "tool"):
+            raise ValueError("each message needs a valid 'role'")
+    temperature = body.get("temperature")
+    if temperature is not None and not (0 <= temperature <= 2):
+        raise ValueError(f"Invalid 'temperature': {temperature} is not between 0 and 2")
+    top_p = body.get("top_p")
+    if top_p is not None and not (0 <= top_p <= 1):
+        raise ValueError(f"Invalid 'top_p': {top_p} is not between 0 and 1")
+    max_tokens = body.get("max_tokens")
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+        raise ValueError(f"Invalid 'max_tokens': {max_tokens}")
+    return model, messages, max_tokens
+
+
+def _logprobs(content: str) -> list[dict[str, Any]]:
+    return [
+        {"token": w, "logprob": -0.05 * (len(w) % 7), "bytes": None, "top_logprobs": []}
+        for w in content.split()
+    ]
+
+
+def build_app(profile: Profile, seed: int | None = None) -> web.Application:
+    """The aiohttp application; the state object is reachable as ``app["fake"]``."""
+    fake = FakeOpenAI(profile, seed)
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app["fake"] = fake
+    app.router.add_get("/v1/models", fake.models)
+    app.router.add_post("/v1/chat/completions", fake.chat)
+    app.router.add_get("/_control", fake.get_control)
+    app.router.add_post("/_control", fake.post_control)
+    app.router.add_post("/_control/reset", fake.post_reset)
+    app.router.add_get("/_stats", fake.get_stats)
+    return app
+
+
+def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8999)
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--jitter-ms", type=float, default=0.0)
+    p.add_argument("--rate-5xx", type=float, default=0.0)
+    p.add_argument("--rate-429", type=float, default=0.0)
+    p.add_argument("--retry-after-s", type=float, default=1.0)
+    p.add_argument("--rate-timeout", type=float, default=0.0)
+    p.add_argument("--hang-s", type=float, default=30.0)
+    p.add_argument("--rate-malformed-judge", type=float, default=0.0)
+    p.add_argument("--rate-empty", type=float, default=0.0)
+    p.add_argument("--position-bias", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--require-key-env", default=None)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
+    values = {
+        f: getattr(args, f)
+        for f in _PROFILE_FIELDS
+        if f != "require_key_env" and getattr(args, f) is not None
+    }
+    values["require_key_env"] = args.require_key_env
+    try:
+        profile = apply_control(Profile(), values)
+    except ControlError as exc:
+        raise SystemExit(f"fake_openai: {exc}") from exc
+    run: Any = asyncio.run
+    try:
+        import uvloop
+
+        run = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is optional, it only buys throughput
+        pass
+    run(_serve(args.host, args.port, profile, args.seed))
+
+
+async def _serve(host: str, port: int, profile: Profile, seed: int | None) -> None:
+    app = build_app(profile, seed)
+    # access_log=None: per-request logging costs more CPU than the request itself at 1,000 rps.
+    # A short shutdown_timeout: requests hanging in a simulated timeout must not delay SIGTERM.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=4096)
+    await site.start()
+    print(f"fake_openai listening on http://{host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        app["fake"].reset()
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    main()
