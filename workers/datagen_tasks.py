@@ -1,1 +1,45 @@
-"""Datagen tasks (queue datagen)."""
+"""Datagen tasks (queue ``datagen``): thin wrappers around chatpgt.datagen.runner."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from celery import Task
+from celery.signals import worker_ready
+
+from chatpgt.datagen import runner
+from chatpgt.settings import get_settings
+from workers.app import DATAGEN_QUEUE, celery_app
+
+log = logging.getLogger(__name__)
+
+RUN_JOB = "chatpgt.datagen.run_job"
+
+
+@celery_app.task(name=RUN_JOB, bind=True, max_retries=20)
+def run_job(self: Task, job_id: int) -> str:
+    """Run a datagen job to the end. When another live worker holds the job, check back after a
+    lease period so a job whose worker dies is always picked up again."""
+    settings = get_settings()
+    try:
+        outcome = asyncio.run(runner.run_job(job_id, settings))
+    except Exception as exc:  # e.g. the database went away: retry with backoff, never lose the job
+        log.exception("datagen job %s failed; retrying", job_id)
+        raise self.retry(exc=exc, countdown=min(60, 2 ** min(self.request.retries, 6)))
+    if outcome == "busy":
+        raise self.retry(countdown=settings.job_lease_s * 2, max_retries=None)
+    return outcome
+
+
+@worker_ready.connect
+def _recover_jobs(sender: Any = None, **_: Any) -> None:
+    """On start-up, re-enqueue active jobs, e.g. those of a worker that was killed. Duplicate
+    deliveries are harmless: the job's lease lets one worker run it at a time."""
+    queues = {q.name for q in sender.app.amqp.queues.consume_from.values()} if sender else set()
+    if DATAGEN_QUEUE not in queues:
+        return
+    for job_id, wait_s in asyncio.run(runner.recoverable_jobs(get_settings())):
+        log.info("re-enqueuing datagen job %s in %.0fs", job_id, wait_s)
+        run_job.apply_async(args=[job_id], countdown=wait_s + 0.5 if wait_s else None)

@@ -1,0 +1,107 @@
+"""Strict parsing of a judge's answer, and combining the two verdicts of a matchup."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+
+
+class JudgeParseError(ValueError):
+    """The judge's answer is not the JSON object asked for; the caller retries or fails the row."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedVerdict:
+    winner: str  # "A" or "B"
+    reasoning: str
+    confidence: int
+
+
+def parse_verdict(content: str) -> ParsedVerdict:
+    """Parse ``{"winner": "A"|"B", "reasoning": str, "confidence": 1..10}``.
+
+    Only a JSON object (optionally inside one markdown code fence) is accepted. Anything else
+    raises JudgeParseError: an unreadable answer never becomes a winner.
+    """
+    text = content.strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1)
+    if not text:
+        raise JudgeParseError("empty answer")
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise JudgeParseError(f"not JSON: {exc.msg} at char {exc.pos}") from None
+    if not isinstance(data, dict):
+        raise JudgeParseError("not a JSON object")
+    winner = data.get("winner")
+    if not isinstance(winner, str) or winner.strip().upper() not in ("A", "B"):
+        raise JudgeParseError(f"winner must be 'A' or 'B', got {winner!r}"[:200])
+    reasoning = data.get("reasoning")
+    if not isinstance(reasoning, str) or not reasoning.strip():
+        raise JudgeParseError("reasoning missing or empty")
+    confidence = data.get("confidence")
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float):
+        raise JudgeParseError(f"confidence must be an integer, got {confidence!r}"[:200])
+    if confidence != int(confidence) or not 1 <= confidence <= 10:
+        raise JudgeParseError(f"confidence must be an integer from 1 to 10, got {confidence!r}")
+    return ParsedVerdict(winner.strip().upper(), reasoning.strip(), int(confidence))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One succeeded judgment: which generation won when ``a_id`` was shown as essay A."""
+
+    judgment_id: int
+    a_id: int
+    b_id: int
+    winner_id: int
+    confidence: int
+    reasoning: str
+
+    @property
+    def loser_id(self) -> int:
+        return self.b_id if self.winner_id == self.a_id else self.a_id
+
+    def as_json(self, order: str) -> dict[str, Any]:
+        return {
+            "judgment_id": self.judgment_id,
+            "order": order,
+            "winner_generation_id": self.winner_id,
+            "confidence": self.confidence,
+            "reasoning": self.reasoning,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one matchup: a decisive win, or a tie when the two orders disagree."""
+
+    winner_id: int | None
+    loser_id: int | None
+    confidence: float | None
+    reasoning: str
+    verdicts: tuple[Verdict, ...]
+
+    @property
+    def is_tie(self) -> bool:
+        return self.winner_id is None
+
+
+def combine(first: Verdict, second: Verdict | None) -> Outcome:
+    """Combine the A/B verdict with the B/A verdict (None when only one order is judged).
+
+    Agreeing verdicts win with the mean confidence; disagreeing verdicts are a tie.
+    """
+    if second is None:
+        return Outcome(first.winner_id, first.loser_id, float(first.confidence), first.reasoning, (first,))
+    if first.winner_id != second.winner_id:
+        return Outcome(None, None, None, "", (first, second))
+    confidence = (first.confidence + second.confidence) / 2
+    reasoning = first.reasoning if first.confidence >= second.confidence else second.reasoning
+    return Outcome(first.winner_id, first.loser_id, confidence, reasoning, (first, second))

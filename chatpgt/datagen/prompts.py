@@ -1,0 +1,61 @@
+"""Default prompts: the generation system prompt, the user-prompt templates, the judge prompt.
+
+Every template is configurable per job; these defaults follow the seed's shape (an essay around a
+title, and a judge that compares two essays for how much they read like Paul Graham).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are an essayist who writes like Paul Graham: plain words, short sentences, concrete "
+    "examples, and ideas followed to their surprising conclusions. Write the essay only, with no "
+    "preamble and no title line."
+)
+
+DEFAULT_PROMPT_TEMPLATES: tuple[str, ...] = (
+    'Write an essay titled "{title}".',
+    "Write an essay about {title}.",
+    "What do you think about {title}? Answer in the form of an essay.",
+)
+
+JUDGE_SYSTEM_PROMPT = (
+    "You are an expert editor who knows Paul Graham's essays well. You compare two essays written "
+    "for the same prompt and decide which one reads more like an essay by Paul Graham: his voice, "
+    "clarity, originality of ideas, and structure. Judge the text only; ignore its length unless it "
+    "hurts the essay. Answer with a JSON object and nothing else."
+)
+
+JUDGE_USER_TEMPLATE = """Prompt given to both writers:
+{prompt}
+
+<essay_a>
+{essay_a}
+</essay_a>
+
+<essay_b>
+{essay_b}
+</essay_b>
+
+Which essay is better? Answer with exactly this JSON object:
+{{"winner": "A" or "B", "reasoning": "<two or three sentences>", "confidence": <integer 1-10>}}"""
+
+
+def choose_template(job_id: int, topic_id: int, templates: tuple[str, ...] | list[str]) -> int:
+    """The template index for a topic in a job: stable across retries and workers."""
+    digest = hashlib.blake2b(f"{job_id}:{topic_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % len(templates)
+
+
+def render_prompt(template: str, title: str) -> str:
+    return template.replace("{title}", title)
+
+
+def judge_messages(prompt: str, essay_a: str, essay_b: str) -> list[dict[str, str]]:
+    """The blinded judge request: the essays are labelled A and B, never by model."""
+    user = JUDGE_USER_TEMPLATE.format(prompt=prompt, essay_a=essay_a, essay_b=essay_b)
+    return [
+        {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
+        {"role": "user", "content": user},
+    ]

@@ -1,0 +1,340 @@
+"""All SQL of datagen jobs, their topics, generations, judgments, and the pairs they make.
+
+Functions flush; the caller's unit of work commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from chatpgt.datagen import state
+from chatpgt.datagen.models import DatagenJob, Generation, JobTopic, Judgment
+from chatpgt.db.helpers import insert_ignore, insert_one_ignore
+from chatpgt.errors import InvalidState, NotFound
+from chatpgt.pairs.models import Pair
+from chatpgt.topics.models import Topic
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- jobs -------------------------------------------------------------------------------------
+
+
+async def insert_job(
+    session: AsyncSession,
+    *,
+    request: dict[str, Any],
+    request_hash: str,
+    idempotency_key: str | None,
+    budget_usd: Decimal | None,
+) -> int | None:
+    """Insert a queued job and return its id; None when the idempotency key is already taken."""
+    return await insert_one_ignore(
+        session,
+        DatagenJob,
+        {
+            "status": "queued",
+            "request": request,
+            "request_hash": request_hash,
+            "idempotency_key": idempotency_key,
+            "budget_usd": budget_usd,
+            "cancel_requested": False,
+            "errors": [],
+            "attempts": 0,
+            "updated_at": _now(),
+        },
+    )
+
+
+async def get_job_by_key(session: AsyncSession, key: str) -> DatagenJob | None:
+    return (
+        await session.execute(select(DatagenJob).where(DatagenJob.idempotency_key == key))
+    ).scalar_one_or_none()
+
+
+async def get_job(session: AsyncSession, job_id: int, *, for_update: bool = False) -> DatagenJob:
+    stmt = select(DatagenJob).where(DatagenJob.id == job_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    job = (await session.execute(stmt)).scalar_one_or_none()
+    if job is None:
+        raise NotFound(f"datagen job {job_id} does not exist")
+    return job
+
+
+async def list_jobs(
+    session: AsyncSession, *, status: str | None, before_id: int | None, limit: int
+) -> list[DatagenJob]:
+    """Newest first, keyset on id."""
+    stmt = select(DatagenJob).order_by(DatagenJob.id.desc()).limit(limit)
+    if status:
+        stmt = stmt.where(DatagenJob.status == status)
+    if before_id is not None:
+        stmt = stmt.where(DatagenJob.id < before_id)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def transition(
+    session: AsyncSession, job_id: int, target: str, *, owner: str | None = None, **fields: Any
+) -> bool:
+    """Move a job to ``target`` if its current state allows it (and ``owner`` holds its lease).
+
+    The one way a job's status changes. Returns False when the job was not in an allowed state.
+    """
+    now = _now()
+    values: dict[str, Any] = {"status": target, "updated_at": now, **fields}
+    if target in state.JOB_TERMINAL:
+        values.setdefault("finished_at", now)
+        values.update(lease_owner=None, lease_expires_at=None)
+    stmt = (
+        update(DatagenJob)
+        .where(DatagenJob.id == job_id, DatagenJob.status.in_(state.sources_for(target)))
+        .values(**values)
+        .returning(DatagenJob.id)
+    )
+    if owner is not None:
+        stmt = stmt.where(DatagenJob.lease_owner == owner)
+    return (await session.execute(stmt)).first() is not None
+
+
+async def claim(session: AsyncSession, job_id: int, owner: str, lease_s: float) -> str:
+    """Take the job's lease. Returns "claimed", "busy" (another live owner) or the terminal status."""
+    now = _now()
+    row = (
+        await session.execute(
+            update(DatagenJob)
+            .where(
+                DatagenJob.id == job_id,
+                DatagenJob.status.in_(state.JOB_ACTIVE),
+                (DatagenJob.lease_expires_at.is_(None))
+                | (DatagenJob.lease_expires_at < now)
+                | (DatagenJob.lease_owner == owner),
+            )
+            .values(
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+                attempts=DatagenJob.attempts + 1,
+                updated_at=now,
+            )
+            .returning(DatagenJob.status)
+        )
+    ).first()
+    if row is not None:
+        if row.status == "queued":
+            ok = await transition(session, job_id, "running", owner=owner, started_at=now)
+            if not ok:
+                raise InvalidState(f"datagen job {job_id} changed state while being claimed")
+        return "claimed"
+    job = await get_job(session, job_id)
+    return job.status if job.status in state.JOB_TERMINAL else "busy"
+
+
+async def renew_lease(
+    session: AsyncSession, job_id: int, owner: str, lease_s: float
+) -> tuple[bool, bool]:
+    """Extend the lease. Returns (still ours, cancel requested)."""
+    now = _now()
+    row = (
+        await session.execute(
+            update(DatagenJob)
+            .where(DatagenJob.id == job_id, DatagenJob.lease_owner == owner)
+            .values(lease_expires_at=now + timedelta(seconds=lease_s), updated_at=now)
+            .returning(DatagenJob.cancel_requested)
+        )
+    ).first()
+    return (row is not None, bool(row.cancel_requested) if row else False)
+
+
+async def release_lease(session: AsyncSession, job_id: int, owner: str) -> None:
+    await session.execute(
+        update(DatagenJob)
+        .where(DatagenJob.id == job_id, DatagenJob.lease_owner == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+    )
+
+
+async def request_cancel(session: AsyncSession, job_id: int) -> None:
+    await session.execute(
+        update(DatagenJob)
+        .where(DatagenJob.id == job_id)
+        .values(cancel_requested=True, updated_at=_now())
+    )
+
+
+async def append_errors(
+    session: AsyncSession, job_id: int, errors: Sequence[dict[str, Any]], keep: int
+) -> None:
+    """Keep the first ``keep`` item errors on the job row."""
+    if not errors:
+        return
+    job = await get_job(session, job_id, for_update=True)
+    if len(job.errors) < keep:
+        job.errors = [*job.errors, *errors][:keep]
+    await session.flush()
+
+
+async def recoverable_jobs(session: AsyncSession, older_than_s: float) -> list[tuple[int, float]]:
+    """Active jobs to (re-)enqueue, with seconds until their lease runs out (0 when free)."""
+    now = _now()
+    rows = (
+        await session.execute(
+            select(DatagenJob.id, DatagenJob.lease_expires_at).where(
+                DatagenJob.status.in_(state.JOB_ACTIVE),
+                DatagenJob.created_at < now - timedelta(seconds=older_than_s),
+            )
+        )
+    ).all()
+    out = []
+    for job_id, expires in rows:
+        wait = max(0.0, (expires - now).total_seconds()) if expires is not None else 0.0
+        out.append((job_id, wait))
+    return out
+
+
+async def job_counts(session: AsyncSession, job_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Per-stage counts, tokens, cost, pairs and ties of each job, from the rows themselves."""
+    out: dict[int, dict[str, Any]] = {
+        j: {"generations": {}, "judgments": {}, "pairs": 0, "ties": 0, "topics": 0,
+            "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": Decimal(0)}
+        for j in job_ids
+    }
+    if not job_ids:
+        return out
+    for model, key in ((Generation, "generations"), (Judgment, "judgments")):
+        rows = await session.execute(
+            select(
+                model.job_id,
+                model.status,
+                func.count(),
+                func.coalesce(func.sum(model.prompt_tokens), 0),
+                func.coalesce(func.sum(model.completion_tokens), 0),
+                func.coalesce(func.sum(model.cost_usd), 0),
+            )
+            .where(model.job_id.in_(job_ids))
+            .group_by(model.job_id, model.status)
+        )
+        for job_id, status, n, pt, ct, cost in rows:
+            c = out[job_id]
+            c[key][status] = int(n)
+            c["prompt_tokens"] += int(pt)
+            c["completion_tokens"] += int(ct)
+            c["cost_usd"] += Decimal(cost)
+    for job_id, n in await session.execute(
+        select(Pair.job_id, func.count()).where(Pair.job_id.in_(job_ids)).group_by(Pair.job_id)
+    ):
+        out[job_id]["pairs"] = int(n)
+    for job_id, n in await session.execute(
+        select(JobTopic.job_id, func.count()).where(JobTopic.job_id.in_(job_ids)).group_by(JobTopic.job_id)
+    ):
+        out[job_id]["topics"] = int(n)
+    j1, j2 = aliased(Judgment), aliased(Judgment)
+    ties = await session.execute(
+        select(j1.job_id, func.count())
+        .join(
+            j2,
+            and_(
+                j2.job_id == j1.job_id,
+                j2.generation_a_id == j1.generation_b_id,
+                j2.generation_b_id == j1.generation_a_id,
+            ),
+        )
+        .where(
+            j1.job_id.in_(job_ids),
+            j1.id < j2.id,
+            j1.status == "succeeded",
+            j2.status == "succeeded",
+            j1.winner_generation_id != j2.winner_generation_id,
+        )
+        .group_by(j1.job_id)
+    )
+    for job_id, n in ties:
+        out[job_id]["ties"] = int(n)
+    return out
+
+
+# --- plan and work items ---------------------------------------------------------------------
+
+
+async def insert_job_topics(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    await insert_ignore(session, JobTopic, rows)
+
+
+async def load_job_topics(session: AsyncSession, job_id: int) -> list[tuple[JobTopic, Topic]]:
+    rows = await session.execute(
+        select(JobTopic, Topic)
+        .join(Topic, Topic.id == JobTopic.topic_id)
+        .where(JobTopic.job_id == job_id)
+        .order_by(JobTopic.topic_id)
+    )
+    return [(jt, t) for jt, t in rows.tuples()]
+
+
+async def load_topics(session: AsyncSession, topic_ids: Sequence[int]) -> list[Topic]:
+    rows = await session.execute(select(Topic).where(Topic.id.in_(topic_ids)))
+    return list(rows.scalars())
+
+
+async def set_topic_stage(session: AsyncSession, job_id: int, topic_id: int, stage: str) -> None:
+    await session.execute(
+        update(JobTopic)
+        .where(JobTopic.job_id == job_id, JobTopic.topic_id == topic_id)
+        .values(stage=stage)
+    )
+
+
+async def insert_generations(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    await insert_ignore(session, Generation, rows)
+
+
+async def load_generations(session: AsyncSession, job_id: int) -> list[Generation]:
+    rows = await session.execute(
+        select(Generation).where(Generation.job_id == job_id).order_by(Generation.id)
+    )
+    return list(rows.scalars())
+
+
+async def insert_judgments(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    await insert_ignore(session, Judgment, rows)
+
+
+async def load_judgments(
+    session: AsyncSession, job_id: int, topic_id: int | None = None
+) -> list[Judgment]:
+    stmt = select(Judgment).where(Judgment.job_id == job_id).order_by(Judgment.id)
+    if topic_id is not None:
+        stmt = stmt.where(Judgment.topic_id == topic_id)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def update_generations(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Bulk UPDATE by primary key (each dict has ``id``)."""
+    if rows:
+        await session.execute(update(Generation), list(rows))
+
+
+async def update_judgments(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(update(Judgment), list(rows))
+
+
+async def cancel_pending_items(session: AsyncSession, job_id: int) -> None:
+    """Mark every unfinished item of a job cancelled (its requests will not be made)."""
+    for model in (Generation, Judgment):
+        await session.execute(
+            update(model)
+            .where(model.job_id == job_id, model.status.not_in(state.ITEM_TERMINAL))
+            .values(status="cancelled", error="job cancelled", finished_at=_now())
+        )
+
+
+async def insert_pairs(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    await insert_ignore(session, Pair, rows)

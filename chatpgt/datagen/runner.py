@@ -1,0 +1,606 @@
+"""Runs one datagen job: plan rows, generate, judge, pair — resumable from the rows at any point.
+
+The runner holds the job's lease in Postgres while it works, so a redelivered task never runs a
+job twice; if the worker dies, the lease runs out and the next delivery resumes from the rows:
+succeeded rows are kept, unfinished ones are done again. Topics flow through the stages
+independently (a pipeline): a topic is judged as soon as its own essays are in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chatpgt.datagen import repository as repo
+from chatpgt.datagen.judging import JudgeParseError, Outcome, Verdict, combine, parse_verdict
+from chatpgt.datagen.models import Generation, Judgment
+from chatpgt.datagen.pairing import PairingRule, matchups, select_pairs
+from chatpgt.datagen.prompts import (
+    DEFAULT_PROMPT_TEMPLATES,
+    DEFAULT_SYSTEM_PROMPT,
+    choose_template,
+    judge_messages,
+    render_prompt,
+)
+from chatpgt.datagen.schemas import DatagenJobCreate
+from chatpgt.datagen.state import ITEM_TERMINAL
+from chatpgt.db.session import make_engine, make_sessionmaker, transaction
+from chatpgt.providers.client import ProviderPool
+from chatpgt.providers.types import ChatRequest, ChatResult, ProviderError
+from chatpgt.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CORPUS_REASONING = "The original essay from the corpus is preferred to a generated essay."
+_CHUNK = 1000
+
+
+class LeaseLost(Exception):
+    """Another worker took the job over (our lease expired); stop without touching rows."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Budget:
+    """Reserve an upper-bound cost before each request; settle with the real cost after it.
+
+    A request is issued only if spent + reserved + its estimate stays within the limit. When it
+    would not, the budget waits for in-flight requests to settle (they usually cost less than
+    reserved) and declares itself exhausted only if the request still does not fit.
+    """
+
+    def __init__(self, limit: Decimal | None, spent: Decimal) -> None:
+        self.limit = limit
+        self.spent = spent
+        self.reserved = Decimal(0)
+        self.exhausted = False
+        self._changed = asyncio.Condition()
+
+    async def reserve(self, estimate: Decimal) -> bool:
+        if self.limit is None:
+            return True
+        async with self._changed:
+            while not self.exhausted:
+                if self.spent + self.reserved + estimate <= self.limit:
+                    self.reserved += estimate
+                    return True
+                if self.reserved == 0:
+                    self.exhausted = True
+                    break
+                await self._changed.wait()
+            return False
+
+    async def settle(self, estimate: Decimal, actual: Decimal) -> None:
+        self.spent += actual
+        if self.limit is None:
+            return
+        async with self._changed:
+            self.reserved -= estimate
+            self._changed.notify_all()
+
+
+@dataclass
+class TopicState:
+    topic_id: int
+    title: str
+    prompt: str
+    reference_text: str | None
+    stage: str
+    generations: list[Generation] = field(default_factory=list)
+
+
+class JobRunner:
+    def __init__(
+        self,
+        job_id: int,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        pool: ProviderPool,
+        settings: Settings,
+        owner: str | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.sm = sessionmaker
+        self.pool = pool
+        self.settings = settings
+        self.owner = owner or worker_identity()
+        self.stop_reason: str | None = None
+        self._lease_lost = False
+        self._gen_updates: list[dict[str, Any]] = []
+        self._judgment_updates: list[dict[str, Any]] = []
+        self._errors: list[dict[str, Any]] = []
+        self._errors_seen = 0
+        self._flush_lock = asyncio.Lock()
+        self._main: asyncio.Task[None] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> str:
+        """Run the job to a terminal state. Returns the final status, or "busy" when another
+        live worker holds the job, or the status it already had when it was finished."""
+        async with transaction(self.sm) as s:
+            outcome = await repo.claim(s, self.job_id, self.owner, self.settings.job_lease_s)
+        if outcome != "claimed":
+            return outcome
+        try:
+            await self._plan()
+            topics = await self._load()
+            beat = asyncio.create_task(self._heartbeat())
+            flusher = asyncio.create_task(self._flush_loop())
+            self._main = asyncio.create_task(self._execute(topics))
+            try:
+                await self._main
+            except asyncio.CancelledError:
+                if self.stop_reason is None and not self._lease_lost:
+                    raise
+            finally:
+                beat.cancel()
+                flusher.cancel()
+            if self._lease_lost:
+                raise LeaseLost(f"datagen job {self.job_id}: lease lost")
+            await self._flush()
+            return await self._finish()
+        except LeaseLost:
+            log.warning("job %s: lease taken over by another worker; stopping", self.job_id)
+            return "lease_lost"
+        except BaseException:
+            # Give the job back at once so a retry (or another worker) can resume it.
+            try:
+                async with transaction(self.sm) as s:
+                    await repo.release_lease(s, self.job_id, self.owner)
+            except Exception:  # the database may be what failed; the lease then just expires
+                log.exception("job %s: could not release the lease", self.job_id)
+            raise
+
+    async def _plan(self) -> None:
+        """Insert the job's topic prompts and generation rows; a no-op when already planned."""
+        async with transaction(self.sm) as s:
+            job = await repo.get_job(s, self.job_id)
+            self.request = job.request
+            self.req = DatagenJobCreate.model_validate(
+                {k: v for k, v in job.request.items() if k != "topic_ids"}
+            )
+            self.budget = Budget(job.budget_usd, Decimal(0))
+            templates = self.req.prompt_templates or list(DEFAULT_PROMPT_TEMPLATES)
+            topics = await repo.load_topics(s, job.request["topic_ids"])
+            jt_rows = []
+            for topic in topics:
+                index = choose_template(self.job_id, topic.id, templates)
+                jt_rows.append(
+                    {
+                        "job_id": self.job_id,
+                        "topic_id": topic.id,
+                        "template_index": index,
+                        "prompt": render_prompt(templates[index], topic.title),
+                        "stage": "generating",
+                    }
+                )
+            for i in range(0, len(jt_rows), _CHUNK):
+                await repo.insert_job_topics(s, jt_rows[i : i + _CHUNK])
+            system = (
+                self.req.system_prompt
+                if self.req.system_prompt is not None
+                else DEFAULT_SYSTEM_PROMPT
+            )
+            rows = []
+            for jt, _topic in await repo.load_job_topics(s, self.job_id):
+                for gen in self.req.generators:
+                    for sample in range(gen.samples_per_topic):
+                        rows.append(
+                            {
+                                "job_id": self.job_id,
+                                "topic_id": jt.topic_id,
+                                "generator_key": gen.key,
+                                "provider": gen.provider,
+                                "model": gen.model,
+                                "params": gen.params(),
+                                "sample_index": sample,
+                                "system_prompt": system,
+                                "prompt": jt.prompt,
+                                "status": "pending",
+                                "attempts": 0,
+                                "prompt_tokens": 0,
+                                "completion_tokens": 0,
+                                "cost_usd": Decimal(0),
+                            }
+                        )
+            for i in range(0, len(rows), _CHUNK):
+                await repo.insert_generations(s, rows[i : i + _CHUNK])
+
+    async def _load(self) -> list[TopicState]:
+        async with transaction(self.sm) as s:
+            topics = {
+                jt.topic_id: TopicState(
+                    jt.topic_id, t.title, jt.prompt, t.reference_text, jt.stage
+                )
+                for jt, t in await repo.load_job_topics(s, self.job_id)
+            }
+            spent = Decimal(0)
+            for g in await repo.load_generations(s, self.job_id):
+                topics[g.topic_id].generations.append(g)
+                spent += g.cost_usd
+            for j in await repo.load_judgments(s, self.job_id):
+                spent += j.cost_usd
+            s.expunge_all()
+        self.budget.spent = spent
+        return list(topics.values())
+
+    async def _execute(self, topics: list[TopicState]) -> None:
+        await asyncio.gather(*(self._topic(t) for t in topics if t.stage != "done"))
+
+    async def _finish(self) -> str:
+        async with transaction(self.sm) as s:
+            if self.stop_reason == "cancelled":
+                await repo.cancel_pending_items(s, self.job_id)
+                ok = await repo.transition(
+                    s, self.job_id, "cancelled", owner=self.owner, stop_reason="cancelled"
+                )
+                return "cancelled" if ok else "lease_lost"
+            counts = (await repo.job_counts(s, [self.job_id]))[self.job_id]
+            gens = counts["generations"]
+            error = None
+            if self.budget.exhausted:
+                skipped = gens.get("skipped", 0) + counts["judgments"].get("skipped", 0)
+                error = (
+                    f"budget_usd {self.budget.limit} reached (spent {self.budget.spent:.6f}); "
+                    f"{skipped} requests were not made"
+                )
+            if sum(gens.values()) and not gens.get("succeeded") and not self.budget.exhausted:
+                first = self._first_error or "no generation succeeded"
+                ok = await repo.transition(
+                    s, self.job_id, "failed", owner=self.owner,
+                    error=f"no generation succeeded; first error: {first}",
+                )
+                return "failed" if ok else "lease_lost"
+            ok = await repo.transition(
+                s, self.job_id, "succeeded", owner=self.owner,
+                stop_reason="budget_exhausted" if self.budget.exhausted else None,
+                error=error,
+            )
+            return "succeeded" if ok else "lease_lost"
+
+    _first_error: str | None = None
+
+    # --- background: lease, cancel, flush --------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.job_heartbeat_s)
+            try:
+                async with transaction(self.sm) as s:
+                    ours, cancel = await repo.renew_lease(
+                        s, self.job_id, self.owner, self.settings.job_lease_s
+                    )
+            except Exception:
+                log.exception("job %s: heartbeat failed; retrying", self.job_id)
+                continue
+            if not ours:
+                self._lease_lost = True
+            elif cancel and self.stop_reason is None:
+                self.stop_reason = "cancelled"
+            if (self._lease_lost or self.stop_reason == "cancelled") and self._main:
+                self._main.cancel()
+                return
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.db_flush_interval_s)
+            try:
+                await self._flush()
+            except Exception:
+                log.exception("job %s: flush failed; will retry", self.job_id)
+
+    async def _flush(self) -> None:
+        """Write finished items in one transaction (batched: one statement per table)."""
+        async with self._flush_lock:
+            gens, self._gen_updates = self._gen_updates, []
+            judgments, self._judgment_updates = self._judgment_updates, []
+            errors, self._errors = self._errors, []
+            if not (gens or judgments or errors):
+                return
+            try:
+                async with transaction(self.sm) as s:
+                    await repo.update_generations(s, gens)
+                    await repo.update_judgments(s, judgments)
+                    await repo.append_errors(
+                        s, self.job_id, errors, self.settings.max_job_errors_kept
+                    )
+            except BaseException:
+                # Put them back so the next flush writes them.
+                self._gen_updates[:0] = gens
+                self._judgment_updates[:0] = judgments
+                self._errors[:0] = errors
+                raise
+
+    def _record_error(self, kind: str, item_id: int, message: str) -> None:
+        if self._first_error is None:
+            self._first_error = message
+        if self._errors_seen < self.settings.max_job_errors_kept:
+            self._errors_seen += 1
+            self._errors.append({"kind": kind, "id": item_id, "error": message[:500]})
+
+    # --- one topic -------------------------------------------------------------------------
+
+    async def _topic(self, t: TopicState) -> None:
+        await asyncio.gather(
+            *(self._generate(g) for g in t.generations if g.status not in ITEM_TERMINAL)
+        )
+        ok = [g for g in t.generations if g.status == "succeeded"]
+        pairs = self._corpus_pairs(t, ok) if self.req.include_corpus_pairs else []
+        if len(ok) >= 2:
+            pairs += await self._judge_topic(t, ok)
+        if not all(g.status in ITEM_TERMINAL for g in t.generations):
+            return  # stopping (budget or cancel): leave the topic for the finish step
+        await self._flush()
+        async with transaction(self.sm) as s:
+            await repo.insert_pairs(s, pairs)
+            await repo.set_topic_stage(s, self.job_id, t.topic_id, "done")
+        for g in t.generations:  # the texts are in the pairs now; free them
+            g.text = None
+
+    async def _judge_topic(self, t: TopicState, ok: list[Generation]) -> list[dict[str, Any]]:
+        judge = self.req.judge
+        rows = []
+        for low, high in matchups(g.id for g in ok):
+            orders = [(low, high), (high, low)] if judge.both_orders else [(low, high)]
+            for a, b in orders:
+                rows.append(
+                    {
+                        "job_id": self.job_id,
+                        "topic_id": t.topic_id,
+                        "generation_a_id": a,
+                        "generation_b_id": b,
+                        "judge_provider": judge.provider,
+                        "judge_model": judge.model,
+                        "status": "pending",
+                        "attempts": 0,
+                        "prompt_tokens": 0,
+                        "completion_tokens": 0,
+                        "cost_usd": Decimal(0),
+                    }
+                )
+        # Generations must be on disk before judgments that refer to their results.
+        await self._flush()
+        async with transaction(self.sm) as s:
+            await repo.insert_judgments(s, rows)
+            judgments = await repo.load_judgments(s, self.job_id, t.topic_id)
+            s.expunge_all()
+        texts = {g.id: g.text or "" for g in ok}
+        wanted = {(r["generation_a_id"], r["generation_b_id"]) for r in rows}
+        judgments = [j for j in judgments if (j.generation_a_id, j.generation_b_id) in wanted]
+        await asyncio.gather(
+            *(self._judge(j, t.prompt, texts) for j in judgments if j.status not in ITEM_TERMINAL)
+        )
+        if not all(j.status in ITEM_TERMINAL for j in judgments):
+            return []
+        by_order = {
+            (j.generation_a_id, j.generation_b_id): j for j in judgments if j.status == "succeeded"
+        }
+        outcomes: dict[tuple[int, int], Outcome] = {}
+        for low, high in matchups(g.id for g in ok):
+            first = by_order.get((low, high))
+            second = by_order.get((high, low))
+            if first is None or (judge.both_orders and second is None):
+                continue  # a failed verdict decides nothing
+            outcomes[(low, high)] = combine(
+                _verdict(first), _verdict(second) if second is not None else None
+            )
+        gens = {g.id: g for g in ok}
+        chosen = select_pairs(PairingRule(self.req.pairing), sorted(gens), outcomes)
+        return [self._judged_pair(t, o, gens) for o in chosen]
+
+    def _judged_pair(self, t: TopicState, o: Outcome, gens: dict[int, Generation]) -> dict[str, Any]:
+        assert o.winner_id is not None and o.loser_id is not None and o.confidence is not None
+        win, lose = gens[o.winner_id], gens[o.loser_id]
+        return {
+            "job_id": self.job_id,
+            "topic_id": t.topic_id,
+            "source": "judged",
+            "topic": t.title,
+            "prompt": t.prompt,
+            "chosen": win.text,
+            "rejected": lose.text,
+            "chosen_model": win.model,
+            "rejected_model": lose.model,
+            "chosen_generation_id": win.id,
+            "rejected_generation_id": lose.id,
+            "judgment_reasoning": o.reasoning,
+            "confidence": o.confidence,
+            "judge_model": self.req.judge.model,
+            "judgment_ids": [v.judgment_id for v in o.verdicts],
+            "verdicts": [v.as_json(order) for v, order in zip(o.verdicts, ("AB", "BA"), strict=False)],
+        }
+
+    def _corpus_pairs(self, t: TopicState, ok: list[Generation]) -> list[dict[str, Any]]:
+        if not t.reference_text:
+            return []
+        return [
+            {
+                "job_id": self.job_id,
+                "topic_id": t.topic_id,
+                "source": "corpus",
+                "topic": t.title,
+                "prompt": t.prompt,
+                "chosen": t.reference_text,
+                "rejected": g.text,
+                "chosen_model": "corpus",
+                "rejected_model": g.model,
+                "chosen_generation_id": None,
+                "rejected_generation_id": g.id,
+                "judgment_reasoning": CORPUS_REASONING,
+                "confidence": self.settings.corpus_pair_confidence,
+                "judge_model": None,
+                "judgment_ids": [],
+                "verdicts": [],
+            }
+            for g in ok
+        ]
+
+    # --- one request -----------------------------------------------------------------------
+
+    async def _issue(self, req: ChatRequest) -> tuple[ChatResult | None, ProviderError | None, str | None]:
+        """Make one request within the budget. Returns (result, error, skip reason)."""
+        if self.stop_reason is not None or self.budget.exhausted:
+            return None, None, self.stop_reason or "budget_exhausted"
+        estimate = self.pool.estimate_cost(req)
+        if not await self.budget.reserve(estimate):
+            return None, None, "budget_exhausted"
+        try:
+            result = await self.pool.chat(req)
+        except ProviderError as exc:
+            await self.budget.settle(estimate, exc.cost_usd)
+            return None, exc, None
+        except BaseException:
+            await self.budget.settle(estimate, Decimal(0))
+            raise
+        await self.budget.settle(estimate, result.cost_usd)
+        return result, None, None
+
+    async def _generate(self, g: Generation) -> None:
+        params = g.params
+        messages = [{"role": "user", "content": g.prompt}]
+        if g.system_prompt:
+            messages.insert(0, {"role": "system", "content": g.system_prompt})
+        req = ChatRequest(
+            provider=g.provider,
+            model=g.model,
+            messages=messages,
+            temperature=params.get("temperature"),
+            top_p=params.get("top_p"),
+            max_tokens=params.get("max_tokens"),
+        )
+        result, error, skip = await self._issue(req)
+        update: dict[str, Any] = {"id": g.id, "finished_at": _now()}
+        if skip is not None:
+            update.update(status="skipped", error=f"not requested: {skip}")
+        elif error is not None:
+            update.update(
+                status="failed",
+                error=error.message,
+                attempts=g.attempts + error.attempts,
+                prompt_tokens=error.prompt_tokens,
+                completion_tokens=error.completion_tokens,
+                cost_usd=error.cost_usd,
+            )
+            self._record_error("generation", g.id, error.message)
+        else:
+            assert result is not None
+            text = result.text.strip()
+            update.update(
+                status="succeeded" if text else "failed",
+                error=None if text else "the provider returned an empty essay",
+                text=text or None,
+                attempts=g.attempts + result.attempts,
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                cost_usd=result.cost_usd,
+                latency_ms=result.latency_ms,
+                finish_reason=result.finish_reason,
+            )
+            if not text:
+                self._record_error("generation", g.id, "the provider returned an empty essay")
+        if skip == "cancelled":
+            return  # finish step marks cancelled items
+        for key, value in update.items():
+            setattr(g, key, value)
+        self._gen_updates.append(update)
+
+    async def _judge(self, j: Judgment, prompt: str, texts: dict[int, str]) -> None:
+        judge = self.req.judge
+        req = ChatRequest(
+            provider=judge.provider,
+            model=judge.model,
+            messages=judge_messages(prompt, texts[j.generation_a_id], texts[j.generation_b_id]),
+            temperature=judge.temperature,
+            max_tokens=judge.max_tokens,
+            json_mode=True,
+        )
+        attempts, pt, ct, cost = j.attempts, 0, 0, Decimal(0)
+        update: dict[str, Any] = {"id": j.id}
+        for _ in range(self.settings.judge_parse_retries + 1):
+            result, error, skip = await self._issue(req)
+            if skip is not None:
+                if skip == "cancelled":
+                    return
+                update.update(status="skipped", error=f"not requested: {skip}")
+                break
+            if error is not None:
+                attempts += error.attempts
+                pt, ct, cost = pt + error.prompt_tokens, ct + error.completion_tokens, cost + error.cost_usd
+                update.update(status="failed", error=error.message)
+                self._record_error("judgment", j.id, error.message)
+                break
+            assert result is not None
+            attempts += result.attempts
+            pt, ct = pt + result.prompt_tokens, ct + result.completion_tokens
+            cost += result.cost_usd
+            update.update(raw_answer=result.text[:20_000], latency_ms=result.latency_ms)
+            try:
+                verdict = parse_verdict(result.text)
+            except JudgeParseError as exc:
+                update.update(
+                    status="failed",
+                    error=f"unparseable judge answer after {attempts - j.attempts} attempt(s): {exc}",
+                )
+                continue
+            winner = j.generation_a_id if verdict.winner == "A" else j.generation_b_id
+            update.update(
+                status="succeeded",
+                error=None,
+                winner=verdict.winner,
+                winner_generation_id=winner,
+                reasoning=verdict.reasoning,
+                confidence=verdict.confidence,
+            )
+            break
+        if update.get("status") == "failed" and "unparseable" in (update.get("error") or ""):
+            self._record_error("judgment", j.id, update["error"])
+        update.update(
+            attempts=attempts, prompt_tokens=pt, completion_tokens=ct, cost_usd=cost,
+            finished_at=_now(),
+        )
+        for key, value in update.items():
+            setattr(j, key, value)
+        self._judgment_updates.append(update)
+
+
+def _verdict(j: Judgment) -> Verdict:
+    assert j.winner_generation_id is not None and j.confidence is not None
+    return Verdict(
+        j.id, j.generation_a_id, j.generation_b_id, j.winner_generation_id, j.confidence,
+        j.reasoning or "",
+    )
+
+
+async def run_job(job_id: int, settings: Settings) -> str:
+    """Entry point for a worker: its own engine and provider pool for this run."""
+    engine = make_engine(settings.database_url, pool_size=4)
+    try:
+        async with ProviderPool(settings.provider_configs()) as pool:
+            return await JobRunner(job_id, make_sessionmaker(engine), pool, settings).run()
+    finally:
+        await engine.dispose()
+
+
+async def recoverable_jobs(settings: Settings, older_than_s: float = 10.0) -> list[tuple[int, float]]:
+    """Active jobs with the seconds to wait before re-enqueuing each (see workers)."""
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        async with transaction(make_sessionmaker(engine)) as s:
+            return await repo.recoverable_jobs(s, older_than_s)
+    finally:
+        await engine.dispose()

@@ -1,0 +1,132 @@
+"""The datagen job request and the views the API returns."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from chatpgt.datagen.pairing import PairingRule
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class TopicSelection(BaseModel):
+    """Exactly one way to pick topics: titles (created if new), ids, or a random sample."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    titles: list[str] | None = Field(None, min_length=1, max_length=10_000)
+    ids: list[int] | None = Field(None, min_length=1, max_length=10_000)
+    sample: int | None = Field(None, ge=1, le=10_000, description="sample N topics from the pool")
+    seed: int | None = Field(None, description="random seed for sample")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TopicSelection:
+        given = [x for x in (self.titles, self.ids, self.sample) if x is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of titles, ids or sample")
+        if self.titles is not None and any(not t.strip() for t in self.titles):
+            raise ValueError("titles must not be blank")
+        return self
+
+
+class GeneratorSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str = Field(min_length=1, max_length=64)
+    model: str = Field(min_length=1, max_length=255)
+    samples_per_topic: int = Field(1, ge=1, le=16)
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(2000, ge=1, le=32_000)
+
+    @property
+    def key(self) -> str:
+        """Identifies the generator inside a job (part of a generation's natural key)."""
+        return (
+            f"{self.provider}/{self.model}|t={self.temperature:g}|p={self.top_p:g}"
+            f"|m={self.max_tokens}"
+        )
+
+    def params(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
+
+
+class JudgeSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str = Field(min_length=1, max_length=64)
+    model: str = Field(min_length=1, max_length=255)
+    both_orders: bool = True
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(512, ge=16, le=8_000)
+
+
+class DatagenJobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    topics: TopicSelection
+    generators: list[GeneratorSpec] = Field(min_length=1, max_length=16)
+    judge: JudgeSpec
+    pairing: PairingRule = PairingRule.BEST_VS_WORST
+    include_corpus_pairs: bool = False
+    budget_usd: float | None = Field(None, gt=0, le=1_000_000)
+    system_prompt: str | None = Field(None, max_length=20_000)
+    prompt_templates: list[str] | None = Field(None, min_length=1, max_length=32)
+
+    @field_validator("prompt_templates")
+    @classmethod
+    def _templates_have_title(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any("{title}" not in t for t in value):
+            raise ValueError("every prompt template must contain {title}")
+        return value
+
+    @model_validator(mode="after")
+    def _comparable(self) -> DatagenJobCreate:
+        keys = [g.key for g in self.generators]
+        if len(keys) != len(set(keys)):
+            raise ValueError("two generators have the same provider, model and parameters")
+        candidates = sum(g.samples_per_topic for g in self.generators)
+        if candidates < 2 and not self.include_corpus_pairs:
+            raise ValueError(
+                "each topic needs at least two candidate essays to compare "
+                "(raise samples_per_topic, add a generator, or set include_corpus_pairs)"
+            )
+        return self
+
+
+class StageCounts(BaseModel):
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    cancelled: int = 0
+    pending: int = 0
+
+
+class DatagenJobView(BaseModel):
+    id: int
+    status: JobStatus
+    stop_reason: str | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    topics: int
+    generations: StageCounts
+    judgments: StageCounts
+    pairs: int
+    ties: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    budget_usd: float | None
+    errors: list[dict[str, Any]]
+    request: dict[str, Any]
+
+
+class DatagenJobPage(BaseModel):
+    items: list[DatagenJobView]
+    next_cursor: str | None

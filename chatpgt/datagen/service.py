@@ -1,0 +1,159 @@
+"""Datagen jobs as the API sees them: create (idempotently), read with counts, list, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatpgt.datagen import repository as repo
+from chatpgt.datagen import state
+from chatpgt.datagen.models import DatagenJob
+from chatpgt.datagen.schemas import DatagenJobCreate, DatagenJobView, StageCounts
+from chatpgt.errors import Conflict, InvalidInput
+from chatpgt.settings import Settings
+from chatpgt.topics import service as topics_service
+
+MAX_GENERATIONS_PER_JOB = 200_000
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def create_job(
+    session: AsyncSession, settings: Settings, req: DatagenJobCreate, idempotency_key: str | None
+) -> tuple[DatagenJobView, bool]:
+    """Write a queued job; returns (job, created). The caller commits, then enqueues if created.
+
+    The same ``idempotency_key`` with the same body returns the first job; with another body it is
+    a Conflict. Unknown providers and unknown topic ids are InvalidInput; nothing is written then.
+    """
+    body = req.model_dump(mode="json")
+    digest = request_hash(body)
+    if idempotency_key is not None:
+        existing = await repo.get_job_by_key(session, idempotency_key)
+        if existing is not None:
+            return await _replay(session, existing, digest), False
+
+    providers = settings.provider_configs()
+    wanted = {g.provider for g in req.generators} | {req.judge.provider}
+    unknown = sorted(wanted - providers.keys())
+    if unknown:
+        raise InvalidInput(
+            f"unknown provider(s): {', '.join(unknown)}; configured: {', '.join(sorted(providers))}"
+        )
+    topic_ids = await topics_service.resolve_topics(
+        session,
+        titles=req.topics.titles,
+        ids=req.topics.ids,
+        sample=req.topics.sample,
+        seed=req.topics.seed,
+    )
+    if not topic_ids:
+        raise InvalidInput("the topic selection is empty: add topics first (POST /topics)")
+    per_topic = sum(g.samples_per_topic for g in req.generators)
+    if per_topic * len(topic_ids) > MAX_GENERATIONS_PER_JOB:
+        raise InvalidInput(
+            f"{len(topic_ids)} topics x {per_topic} candidates exceeds "
+            f"{MAX_GENERATIONS_PER_JOB} generations per job; split the job"
+        )
+    budget = Decimal(str(req.budget_usd)) if req.budget_usd is not None else None
+    job_id = await repo.insert_job(
+        session,
+        request={**body, "topic_ids": topic_ids},
+        request_hash=digest,
+        idempotency_key=idempotency_key,
+        budget_usd=budget,
+    )
+    if job_id is None:  # a concurrent request with the same key won the race
+        assert idempotency_key is not None
+        existing = await repo.get_job_by_key(session, idempotency_key)
+        assert existing is not None
+        return await _replay(session, existing, digest), False
+    return await get_job_view(session, job_id), True
+
+
+async def _replay(session: AsyncSession, job: DatagenJob, digest: str) -> DatagenJobView:
+    if job.request_hash != digest:
+        raise Conflict(
+            "this Idempotency-Key was used for a different request body",
+            job_id=job.id,
+        )
+    return (await _views(session, [job]))[0]
+
+
+async def get_job_view(session: AsyncSession, job_id: int) -> DatagenJobView:
+    job = await repo.get_job(session, job_id)
+    return (await _views(session, [job]))[0]
+
+
+async def list_job_views(
+    session: AsyncSession, *, status: str | None, before_id: int | None, limit: int
+) -> tuple[list[DatagenJobView], int | None]:
+    jobs = await repo.list_jobs(session, status=status, before_id=before_id, limit=limit + 1)
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    return await _views(session, jobs), (jobs[-1].id if more and jobs else None)
+
+
+async def cancel_job(session: AsyncSession, job_id: int) -> DatagenJobView:
+    """Ask a job to stop. A queued job is cancelled at once; a running one stops within seconds,
+    keeping what is done. Cancelling a finished job is an InvalidState (409)."""
+    job = await repo.get_job(session, job_id, for_update=True)
+    if job.status in state.JOB_TERMINAL:
+        if job.status == "cancelled":
+            return await get_job_view(session, job_id)
+        state.check_transition(job.status, "cancelled")
+    await repo.request_cancel(session, job_id)
+    if job.status == "queued":
+        await repo.transition(session, job_id, "cancelled", stop_reason="cancelled")
+        await repo.cancel_pending_items(session, job_id)
+    await session.flush()
+    session.expire_all()
+    return await get_job_view(session, job_id)
+
+
+def _stage(counts: dict[str, int]) -> StageCounts:
+    return StageCounts(
+        total=sum(counts.values()),
+        done=counts.get("succeeded", 0),
+        failed=counts.get("failed", 0),
+        skipped=counts.get("skipped", 0),
+        cancelled=counts.get("cancelled", 0),
+        pending=counts.get("pending", 0) + counts.get("running", 0),
+    )
+
+
+async def _views(session: AsyncSession, jobs: list[DatagenJob]) -> list[DatagenJobView]:
+    counts = await repo.job_counts(session, [j.id for j in jobs])
+    views = []
+    for job in jobs:
+        c = counts[job.id]
+        views.append(
+            DatagenJobView(
+                id=job.id,
+                status=job.status,  # type: ignore[arg-type]
+                stop_reason=job.stop_reason,
+                error=job.error,
+                created_at=job.created_at,
+                started_at=job.started_at,
+                finished_at=job.finished_at,
+                topics=c["topics"] or len(job.request.get("topic_ids", [])),
+                generations=_stage(c["generations"]),
+                judgments=_stage(c["judgments"]),
+                pairs=c["pairs"],
+                ties=c["ties"],
+                prompt_tokens=c["prompt_tokens"],
+                completion_tokens=c["completion_tokens"],
+                cost_usd=float(c["cost_usd"]),
+                budget_usd=float(job.budget_usd) if job.budget_usd is not None else None,
+                errors=job.errors,
+                request=job.request,
+            )
+        )
+    return views
