@@ -1,0 +1,108 @@
+"""Strict verdict parsing, combining both orders, and the pairing rules."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+
+from chatpgt.datagen.judging import JudgeParseError, Verdict, combine, parse_verdict
+from chatpgt.datagen.pairing import PairingRule, matchups, select_pairs
+from chatpgt.datagen.budget import Budget
+
+
+def test_parse_accepts_the_asked_json_and_a_fenced_block() -> None:
+    v = parse_verdict('{"winner": "b", "reasoning": "Clearer.", "confidence": 7}')
+    assert (v.winner, v.reasoning, v.confidence) == ("B", "Clearer.", 7)
+    fenced = '```json\n{"winner": "A", "reasoning": "x", "confidence": 10.0}\n```'
+    assert parse_verdict(fenced).confidence == 10
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "",
+        "Essay A is better.",
+        '{"winner": "A", "reasoning": "x", "confidence": 7',  # truncated
+        '{"winner": "C", "reasoning": "x", "confidence": 7}',
+        '{"winner": "A", "reasoning": "", "confidence": 7}',
+        '{"winner": "A", "reasoning": "x", "confidence": 42}',
+        '{"winner": "A", "reasoning": "x", "confidence": 6.5}',
+        '{"winner": "A", "reasoning": "x", "confidence": true}',
+        '{"winner": "A", "reasoning": "x"}',
+        '["A", "x", 7]',
+        'Sure! {"winner": "A", "reasoning": "x", "confidence": 7}',
+    ],
+)
+def test_parse_rejects_anything_else(answer: str) -> None:
+    with pytest.raises(JudgeParseError):
+        parse_verdict(answer)
+
+
+def v(jid: int, a: int, b: int, winner: int, conf: int) -> Verdict:
+    return Verdict(jid, a, b, winner, conf, f"reason {jid}")
+
+
+def test_combine_agreeing_orders_gives_the_mean_confidence() -> None:
+    o = combine(v(1, 10, 20, 20, 8), v(2, 20, 10, 20, 5))
+    assert (o.winner_id, o.loser_id, o.confidence, o.is_tie) == (20, 10, 6.5, False)
+    assert o.reasoning == "reason 1"
+
+
+def test_combine_disagreeing_orders_is_a_tie() -> None:
+    o = combine(v(1, 10, 20, 10, 9), v(2, 20, 10, 20, 9))
+    assert o.is_tie and o.confidence is None
+
+
+def test_single_order_keeps_its_own_confidence() -> None:
+    o = combine(v(1, 10, 20, 10, 4), None)
+    assert (o.winner_id, o.confidence) == (10, 4.0)
+
+
+def test_all_pairs_keeps_every_decisive_matchup() -> None:
+    outcomes = {
+        (1, 2): combine(v(1, 1, 2, 1, 8), v(2, 2, 1, 1, 8)),
+        (1, 3): combine(v(3, 1, 3, 1, 8), v(4, 3, 1, 3, 8)),  # tie
+        (2, 3): combine(v(5, 2, 3, 3, 6), v(6, 3, 2, 3, 6)),
+    }
+    got = select_pairs(PairingRule.ALL_PAIRS, [1, 2, 3], outcomes)
+    assert [(o.winner_id, o.loser_id) for o in got] == [(1, 2), (3, 2)]
+
+
+def test_best_vs_worst_pairs_the_top_and_bottom_candidate() -> None:
+    outcomes = {
+        (1, 2): combine(v(1, 1, 2, 2, 8), v(2, 2, 1, 2, 8)),
+        (1, 3): combine(v(3, 1, 3, 3, 9), v(4, 3, 1, 3, 7)),
+        (2, 3): combine(v(5, 2, 3, 3, 6), v(6, 3, 2, 3, 6)),
+    }
+    got = select_pairs(PairingRule.BEST_VS_WORST, [1, 2, 3], outcomes)
+    assert [(o.winner_id, o.loser_id, o.confidence) for o in got] == [(3, 1, 8.0)]
+
+
+def test_best_vs_worst_makes_no_pair_when_their_matchup_is_undecided() -> None:
+    outcomes = {
+        (1, 2): combine(v(1, 1, 2, 2, 8), v(2, 2, 1, 2, 8)),
+        (2, 3): combine(v(5, 2, 3, 2, 6), v(6, 3, 2, 3, 6)),  # tie
+        # (1, 3) failed: missing
+    }
+    assert select_pairs(PairingRule.BEST_VS_WORST, [1, 2, 3], outcomes) == []
+    assert matchups([3, 1, 2]) == [(1, 2), (1, 3), (2, 3)]
+
+
+async def test_budget_waits_for_in_flight_requests_then_stops() -> None:
+    budget = Budget(Decimal("1.0"), Decimal(0))
+    assert await budget.reserve(Decimal("0.6"))
+    waiter = asyncio.create_task(budget.reserve(Decimal("0.6")))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()  # 0.6 reserved + 0.6 would exceed 1.0: wait for the first to settle
+    await budget.settle(Decimal("0.6"), Decimal("0.1"))  # it cost less than reserved
+    assert await waiter
+    await budget.settle(Decimal("0.6"), Decimal("0.6"))
+    assert not await budget.reserve(Decimal("0.5"))  # 0.7 spent, nothing in flight: exhausted
+    assert budget.exhausted
+
+
+async def test_budget_without_limit_always_allows() -> None:
+    budget = Budget(None, Decimal(0))
+    assert await budget.reserve(Decimal("1e9"))
