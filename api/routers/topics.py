@@ -1,5 +1,56 @@
+"""Topics: add titles, list them, import them from a file or a Hugging Face dataset."""
+
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-router = APIRouter()
+from fastapi import APIRouter, Body, Query
+
+from api.deps import AppSettings, Session
+from api.page_limit import PageLimit
+from chatpgt.topics import service
+from chatpgt.topics.schemas import (
+    ImportResult,
+    TopicImport,
+    TopicPage,
+    TopicsCreate,
+    TopicsCreated,
+    TopicSource,
+)
+
+router = APIRouter(prefix="/topics", tags=["topics"])
+
+
+@router.post("", response_model=TopicsCreated)
+async def create_topics(
+    body: TopicsCreate, session: Session, settings: AppSettings
+) -> TopicsCreated:
+    """Add titles; those equal to an existing topic after normalisation are not added again.
+    More than `api_max_topics_per_request` titles is a 413."""
+    result = await service.create_topics(
+        session, body.titles, max_titles=settings.api_max_topics_per_request
+    )
+    await session.commit()
+    return result
+
+
+@router.get("", response_model=TopicPage)
+async def list_topics(
+    session: Session,
+    limit: PageLimit,
+    cursor: str | None = None,
+    source: TopicSource | None = None,
+    q: Annotated[str | None, Query(description="substring of the title")] = None,
+) -> TopicPage:
+    return await service.list_topics(session, limit=limit, cursor=cursor, source=source, q=q)
+
+
+@router.post("/import", response_model=ImportResult)
+async def import_topics(
+    session: Session, body: Annotated[TopicImport, Body(discriminator="source")]
+) -> ImportResult:
+    """Import titles (and, for a corpus, essays) in one transaction: a file that cannot be read or
+    lacks the column is a 400 and writes nothing."""
+    result = await service.import_topics(session, body)
+    await session.commit()
+    return result

@@ -1,0 +1,33 @@
+"""Opaque keyset cursors over a bigint primary key, shared by every paginated list."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from chatpgt.errors import InvalidInput
+
+# The same encoding as api/pagination.py, so every list hands out interchangeable cursors.
+_PREFIX = "id:"
+
+
+def encode_cursor(last_id: int) -> str:
+    """The cursor that resumes a list after the row with ``last_id`` (ascending id order)."""
+    raw = f"{_PREFIX}{last_id}".encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    """The id a cursor resumes after; None for no cursor. Raises InvalidInput on a bad cursor."""
+    if cursor is None or cursor == "":
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not raw.startswith(_PREFIX):
+            raise ValueError(raw)
+        value = int(raw[len(_PREFIX) :])
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidInput("The cursor is not one this API returned.", cursor=cursor) from None
+    if not 0 <= value < 2**63:
+        raise InvalidInput("The cursor is not one this API returned.", cursor=cursor)
+    return value
