@@ -4,5 +4,16 @@ from chatpgt.datagen.models import DatagenJob, Generation, JobTopic, Judgment
 from chatpgt.db.base import Base
 from chatpgt.pairs.models import Pair
 from chatpgt.topics.models import Topic
+from chatpgt.training.models import RegisteredModel, TrainingRun
 
-__all__ = ["Base", "DatagenJob", "Generation", "JobTopic", "Judgment", "Pair", "Topic"]
+__all__ = [
+    "Base",
+    "DatagenJob",
+    "Generation",
+    "JobTopic",
+    "Judgment",
+    "Pair",
+    "RegisteredModel",
+    "Topic",
+    "TrainingRun",
+]

@@ -1,0 +1,75 @@
+"""Rows of training: one per run (SFT or DPO) and the registry of models those runs produced."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from chatpgt.db.base import Base, BigId, JSONType, Timestamped
+
+
+class TrainingRun(Timestamped, Base):
+    """One SFT or DPO run: the request as submitted, its state, progress, metrics and artifacts.
+
+    ``status`` changes only through :func:`chatpgt.training.states.transition_stmt`. A worker holds
+    the run through a lease (``lease_owner``, ``lease_expires_at``) renewed by a heartbeat, so a
+    redelivered task finds the run busy, or takes it over once the lease has expired.
+    """
+
+    __tablename__ = "training_runs"
+    __table_args__ = (Index("ix_training_runs_status_id", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # sft | dpo
+    kind: Mapped[str] = mapped_column(String(8))
+    # queued | running | succeeded | failed | cancelled
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    # the validated request, defaults filled in
+    request: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    # the model training starts from: {"ref", "path", "model_id", "kind"}
+    start_model: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    # name the produced model is registered under
+    output_name: Mapped[str] = mapped_column(String(255))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # step, total_steps, epoch, eta_s, resumed_from_step
+    progress: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # {"latest": {...}, "final": {...}}
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # examples used, how long essays were split, pairs exported/truncated
+    data_report: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # run_dir, model_dir, tensorboard_dir, last_checkpoint
+    artifacts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    samples: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RegisteredModel(Timestamped, Base):
+    """A model in the registry: a base (hub id or path), or the output of an SFT or DPO run.
+
+    ``parent_id`` gives the lineage: base -> SFT -> DPO.
+    """
+
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    # base | sft | dpo
+    kind: Mapped[str] = mapped_column(String(8))
+    # a local directory, or a Hugging Face id for base models
+    path: Mapped[str] = mapped_column(Text)
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("models.id", ondelete="SET NULL"), nullable=True
+    )
+    run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("training_runs.id", ondelete="SET NULL"), nullable=True, unique=True
+    )
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

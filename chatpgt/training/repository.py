@@ -1,0 +1,380 @@
+"""All SQL of training: runs and the model registry.
+
+Two doors onto the same statements: async functions for the API (an ``AsyncSession``; they
+``flush()``, the request commits), and :class:`RunStore` for the worker, whose training loop and
+heartbeat thread are synchronous (a sync engine on psycopg; every method is its own transaction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from chatpgt.pairs.repository import PairFilters, select_pairs
+from chatpgt.training import states
+from chatpgt.training.models import RegisteredModel, TrainingRun
+
+# --------------------------------------------------------------------------------------------
+# API side (async)
+
+
+async def create_run(
+    session: AsyncSession,
+    *,
+    kind: str,
+    request: dict[str, Any],
+    start_model: dict[str, Any],
+    output_name: str | None,
+) -> TrainingRun:
+    """Insert a queued run. Without ``output_name`` the result is registered as ``<kind>-<id>``."""
+    run = TrainingRun(
+        kind=kind,
+        status=states.QUEUED,
+        request=request,
+        start_model=start_model,
+        output_name=output_name or "",
+        progress={},
+        metrics={},
+        data_report={},
+        artifacts={},
+        samples=[],
+    )
+    session.add(run)
+    await session.flush()
+    if not output_name:
+        run.output_name = f"{kind}-{run.id}"
+        await session.flush()
+    return run
+
+
+async def get_run(session: AsyncSession, run_id: int) -> TrainingRun | None:
+    return await session.get(TrainingRun, run_id, populate_existing=True)
+
+
+async def list_runs(
+    session: AsyncSession,
+    *,
+    limit: int,
+    before: int | None = None,
+    kind: str | None = None,
+    status: str | None = None,
+) -> Sequence[TrainingRun]:
+    """Newest first, keyset on the id: the next page is ``before=<last id>``."""
+    stmt = select(TrainingRun).order_by(TrainingRun.id.desc()).limit(limit)
+    if before is not None:
+        stmt = stmt.where(TrainingRun.id < before)
+    if kind:
+        stmt = stmt.where(TrainingRun.kind == kind)
+    if status:
+        stmt = stmt.where(TrainingRun.status == status)
+    return (await session.scalars(stmt)).all()
+
+
+async def cancel_queued(session: AsyncSession, run_id: int) -> bool:
+    """A queued run is cancelled at once; False when it is no longer queued."""
+    stmt = states.transition_stmt(
+        run_id,
+        states.CANCELLED,
+        TrainingRun.status == states.QUEUED,
+        cancel_requested=True,
+        error=None,
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def request_cancel(session: AsyncSession, run_id: int) -> bool:
+    """Flag a running run; its worker stops at the next step. False when it is not running."""
+    stmt = (
+        update(TrainingRun)
+        .where(TrainingRun.id == run_id, TrainingRun.status == states.RUNNING)
+        .values(cancel_requested=True, updated_at=func.now())
+        .returning(TrainingRun.id)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def count_pairs(session: AsyncSession, filters: PairFilters) -> int:
+    """How many pairs a DPO run with this selection would train on."""
+    stmt = select(func.count()).select_from(select_pairs(filters).order_by(None).subquery())
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def get_model(session: AsyncSession, model_id: int) -> RegisteredModel | None:
+    return await session.get(RegisteredModel, model_id)
+
+
+async def get_model_by_name(session: AsyncSession, name: str) -> RegisteredModel | None:
+    return await session.scalar(select(RegisteredModel).where(RegisteredModel.name == name))
+
+
+async def get_model_by_run(session: AsyncSession, run_id: int) -> RegisteredModel | None:
+    return await session.scalar(select(RegisteredModel).where(RegisteredModel.run_id == run_id))
+
+
+async def model_ids_by_run(session: AsyncSession, run_ids: Sequence[int]) -> dict[int, int]:
+    if not run_ids:
+        return {}
+    rows = await session.execute(
+        select(RegisteredModel.run_id, RegisteredModel.id).where(
+            RegisteredModel.run_id.in_(run_ids)
+        )
+    )
+    return {int(run_id): int(model_id) for run_id, model_id in rows.all() if run_id is not None}
+
+
+async def list_models(
+    session: AsyncSession, *, limit: int, after: int | None = None
+) -> Sequence[RegisteredModel]:
+    """Oldest first, keyset on the id: the next page is ``after=<last id>``."""
+    stmt = select(RegisteredModel).order_by(RegisteredModel.id).limit(limit)
+    if after is not None:
+        stmt = stmt.where(RegisteredModel.id > after)
+    return (await session.scalars(stmt)).all()
+
+
+async def lineages(
+    session: AsyncSession, model_ids: Sequence[int]
+) -> dict[int, list[tuple[int, str, str]]]:
+    """For each model, its ancestry as (id, name, kind), root first and the model itself last."""
+    if not model_ids:
+        return {}
+    m = RegisteredModel
+    anchor = select(
+        m.id.label("start_id"),
+        m.id.label("id"),
+        m.parent_id.label("parent_id"),
+        literal(0).label("depth"),
+    ).where(m.id.in_(model_ids))
+    tree = anchor.cte("lineage", recursive=True)
+    parent = (
+        select(tree.c.start_id, m.id, m.parent_id, (tree.c.depth + 1).label("depth"))
+        .join(tree, m.id == tree.c.parent_id)
+        .where(tree.c.depth < 32)
+    )
+    tree = tree.union_all(parent)
+    rows = await session.execute(
+        select(tree.c.start_id, m.id, m.name, m.kind, tree.c.depth)
+        .join(m, m.id == tree.c.id)
+        .order_by(tree.c.start_id, tree.c.depth.desc())
+    )
+    out: dict[int, list[tuple[int, str, str]]] = {}
+    for start_id, model_id, name, kind, _depth in rows.all():
+        out.setdefault(int(start_id), []).append((int(model_id), name, kind))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Worker side (sync)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSnapshot:
+    """What a worker reads about a run: plain values, detached from any session."""
+
+    id: int
+    kind: str
+    status: str
+    request: dict[str, Any]
+    start_model: dict[str, Any]
+    output_name: str
+    attempts: int
+    cancel_requested: bool
+    lease_owner: str | None
+    lease_expired: bool
+    artifacts: dict[str, Any]
+    data_report: dict[str, Any]
+    progress: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+_MERGED_JSON = frozenset({"progress", "metrics", "data_report", "artifacts"})
+
+
+class RunStore:
+    """Sync access to one database for the worker (training thread and heartbeat thread).
+
+    Every write that a worker makes while it holds a run is guarded by its lease owner, so a
+    worker that lost its lease (another took the run over) changes nothing.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def snapshot(self, run_id: int) -> RunSnapshot | None:
+        with Session(self.engine) as session:
+            row = session.execute(
+                select(
+                    TrainingRun,
+                    or_(
+                        TrainingRun.lease_expires_at.is_(None),
+                        TrainingRun.lease_expires_at < func.now(),
+                    ),
+                ).where(TrainingRun.id == run_id)
+            ).first()
+            if row is None:
+                return None
+            run, expired = row
+            return RunSnapshot(
+                id=run.id,
+                kind=run.kind,
+                status=run.status,
+                request=dict(run.request),
+                start_model=dict(run.start_model),
+                output_name=run.output_name,
+                attempts=run.attempts,
+                cancel_requested=run.cancel_requested,
+                lease_owner=run.lease_owner,
+                lease_expired=bool(expired),
+                artifacts=dict(run.artifacts or {}),
+                data_report=dict(run.data_report or {}),
+                progress=dict(run.progress or {}),
+                metrics=dict(run.metrics or {}),
+            )
+
+    def claim(self, run_id: int, owner: str, lease_s: float, max_attempts: int) -> bool:
+        """Take a queued run, or a running one whose lease expired (its worker died).
+
+        Counts an attempt. False when the run is terminal, held by a live worker, or out of
+        attempts.
+        """
+        stmt = states.transition_stmt(
+            run_id,
+            states.RUNNING,
+            or_(
+                TrainingRun.status == states.QUEUED,
+                TrainingRun.lease_expires_at.is_(None),
+                TrainingRun.lease_expires_at < func.now(),
+            ),
+            TrainingRun.attempts < max_attempts,
+            TrainingRun.cancel_requested.is_(False),
+            lease_owner=owner,
+            lease_expires_at=func.now() + timedelta(seconds=lease_s),
+            attempts=TrainingRun.attempts + 1,
+            started_at=func.coalesce(TrainingRun.started_at, func.now()),
+            error=None,
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).first() is not None
+
+    def heartbeat(self, run_id: int, owner: str, lease_s: float) -> bool | None:
+        """Renew the lease. Returns the cancel flag, or None when the lease is no longer ours."""
+        stmt = (
+            update(TrainingRun)
+            .where(
+                TrainingRun.id == run_id,
+                TrainingRun.lease_owner == owner,
+                TrainingRun.status == states.RUNNING,
+            )
+            .values(lease_expires_at=func.now() + timedelta(seconds=lease_s))
+            .returning(TrainingRun.cancel_requested)
+        )
+        with self.engine.begin() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else bool(row[0])
+
+    def update(self, run_id: int, owner: str, **values: Any) -> bool | None:
+        """Write progress, metrics, reports or artifacts of a run we hold.
+
+        JSON columns given here are merged key by key into what is stored. Returns the cancel
+        flag, or None when the lease is no longer ours.
+        """
+        sets: dict[str, Any] = {"updated_at": func.now()}
+        for key, value in values.items():
+            column = getattr(TrainingRun, key)
+            if key in _MERGED_JSON:
+                sets[key] = func.coalesce(column, literal({}, JSONB)).op("||")(
+                    literal(value, JSONB)
+                )
+            else:
+                sets[key] = value
+        stmt = (
+            update(TrainingRun)
+            .where(
+                TrainingRun.id == run_id,
+                TrainingRun.lease_owner == owner,
+                TrainingRun.status == states.RUNNING,
+            )
+            .values(**sets)
+            .returning(TrainingRun.cancel_requested)
+        )
+        with self.engine.begin() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else bool(row[0])
+
+    def finish(
+        self,
+        run_id: int,
+        owner: str | None,
+        status: str,
+        *,
+        error: str | None = None,
+        register: dict[str, Any] | None = None,
+        **values: Any,
+    ) -> bool:
+        """Move a run to a terminal status; with ``register``, add its model in the same
+        transaction. ``owner`` None finishes a run nobody holds (out of attempts)."""
+        guard = [] if owner is None else [TrainingRun.lease_owner == owner]
+        stmt = states.transition_stmt(run_id, status, *guard, error=error, **values)
+        with self.engine.begin() as conn:
+            if conn.execute(stmt).first() is None:
+                return False
+            if register is not None:
+                self._register(conn, run_id=run_id, **register)
+        return True
+
+    @staticmethod
+    def _register(
+        conn: Any,
+        *,
+        run_id: int,
+        name: str,
+        kind: str,
+        path: str,
+        metrics: dict[str, Any],
+        parent_id: int | None,
+        base: dict[str, str] | None,
+    ) -> None:
+        if base is not None:
+            # The base a first SFT starts from enters the registry as the root of its lineage.
+            conn.execute(
+                pg_insert(RegisteredModel)
+                .values(name=base["name"], kind="base", path=base["path"], metrics={})
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+            parent_id = conn.execute(
+                select(RegisteredModel.id).where(RegisteredModel.name == base["name"])
+            ).scalar_one()
+        taken = conn.execute(select(RegisteredModel.id).where(RegisteredModel.name == name)).first()
+        conn.execute(
+            pg_insert(RegisteredModel)
+            .values(
+                name=f"{name}-run-{run_id}" if taken else name,
+                kind=kind,
+                path=path,
+                metrics=metrics,
+                parent_id=parent_id,
+                run_id=run_id,
+            )
+            .on_conflict_do_nothing(index_elements=["run_id"])
+        )
+
+    def stale_run_ids(self) -> list[int]:
+        """Running runs whose lease expired: their worker died and nobody has taken them over."""
+        with Session(self.engine) as session:
+            rows = session.scalars(
+                select(TrainingRun.id).where(
+                    and_(
+                        TrainingRun.status == states.RUNNING,
+                        TrainingRun.lease_expires_at < func.now(),
+                    )
+                )
+            )
+            return [int(r) for r in rows]
