@@ -1,0 +1,296 @@
+"""Per-provider limits: concurrent requests, requests per minute, tokens per minute.
+
+A :class:`ProviderLimiter` hands out a :class:`Permit` per HTTP attempt::
+
+    permit = await limiter.acquire(estimated_tokens)
+    try:
+        response = await send()
+    finally:
+        permit.release()                     # frees the concurrency slot
+    await permit.settle(actual_tokens)       # corrects the tokens-per-minute estimate
+
+Concurrency is always counted in this process (an ``asyncio.Semaphore``). The per-minute buckets
+are in this process by default; pass a ``redis.asyncio.Redis`` client to share them between every
+process that uses the same key, so that a provider's limits hold across Celery workers.
+
+Buckets refill continuously and hold ``burst_s`` seconds' worth of capacity (one second by
+default), not a whole minute: providers enforce per-minute limits over shorter windows, and a
+minute-sized burst would send a whole minute's requests at once and then stall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from chatpgt.settings import ProviderConfig
+
+
+class RateBucket(Protocol):
+    """A refilling bucket of units (requests or tokens)."""
+
+    async def take(self, amount: float) -> None:
+        """Wait until ``amount`` units may be spent, then spend them."""
+        ...
+
+    async def adjust(self, delta: float) -> None:
+        """Give back ``delta`` units (or charge more when negative) after the fact."""
+        ...
+
+
+class LocalBucket:
+    """A token bucket in this process; waiters are served first come, first served.
+
+    A request bigger than the bucket's capacity waits for a full bucket and then drives it
+    into debt, so it is delayed in proportion to its size instead of waiting forever.
+    """
+
+    __slots__ = ("rate", "capacity", "level", "updated", "_lock")
+
+    def __init__(self, per_minute: float, burst_s: float = 1.0) -> None:
+        if per_minute <= 0:
+            raise ValueError("per_minute must be positive")
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate * burst_s)
+        self.level = self.capacity
+        self.updated = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+        self.updated = now
+
+    async def take(self, amount: float) -> None:
+        need = min(amount, self.capacity)
+        # Fast path without the lock, only when nobody queues ahead (keeps FIFO order).
+        if not self._lock.locked():
+            self._refill()
+            if self.level >= need:
+                self.level -= amount
+                return
+        async with self._lock:
+            while True:
+                self._refill()
+                if self.level >= need:
+                    self.level -= amount
+                    return
+                await asyncio.sleep((need - self.level) / self.rate)
+
+    async def adjust(self, delta: float) -> None:
+        self._refill()
+        self.level = min(self.capacity, self.level + delta)
+
+
+# KEYS[1]: the bucket hash. ARGV: rate per second, capacity, amount, need, ttl ms.
+# Returns the seconds to wait as a string (Lua numbers become integers in replies); "0" = taken.
+# An adjustment passes a negative amount (a refund) or a positive one (a charge) with a hugely
+# negative need, so it always applies and never waits.
+_BUCKET_LUA = """
+local rate = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local amount = tonumber(ARGV[3])
+local need = tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'level', 'ts')
+local level = tonumber(state[1])
+local ts = tonumber(state[2])
+if level == nil or ts == nil then
+  level = capacity
+  ts = now
+end
+level = math.min(capacity, level + math.max(0, now - ts) * rate)
+local wait = 0
+if level >= need then
+  level = level - amount
+  if level > capacity then level = capacity end
+else
+  wait = (need - level) / rate
+end
+redis.call('HSET', KEYS[1], 'level', tostring(level), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return tostring(wait)
+"""
+
+
+_ALWAYS = -1e18
+
+
+class RedisBucket:
+    """A token bucket kept in Redis, shared by every process that uses the same key.
+
+    Redis' own clock is used, so processes on machines with skewed clocks agree. Within one
+    process waiters queue on a local lock, so only one of them polls Redis at a time.
+    """
+
+    __slots__ = ("rate", "capacity", "key", "_redis", "_script", "_lock", "_ttl_ms")
+
+    def __init__(self, redis: Redis, key: str, per_minute: float, burst_s: float = 1.0) -> None:
+        if per_minute <= 0:
+            raise ValueError("per_minute must be positive")
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate * burst_s)
+        self.key = key
+        self._redis = redis
+        self._script = redis.register_script(_BUCKET_LUA)
+        self._lock = asyncio.Lock()
+        # An idle bucket refills completely, so an expired key (read as full) is the same state.
+        self._ttl_ms = int(max(60.0, 2 * self.capacity / self.rate) * 1000)
+
+    async def _call(self, amount: float, need: float) -> float:
+        args = [self.rate, self.capacity, amount, need, self._ttl_ms]
+        return float(await self._script(keys=[self.key], args=args))
+
+    async def take(self, amount: float) -> None:
+        need = min(amount, self.capacity)
+        async with self._lock:
+            while True:
+                wait = await self._call(amount, need)
+                if wait <= 0:
+                    return
+                await asyncio.sleep(wait)
+
+    async def adjust(self, delta: float) -> None:
+        if delta:
+            await self._call(-delta, _ALWAYS)
+
+
+class Permit:
+    """One attempt's right to send: a concurrency slot plus the tokens charged for it.
+
+    ``release()`` frees the slot (idempotent; call it as soon as the response is read).
+    ``settle(actual_tokens)`` corrects the tokens-per-minute charge once the real usage is known;
+    a permit that is never settled keeps its estimate charged, which errs on the safe side.
+    """
+
+    __slots__ = ("_limiter", "estimated_tokens", "_released", "_settled")
+
+    def __init__(self, limiter: ProviderLimiter, estimated_tokens: int) -> None:
+        self._limiter = limiter
+        self.estimated_tokens = estimated_tokens
+        self._released = False
+        self._settled = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._limiter._release()
+
+    async def settle(self, actual_tokens: int) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        tpm = self._limiter._tpm
+        if tpm is not None and actual_tokens != self.estimated_tokens:
+            await tpm.adjust(self.estimated_tokens - actual_tokens)
+
+    async def __aenter__(self) -> Permit:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+
+class ProviderLimiter:
+    """Concurrency, requests-per-minute and tokens-per-minute limits for one provider.
+
+    ``acquire`` waits for a concurrency slot first and then for the rate buckets, so a request
+    that holds a slot is one that is about to be sent. Pass ``redis`` to share the per-minute
+    buckets across processes under ``key`` (the concurrency limit stays per process: divide the
+    provider's concurrency among the processes when that matters).
+    """
+
+    __slots__ = ("max_concurrency", "_sem", "_rpm", "_tpm", "_paused_until", "_in_flight")
+
+    def __init__(
+        self,
+        *,
+        max_concurrency: int,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        burst_s: float = 1.0,
+        redis: Redis | None = None,
+        key: str = "chatpgt:limits:default",
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self.max_concurrency = max_concurrency
+        self._sem = asyncio.Semaphore(max_concurrency)
+        self._rpm: RateBucket | None = None
+        self._tpm: RateBucket | None = None
+        if requests_per_minute:
+            self._rpm = (
+                RedisBucket(redis, f"{key}:rpm", requests_per_minute, burst_s)
+                if redis is not None
+                else LocalBucket(requests_per_minute, burst_s)
+            )
+        if tokens_per_minute:
+            self._tpm = (
+                RedisBucket(redis, f"{key}:tpm", tokens_per_minute, burst_s)
+                if redis is not None
+                else LocalBucket(tokens_per_minute, burst_s)
+            )
+        self._paused_until = 0.0
+        self._in_flight = 0
+
+    @classmethod
+    def from_config(
+        cls,
+        config: ProviderConfig,
+        *,
+        redis: Redis | None = None,
+        key_prefix: str = "chatpgt:limits",
+        burst_s: float = 1.0,
+    ) -> ProviderLimiter:
+        """The limiter a provider's configuration asks for; shared via Redis when given one."""
+        return cls(
+            max_concurrency=config.max_concurrency,
+            requests_per_minute=config.requests_per_minute,
+            tokens_per_minute=config.tokens_per_minute,
+            burst_s=burst_s,
+            redis=redis,
+            key=f"{key_prefix}:{config.name}",
+        )
+
+    @property
+    def in_flight(self) -> int:
+        """Permits handed out and not yet released."""
+        return self._in_flight
+
+    def pause(self, seconds: float) -> None:
+        """Hold back new permits for ``seconds`` (the provider said Retry-After to one of us)."""
+        until = time.monotonic() + seconds
+        if until > self._paused_until:
+            self._paused_until = until
+
+    async def acquire(self, estimated_tokens: int = 0) -> Permit:
+        """Wait for a slot and the rate budget for one request of about ``estimated_tokens``.
+
+        The caller must ``release()`` the permit (in a ``finally``) whether or not the request
+        succeeded. Cancellation while waiting leaves nothing held.
+        """
+        await self._sem.acquire()
+        try:
+            while True:
+                delay = self._paused_until - time.monotonic()
+                if delay <= 0:
+                    break
+                await asyncio.sleep(delay)
+            if self._rpm is not None:
+                await self._rpm.take(1)
+            if self._tpm is not None and estimated_tokens > 0:
+                await self._tpm.take(estimated_tokens)
+        except BaseException:
+            self._sem.release()
+            raise
+        self._in_flight += 1
+        return Permit(self, estimated_tokens)
+
+    def _release(self) -> None:
+        self._in_flight -= 1
+        self._sem.release()
