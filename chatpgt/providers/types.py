@@ -1,4 +1,4 @@
-"""What the rest of ChatPGT sees of a provider: a chat request in, a result or a ProviderError out."""
+"""What the rest of ChatPGT sees of a provider: a chat request in, a result or ProviderError out."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ class ChatResult:
     latency_ms: int
     finish_reason: str | None
     attempts: int
+    # The choice's logprobs.content list when the request asked for logprobs (extra={"logprobs":
+    # True}) and the provider returned them; None otherwise.
+    logprobs: list[dict[str, Any]] | None = None
 
 
 class ProviderError(Exception):

@@ -1,0 +1,405 @@
+"""The outbound side of ChatPGT: one pooled HTTP client for every OpenAI-compatible provider.
+
+:class:`ProviderPool` is created once per process (or per event loop) and owns one
+``httpx.AsyncClient`` on the aiohttp transport, which measured far better than httpx's default
+transport at hundreds of requests in flight. Each provider gets its own limiter (concurrency,
+requests and tokens per minute), timeout and retry policy from its :class:`ProviderConfig`::
+
+    async with ProviderPool(settings.provider_configs()) as pool:
+        result = await pool.chat(ChatRequest(provider="openai", model="gpt-4o-mini", messages=...))
+
+Retries: transport errors, timeouts, HTTP 408, 429 and 5xx are retried up to
+``config.max_retries`` times with exponential backoff and full jitter, honouring ``retry-after-ms``
+and then ``Retry-After``. Every other failure raises :class:`ProviderError` at once. Messages in
+errors never contain the API key, request headers or the request body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+import random
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import aiohttp
+import httpx
+import orjson
+from httpx_aiohttp import AiohttpTransport
+
+from chatpgt.providers.limits import ProviderLimiter
+from chatpgt.providers.types import ChatRequest, ChatResult, ProviderError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from chatpgt.settings import ProviderConfig
+
+# What estimate_cost assumes a request may produce when it sets no max_tokens.
+DEFAULT_MAX_TOKENS_ESTIMATE = 4096
+# The connection pool never allows fewer than this many connections: the datagen fan-out runs
+# about a thousand requests in flight, and aiohttp's own default (100) would queue the rest.
+MIN_CONNECTIONS = 1000
+# A Retry-After longer than this (or than backoff_max_s, if larger) is cut to it.
+RETRY_AFTER_CAP_S = 60.0
+# Per-message framing tokens in chat formats; it keeps the prompt estimate from undershooting.
+_MESSAGE_OVERHEAD_TOKENS = 4
+_RETRYABLE_STATUS = frozenset({408, 429})
+_MILLION = Decimal(1_000_000)
+_ERROR_DETAIL_CHARS = 300
+_SECRET_LIKE = re.compile(r"(?i)(bearer\s+\S+|\bsk-[a-z0-9_\-]{6,})")
+
+
+def estimate_tokens(chars: int) -> int:
+    """Tokens in ``chars`` characters of English-like text (about four characters a token)."""
+    return (chars + 3) // 4
+
+
+def estimate_prompt_tokens(messages: list[dict[str, str]]) -> int:
+    """Prompt tokens of a chat request, as the server would roughly count them."""
+    chars = 0
+    for m in messages:
+        content = m.get("content")
+        if content:
+            chars += len(content)
+    return estimate_tokens(chars) + _MESSAGE_OVERHEAD_TOKENS * len(messages)
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds the server asked us to wait: ``retry-after-ms``, else ``Retry-After`` (seconds or
+    an HTTP date); None when neither is present and valid."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            ms = float(value)
+        except ValueError:
+            ms = -1.0
+        if ms >= 0 and math.isfinite(ms):
+            return ms / 1000.0
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - time.time()
+        return max(0.0, seconds)
+    return seconds if seconds >= 0 and math.isfinite(seconds) else None
+
+
+@dataclass(slots=True)
+class _Provider:
+    """What the pool precomputes per provider so a request does no config work."""
+
+    config: ProviderConfig
+    url: str
+    timeout: httpx.Timeout
+    deadline_s: float
+    limiter: ProviderLimiter
+
+
+class ProviderPool:
+    """Sends chat requests to configured providers under their limits, with retries.
+
+    Create it with ``Settings.provider_configs()``; call ``await start()`` (or use ``async with``)
+    on the event loop that will use it, and ``await aclose()`` at shutdown. The HTTP client and
+    the limiters belong to that loop: a Celery task that runs a fresh loop per call needs a
+    fresh pool per call.
+
+    Pass ``redis`` (a ``redis.asyncio.Redis``) to share requests- and tokens-per-minute limits
+    across processes; concurrency limits are always per process. ``max_connections`` bounds the
+    HTTP connection pool (default: the larger of 1,000 and the sum of providers' concurrency).
+    """
+
+    def __init__(
+        self,
+        configs: Mapping[str, ProviderConfig],
+        *,
+        redis: Redis | None = None,
+        limiter_key_prefix: str = "chatpgt:limits",
+        max_connections: int | None = None,
+    ) -> None:
+        self._configs = dict(configs)
+        self._redis = redis
+        self._key_prefix = limiter_key_prefix
+        total = sum(c.max_concurrency for c in self._configs.values())
+        self._max_connections = max_connections or max(MIN_CONNECTIONS, total)
+        self._providers: dict[str, _Provider] = {}
+        self._prices: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
+        self._client: httpx.AsyncClient | None = None
+        self._rng = random.Random()
+
+    @property
+    def configs(self) -> Mapping[str, ProviderConfig]:
+        """The provider configurations this pool serves, by name."""
+        return self._configs
+
+    def limiter(self, provider: str) -> ProviderLimiter:
+        """The live limiter of a started pool's provider (KeyError when unknown)."""
+        return self._providers[provider].limiter
+
+    async def start(self) -> None:
+        """Open the HTTP client and build the limiters; a second call does nothing."""
+        if self._client is not None:
+            return
+        for name, cfg in self._configs.items():
+            self._providers[name] = _Provider(
+                config=cfg,
+                url=cfg.base_url.rstrip("/") + "/chat/completions",
+                timeout=httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s),
+                # The transport's read timeout restarts with every chunk; this caps the whole
+                # attempt so a server that trickles bytes cannot hold a slot forever.
+                deadline_s=cfg.connect_timeout_s + cfg.timeout_s,
+                limiter=ProviderLimiter.from_config(
+                    cfg, redis=self._redis, key_prefix=self._key_prefix
+                ),
+            )
+        n = self._max_connections
+        transport = AiohttpTransport(
+            limits=httpx.Limits(
+                max_connections=n, max_keepalive_connections=n, keepalive_expiry=30.0
+            )
+        )
+        # trust_env=False: environment proxies would be mounted on httpx's default transport,
+        # silently bypassing the aiohttp one and its connection limit.
+        self._client = httpx.AsyncClient(transport=transport, trust_env=False, timeout=None)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client (idempotent). In-flight calls fail with a transport error."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- money --------------------------------------------------------------------------------
+
+    def cost(
+        self, provider: str, model: str, prompt_tokens: int, completion_tokens: int
+    ) -> Decimal:
+        """US dollars for the given usage at the configured prices (exact, not rounded).
+
+        Raises ProviderError(retryable=False) for an unknown provider. Works before start().
+        """
+        price_in, price_out = self._price(provider, model)
+        return (prompt_tokens * price_in + completion_tokens * price_out) / _MILLION
+
+    def estimate_cost(self, req: ChatRequest) -> Decimal:
+        """An upper bound on one attempt's cost, for budget checks before sending.
+
+        Prompt tokens are estimated from the characters (about four a token) and the completion
+        is assumed to use all of ``max_tokens`` (or DEFAULT_MAX_TOKENS_ESTIMATE when unset).
+        """
+        completion = req.max_tokens or DEFAULT_MAX_TOKENS_ESTIMATE
+        return self.cost(req.provider, req.model, estimate_prompt_tokens(req.messages), completion)
+
+    def _price(self, provider: str, model: str) -> tuple[Decimal, Decimal]:
+        """(input, output) US dollars per million tokens, as exact decimals."""
+        found = self._prices.get((provider, model))
+        if found is None:
+            cfg = self._configs.get(provider)
+            if cfg is None:
+                raise ProviderError(f"unknown provider {provider!r}", retryable=False)
+            price = cfg.price_for(model)
+            # str() first: Decimal(0.15) would carry the float's binary error into every cost.
+            found = (Decimal(str(price.input_per_mtok)), Decimal(str(price.output_per_mtok)))
+            self._prices[(provider, model)] = found
+        return found
+
+    # --- requests -----------------------------------------------------------------------------
+
+    async def chat(self, req: ChatRequest) -> ChatResult:
+        """Send one chat completion, retrying what is worth retrying.
+
+        Returns the answer's text ("" when the model produced none: the caller decides whether
+        that is a failure), usage (estimated when the server reports none), cost, latency of the
+        whole call including waits and retries, and the number of attempts.
+
+        Raises ProviderError: ``retryable=False`` for an unknown provider, a 4xx other than 408
+        and 429 (bad request, wrong key, ...) or a 200 whose body is not a chat completion;
+        ``retryable=True`` when retries ran out (``attempts`` says how many were made).
+        """
+        p = self._providers.get(req.provider)
+        if p is None and req.provider not in self._configs:
+            raise ProviderError(f"unknown provider {req.provider!r}", retryable=False)
+        client = self._client
+        if client is None or p is None:
+            raise RuntimeError("ProviderPool is not started: use 'async with' or start()")
+        cfg = p.config
+        if cfg.kind != "openai":
+            raise ProviderError(
+                f"provider {req.provider!r} is of kind {cfg.kind!r}, which this pool cannot call",
+                retryable=False,
+            )
+
+        body = orjson.dumps(self._body(req, cfg.supports_json_mode))
+        headers = {"Content-Type": "application/json"}
+        key = cfg.api_key()
+        secret = key.get_secret_value() if key is not None else None
+        if secret:
+            headers["Authorization"] = "Bearer " + secret
+        prompt_estimate = estimate_prompt_tokens(req.messages)
+        # OpenAI charges max_tokens against the tokens-per-minute limit when the request arrives.
+        token_estimate = prompt_estimate + (req.max_tokens or DEFAULT_MAX_TOKENS_ESTIMATE)
+
+        started = time.perf_counter()
+        limiter = p.limiter
+        attempts = 0
+        while True:
+            attempts += 1
+            status: int | None = None
+            retry_after: float | None = None
+            permit = await limiter.acquire(token_estimate)
+            try:
+                async with asyncio.timeout(p.deadline_s):
+                    response = await client.post(
+                        p.url, content=body, headers=headers, timeout=p.timeout
+                    )
+            except (httpx.TimeoutException, TimeoutError):
+                last = f"timeout after {cfg.timeout_s:g} s"
+            except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
+                last = f"transport error ({type(exc).__name__})"
+            else:
+                status = response.status_code
+                if status == 200:
+                    permit.release()
+                    result = self._result(req, response.content, prompt_estimate, attempts, started)
+                    await permit.settle(result.prompt_tokens + result.completion_tokens)
+                    return result
+                if status in _RETRYABLE_STATUS or status >= 500:
+                    last = f"HTTP {status}"
+                    retry_after = parse_retry_after(response.headers)
+                else:
+                    permit.release()
+                    raise ProviderError(
+                        _describe_failure(response, cfg, secret),
+                        retryable=False,
+                        status=status,
+                        attempts=attempts,
+                    )
+            finally:
+                permit.release()
+
+            if attempts > cfg.max_retries:
+                raise ProviderError(
+                    f"{last} after {attempts} attempts",
+                    retryable=True,
+                    status=status,
+                    attempts=attempts,
+                )
+            delay = self._backoff(cfg, attempts, retry_after)
+            if retry_after is not None:
+                # The provider spoke for all our requests, not just this one.
+                limiter.pause(delay)
+            await asyncio.sleep(delay)
+
+    def _backoff(self, cfg: ProviderConfig, failures: int, retry_after: float | None) -> float:
+        # Full jitter (AWS architecture blog): uniform in [0, min(max, base * 2^n)].
+        ceiling = min(cfg.backoff_max_s, cfg.backoff_base_s * (2 ** (failures - 1)))
+        if retry_after is None:
+            return self._rng.uniform(0.0, ceiling)
+        wait = min(retry_after, max(cfg.backoff_max_s, RETRY_AFTER_CAP_S))
+        # A little jitter on top, never below what the server asked for, so that every
+        # request told to wait does not come back in the same millisecond.
+        return wait + self._rng.uniform(0.0, min(ceiling, wait / 4))
+
+    @staticmethod
+    def _body(req: ChatRequest, supports_json_mode: bool) -> dict[str, Any]:
+        body: dict[str, Any] = dict(req.extra) if req.extra else {}
+        body["model"] = req.model
+        body["messages"] = req.messages
+        if req.temperature is not None:
+            body["temperature"] = req.temperature
+        if req.top_p is not None:
+            body["top_p"] = req.top_p
+        if req.max_tokens is not None:
+            body["max_tokens"] = req.max_tokens
+        if req.json_mode and supports_json_mode:
+            body["response_format"] = {"type": "json_object"}
+        return body
+
+    def _result(
+        self, req: ChatRequest, raw: bytes, prompt_estimate: int, attempts: int, started: float
+    ) -> ChatResult:
+        try:
+            data = orjson.loads(raw)
+            choice = data["choices"][0]
+            message = choice["message"]
+            text = message.get("content") or ""
+            if not isinstance(text, str):
+                raise TypeError("content is not a string")
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            what = "not JSON" if isinstance(exc, orjson.JSONDecodeError) else "no choices/message"
+            raise ProviderError(
+                f"malformed response from {req.provider!r} (HTTP 200): {what}",
+                retryable=False,
+                status=200,
+                attempts=attempts,
+            ) from None
+        usage = data.get("usage")
+        prompt_tokens = completion_tokens = None
+        if isinstance(usage, dict):
+            prompt_tokens = usage.get("prompt_tokens")
+            completion_tokens = usage.get("completion_tokens")
+        if not isinstance(prompt_tokens, int):
+            prompt_tokens = prompt_estimate
+        if not isinstance(completion_tokens, int):
+            completion_tokens = estimate_tokens(len(text))
+        price_in, price_out = self._price(req.provider, req.model)
+        logprobs = choice.get("logprobs")
+        return ChatResult(
+            text=text,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_usd=(prompt_tokens * price_in + completion_tokens * price_out) / _MILLION,
+            latency_ms=int((time.perf_counter() - started) * 1000),
+            finish_reason=choice.get("finish_reason"),
+            attempts=attempts,
+            logprobs=logprobs.get("content") if isinstance(logprobs, dict) else None,
+        )
+
+
+def _describe_failure(response: httpx.Response, cfg: ProviderConfig, secret: str | None) -> str:
+    """A storable message for a non-retryable HTTP answer: status and the server's own words,
+    scrubbed of anything key-like; never our headers or body."""
+    status = response.status_code
+    if status in (401, 403):
+        where = f" (key from ${cfg.api_key_env})" if cfg.api_key_env else ""
+        state = "was rejected" if secret else "is missing"
+        return f"HTTP {status} from {cfg.name!r}: the API key{where} {state}"
+    detail = ""
+    try:
+        data = orjson.loads(response.content)
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict):
+            detail = str(error.get("message") or "")
+        elif isinstance(error, str):
+            detail = error
+    except orjson.JSONDecodeError:
+        detail = ""
+    if secret:
+        detail = detail.replace(secret, "[redacted]")
+    detail = _SECRET_LIKE.sub("[redacted]", detail)[:_ERROR_DETAIL_CHARS]
+    return f"HTTP {status} from {cfg.name!r}" + (f": {detail}" if detail else "")
