@@ -1,5 +1,136 @@
+"""Preference pairs (list, one, statistics, export) and the work behind them (essays, judgments).
+
+GET /pairs and GET /pairs/{id} return bytes built by the service; their documented shapes are
+``PairPage`` and ``PairOut``.
+"""
+
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-router = APIRouter()
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.responses import StreamingResponse
+from pydantic import Field
+
+from api.deps import Session
+from api.page_limit import PageLimit
+from api.pagination import MAX_ID, IdPath
+from chatpgt.datagen import inspect
+from chatpgt.pairs import service
+from chatpgt.pairs.export import MEDIA_TYPES, iter_export
+from chatpgt.pairs.repository import PairFilters
+from chatpgt.pairs.schemas import ExportFormat, PairOut, PairPage, PairSource, PairStats
+from chatpgt.pairs.stats import pair_stats
+
+router = APIRouter(tags=["pairs"])
+
+JSON = "application/json"
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+def pair_filters(
+    min_confidence: Annotated[
+        float | None, Query(ge=0, le=10, description="keep pairs with confidence ≥ this")
+    ] = None,
+    job_id: Annotated[list[Id] | None, Query(description="repeat to select several jobs")] = None,
+    model: Annotated[str | None, Query(description="chosen or rejected model")] = None,
+    source: PairSource | None = None,
+) -> PairFilters:
+    return PairFilters(
+        min_confidence=min_confidence,
+        job_ids=tuple(dict.fromkeys(job_id or ())),
+        model=model,
+        source=source,
+    )
+
+
+Filters = Annotated[PairFilters, Depends(pair_filters)]
+
+
+@router.get("/pairs", response_model=PairPage)
+async def list_pairs(
+    session: Session, filters: Filters, limit: PageLimit, cursor: str | None = None
+) -> Response:
+    """Matching pairs in id order; follow `next_cursor` (a bad cursor is a 400)."""
+    body = await service.pairs_page_json(session, filters, limit=limit, cursor=cursor)
+    return Response(body, media_type=JSON)
+
+
+@router.get("/pairs/stats", response_model=PairStats)
+async def get_pair_stats(session: Session, filters: Filters) -> PairStats:
+    return await pair_stats(session, filters)
+
+
+@router.get(
+    "/pairs/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "TRL conversational preference JSONL, or the seed CSV columns",
+            "content": {media: {} for media in MEDIA_TYPES.values()},
+        }
+    },
+)
+async def export_pairs(
+    session: Session,
+    filters: Filters,
+    fmt: Annotated[ExportFormat, Query(alias="format")] = "jsonl",
+) -> StreamingResponse:
+    """Every matching pair, streamed (memory flat in the number of pairs)."""
+    return StreamingResponse(
+        iter_export(session, filters, fmt),
+        media_type=MEDIA_TYPES[fmt],
+        headers={"Content-Disposition": f'attachment; filename="pairs.{fmt}"'},
+    )
+
+
+@router.get("/pairs/{pair_id}", response_model=PairOut)
+async def get_pair(pair_id: IdPath, session: Session) -> Response:
+    return Response(await service.pair_json(session, pair_id), media_type=JSON)
+
+
+@router.get("/essays", response_model=inspect.EssayPage, tags=["inspect"])
+async def list_essays(
+    session: Session,
+    limit: PageLimit,
+    cursor: str | None = None,
+    job_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    topic_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    status: str | None = None,
+    model: str | None = None,
+) -> inspect.EssayPage:
+    """Candidate essays (generations) in id order."""
+    return await inspect.list_essays(
+        session,
+        limit=limit,
+        cursor=cursor,
+        job_id=job_id,
+        topic_id=topic_id,
+        status=status,
+        model=model,
+    )
+
+
+@router.get("/essays/{essay_id}", response_model=inspect.EssayOut, tags=["inspect"])
+async def get_essay(essay_id: IdPath, session: Session) -> inspect.EssayOut:
+    return await inspect.get_essay(session, essay_id)
+
+
+@router.get("/judgments", response_model=inspect.JudgmentPage, tags=["inspect"])
+async def list_judgments(
+    session: Session,
+    limit: PageLimit,
+    cursor: str | None = None,
+    job_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    topic_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    status: str | None = None,
+) -> inspect.JudgmentPage:
+    """Judge verdicts in id order; each matchup has two rows, one per order."""
+    return await inspect.list_judgments(
+        session, limit=limit, cursor=cursor, job_id=job_id, topic_id=topic_id, status=status
+    )
+
+
+@router.get("/judgments/{judgment_id}", response_model=inspect.JudgmentOut, tags=["inspect"])
+async def get_judgment(judgment_id: IdPath, session: Session) -> inspect.JudgmentOut:
+    return await inspect.get_judgment(session, judgment_id)

@@ -1,10 +1,31 @@
-"""All SQL over pairs: filtered keyset pages, streaming for export, statistics."""
+"""All SQL over pairs: filtered keyset pages, streaming for export, statistics.
+
+Reads select plain columns rather than ORM objects: pages of ~9 KB essays are served at the
+speed of the query only if no per-row object is built.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Integer,
+    Row,
+    Select,
+    Text,
+    cast,
+    func,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
 
 from chatpgt.pairs.models import Pair
 
@@ -19,15 +40,164 @@ class PairFilters:
     source: str | None = None  # "judged" or "corpus"
 
 
-def select_pairs(filters: PairFilters) -> Select[tuple[Pair]]:
-    """Pairs matching ``filters`` in keyset order (ascending id)."""
-    stmt = select(Pair).order_by(Pair.id)
+def _conditions(filters: PairFilters) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
     if filters.min_confidence is not None:
-        stmt = stmt.where(Pair.confidence >= filters.min_confidence)
+        conditions.append(Pair.confidence >= filters.min_confidence)
     if filters.job_ids:
-        stmt = stmt.where(Pair.job_id.in_(filters.job_ids))
+        conditions.append(Pair.job_id.in_(filters.job_ids))
     if filters.model:
-        stmt = stmt.where(or_(Pair.chosen_model == filters.model, Pair.rejected_model == filters.model))
+        conditions.append(
+            or_(Pair.chosen_model == filters.model, Pair.rejected_model == filters.model)
+        )
     if filters.source:
-        stmt = stmt.where(Pair.source == filters.source)
-    return stmt
+        conditions.append(Pair.source == filters.source)
+    return conditions
+
+
+def select_pairs(filters: PairFilters) -> Select[Pair]:
+    """Pairs (ORM objects) matching ``filters`` in keyset order (ascending id)."""
+    return select(Pair).where(*_conditions(filters)).order_by(Pair.id)
+
+
+_Column = ColumnElement[Any] | QueryableAttribute[Any]
+# A result row of any width.
+AnyRow = Row[*tuple[Any, ...]]
+
+# The API shape of a pair, in field order. The JSONB columns come back as their JSON text so the
+# service can embed them without parsing and re-serialising.
+PAIR_COLUMNS: tuple[_Column, ...] = (
+    Pair.id,
+    Pair.job_id,
+    Pair.topic_id,
+    Pair.topic,
+    Pair.prompt,
+    Pair.chosen,
+    Pair.rejected,
+    Pair.chosen_model,
+    Pair.rejected_model,
+    Pair.judgment_reasoning,
+    Pair.confidence,
+    Pair.judge_model,
+    Pair.source,
+    Pair.chosen_generation_id,
+    Pair.rejected_generation_id,
+    cast(Pair.judgment_ids, Text).label("judgment_ids"),
+    cast(Pair.verdicts, Text).label("verdicts"),
+    Pair.created_at,
+)
+PAIR_KEYS: tuple[str, ...] = tuple(c.key or "" for c in PAIR_COLUMNS)
+JSON_TEXT_KEYS = frozenset({"judgment_ids", "verdicts"})
+
+# What an export line needs (TRL record and seed CSV), nothing more.
+EXPORT_COLUMNS: tuple[_Column, ...] = (
+    Pair.id,
+    Pair.topic,
+    Pair.prompt,
+    Pair.chosen,
+    Pair.rejected,
+    Pair.chosen_model,
+    Pair.rejected_model,
+    Pair.judgment_reasoning,
+    Pair.confidence,
+)
+
+
+async def pair_page(
+    session: AsyncSession, filters: PairFilters, *, after_id: int | None, limit: int
+) -> Sequence[AnyRow]:
+    """Up to ``limit`` pairs with id > ``after_id``, ascending id, as ``PAIR_COLUMNS`` rows."""
+    stmt = select(*PAIR_COLUMNS).where(*_conditions(filters)).order_by(Pair.id).limit(limit)
+    if after_id is not None:
+        stmt = stmt.where(Pair.id > after_id)
+    return (await session.execute(stmt)).all()
+
+
+async def pair_by_id(session: AsyncSession, pair_id: int) -> AnyRow | None:
+    """One pair as a ``PAIR_COLUMNS`` row, or None."""
+    stmt = select(*PAIR_COLUMNS).where(Pair.id == pair_id)
+    return (await session.execute(stmt)).first()
+
+
+async def stream_export_rows(
+    session: AsyncSession, filters: PairFilters, *, batch_size: int = 200
+) -> AsyncIterator[Sequence[AnyRow]]:
+    """Every matching pair as ``EXPORT_COLUMNS`` rows, ascending id, in batches of at most
+    ``batch_size``, read through a server-side cursor: memory stays flat in the row count.
+    The session holds an open transaction until the iteration ends."""
+    stmt = (
+        select(*EXPORT_COLUMNS)
+        .where(*_conditions(filters))
+        .order_by(Pair.id)
+        .execution_options(yield_per=batch_size)
+    )
+    result = await session.stream(stmt)
+    try:
+        async for batch in result.partitions(batch_size):
+            yield batch
+    finally:
+        await result.close()
+
+
+def _bucket() -> ColumnElement[int]:
+    # Inline constants, not bind parameters: GROUP BY must repeat the select expression
+    # exactly, and the same value bound twice would be two different parameters.
+    floor = cast(func.floor(Pair.confidence), Integer)
+    return func.least(func.greatest(floor, literal_column("1")), literal_column("10"))
+
+
+async def pair_totals(session: AsyncSession, filters: PairFilters) -> AnyRow:
+    """Counts and character-length aggregates of the matching pairs, in one scan.
+
+    Columns: total, judged, corpus, then for ``chosen_`` and ``rejected_``: ``mean``,
+    ``median``, ``min``, ``max`` (None when no pair matches).
+    """
+    chosen_len = func.char_length(Pair.chosen)
+    rejected_len = func.char_length(Pair.rejected)
+    columns: list[ColumnElement[Any]] = [
+        func.count().label("total"),
+        func.count().filter(Pair.source == "judged").label("judged"),
+        func.count().filter(Pair.source == "corpus").label("corpus"),
+    ]
+    for name, length in (("chosen", chosen_len), ("rejected", rejected_len)):
+        columns += [
+            cast(func.avg(length), Float).label(f"{name}_mean"),
+            func.percentile_cont(0.5).within_group(length).label(f"{name}_median"),
+            func.min(length).label(f"{name}_min"),
+            func.max(length).label(f"{name}_max"),
+        ]
+    stmt = select(*columns).select_from(Pair).where(*_conditions(filters))
+    return (await session.execute(stmt)).one()
+
+
+async def pair_group_counts(
+    session: AsyncSession, filters: PairFilters
+) -> tuple[dict[int, int], list[tuple[str, str, int]]]:
+    """Pairs per confidence bucket (floor, clamped to 1-10) and per (chosen_model,
+    rejected_model), from one scan with grouping sets."""
+    bucket = _bucket().label("bucket")
+    is_bucket_row = func.grouping(bucket) == literal_column("0")
+    stmt = (
+        select(
+            bucket,
+            Pair.chosen_model,
+            Pair.rejected_model,
+            is_bucket_row.label("is_bucket_row"),
+            func.count().label("n"),
+        )
+        .where(*_conditions(filters))
+        .group_by(
+            func.grouping_sets(
+                tuple_(bucket),
+                tuple_(Pair.chosen_model, Pair.rejected_model),
+            )
+        )
+    )
+    buckets: dict[int, int] = {}
+    matchups: list[tuple[str, str, int]] = []
+    for row in await session.execute(stmt):
+        if row.is_bucket_row:
+            buckets[int(row.bucket)] = int(row.n)
+        else:
+            matchups.append((row.chosen_model, row.rejected_model, int(row.n)))
+    return buckets, matchups

@@ -5,15 +5,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+from typing import cast as typed
 
-from sqlalchemy import BigInteger, Text, all_, any_, bindparam, cast, func, literal, select, update
+from sqlalchemy import (
+    BigInteger,
+    Table,
+    Text,
+    all_,
+    any_,
+    bindparam,
+    cast,
+    func,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from chatpgt.topics.models import Topic
 
-_topics = Topic.__table__
+_topics = typed(Table, Topic.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +175,7 @@ async def sample_topic_ids(
 ) -> list[int]:
     """Up to ``n`` random topic ids. With a ``seed`` the draw is repeatable: the same seed over
     the same topics gives the same ids in the same order (and adding topics changes it little)."""
+    order: ColumnElement[Any]
     if seed is None:
         order = func.random()
     else:

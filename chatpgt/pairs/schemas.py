@@ -1,0 +1,128 @@
+"""Pairs as the API shows them: one pair, a keyset page, and the statistics of a selection.
+
+``PairOut`` and ``PairPage`` document the bodies of GET /pairs and GET /pairs/{id}; those bodies
+are built straight from rows with orjson (see ``chatpgt.pairs.service``) and conform to them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PairSource = Literal["judged", "corpus"]
+ExportFormat = Literal["jsonl", "csv"]
+
+
+class VerdictOut(BaseModel):
+    """One judgment behind a judged pair, in the order it was shown to the judge."""
+
+    model_config = ConfigDict(extra="allow")
+
+    judgment_id: int
+    order: str = Field(description="'AB' when the chosen essay was shown first, else 'BA'")
+    winner_generation_id: int | None
+    confidence: int | None = Field(description="the judge's confidence, 1-10")
+    reasoning: str | None
+
+
+class PairOut(BaseModel):
+    id: int
+    job_id: int
+    topic_id: int
+    topic: str
+    prompt: str
+    chosen: str
+    rejected: str
+    chosen_model: str = Field(description="'corpus' when the chosen essay is the real one")
+    rejected_model: str
+    judgment_reasoning: str
+    confidence: float = Field(description="mean confidence of the two agreeing verdicts, 1-10")
+    judge_model: str | None
+    source: PairSource
+    chosen_generation_id: int | None = Field(description="null for corpus pairs")
+    rejected_generation_id: int
+    judgment_ids: list[int] = Field(description="[A/B judgment, B/A judgment]; empty for corpus")
+    verdicts: list[VerdictOut]
+    created_at: datetime
+
+
+class PairPage(BaseModel):
+    items: list[PairOut]
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null on the last page"
+    )
+
+
+class PairCounts(BaseModel):
+    total: int
+    judged: int
+    corpus: int
+
+
+class ConfidenceBucket(BaseModel):
+    bucket: int = Field(description="floor of the combined confidence, 1-10")
+    count: int
+
+
+class ModelRecord(BaseModel):
+    model: str
+    wins: int = Field(description="pairs where this model's essay is chosen")
+    losses: int = Field(description="pairs where this model's essay is rejected")
+    win_rate: float = Field(description="wins / (wins + losses)")
+
+
+class Matchup(BaseModel):
+    chosen_model: str
+    rejected_model: str
+    count: int
+
+
+class LengthStats(BaseModel):
+    """Essay lengths in characters."""
+
+    mean: float
+    median: float
+    min: int
+    max: int
+
+
+class Lengths(BaseModel):
+    chosen: LengthStats | None = Field(description="null when no pair matches")
+    rejected: LengthStats | None
+
+
+class JudgeConsistency(BaseModel):
+    """How often the judge changed its mind when the two essays swapped places."""
+
+    matchups: int = Field(description="matchups with both orders judged successfully")
+    flips: int = Field(description="of those, matchups whose two verdicts named different winners")
+    flip_rate: float | None = Field(description="flips / matchups; null without matchups")
+
+
+class WorkCost(BaseModel):
+    count: int
+    cost_usd: float
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class CostSummary(BaseModel):
+    generations: WorkCost
+    judgments: WorkCost
+    total_cost_usd: float
+
+
+class PairStats(BaseModel):
+    """Statistics of the pairs matching the filters. ``judge`` and ``cost`` describe the
+    judgments and generations of the filtered jobs (all jobs without a job filter); the other
+    filters (confidence, model, source) select pairs only."""
+
+    counts: PairCounts
+    confidence_histogram: list[ConfidenceBucket] = Field(description="buckets 1 to 10, all listed")
+    models: list[ModelRecord] = Field(description="by wins, most first")
+    matchups: list[Matchup] = Field(description="by count, most first")
+    lengths: Lengths
+    judge: JudgeConsistency
+    cost: CostSummary
