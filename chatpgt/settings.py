@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     # Redis redelivers an unacknowledged task after this many seconds; it must exceed the longest
     # training run. Datagen jobs hold a lease in Postgres, so a redelivered job never runs twice.
     broker_visibility_timeout_s: int = 12 * 3600
+    # Prefix of every Redis key Celery uses, so several deployments (or test runs) share a server.
+    broker_key_prefix: str = ""
     providers_file: Path | None = None
     providers: list[ProviderConfig] = Field(default_factory=list)
     artifacts_dir: Path = Path("var/artifacts")

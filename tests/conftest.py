@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, text
@@ -45,8 +45,9 @@ def alembic_config(url: str) -> Config:
 
 
 @pytest.fixture(scope="session")
-def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("logs")
+def log_dir() -> Path:
+    """Logs of the child processes; kept after the run (pytest prunes its own tmp dirs)."""
+    return Path(tempfile.mkdtemp(prefix="chatpgt-test-logs-"))
 
 
 @pytest.fixture(scope="session")
@@ -99,12 +100,11 @@ def service_env(
     database_url: str, providers_config: list[dict[str, object]], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, str]:
     """Environment for every child process, and for settings read in this process."""
-    r = redis.Redis.from_url(REDIS_TEST_URL)
-    r.flushdb()
-    r.close()
     values = {
         "CHATPGT_DATABASE_URL": database_url,
         "CHATPGT_BROKER_URL": REDIS_TEST_URL,
+        # A key prefix of its own, so concurrent test runs on one Redis never share a queue.
+        "CHATPGT_BROKER_KEY_PREFIX": f"chatpgt-test-{uuid.uuid4().hex[:8]}:",
         "CHATPGT_PROVIDERS": json.dumps(providers_config),
         "CHATPGT_ARTIFACTS_DIR": str(tmp_path_factory.mktemp("artifacts")),
         "CHATPGT_JOB_LEASE_S": "4",

@@ -6,6 +6,8 @@ concurrency 1). State lives in Postgres; Redis carries only the queue.
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 
 from chatpgt.settings import get_settings
@@ -30,7 +32,10 @@ def make_celery() -> Celery:
             "chatpgt.datagen.*": {"queue": DATAGEN_QUEUE},
             "chatpgt.train.*": {"queue": GPU_QUEUE},
         },
-        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_s},
+        broker_transport_options={
+            "visibility_timeout": settings.broker_visibility_timeout_s,
+            **({"global_keyprefix": settings.broker_key_prefix} if settings.broker_key_prefix else {}),
+        },
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         imports=["workers.datagen_tasks", "workers.training_tasks"],
@@ -39,3 +44,6 @@ def make_celery() -> Celery:
 
 
 celery_app = make_celery()
+
+# One line per provider request is noise at hundreds of requests a second.
+logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -182,14 +182,18 @@ async def append_errors(
     await session.flush()
 
 
-async def recoverable_jobs(session: AsyncSession, older_than_s: float) -> list[tuple[int, float]]:
-    """Active jobs to (re-)enqueue, with seconds until their lease runs out (0 when free)."""
+async def recoverable_jobs(session: AsyncSession, queued_for_s: float) -> list[tuple[int, float]]:
+    """Jobs to (re-)enqueue, with the seconds until each one's lease runs out (0 when free):
+    every running job, and queued jobs older than ``queued_for_s`` (whose message may be lost)."""
     now = _now()
     rows = (
         await session.execute(
             select(DatagenJob.id, DatagenJob.lease_expires_at).where(
-                DatagenJob.status.in_(state.JOB_ACTIVE),
-                DatagenJob.created_at < now - timedelta(seconds=older_than_s),
+                (DatagenJob.status == "running")
+                | (
+                    (DatagenJob.status == "queued")
+                    & (DatagenJob.created_at < now - timedelta(seconds=queued_for_s))
+                )
             )
         )
     ).all()

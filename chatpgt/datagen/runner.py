@@ -559,11 +559,11 @@ async def run_job(job_id: int, settings: Settings) -> str:
         await engine.dispose()
 
 
-async def recoverable_jobs(settings: Settings, older_than_s: float = 10.0) -> list[tuple[int, float]]:
+async def recoverable_jobs(settings: Settings, queued_for_s: float = 30.0) -> list[tuple[int, float]]:
     """Active jobs with the seconds to wait before re-enqueuing each (see workers)."""
     engine = make_engine(settings.database_url, pool_size=1)
     try:
         async with transaction(make_sessionmaker(engine)) as s:
-            return await repo.recoverable_jobs(s, older_than_s)
+            return await repo.recoverable_jobs(s, queued_for_s)
     finally:
         await engine.dispose()

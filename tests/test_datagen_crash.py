@@ -1,0 +1,87 @@
+"""Crash drill: SIGKILL the worker running a job; a fresh worker finishes it without redoing or
+duplicating completed work and without losing anything."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatpgt.datagen.models import Generation, Judgment
+from chatpgt.pairs.models import Pair
+from tests import procs
+from tests.datagen_helpers import job_body, wait_job
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+async def slow_provider(fake_provider: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=fake_provider, timeout=10) as c:
+        await c.post("/_control/reset")
+        await c.post("/_control", json={"latency_ms": 250})
+        yield c
+        await c.post("/_control/reset")
+
+
+async def test_sigkilled_workers_job_is_finished_by_another(
+    api: httpx.AsyncClient,
+    session: AsyncSession,
+    slow_provider: httpx.AsyncClient,
+    service_env: dict[str, str],
+    log_dir: Path,
+) -> None:
+    first = procs.start_worker(service_env, log_dir, "datagen", concurrency=1, name="doomed")
+    try:
+        titles = [f"Crash topic {i}" for i in range(16)]
+        job_id = (
+            await api.post("/datagen/jobs", json=job_body(titles, provider="fake-slow"))
+        ).json()["id"]
+        for _ in range(300):
+            job = (await api.get(f"/datagen/jobs/{job_id}")).json()
+            if job["generations"]["done"] >= 8:
+                break
+            await asyncio.sleep(0.1)
+        assert job["status"] == "running"
+        first.kill()  # SIGKILL to the worker and its pool children, mid-job
+    finally:
+        first.stop()
+
+    async with session.begin():
+        before = {
+            g.id: (g.text, g.finished_at, g.attempts)
+            for g in (await session.execute(select(Generation))).scalars()
+            if g.status == "succeeded"
+        }
+    assert len(before) >= 8
+    requests_before = (await slow_provider.get("/_stats")).json()["total"]
+
+    second = procs.start_worker(service_env, log_dir, "datagen", concurrency=1, name="rescuer")
+    try:
+        job = await wait_job(api, job_id, timeout=120)
+    finally:
+        second.stop()
+    assert job["status"] == "succeeded", job
+
+    session.expire_all()
+    gens = (await session.execute(select(Generation))).scalars().all()
+    # Nothing lost: every planned generation is terminal; nothing doubled: one row per key.
+    assert len(gens) == len(titles) * 2 == job["generations"]["total"]
+    assert all(g.status == "succeeded" for g in gens)
+    # Completed work was not redone: the rows done before the kill are unchanged.
+    for g in gens:
+        if g.id in before:
+            assert (g.text, g.finished_at, g.attempts) == before[g.id]
+    # The rescuer made requests only for the work left (plus at most the ones in flight).
+    remaining = len(gens) - len(before) + job["judgments"]["total"]
+    requests_after = (await slow_provider.get("/_stats")).json()["total"] - requests_before
+    assert requests_after <= remaining + 8
+    judgments = await session.scalar(select(func.count()).select_from(Judgment))
+    assert judgments == job["judgments"]["total"] == len(titles) * 2
+    pair_keys = (await session.execute(select(Pair.job_id, Pair.chosen_generation_id, Pair.rejected_generation_id))).all()
+    assert len(pair_keys) == len(set(pair_keys)) == job["pairs"]
