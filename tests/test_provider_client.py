@@ -20,6 +20,7 @@ from chatpgt.providers.limits import ProviderLimiter
 from chatpgt.providers.types import ChatRequest, ProviderError
 from chatpgt.settings import ProviderConfig
 from tests.conftest import FAKE_PROVIDER_KEY, REDIS_TEST_URL
+from tests.procs import free_port
 
 PROMPT = [{"role": "user", "content": "Write an essay on the history of bridges."}]
 
@@ -229,6 +230,25 @@ async def test_unknown_provider_and_unstarted_pool(
     assert caught.value.retryable is False and "'nope'" in caught.value.message
     with pytest.raises(ProviderError):
         pool.cost("nope", "x", 1, 1)
+
+
+async def test_unreachable_server_is_retried_then_reported(
+    providers_config: list[dict[str, object]],
+) -> None:
+    closed_port = free_port()  # nothing listens there
+    dead = {"base_url": f"http://127.0.0.1:{closed_port}/v1", "max_retries": 2}
+    async with ProviderPool(configs(providers_config, **dead)) as pool:
+        with pytest.raises(ProviderError) as caught:
+            await pool.chat(request())
+    assert caught.value.retryable is True and caught.value.attempts == 3
+    assert caught.value.message.startswith("transport error")
+
+
+async def test_non_http_base_url_fails_at_once(providers_config: list[dict[str, object]]) -> None:
+    async with ProviderPool(configs(providers_config, base_url="ftp://example.org")) as pool:
+        with pytest.raises(ProviderError) as caught:
+            await pool.chat(request())
+    assert caught.value.retryable is False and caught.value.attempts == 1
 
 
 async def test_logprobs_are_passed_through(

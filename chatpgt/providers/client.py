@@ -105,7 +105,8 @@ class _Provider:
 
     config: ProviderConfig
     # Parsed once: httpx re-parses a str URL on every request, a measurable share of its CPU.
-    url: httpx.URL
+    # None when base_url is not an http(s) URL; such a provider fails each call at once.
+    url: httpx.URL | None
     timeout: httpx.Timeout
     deadline_s: float
     limiter: ProviderLimiter
@@ -158,7 +159,7 @@ class ProviderPool:
         for name, cfg in self._configs.items():
             self._providers[name] = _Provider(
                 config=cfg,
-                url=httpx.URL(cfg.base_url.rstrip("/") + "/chat/completions"),
+                url=_chat_url(cfg.base_url),
                 timeout=httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s),
                 # The transport's read timeout restarts with every chunk; this caps the whole
                 # attempt so a server that trickles bytes cannot hold a slot forever.
@@ -256,10 +257,15 @@ class ProviderPool:
         if client is None or p is None:
             raise RuntimeError("ProviderPool is not started: use 'async with' or start()")
         cfg = p.config
+        url = p.url
         if cfg.kind != "openai":
             raise ProviderError(
                 f"provider {req.provider!r} is of kind {cfg.kind!r}, which this pool cannot call",
                 retryable=False,
+            )
+        if url is None:
+            raise ProviderError(
+                f"provider {req.provider!r} has no http(s) base_url", retryable=False
             )
 
         body = orjson.dumps(self._body(req, cfg.supports_json_mode))
@@ -283,12 +289,10 @@ class ProviderPool:
             try:
                 async with asyncio.timeout(p.deadline_s):
                     response = await client.post(
-                        p.url, content=body, headers=headers, timeout=p.timeout
+                        url, content=body, headers=headers, timeout=p.timeout
                     )
-            except (httpx.TimeoutException, TimeoutError):
-                last = f"timeout after {cfg.timeout_s:g} s"
-            except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
-                last = f"transport error ({type(exc).__name__})"
+            except (httpx.TransportError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                last = _describe_transport_error(exc, cfg)
             else:
                 status = response.status_code
                 if status == 200:
@@ -389,6 +393,23 @@ class ProviderPool:
         )
 
 
+def _describe_transport_error(exc: BaseException, cfg: ProviderConfig) -> str:
+    # httpx_aiohttp maps some aiohttp errors to the wrong httpx class (a refused connection
+    # becomes ConnectTimeout), so judge by the aiohttp exception it chains when there is one.
+    cause = exc.__cause__ if isinstance(exc, httpx.TransportError) and exc.__cause__ else exc
+    if isinstance(cause, TimeoutError | httpx.TimeoutException):
+        return f"timeout ({cfg.timeout_s:g} s)"
+    return f"transport error ({type(cause).__name__})"
+
+
+def _chat_url(base_url: str) -> httpx.URL | None:
+    try:
+        url = httpx.URL(base_url.rstrip("/") + "/chat/completions")
+    except httpx.InvalidURL:
+        return None
+    return url if url.scheme in ("http", "https") and url.host else None
+
+
 class _NoCookies(httpx.Cookies):
     def extract_cookies(self, response: httpx.Response) -> None:
         return None
@@ -399,9 +420,11 @@ def _describe_failure(response: httpx.Response, cfg: ProviderConfig, secret: str
     scrubbed of anything key-like; never our headers or body."""
     status = response.status_code
     if status in (401, 403):
-        where = f" (key from ${cfg.api_key_env})" if cfg.api_key_env else ""
-        state = "was rejected" if secret else "is missing"
-        return f"HTTP {status} from {cfg.name!r}: the API key{where} {state}"
+        # The body may quote part of the key (OpenAI does), so it is not shown at all.
+        env = f"${cfg.api_key_env}" if cfg.api_key_env else "no api_key_env"
+        if secret:
+            return f"HTTP {status} from {cfg.name!r}: the API key ({env}) was refused"
+        return f"HTTP {status} from {cfg.name!r}: no API key was sent ({env} is not set)"
     detail = ""
     try:
         data = orjson.loads(response.content)
