@@ -186,7 +186,8 @@ class ProviderPool:
         self._client = client
 
     async def aclose(self) -> None:
-        """Close the HTTP client (idempotent). In-flight calls fail with a transport error."""
+        """Close the HTTP client (idempotent). Call it once in-flight calls have finished:
+        a call still running when the client closes fails with an exception."""
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
