@@ -190,6 +190,7 @@ async def test_import_csv_corpus_keeps_essays(
     api: httpx.AsyncClient, session: AsyncSession, tmp_path: Path
 ) -> None:
     await factories.topic(session, "Existing, no essay")
+    await factories.topic(session, "Kept essay", source="corpus", reference_text="Old essay.")
     await session.commit()
     essay = 'An essay, with commas,\n"quotes" and\nnew lines.'
     path = tmp_path / "corpus.data"
@@ -199,6 +200,7 @@ async def test_import_csv_corpus_keeps_essays(
         writer.writerow(["On tides", essay, "x"])
         writer.writerow(["existing, no essay", "Now it has one.", "y"])
         writer.writerow(["A title without essay", "", "z"])
+        writer.writerow(["kept essay", "A newer essay.", "w"])
     resp = await api.post(
         "/topics/import",
         json={
@@ -215,6 +217,7 @@ async def test_import_csv_corpus_keeps_essays(
     rows = {r[0]: (r[2], r[3]) for r in await _topics(session)}
     assert rows == {
         "Existing, no essay": ("corpus", "Now it has one."),
+        "Kept essay": ("corpus", "Old essay."),
         "On tides": ("corpus", essay),
         "A title without essay": ("file", None),
     }

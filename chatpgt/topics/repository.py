@@ -14,8 +14,8 @@ from sqlalchemy import (
     Text,
     all_,
     any_,
-    bindparam,
     cast,
+    column,
     func,
     literal,
     select,
@@ -90,25 +90,30 @@ async def insert_topics(session: AsyncSession, topics: Sequence[NewTopic]) -> di
 
 
 async def add_missing_reference_texts(
-    session: AsyncSession, texts: Sequence[tuple[str, str]]
+    session: AsyncSession, texts: Sequence[tuple[str, str]], *, chunk: int = 1000
 ) -> int:
     """Give existing topics without an essay the essay ``(normalized_title, text)``; they become
     corpus topics. Topics that already hold an essay keep theirs. Returns how many changed."""
-    if not texts:
-        return 0
-    stmt = (
-        update(_topics)
-        .where(
-            _topics.c.normalized_title == bindparam("b_normalized"),
-            _topics.c.reference_text.is_(None),
-        )
-        .values(reference_text=bindparam("b_text"), source="corpus")
-    )
     changed = 0
-    for normalized, text in texts:
-        # One statement per row keeps the rowcount exact; this runs only for the (rare) titles of
-        # an essay import that were already topics.
-        result = await session.execute(stmt, {"b_normalized": normalized, "b_text": text})
+    for start in range(0, len(texts), chunk):
+        part = texts[start : start + chunk]
+        values = (
+            func.unnest(
+                literal([n for n, _ in part], ARRAY(Text)),
+                literal([t for _, t in part], ARRAY(Text)),
+            )
+            .table_valued(column("normalized", Text), column("text", Text))
+            .render_derived(name="given")
+        )
+        stmt = (
+            update(_topics)
+            .where(
+                _topics.c.normalized_title == values.c.normalized,
+                _topics.c.reference_text.is_(None),
+            )
+            .values(reference_text=values.c.text, source="corpus")
+        )
+        result = await session.execute(stmt)
         changed += result.rowcount  # type: ignore[attr-defined]
     return changed
 

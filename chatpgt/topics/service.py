@@ -49,9 +49,12 @@ class _Stored:
     topics: list[repository.TopicRow]
 
 
-async def _store(session: AsyncSession, rows: Iterable[_Row], source: str) -> _Stored:
+async def _store(
+    session: AsyncSession, rows: Iterable[_Row], source: str, *, with_topics: bool = True
+) -> _Stored:
     """Insert ``rows`` (titles already known to be non-blank) as topics of ``source``; rows with
-    an essay become corpus topics, and existing topics without an essay receive it."""
+    an essay become corpus topics, and existing topics without an essay receive it. With
+    ``with_topics`` the stored rows of every distinct title are read back (ids for the caller)."""
     distinct: dict[str, repository.NewTopic] = {}
     duplicates = 0
     for row in rows:
@@ -72,13 +75,15 @@ async def _store(session: AsyncSession, rows: Iterable[_Row], source: str) -> _S
         if key not in created and topic.reference_text
     ]
     added = await repository.add_missing_reference_texts(session, texts)
-    by_key = await repository.topics_by_normalized_title(session, list(distinct))
+    by_key = (
+        await repository.topics_by_normalized_title(session, list(distinct)) if with_topics else {}
+    )
     return _Stored(
         created=len(created),
         existing=len(distinct) - len(created),
         duplicates=duplicates,
         reference_texts_added=added,
-        topics=[by_key[key] for key in distinct],
+        topics=[by_key[key] for key in distinct] if with_topics else [],
     )
 
 
@@ -149,7 +154,7 @@ async def import_topics(session: AsyncSession, request: FileImport | HFImport) -
         rows, total = await asyncio.to_thread(_read_hf, request)
         source = "hf"
     kept = [row for row in rows if normalize_title(row.title)]
-    stored = await _store(session, kept, source)
+    stored = await _store(session, kept, source, with_topics=False)
     return ImportResult(
         rows=total,
         skipped=total - len(kept),
