@@ -10,13 +10,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from chatpgt.datagen import state
 from chatpgt.datagen.models import DatagenJob, Generation, JobTopic, Judgment
-from chatpgt.db.helpers import insert_ignore, insert_one_ignore
+from chatpgt.db.helpers import insert_ignore, insert_ignore_returning, insert_one_ignore
 from chatpgt.errors import InvalidState, NotFound
 from chatpgt.pairs.models import Pair
 from chatpgt.topics.models import Topic
@@ -287,14 +287,6 @@ async def load_topics(session: AsyncSession, topic_ids: Sequence[int]) -> list[T
     return list(rows.scalars())
 
 
-async def set_topic_stage(session: AsyncSession, job_id: int, topic_id: int, stage: str) -> None:
-    await session.execute(
-        update(JobTopic)
-        .where(JobTopic.job_id == job_id, JobTopic.topic_id == topic_id)
-        .values(stage=stage)
-    )
-
-
 async def insert_generations(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     await insert_ignore(session, Generation, rows)
 
@@ -306,8 +298,14 @@ async def load_generations(session: AsyncSession, job_id: int) -> list[Generatio
     return list(rows.scalars())
 
 
-async def insert_judgments(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    await insert_ignore(session, Judgment, rows)
+async def insert_judgments(
+    session: AsyncSession, job_id: int, topic_id: int, rows: Sequence[dict[str, Any]]
+) -> list[Judgment]:
+    """Plan a topic's judgments (existing rows are kept) and return all of the topic's rows."""
+    inserted = await insert_ignore_returning(session, Judgment, rows)
+    if len(inserted) == len(rows):
+        return inserted
+    return await load_judgments(session, job_id, topic_id)
 
 
 async def load_judgments(
@@ -319,15 +317,62 @@ async def load_judgments(
     return list((await session.execute(stmt)).scalars())
 
 
+GENERATION_RESULT_COLUMNS = (
+    "status", "error", "text", "attempts", "prompt_tokens", "completion_tokens", "cost_usd",
+    "latency_ms", "finish_reason", "finished_at",
+)
+JUDGMENT_RESULT_COLUMNS = (
+    "status", "error", "attempts", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms",
+    "raw_answer", "winner", "winner_generation_id", "reasoning", "confidence", "finished_at",
+)
+
+
+def _update_by_id(model: type[Generation] | type[Judgment], columns: Sequence[str]) -> Any:
+    table = model.__table__
+    return (
+        update(table)
+        .where(table.c.id == bindparam("_id"))
+        .values({c: bindparam(c) for c in columns})
+    )
+
+
+_UPDATE_GENERATION = _update_by_id(Generation, GENERATION_RESULT_COLUMNS)
+_UPDATE_JUDGMENT = _update_by_id(Judgment, JUDGMENT_RESULT_COLUMNS)
+
+
 async def update_generations(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Bulk UPDATE by primary key (each dict has ``id``)."""
+    """Write results by id: each dict has ``_id`` and every GENERATION_RESULT_COLUMNS key.
+
+    One executemany of a Core statement: the cheapest way to write a batch of results.
+    """
     if rows:
-        await session.execute(update(Generation), list(rows))
+        await session.execute(_UPDATE_GENERATION, list(rows))
 
 
 async def update_judgments(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Like update_generations, with JUDGMENT_RESULT_COLUMNS."""
     if rows:
-        await session.execute(update(Judgment), list(rows))
+        await session.execute(_UPDATE_JUDGMENT, list(rows))
+
+
+async def mark_topics_done(session: AsyncSession, job_id: int, topic_ids: Sequence[int]) -> None:
+    if topic_ids:
+        await session.execute(
+            update(JobTopic)
+            .where(JobTopic.job_id == job_id, JobTopic.topic_id.in_(topic_ids))
+            .values(stage="done")
+        )
+
+
+async def close_orphans(session: AsyncSession, job_id: int, reason: str) -> None:
+    """Mark items a finished job left unfinished as skipped (e.g. judgments planned for an essay
+    whose generation later failed on a resumed run)."""
+    for model in (Generation, Judgment):
+        await session.execute(
+            update(model)
+            .where(model.job_id == job_id, model.status.not_in(state.ITEM_TERMINAL))
+            .values(status="skipped", error=reason, finished_at=_now())
+        )
 
 
 async def cancel_pending_items(session: AsyncSession, job_id: int) -> None:

@@ -85,6 +85,8 @@ class JobRunner:
         self._lease_lost = False
         self._gen_updates: list[dict[str, Any]] = []
         self._judgment_updates: list[dict[str, Any]] = []
+        self._pairs: list[dict[str, Any]] = []
+        self._done_topics: list[int] = []
         self._errors: list[dict[str, Any]] = []
         self._errors_seen = 0
         self._flush_lock = asyncio.Lock()
@@ -213,6 +215,9 @@ class JobRunner:
                     s, self.job_id, "cancelled", owner=self.owner, stop_reason="cancelled"
                 )
                 return "cancelled" if ok else "lease_lost"
+            await repo.close_orphans(
+                s, self.job_id, "not needed: the essays it depends on did not all succeed"
+            )
             counts = (await repo.job_counts(s, [self.job_id]))[self.job_id]
             gens = counts["generations"]
             error = None
@@ -268,17 +273,26 @@ class JobRunner:
                 log.exception("job %s: flush failed; will retry", self.job_id)
 
     async def _flush(self) -> None:
-        """Write finished items in one transaction (batched: one statement per table)."""
+        """Write what finished since the last flush in one transaction, one statement a table.
+
+        Results, pairs and finished topics are written together and in order, so a crash never
+        leaves a pair whose essays or verdicts are not on disk: it loses the whole batch, which
+        the next run redoes.
+        """
         async with self._flush_lock:
             gens, self._gen_updates = self._gen_updates, []
             judgments, self._judgment_updates = self._judgment_updates, []
+            pairs, self._pairs = self._pairs, []
+            topics, self._done_topics = self._done_topics, []
             errors, self._errors = self._errors, []
-            if not (gens or judgments or errors):
+            if not (gens or judgments or pairs or topics or errors):
                 return
             try:
                 async with transaction(self.sm) as s:
                     await repo.update_generations(s, gens)
                     await repo.update_judgments(s, judgments)
+                    await repo.insert_pairs(s, pairs)
+                    await repo.mark_topics_done(s, self.job_id, topics)
                     await repo.append_errors(
                         s, self.job_id, errors, self.settings.max_job_errors_kept
                     )
@@ -286,6 +300,8 @@ class JobRunner:
                 # Put them back so the next flush writes them.
                 self._gen_updates[:0] = gens
                 self._judgment_updates[:0] = judgments
+                self._pairs[:0] = pairs
+                self._done_topics[:0] = topics
                 self._errors[:0] = errors
                 raise
 
@@ -308,10 +324,8 @@ class JobRunner:
             pairs += await self._judge_topic(t, ok)
         if not all(g.status in ITEM_TERMINAL for g in t.generations):
             return  # stopping (budget or cancel): leave the topic for the finish step
-        await self._flush()
-        async with transaction(self.sm) as s:
-            await repo.insert_pairs(s, pairs)
-            await repo.set_topic_stage(s, self.job_id, t.topic_id, "done")
+        self._pairs += pairs
+        self._done_topics.append(t.topic_id)
         for g in t.generations:  # the texts are in the pairs now; free them
             g.text = None
 
@@ -336,11 +350,10 @@ class JobRunner:
                         "cost_usd": Decimal(0),
                     }
                 )
-        # Generations must be on disk before judgments that refer to their results.
-        await self._flush()
+        # Planned rows only: if this run dies before its results are flushed, the next run
+        # redoes the essays and then judges these rows against the new texts.
         async with transaction(self.sm) as s:
-            await repo.insert_judgments(s, rows)
-            judgments = await repo.load_judgments(s, self.job_id, t.topic_id)
+            judgments = await repo.insert_judgments(s, self.job_id, t.topic_id, rows)
             s.expunge_all()
         texts = {g.id: g.text or "" for g in ok}
         wanted = {(r["generation_a_id"], r["generation_b_id"]) for r in rows}
@@ -447,7 +460,7 @@ class JobRunner:
             max_tokens=params.get("max_tokens"),
         )
         result, error, skip = await self._issue(req)
-        update: dict[str, Any] = {"id": g.id, "finished_at": _now()}
+        update = _blank_generation_result(g)
         if skip is not None:
             update.update(status="skipped", error=f"not requested: {skip}")
         elif error is not None:
@@ -480,7 +493,7 @@ class JobRunner:
             return  # finish step marks cancelled items
         for key, value in update.items():
             setattr(g, key, value)
-        self._gen_updates.append(update)
+        self._gen_updates.append({"_id": g.id, **update})
 
     async def _judge(self, j: Judgment, prompt: str, texts: dict[int, str]) -> None:
         judge = self.req.judge
@@ -493,7 +506,7 @@ class JobRunner:
             json_mode=True,
         )
         attempts, pt, ct, cost = j.attempts, 0, 0, Decimal(0)
-        update: dict[str, Any] = {"id": j.id}
+        update = _blank_judgment_result(j)
         for _ in range(self.settings.judge_parse_retries + 1):
             result, error, skip = await self._issue(req)
             if skip is not None:
@@ -538,7 +551,25 @@ class JobRunner:
         )
         for key, value in update.items():
             setattr(j, key, value)
-        self._judgment_updates.append(update)
+        self._judgment_updates.append({"_id": j.id, **update})
+
+
+def _blank_generation_result(g: Generation) -> dict[str, Any]:
+    """Every result column (the batch update writes them all), as for a request not made."""
+    return {
+        "status": g.status, "error": None, "text": None, "attempts": g.attempts,
+        "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": Decimal(0), "latency_ms": None,
+        "finish_reason": None, "finished_at": _now(),
+    }
+
+
+def _blank_judgment_result(j: Judgment) -> dict[str, Any]:
+    return {
+        "status": j.status, "error": None, "attempts": j.attempts, "prompt_tokens": 0,
+        "completion_tokens": 0, "cost_usd": Decimal(0), "latency_ms": None, "raw_answer": None,
+        "winner": None, "winner_generation_id": None, "reasoning": None, "confidence": None,
+        "finished_at": None,
+    }
 
 
 def _verdict(j: Judgment) -> Verdict:

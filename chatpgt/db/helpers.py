@@ -32,3 +32,14 @@ async def insert_one_ignore(
     pk = list(table.primary_key.columns)[0]
     stmt = _insert_for(session)(model).values(**values).on_conflict_do_nothing().returning(pk)
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def insert_ignore_returning(
+    session: AsyncSession, model: type[DeclarativeBase], rows: Sequence[dict[str, Any]]
+) -> list[Any]:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING the new ORM objects (existing rows are not
+    returned)."""
+    if not rows:
+        return []
+    stmt = _insert_for(session)(model).values(list(rows)).on_conflict_do_nothing().returning(model)
+    return list((await session.execute(stmt)).scalars())
