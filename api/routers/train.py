@@ -1,5 +1,84 @@
+"""Training runs (SFT, DPO) and the model registry. Thin: parse, call chatpgt.training.service."""
+
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Literal
 
-router = APIRouter()
+from fastapi import APIRouter, Query
+
+from api.deps import AppSettings, Queue, Session
+from chatpgt.training import service
+from chatpgt.training.schemas import (
+    DPORequest,
+    ModelOut,
+    ModelPage,
+    SFTRequest,
+    TrainingRunOut,
+    TrainingRunPage,
+)
+
+router = APIRouter(tags=["training"])
+
+Limit = Annotated[int, Query(ge=1, description="page size (capped by the server)")]
+
+
+@router.post("/train/sft", status_code=202, response_model=TrainingRunOut)
+async def submit_sft(body: SFTRequest, session: Session, enqueue: Queue) -> TrainingRunOut:
+    """Queue supervised fine-tuning of ``base_model`` on ``corpus``."""
+    run = await service.submit_sft(session, body)
+    await session.commit()
+    await enqueue(service.TASK_NAMES["sft"], run.id)
+    return await service.get_run(session, run.id)
+
+
+@router.post("/train/dpo", status_code=202, response_model=TrainingRunOut)
+async def submit_dpo(body: DPORequest, session: Session, enqueue: Queue) -> TrainingRunOut:
+    """Queue DPO of ``model`` on the preference pairs matching ``pairs``."""
+    run = await service.submit_dpo(session, body)
+    await session.commit()
+    await enqueue(service.TASK_NAMES["dpo"], run.id)
+    return await service.get_run(session, run.id)
+
+
+@router.get("/train/runs", response_model=TrainingRunPage)
+async def list_runs(
+    session: Session,
+    settings: AppSettings,
+    limit: Limit = 50,
+    before: Annotated[int | None, Query(ge=1, description="next_before of the last page")] = None,
+    kind: Literal["sft", "dpo"] | None = None,
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
+) -> TrainingRunPage:
+    """Runs, newest first."""
+    limit = min(limit, settings.api_max_page_size)
+    return await service.list_runs(session, limit=limit, before=before, kind=kind, status=status)
+
+
+@router.get("/train/runs/{run_id}", response_model=TrainingRunOut)
+async def get_run(run_id: int, session: Session) -> TrainingRunOut:
+    return await service.get_run(session, run_id)
+
+
+@router.post("/train/runs/{run_id}/cancel", status_code=202, response_model=TrainingRunOut)
+async def cancel_run(run_id: int, session: Session) -> TrainingRunOut:
+    """Stop a run at its next step (a queued run at once); the last checkpoint is kept."""
+    out = await service.cancel_run(session, run_id)
+    await session.commit()
+    return out
+
+
+@router.get("/models", response_model=ModelPage)
+async def list_models(
+    session: Session,
+    settings: AppSettings,
+    limit: Limit = 50,
+    after: Annotated[int | None, Query(ge=0, description="next_after of the last page")] = None,
+) -> ModelPage:
+    """The registry: base models and every model a run produced, with lineage."""
+    limit = min(limit, settings.api_max_page_size)
+    return await service.list_models(session, limit=limit, after=after)
+
+
+@router.get("/models/{model_id}", response_model=ModelOut)
+async def get_model(model_id: int, session: Session) -> ModelOut:
+    return await service.get_model(session, model_id)

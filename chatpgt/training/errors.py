@@ -32,7 +32,7 @@ class RunNotCancellable(InvalidState):
         super().__init__(
             f"Training run {run_id} is {status} and can no longer be cancelled.",
             run_id=run_id,
-            status=status,
+            run_status=status,  # not 'status': that is the problem's HTTP status
         )
 
 

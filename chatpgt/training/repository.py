@@ -254,7 +254,6 @@ class RunStore:
                 TrainingRun.lease_expires_at < func.now(),
             ),
             TrainingRun.attempts < max_attempts,
-            TrainingRun.cancel_requested.is_(False),
             lease_owner=owner,
             lease_expires_at=func.now() + timedelta(seconds=lease_s),
             attempts=TrainingRun.attempts + 1,

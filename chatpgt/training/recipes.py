@@ -1,0 +1,499 @@
+"""SFT and DPO on TRL. Worker only: imports torch, transformers, TRL, datasets and peft.
+
+Both recipes keep everything a resumed attempt needs in the run directory:
+``data/`` (the exact examples, written once), ``checkpoint-N/`` (every ``save_steps``),
+``runs/`` (TensorBoard), ``model/`` (the final model, loadable with
+``transformers.pipeline("text-generation", model=...)``, chat template included).
+
+Precision: bf16 on a CUDA GPU that supports it, fp32 otherwise (CPU). Activation checkpointing:
+on for GPU runs, off on CPU, unless the request says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.integrations import is_tensorboard_available
+from transformers.trainer_utils import get_last_checkpoint
+from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+from chatpgt.training import corpus
+from chatpgt.training.callbacks import RunProgressCallback
+from chatpgt.training.errors import TrainingDataError
+from chatpgt.training.export import export_pairs, filters_from_request
+from chatpgt.training.repository import RunSnapshot
+from chatpgt.training.schemas import (
+    DPORequest,
+    LoraSpec,
+    SampleSpec,
+    SFTRequest,
+    TrainingKnobs,
+)
+from chatpgt.training.worker import RunReporter
+
+log = logging.getLogger(__name__)
+
+# Used only when a base model's tokenizer has no chat template: a plain ChatML template, so the
+# trained model still renders conversations (and pipeline() accepts messages).
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>' + '\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How a recipe ended: ``succeeded``, ``cancelled`` or ``lost`` (lease gone)."""
+
+    status: str
+    final_metrics: dict[str, Any] = field(default_factory=dict)
+    samples: list[dict[str, str]] = field(default_factory=list)
+    artifacts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    cuda: bool
+    bf16: bool
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.bf16 else torch.float32
+
+    @classmethod
+    def detect(cls) -> Device:
+        cuda = torch.cuda.is_available()
+        return cls(cuda=cuda, bf16=cuda and torch.cuda.is_bf16_supported())
+
+
+def run(snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter, database_url: str) -> Outcome:
+    """Train the run described by ``snapshot`` in ``run_dir``; resumes from its last checkpoint."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "data").mkdir(exist_ok=True)
+    if snapshot.kind == "sft":
+        return run_sft(snapshot, run_dir, reporter)
+    if snapshot.kind == "dpo":
+        return run_dpo(snapshot, run_dir, reporter, database_url)
+    raise TrainingDataError(f"unknown training kind {snapshot.kind!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# SFT
+
+
+def run_sft(snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter) -> Outcome:
+    request = SFTRequest.model_validate(snapshot.request)
+    hp = request.hyperparameters
+    device = Device.detect()
+    model_path = snapshot.start_model["path"]
+    tokenizer, notes = load_tokenizer(model_path)
+
+    data = run_dir / "data"
+    report_path = data / "report.json"
+    if not report_path.exists():
+        report = _prepare_sft_data(request, tokenizer, data, run_dir)
+        report.update(notes)
+        report_path.write_text(json.dumps(report))
+    report = json.loads(report_path.read_text())
+    reporter.report(data_report=report, force=True)
+    if reporter.should_stop:
+        return _stopped(reporter, run_dir, {})
+
+    train = _load_jsonl(data / "train.jsonl", run_dir)
+    evals = _load_jsonl(data / "eval.jsonl", run_dir) if report["examples"]["eval"] else None
+    model = load_model(model_path, device)
+    args = SFTConfig(
+        **_common_args(hp, run_dir, device, has_eval=evals is not None),
+        max_length=hp.max_length,
+        completion_only_loss=True,  # loss on the essay (assistant turn), not on the prompt
+        packing=False,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=evals,
+        processing_class=tokenizer,
+        peft_config=_lora_config(hp.lora),
+        callbacks=[RunProgressCallback(reporter, snapshot.metrics.get("latest"))],
+    )
+    truncated = _count_truncated_sft(trainer)
+    dropped = len(train) - len(trainer.train_dataset or [])
+    if truncated or dropped:
+        log.warning(
+            "training run %s: TRL truncated %s and dropped %s examples",
+            snapshot.id,
+            truncated,
+            dropped,
+        )
+        reporter.report(data_report={"truncated": truncated, "dropped": dropped}, force=True)
+    return _train_and_save(trainer, tokenizer, run_dir, reporter, request.samples, hp)
+
+
+def _prepare_sft_data(
+    request: SFTRequest, tokenizer: PreTrainedTokenizerBase, data: Path, run_dir: Path
+) -> dict[str, Any]:
+    hp = request.hyperparameters
+    essays = corpus.load_essays(request.corpus, cache_dir=str(run_dir / "cache"))
+    if not essays:
+        raise TrainingDataError(f"the corpus {request.corpus!r} holds no essays")
+    train_essays, eval_essays = corpus.split_train_eval(essays, hp.eval_fraction, hp.split_seed)
+    measure, count = token_counters(tokenizer)
+    split = corpus.SplitReport()
+    common = {
+        "measure": measure,
+        "count": count,
+        "max_length": hp.max_length,
+        "templates": request.prompts.templates,
+        "continuation_template": request.prompts.continuation_template,
+        "context_words": request.prompts.continuation_context_words,
+        "seed": hp.split_seed,
+        "report": split,
+    }
+    train_rows = corpus.build_examples(train_essays, **common)
+    eval_rows = corpus.build_examples(eval_essays, **common)
+    if not train_rows:
+        raise TrainingDataError(f"the corpus {request.corpus!r} gave no training examples")
+    corpus.write_jsonl(train_rows, data / "train.jsonl")
+    corpus.write_jsonl(eval_rows, data / "eval.jsonl")
+    return {
+        "corpus": request.corpus,
+        "essays": {"train": len(train_essays), "eval": len(eval_essays)},
+        "examples": {"train": len(train_rows), "eval": len(eval_rows)},
+        "long_essays": split.as_dict(),
+        "truncated": 0,
+    }
+
+
+def token_counters(
+    tokenizer: PreTrainedTokenizerBase,
+) -> tuple[corpus.MeasureFn, corpus.CountFn]:
+    """``measure(prompt, completion)``: tokens of the rendered conversation, as TRL tokenizes
+    it; ``count(text)``: tokens of a bare text."""
+
+    def measure(prompt: str, completion: str) -> int:
+        messages = [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": completion},
+        ]
+        encoded = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)
+        return len(encoded["input_ids"])
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return measure, count
+
+
+def _count_truncated_sft(trainer: SFTTrainer) -> int:
+    """Examples TRL cut at max_length or dropped: zero by construction, counted to prove it."""
+    dataset = trainer.train_dataset
+    if dataset is None or not {"tokens", "input_ids"} <= set(dataset.column_names):
+        return 0
+    return sum(
+        1 for ids, n in zip(dataset["input_ids"], dataset["tokens"], strict=True) if len(ids) < n
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# DPO
+
+
+def run_dpo(
+    snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter, database_url: str
+) -> Outcome:
+    fields = {k: v for k, v in snapshot.request.items() if k != "pairs_at_submit"}
+    request = DPORequest.model_validate(fields)
+    hp = request.hyperparameters
+    device = Device.detect()
+    model_path = snapshot.start_model["path"]
+
+    pairs_path = run_dir / "data" / "pairs.jsonl"
+    if not pairs_path.exists():
+        exported = export_pairs(
+            database_url, filters_from_request(request.pairs.model_dump()), pairs_path
+        )
+        reporter.report(data_report={"pairs_exported": exported}, force=True)
+    pairs = _load_jsonl(pairs_path, run_dir)
+    if len(pairs) == 0:
+        raise TrainingDataError("no pair matches the selection any more (pairs were deleted?)")
+    n_eval = math.floor(len(pairs) * hp.eval_fraction)
+    if 0 < n_eval < len(pairs):
+        split = pairs.train_test_split(test_size=n_eval, seed=hp.split_seed, shuffle=True)
+        train, evals = split["train"], split["test"]
+    else:
+        train, evals = pairs, None
+    if reporter.should_stop:
+        return _stopped(reporter, run_dir, {})
+
+    tokenizer, notes = load_tokenizer(model_path)
+    model = load_model(model_path, device)
+    lora = _lora_config(hp.lora)
+    precompute = hp.precompute_ref_log_probs
+    if precompute is None:
+        precompute = lora is None
+    ref_model = None
+    if lora is None and not precompute:
+        # Asked for explicitly: the classic setup with a second full copy as the reference.
+        ref_model = load_model(model_path, device)
+    args = DPOConfig(
+        **_common_args(hp, run_dir, device, has_eval=evals is not None),
+        max_length=hp.max_length,
+        beta=hp.beta,
+        loss_type=[hp.loss_type],
+        precompute_ref_log_probs=precompute,
+    )
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=evals,
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=[RunProgressCallback(reporter, snapshot.metrics.get("latest"))],
+    )
+    used = trainer.train_dataset
+    assert used is not None
+    lengths = [
+        len(p) + max(len(c), len(r))
+        for p, c, r in zip(
+            used["prompt_ids"], used["chosen_ids"], used["rejected_ids"], strict=True
+        )
+    ]
+    reporter.report(
+        data_report={
+            "pairs_exported": len(pairs),
+            "examples": {"train": len(used), "eval": len(evals) if evals is not None else 0},
+            "pairs_dropped_prompt_too_long": len(train) - len(used),
+            "pairs_truncated": sum(1 for n in lengths if n > hp.max_length),
+            "longest_pair_tokens": max(lengths, default=0),
+            "max_length": hp.max_length,
+            "reference": "adapter disabled (LoRA)"
+            if lora is not None and not precompute
+            else "precomputed log-probs"
+            if precompute
+            else "separate model copy",
+            **notes,
+        },
+        force=True,
+    )
+    return _train_and_save(trainer, tokenizer, run_dir, reporter, request.samples, hp)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared
+
+
+def load_tokenizer(path: str) -> tuple[PreTrainedTokenizerBase, dict[str, Any]]:
+    """The model's tokenizer with a pad token and a chat template (ChatML when it had none)."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise TrainingDataError(f"cannot load the tokenizer of model {path!r}: {exc}") from exc
+    notes: dict[str, Any] = {}
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = CHATML_TEMPLATE
+        notes["chat_template_added"] = "chatml"
+    return tokenizer, notes
+
+
+def load_model(path: str, device: Device) -> PreTrainedModel:
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=device.dtype)
+    except (OSError, ValueError) as exc:
+        raise TrainingDataError(f"cannot load model {path!r}: {exc}") from exc
+
+
+def _common_args(
+    hp: TrainingKnobs, run_dir: Path, device: Device, *, has_eval: bool
+) -> dict[str, Any]:
+    checkpointing = device.cuda if hp.gradient_checkpointing is None else hp.gradient_checkpointing
+    eval_strategy = "no"
+    if has_eval:
+        eval_strategy = "steps" if hp.eval_steps else "epoch"
+    return {
+        "output_dir": str(run_dir),
+        "num_train_epochs": hp.epochs,
+        "max_steps": hp.max_steps or -1,
+        "per_device_train_batch_size": hp.per_device_batch_size,
+        "per_device_eval_batch_size": hp.per_device_batch_size,
+        "gradient_accumulation_steps": hp.gradient_accumulation_steps,
+        "learning_rate": hp.learning_rate,
+        "lr_scheduler_type": hp.lr_scheduler,
+        "warmup_steps": hp.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        "weight_decay": hp.weight_decay,
+        "logging_steps": hp.logging_steps,
+        "logging_first_step": True,
+        "save_strategy": "steps",
+        "save_steps": hp.save_steps,
+        "save_total_limit": hp.save_total_limit,
+        "eval_strategy": eval_strategy,
+        "eval_steps": hp.eval_steps,
+        "report_to": ["tensorboard"] if is_tensorboard_available() else "none",
+        "seed": hp.seed,
+        "bf16": device.bf16,
+        "fp16": False,
+        "activation_checkpointing": checkpointing,
+        "use_cpu": not device.cuda,
+        "dataloader_pin_memory": device.cuda,
+        "disable_tqdm": True,
+    }
+
+
+def _lora_config(spec: LoraSpec | None) -> Any:
+    if spec is None:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=spec.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def _load_jsonl(path: Path, run_dir: Path) -> Dataset:
+    if path.stat().st_size == 0:
+        return Dataset.from_list([])
+    return Dataset.from_json(str(path), cache_dir=str(run_dir / "cache"))
+
+
+def _last_checkpoint(run_dir: Path) -> str | None:
+    return get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+
+
+def _stopped(reporter: RunReporter, run_dir: Path, final: dict[str, Any]) -> Outcome:
+    if reporter.lost.is_set():
+        return Outcome("lost")
+    return Outcome(
+        "cancelled", final_metrics=final, artifacts={"last_checkpoint": _last_checkpoint(run_dir)}
+    )
+
+
+def _train_and_save(
+    trainer: SFTTrainer | DPOTrainer,
+    tokenizer: PreTrainedTokenizerBase,
+    run_dir: Path,
+    reporter: RunReporter,
+    samples: SampleSpec,
+    hp: TrainingKnobs,
+) -> Outcome:
+    resume = _last_checkpoint(run_dir)
+    if resume:
+        log.info("resuming from %s", resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    final: dict[str, Any] = {
+        "train_loss": _finite(result.training_loss),
+        "global_step": result.global_step,
+        "train_runtime_s": _finite(result.metrics.get("train_runtime")),
+    }
+    final.update(_last_train_log(trainer))
+    if reporter.should_stop:
+        return _stopped(reporter, run_dir, final)
+    if trainer.eval_dataset is not None:
+        final.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, int | float)})
+    model_dir = run_dir / "model"
+    model = save_final_model(trainer, tokenizer, model_dir, samples, merge=_merge(hp))
+    generated = generate_samples(model, tokenizer, samples, seed=hp.seed)
+    return Outcome(
+        "succeeded",
+        final_metrics={k: v for k, v in final.items() if v is not None},
+        samples=generated,
+        artifacts={"model_dir": str(model_dir), "last_checkpoint": _last_checkpoint(run_dir)},
+    )
+
+
+def _merge(hp: TrainingKnobs) -> bool:
+    return hp.lora is None or hp.lora.merge
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _last_train_log(trainer: SFTTrainer | DPOTrainer) -> dict[str, float]:
+    """The last logged training values (loss, DPO rewards/*, logps/*, token accuracy)."""
+    keep = ("rewards/", "logps/", "mean_token_accuracy")
+    for entry in reversed(trainer.state.log_history):
+        if "loss" in entry:
+            return {
+                k: float(v)
+                for k, v in entry.items()
+                if (k == "loss" or k.startswith(keep)) and _finite(v) is not None
+            }
+    return {}
+
+
+def save_final_model(
+    trainer: SFTTrainer | DPOTrainer,
+    tokenizer: PreTrainedTokenizerBase,
+    model_dir: Path,
+    samples: SampleSpec,
+    *,
+    merge: bool,
+) -> PreTrainedModel:
+    """Write the model (LoRA merged into full weights by default) and its tokenizer with the chat
+    template; sampling defaults (temperature, top_p) go into its generation config."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if merge and hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    config = model.generation_config
+    if config is not None:
+        config.do_sample = True
+        config.temperature = samples.temperature
+        config.top_p = samples.top_p
+        config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(str(model_dir))
+    tokenizer.save_pretrained(str(model_dir))
+    return model
+
+
+def generate_samples(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: SampleSpec, *, seed: int
+) -> list[dict[str, str]]:
+    """One sampled essay per prompt (temperature and top_p from ``spec``)."""
+    model.eval()
+    device = next(model.parameters()).device
+    torch.manual_seed(seed)
+    out = []
+    for prompt in spec.prompts:
+        encoded = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
+        inputs = {k: v.to(device) for k, v in encoded.items()}
+        with torch.no_grad():
+            ids = model.generate(
+                **inputs,
+                do_sample=True,
+                temperature=spec.temperature,
+                top_p=spec.top_p,
+                max_new_tokens=spec.max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        new = ids[0, inputs["input_ids"].shape[1] :]
+        out.append({"prompt": prompt, "text": tokenizer.decode(new, skip_special_tokens=True)})
+    return out

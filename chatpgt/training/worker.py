@@ -1,0 +1,266 @@
+"""Running one training run in a worker: claim it, hold its lease, train, record the outcome.
+
+Safe under redelivery: a run that is terminal is left alone; one held by a live worker is left to
+it; one whose worker died (lease expired) is taken over and resumes from its last checkpoint. A run
+that keeps killing its worker (out of memory, say) fails after ``MAX_ATTEMPTS`` instead of looping.
+Every error raised while training becomes a failed run with its reason; nothing is re-raised to
+Celery, so a bad request is never retried forever.
+
+This module does not import torch; :mod:`chatpgt.training.recipes` is imported when a run starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Engine, create_engine
+
+from chatpgt.settings import Settings, get_settings
+from chatpgt.training import states
+from chatpgt.training.errors import TrainingDataError
+from chatpgt.training.repository import RunSnapshot, RunStore
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+_MIN_WRITE_INTERVAL_S = 0.5
+_MAX_ERROR_CHARS = 4000
+
+
+def sync_database_url(url: str) -> str:
+    """The psycopg (sync) form of the async database URL in the settings."""
+    for async_driver, sync_driver in (
+        ("postgresql+asyncpg://", "postgresql+psycopg://"),
+        ("postgresql://", "postgresql+psycopg://"),
+        ("sqlite+aiosqlite://", "sqlite://"),
+    ):
+        if url.startswith(async_driver):
+            return sync_driver + url[len(async_driver) :]
+    return url
+
+
+def make_sync_engine(settings: Settings) -> Engine:
+    return create_engine(
+        sync_database_url(settings.database_url), pool_size=3, max_overflow=2, pool_pre_ping=True
+    )
+
+
+class RunReporter:
+    """The training side's handle on its run row, used from the training thread.
+
+    Writes are throttled (progress at most every 0.5 s unless forced); each write also reads the
+    cancel flag. ``cancelled`` is set when a cancel was requested; ``lost`` when the lease is no
+    longer ours (then nothing more may be written).
+    """
+
+    def __init__(self, store: RunStore, run_id: int, owner: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.owner = owner
+        self.cancelled = threading.Event()
+        self.lost = threading.Event()
+        self._last_write = 0.0
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def report(self, *, force: bool = False, **columns: dict[str, Any]) -> None:
+        """Merge ``progress=``, ``metrics=``, ``data_report=`` or ``artifacts=`` into the row."""
+        with self._lock:
+            for key, value in columns.items():
+                self._pending.setdefault(key, {}).update(value)
+            now = time.monotonic()
+            if not force and now - self._last_write < _MIN_WRITE_INTERVAL_S:
+                return
+            pending, self._pending = self._pending, {}
+            self._last_write = now
+        if self.lost.is_set() or not pending:
+            return
+        self.observe(self.store.update(self.run_id, self.owner, **pending))
+
+    def observe(self, flag: bool | None) -> None:
+        """Record what a write or heartbeat learnt: the cancel flag, or None for a lost lease."""
+        if flag is None:
+            self.lost.set()
+        elif flag:
+            self.cancelled.set()
+
+    @property
+    def should_stop(self) -> bool:
+        return self.cancelled.is_set() or self.lost.is_set()
+
+
+class Heartbeat:
+    """Renews the run's lease from a background thread while training blocks the main one."""
+
+    def __init__(self, reporter: RunReporter, *, lease_s: float, interval_s: float) -> None:
+        self.reporter = reporter
+        self.lease_s = lease_s
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"lease-run-{reporter.run_id}", daemon=True
+        )
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        r = self.reporter
+        while not self._stop.wait(self.interval_s):
+            try:
+                r.observe(r.store.heartbeat(r.run_id, r.owner, self.lease_s))
+            except Exception:  # a database blip: the next beat retries, the lease has slack
+                log.warning("heartbeat of training run %s failed", r.run_id, exc_info=True)
+            if r.lost.is_set():
+                log.warning("training run %s: lease lost, stopping", r.run_id)
+                return
+
+
+def run_dir_for(settings: Settings, snapshot: RunSnapshot) -> Path:
+    """The run's directory: kept across attempts (it holds the checkpoints to resume from)."""
+    existing = snapshot.artifacts.get("run_dir")
+    if existing:
+        return Path(existing)
+    token = uuid.uuid4().hex[:8]
+    return settings.artifacts_dir.resolve() / "training" / f"{snapshot.kind}-{snapshot.id}-{token}"
+
+
+def execute_run(run_id: int, settings: Settings | None = None) -> str:
+    """Run (or resume) training run ``run_id`` to the end; returns what happened, for logs.
+
+    Outcomes: ``succeeded``, ``failed``, ``cancelled``, ``lost`` (another worker took the run
+    over), ``busy`` (a live worker holds it), ``finished`` (already terminal), ``missing``.
+    """
+    settings = settings or get_settings()
+    engine = make_sync_engine(settings)
+    try:
+        return _execute(RunStore(engine), run_id, settings)
+    finally:
+        engine.dispose()
+
+
+def _execute(store: RunStore, run_id: int, settings: Settings) -> str:
+    snapshot = store.snapshot(run_id)
+    if snapshot is None:
+        log.warning("training run %s does not exist", run_id)
+        return "missing"
+    if snapshot.status in states.TERMINAL:
+        return "finished"
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    if not store.claim(run_id, owner, settings.job_lease_s, MAX_ATTEMPTS):
+        return _not_claimed(store, run_id)
+    snapshot = store.snapshot(run_id)
+    assert snapshot is not None
+    reporter = RunReporter(store, run_id, owner)
+    if snapshot.cancel_requested:  # cancelled while its worker was dead
+        store.finish(run_id, owner, states.CANCELLED)
+        return states.CANCELLED
+
+    run_dir = run_dir_for(settings, snapshot)
+    reporter.report(
+        artifacts={
+            "run_dir": str(run_dir),
+            "model_dir": str(run_dir / "model"),
+            "tensorboard_dir": str(run_dir / "runs"),
+        },
+        force=True,
+    )
+    log.info(
+        "training run %s (%s): attempt %s in %s", run_id, snapshot.kind, snapshot.attempts, run_dir
+    )
+    with Heartbeat(reporter, lease_s=settings.job_lease_s, interval_s=settings.job_heartbeat_s):
+        try:
+            from chatpgt.training import recipes  # torch, transformers, TRL: worker only
+
+            outcome = recipes.run(snapshot, run_dir, reporter, settings.database_url)
+        except Exception as exc:
+            log.exception("training run %s failed", run_id)
+            if reporter.lost.is_set():
+                return "lost"
+            store.finish(run_id, owner, states.FAILED, error=describe(exc))
+            return states.FAILED
+
+    if outcome.status == "lost" or reporter.lost.is_set():
+        return "lost"
+    reporter.report(
+        metrics={"final": outcome.final_metrics}, artifacts=outcome.artifacts, force=True
+    )
+    if outcome.status == states.CANCELLED:
+        store.finish(run_id, owner, states.CANCELLED)
+        return states.CANCELLED
+    start = snapshot.start_model
+    registered = store.finish(
+        run_id,
+        owner,
+        states.SUCCEEDED,
+        samples=outcome.samples,
+        register={
+            "name": snapshot.output_name,
+            "kind": snapshot.kind,
+            "path": outcome.artifacts["model_dir"],
+            "metrics": outcome.final_metrics,
+            "parent_id": start.get("model_id"),
+            "base": None
+            if start.get("model_id")
+            else {"name": start["ref"], "path": start["path"]},
+        },
+    )
+    return states.SUCCEEDED if registered else "lost"
+
+
+def _not_claimed(store: RunStore, run_id: int) -> str:
+    snapshot = store.snapshot(run_id)
+    if snapshot is None:
+        return "missing"
+    if snapshot.status in states.TERMINAL:
+        return "finished"
+    if snapshot.lease_expired and snapshot.attempts >= MAX_ATTEMPTS:
+        store.finish(
+            run_id,
+            None,
+            states.FAILED,
+            error=f"gave up after {snapshot.attempts} attempts: the worker stopped during each "
+            "one (killed, or out of memory?)",
+        )
+        return states.FAILED
+    return "busy"
+
+
+def describe(exc: BaseException) -> str:
+    """The reason stored on a failed run: the exception and the innermost frames."""
+    lines = traceback.format_exception_only(type(exc), exc)
+    if isinstance(exc, TrainingDataError | OSError | ValueError):
+        return "".join(lines).strip()[:_MAX_ERROR_CHARS]
+    tb = traceback.extract_tb(exc.__traceback__)[-3:]
+    where = "".join(f"  at {f.filename}:{f.lineno} in {f.name}\n" for f in tb)
+    return ("".join(lines).strip() + ("\n" + where if where else ""))[:_MAX_ERROR_CHARS]
+
+
+def recoverable_run_ids(settings: Settings | None = None) -> list[int]:
+    """Runs a starting GPU worker should (re)enqueue: running with an expired lease, i.e. their
+    worker died and Redis will only redeliver after the visibility timeout."""
+    settings = settings or get_settings()
+    engine = make_sync_engine(settings)
+    try:
+        return RunStore(engine).stale_run_ids()
+    finally:
+        engine.dispose()
