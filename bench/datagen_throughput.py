@@ -121,7 +121,9 @@ async def run(args: argparse.Namespace, db_url: str, port: int) -> dict[str, flo
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--topics", type=int, default=1500)
     p.add_argument("--concurrency", type=int, default=500)
     p.add_argument("--latency-ms", type=int, default=1000)
@@ -131,17 +133,35 @@ def main() -> None:
     p.add_argument("--profile", metavar="PATH", help="write a cProfile of the job run to PATH")
     args = p.parse_args()
 
-    admin_url = os.environ.get("CHATPGT_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+    admin_url = os.environ.get(
+        "CHATPGT_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
     name = f"chatpgt_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        admin_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
     with admin.connect() as c:
         c.execute(text(f'CREATE DATABASE "{name}"'))
-    db_url = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
+    db_url = (
+        admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+        + f"/{name}"
+    )
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "chatpgt.testing.fake_openai", "--host", "127.0.0.1", "--port", str(port),
-         "--latency-ms", str(args.latency_ms)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "chatpgt.testing.fake_openai",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--latency-ms",
+            str(args.latency_ms),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         os.environ["CHATPGT_DATABASE_URL"] = db_url
@@ -168,16 +188,24 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"datagen throughput: {args.topics} topics, concurrency {args.concurrency}, "
-          f"latency {args.latency_ms} ms, rpm {args.rpm or 'none'}")
-    print(f"  job {result['status']}: {result['items']} items ({result['done']} done), "
-          f"{result['pairs']} pairs in {result['wall_s']:.1f} s")
+    print(
+        f"datagen throughput: {args.topics} topics, concurrency {args.concurrency}, "
+        f"latency {args.latency_ms} ms, rpm {args.rpm or 'none'}"
+    )
+    print(
+        f"  job {result['status']}: {result['items']} items ({result['done']} done), "
+        f"{result['pairs']} pairs in {result['wall_s']:.1f} s"
+    )
     print(f"  throughput   {result['items_per_s']:8.1f} items/s")
-    print(f"  bound        {result['bound_items_per_s']:8.1f} items/s  "
-          f"(min(concurrency/latency, rate limit))")
+    print(
+        f"  bound        {result['bound_items_per_s']:8.1f} items/s  "
+        f"(min(concurrency/latency, rate limit))"
+    )
     print(f"  ratio        {result['ratio_to_bound']:8.1%}")
-    print(f"  server saw   {result['server_requests']} requests, at most "
-          f"{result['server_max_in_flight']} in flight, outcomes {result['server_outcomes']}")
+    print(
+        f"  server saw   {result['server_requests']} requests, at most "
+        f"{result['server_max_in_flight']} in flight, outcomes {result['server_outcomes']}"
+    )
     print(f"  service CPU  {result['cpu_ms_per_item']:8.3f} ms/item ({result['cpu_s']:.1f} s)")
 
 

@@ -23,10 +23,20 @@ def job_body(
     body: dict[str, Any] = {
         "topics": {"titles": titles},
         "generators": [
-            {"provider": provider, "model": "writer-a", "samples_per_topic": samples,
-             "temperature": 0.7, "max_tokens": max_tokens},
-            {"provider": provider, "model": "writer-b", "samples_per_topic": 1,
-             "temperature": 0.9, "max_tokens": max_tokens},
+            {
+                "provider": provider,
+                "model": "writer-a",
+                "samples_per_topic": samples,
+                "temperature": 0.7,
+                "max_tokens": max_tokens,
+            },
+            {
+                "provider": provider,
+                "model": "writer-b",
+                "samples_per_topic": 1,
+                "temperature": 0.9,
+                "max_tokens": max_tokens,
+            },
         ],
         "judge": {"provider": provider, "model": "judge"},
         "pairing": pairing,
@@ -36,8 +46,8 @@ def job_body(
     return body
 
 
-async def wait_job(api: httpx.AsyncClient, job_id: int, timeout: float = 120.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
+async def wait_job(api: httpx.AsyncClient, job_id: int, within_s: float = 120.0) -> dict[str, Any]:
+    deadline = time.monotonic() + within_s
     while True:
         r = await api.get(f"/datagen/jobs/{job_id}")
         assert r.status_code == 200, r.text

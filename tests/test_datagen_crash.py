@@ -63,7 +63,7 @@ async def test_sigkilled_workers_job_is_finished_by_another(
 
     second = procs.start_worker(service_env, log_dir, "datagen", concurrency=1, name="rescuer")
     try:
-        job = await wait_job(api, job_id, timeout=120)
+        job = await wait_job(api, job_id, within_s=120)
     finally:
         second.stop()
     assert job["status"] == "succeeded", job
@@ -83,5 +83,9 @@ async def test_sigkilled_workers_job_is_finished_by_another(
     assert requests_after <= remaining + 8
     judgments = await session.scalar(select(func.count()).select_from(Judgment))
     assert judgments == job["judgments"]["total"] == len(titles) * 2
-    pair_keys = (await session.execute(select(Pair.job_id, Pair.chosen_generation_id, Pair.rejected_generation_id))).all()
+    pair_keys = (
+        await session.execute(
+            select(Pair.job_id, Pair.chosen_generation_id, Pair.rejected_generation_id)
+        )
+    ).all()
     assert len(pair_keys) == len(set(pair_keys)) == job["pairs"]

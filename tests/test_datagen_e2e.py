@@ -23,7 +23,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def datagen_worker(service_env: dict[str, str], log_dir: Path, fake_provider: str) -> Iterator[procs.Proc]:
+def datagen_worker(
+    service_env: dict[str, str], log_dir: Path, fake_provider: str
+) -> Iterator[procs.Proc]:
     proc = procs.start_worker(service_env, log_dir, "datagen", concurrency=2)
     yield proc
     proc.stop()
@@ -59,10 +61,17 @@ async def test_job_makes_pairs_despite_faults(
 ) -> None:
     await faults.post(
         "/_control",
-        json={"rate_5xx": 0.15, "rate_429": 0.1, "retry_after_s": 0.05, "position_bias": 0.25,
-              "rate_malformed_judge": 0.1},
+        json={
+            "rate_5xx": 0.15,
+            "rate_429": 0.1,
+            "retry_after_s": 0.05,
+            "position_bias": 0.25,
+            "rate_malformed_judge": 0.1,
+        },
     )
-    titles = [f"Why {x} matters" for x in ("taste", "startups", "wealth", "schlep", "focus", "cities")]
+    titles = [
+        f"Why {x} matters" for x in ("taste", "startups", "wealth", "schlep", "focus", "cities")
+    ]
     body = job_body(titles, samples=2, pairing="all_pairs")
     created = await api.post("/datagen/jobs", json=body)
     assert created.status_code == 201, created.text
@@ -133,8 +142,14 @@ async def test_job_makes_pairs_despite_faults(
 
     # Token usage and cost are recorded per request and summed on the job.
     assert job["cost_usd"] > 0 and job["prompt_tokens"] > 0
-    assert await session.scalar(select(func.count()).select_from(Generation).where(
-        Generation.status == "succeeded", Generation.cost_usd <= 0)) == 0
+    assert (
+        await session.scalar(
+            select(func.count())
+            .select_from(Generation)
+            .where(Generation.status == "succeeded", Generation.cost_usd <= 0)
+        )
+        == 0
+    )
 
     # The provider key never shows up in what the service returns or stores.
     dump = json.dumps([job, served, stats]) + export.text
@@ -142,7 +157,10 @@ async def test_job_makes_pairs_despite_faults(
 
 
 async def test_idempotency_key_replays_the_same_job(
-    api: httpx.AsyncClient, session: AsyncSession, datagen_worker: procs.Proc, faults: httpx.AsyncClient
+    api: httpx.AsyncClient,
+    session: AsyncSession,
+    datagen_worker: procs.Proc,
+    faults: httpx.AsyncClient,
 ) -> None:
     body = job_body(["On idempotency"])
     headers = {"Idempotency-Key": "job-key-1"}
@@ -192,7 +210,10 @@ async def test_unknown_ids_are_404_problems(api: httpx.AsyncClient, clean_db: No
 
 
 async def test_malformed_judge_output_is_retried_then_failed_never_a_winner(
-    api: httpx.AsyncClient, session: AsyncSession, datagen_worker: procs.Proc, faults: httpx.AsyncClient
+    api: httpx.AsyncClient,
+    session: AsyncSession,
+    datagen_worker: procs.Proc,
+    faults: httpx.AsyncClient,
 ) -> None:
     await faults.post("/_control", json={"rate_malformed_judge": 1.0})
     created = await api.post("/datagen/jobs", json=job_body(["On malformed judges", "On JSON"]))
@@ -210,7 +231,10 @@ async def test_malformed_judge_output_is_retried_then_failed_never_a_winner(
 
 
 async def test_budget_stops_new_requests_and_says_so(
-    api: httpx.AsyncClient, session: AsyncSession, datagen_worker: procs.Proc, faults: httpx.AsyncClient
+    api: httpx.AsyncClient,
+    session: AsyncSession,
+    datagen_worker: procs.Proc,
+    faults: httpx.AsyncClient,
 ) -> None:
     titles = [f"Budget topic {i}" for i in range(12)]
     body = job_body(titles, budget_usd=0.012)
@@ -221,11 +245,17 @@ async def test_budget_stops_new_requests_and_says_so(
     assert 0 < job["cost_usd"] <= 0.012
     skipped = job["generations"]["skipped"] + job["judgments"]["skipped"]
     assert skipped > 0
-    assert job["generations"]["done"] + job["generations"]["failed"] + job["generations"]["skipped"] == job["generations"]["total"]
+    assert (
+        job["generations"]["done"] + job["generations"]["failed"] + job["generations"]["skipped"]
+        == job["generations"]["total"]
+    )
 
 
 async def test_cancel_keeps_what_is_done(
-    api: httpx.AsyncClient, session: AsyncSession, datagen_worker: procs.Proc, faults: httpx.AsyncClient
+    api: httpx.AsyncClient,
+    session: AsyncSession,
+    datagen_worker: procs.Proc,
+    faults: httpx.AsyncClient,
 ) -> None:
     import asyncio
 

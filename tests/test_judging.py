@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
+from chatpgt.datagen.budget import Budget
 from chatpgt.datagen.judging import JudgeParseError, Verdict, combine, parse_verdict
 from chatpgt.datagen.pairing import PairingRule, matchups, select_pairs
-from chatpgt.datagen.budget import Budget
 
 
 def test_parse_accepts_the_asked_json_and_a_fenced_block() -> None:

@@ -34,7 +34,11 @@ def make_celery() -> Celery:
         },
         broker_transport_options={
             "visibility_timeout": settings.broker_visibility_timeout_s,
-            **({"global_keyprefix": settings.broker_key_prefix} if settings.broker_key_prefix else {}),
+            **(
+                {"global_keyprefix": settings.broker_key_prefix}
+                if settings.broker_key_prefix
+                else {}
+            ),
         },
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,

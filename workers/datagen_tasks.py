@@ -27,7 +27,7 @@ def run_job(self: Task, job_id: int) -> str:
         outcome = asyncio.run(runner.run_job(job_id, settings))
     except Exception as exc:  # e.g. the database went away: retry with backoff, never lose the job
         log.exception("datagen job %s failed; retrying", job_id)
-        raise self.retry(exc=exc, countdown=min(60, 2 ** min(self.request.retries, 6)))
+        raise self.retry(exc=exc, countdown=min(60, 2 ** min(self.request.retries, 6))) from exc
     if outcome == "busy":
         raise self.retry(countdown=settings.job_lease_s * 2, max_retries=None)
     return outcome

@@ -99,7 +99,9 @@ def combine(first: Verdict, second: Verdict | None) -> Outcome:
     Agreeing verdicts win with the mean confidence; disagreeing verdicts are a tie.
     """
     if second is None:
-        return Outcome(first.winner_id, first.loser_id, float(first.confidence), first.reasoning, (first,))
+        return Outcome(
+            first.winner_id, first.loser_id, float(first.confidence), first.reasoning, (first,)
+        )
     if first.winner_id != second.winner_id:
         return Outcome(None, None, None, "", (first, second))
     confidence = (first.confidence + second.confidence) / 2

@@ -23,8 +23,8 @@ DEFAULT_PROMPT_TEMPLATES: tuple[str, ...] = (
 JUDGE_SYSTEM_PROMPT = (
     "You are an expert editor who knows Paul Graham's essays well. You compare two essays written "
     "for the same prompt and decide which one reads more like an essay by Paul Graham: his voice, "
-    "clarity, originality of ideas, and structure. Judge the text only; ignore its length unless it "
-    "hurts the essay. Answer with a JSON object and nothing else."
+    "clarity, originality of ideas, and structure. Judge the text only; ignore its length "
+    "unless it hurts the essay. Answer with a JSON object and nothing else."
 )
 
 JUDGE_USER_TEMPLATE = """Prompt given to both writers:

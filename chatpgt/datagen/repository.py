@@ -5,7 +5,7 @@ Functions flush; the caller's unit of work commits.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -16,7 +16,7 @@ from sqlalchemy.orm import aliased
 
 from chatpgt.datagen import state
 from chatpgt.datagen.models import DatagenJob, Generation, JobTopic, Judgment
-from chatpgt.db.helpers import insert_ignore, insert_ignore_returning, insert_one_ignore
+from chatpgt.db.helpers import dialect_insert, insert_ignore, insert_one_ignore
 from chatpgt.errors import InvalidState, NotFound
 from chatpgt.pairs.models import Pair
 from chatpgt.topics.models import Topic
@@ -107,7 +107,7 @@ async def transition(
 
 
 async def claim(session: AsyncSession, job_id: int, owner: str, lease_s: float) -> str:
-    """Take the job's lease. Returns "claimed", "busy" (another live owner) or the terminal status."""
+    """Take the job's lease: "claimed", "busy" (another live owner) or the terminal status."""
     now = _now()
     row = (
         await session.execute(
@@ -207,8 +207,16 @@ async def recoverable_jobs(session: AsyncSession, queued_for_s: float) -> list[t
 async def job_counts(session: AsyncSession, job_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     """Per-stage counts, tokens, cost, pairs and ties of each job, from the rows themselves."""
     out: dict[int, dict[str, Any]] = {
-        j: {"generations": {}, "judgments": {}, "pairs": 0, "ties": 0, "topics": 0,
-            "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": Decimal(0)}
+        j: {
+            "generations": {},
+            "judgments": {},
+            "pairs": 0,
+            "ties": 0,
+            "topics": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "cost_usd": Decimal(0),
+        }
         for j in job_ids
     }
     if not job_ids:
@@ -237,7 +245,9 @@ async def job_counts(session: AsyncSession, job_ids: Sequence[int]) -> dict[int,
     ):
         out[job_id]["pairs"] = int(n)
     for job_id, n in await session.execute(
-        select(JobTopic.job_id, func.count()).where(JobTopic.job_id.in_(job_ids)).group_by(JobTopic.job_id)
+        select(JobTopic.job_id, func.count())
+        .where(JobTopic.job_id.in_(job_ids))
+        .group_by(JobTopic.job_id)
     ):
         out[job_id]["topics"] = int(n)
     j1, j2 = aliased(Judgment), aliased(Judgment)
@@ -298,14 +308,44 @@ async def load_generations(session: AsyncSession, job_id: int) -> list[Generatio
     return list(rows.scalars())
 
 
-async def insert_judgments(
-    session: AsyncSession, job_id: int, topic_id: int, rows: Sequence[dict[str, Any]]
-) -> list[Judgment]:
-    """Plan a topic's judgments (existing rows are kept) and return all of the topic's rows."""
-    inserted = await insert_ignore_returning(session, Judgment, rows)
-    if len(inserted) == len(rows):
-        return inserted
-    return await load_judgments(session, job_id, topic_id)
+JUDGMENT_PLAN_COLUMNS = (
+    "id",
+    "topic_id",
+    "generation_a_id",
+    "generation_b_id",
+    "status",
+    "attempts",
+    "winner",
+    "winner_generation_id",
+    "confidence",
+    "reasoning",
+    "cost_usd",
+)
+
+
+async def plan_judgments(
+    session: AsyncSession, job_id: int, rows_by_topic: Mapping[int, Sequence[dict[str, Any]]]
+) -> dict[int, list[Any]]:
+    """Insert the judgments of several topics (existing rows are kept) in one statement and
+    return every judgment row of those topics (JUDGMENT_PLAN_COLUMNS), by topic."""
+    table = Judgment.__table__
+    cols = [table.c[name] for name in JUDGMENT_PLAN_COLUMNS]
+    rows = [r for topic_rows in rows_by_topic.values() for r in topic_rows]
+    out: dict[int, list[Any]] = {t: [] for t in rows_by_topic}
+    if rows:
+        stmt = dialect_insert(session)(table).on_conflict_do_nothing().returning(*cols)
+        for row in await session.execute(stmt, rows):
+            out[row.topic_id].append(row)
+    partial = [t for t, topic_rows in rows_by_topic.items() if len(out[t]) < len(topic_rows)]
+    if partial:  # planned before (a resumed run): read what is there
+        for t in partial:
+            out[t] = []
+        existing = await session.execute(
+            select(*cols).where(table.c.job_id == job_id, table.c.topic_id.in_(partial))
+        )
+        for row in existing:
+            out[row.topic_id].append(row)
+    return out
 
 
 async def load_judgments(
@@ -318,12 +358,31 @@ async def load_judgments(
 
 
 GENERATION_RESULT_COLUMNS = (
-    "status", "error", "text", "attempts", "prompt_tokens", "completion_tokens", "cost_usd",
-    "latency_ms", "finish_reason", "finished_at",
+    "status",
+    "error",
+    "text",
+    "attempts",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "latency_ms",
+    "finish_reason",
+    "finished_at",
 )
 JUDGMENT_RESULT_COLUMNS = (
-    "status", "error", "attempts", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms",
-    "raw_answer", "winner", "winner_generation_id", "reasoning", "confidence", "finished_at",
+    "status",
+    "error",
+    "attempts",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "latency_ms",
+    "raw_answer",
+    "winner",
+    "winner_generation_id",
+    "reasoning",
+    "confidence",
+    "finished_at",
 )
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from chatpgt.datagen import repository as repo
 from chatpgt.datagen.budget import Budget
 from chatpgt.datagen.judging import JudgeParseError, Outcome, Verdict, combine, parse_verdict
-from chatpgt.datagen.models import Generation, Judgment
+from chatpgt.datagen.models import Generation
 from chatpgt.datagen.pairing import PairingRule, matchups, select_pairs
 from chatpgt.datagen.prompts import (
     DEFAULT_PROMPT_TEMPLATES,
@@ -55,6 +55,29 @@ def _now() -> datetime:
 
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(slots=True)
+class JudgmentItem:
+    """A judgment row as the runner works on it (lighter than an ORM object)."""
+
+    id: int
+    topic_id: int
+    generation_a_id: int
+    generation_b_id: int
+    status: str
+    attempts: int
+    winner: str | None = None
+    winner_generation_id: int | None = None
+    confidence: int | None = None
+    reasoning: str | None = None
+    cost_usd: Decimal = Decimal(0)
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: int | None = None
+    raw_answer: str | None = None
+    finished_at: datetime | None = None
 
 
 @dataclass
@@ -91,6 +114,8 @@ class JobRunner:
         self._errors_seen = 0
         self._flush_lock = asyncio.Lock()
         self._main: asyncio.Task[None] | None = None
+        self._plan_waiting: list[tuple[int, list[dict[str, Any]], asyncio.Future[list[Any]]]] = []
+        self._plan_wake = asyncio.Event()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -106,6 +131,7 @@ class JobRunner:
             topics = await self._load()
             beat = asyncio.create_task(self._heartbeat())
             flusher = asyncio.create_task(self._flush_loop())
+            planner = asyncio.create_task(self._planner_loop())
             self._main = asyncio.create_task(self._execute(topics))
             try:
                 await self._main
@@ -115,6 +141,7 @@ class JobRunner:
             finally:
                 beat.cancel()
                 flusher.cancel()
+                planner.cancel()
             if self._lease_lost:
                 raise LeaseLost(f"datagen job {self.job_id}: lease lost")
             await self._flush()
@@ -189,9 +216,7 @@ class JobRunner:
     async def _load(self) -> list[TopicState]:
         async with transaction(self.sm) as s:
             topics = {
-                jt.topic_id: TopicState(
-                    jt.topic_id, t.title, jt.prompt, t.reference_text, jt.stage
-                )
+                jt.topic_id: TopicState(jt.topic_id, t.title, jt.prompt, t.reference_text, jt.stage)
                 for jt, t in await repo.load_job_topics(s, self.job_id)
             }
             spent = Decimal(0)
@@ -230,12 +255,18 @@ class JobRunner:
             if sum(gens.values()) and not gens.get("succeeded") and not self.budget.exhausted:
                 first = self._first_error or "no generation succeeded"
                 ok = await repo.transition(
-                    s, self.job_id, "failed", owner=self.owner,
+                    s,
+                    self.job_id,
+                    "failed",
+                    owner=self.owner,
                     error=f"no generation succeeded; first error: {first}",
                 )
                 return "failed" if ok else "lease_lost"
             ok = await repo.transition(
-                s, self.job_id, "succeeded", owner=self.owner,
+                s,
+                self.job_id,
+                "succeeded",
+                owner=self.owner,
                 stop_reason="budget_exhausted" if self.budget.exhausted else None,
                 error=error,
             )
@@ -305,6 +336,35 @@ class JobRunner:
                 self._errors[:0] = errors
                 raise
 
+    async def _planner_loop(self) -> None:
+        """Insert judgment rows for all topics that became ready since the last round, at once."""
+        while True:
+            await self._plan_wake.wait()
+            await asyncio.sleep(self.settings.db_flush_interval_s)  # let more topics join
+            self._plan_wake.clear()
+            batch, self._plan_waiting = self._plan_waiting, []
+            try:
+                async with transaction(self.sm) as s:
+                    planned = await repo.plan_judgments(
+                        s, self.job_id, {topic_id: rows for topic_id, rows, _ in batch}
+                    )
+            except Exception as exc:
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for topic_id, _, fut in batch:
+                if not fut.done():
+                    fut.set_result(planned[topic_id])
+
+    async def _plan_judgments(
+        self, topic_id: int, rows: list[dict[str, Any]]
+    ) -> list[JudgmentItem]:
+        fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._plan_waiting.append((topic_id, rows, fut))
+        self._plan_wake.set()
+        return [JudgmentItem(**row._mapping) for row in await fut]
+
     def _record_error(self, kind: str, item_id: int, message: str) -> None:
         if self._first_error is None:
             self._first_error = message
@@ -352,9 +412,7 @@ class JobRunner:
                 )
         # Planned rows only: if this run dies before its results are flushed, the next run
         # redoes the essays and then judges these rows against the new texts.
-        async with transaction(self.sm) as s:
-            judgments = await repo.insert_judgments(s, self.job_id, t.topic_id, rows)
-            s.expunge_all()
+        judgments = await self._plan_judgments(t.topic_id, rows)
         texts = {g.id: g.text or "" for g in ok}
         wanted = {(r["generation_a_id"], r["generation_b_id"]) for r in rows}
         judgments = [j for j in judgments if (j.generation_a_id, j.generation_b_id) in wanted]
@@ -379,7 +437,9 @@ class JobRunner:
         chosen = select_pairs(PairingRule(self.req.pairing), sorted(gens), outcomes)
         return [self._judged_pair(t, o, gens) for o in chosen]
 
-    def _judged_pair(self, t: TopicState, o: Outcome, gens: dict[int, Generation]) -> dict[str, Any]:
+    def _judged_pair(
+        self, t: TopicState, o: Outcome, gens: dict[int, Generation]
+    ) -> dict[str, Any]:
         assert o.winner_id is not None and o.loser_id is not None and o.confidence is not None
         win, lose = gens[o.winner_id], gens[o.loser_id]
         return {
@@ -398,7 +458,9 @@ class JobRunner:
             "confidence": o.confidence,
             "judge_model": self.req.judge.model,
             "judgment_ids": [v.judgment_id for v in o.verdicts],
-            "verdicts": [v.as_json(order) for v, order in zip(o.verdicts, ("AB", "BA"), strict=False)],
+            "verdicts": [
+                v.as_json(order) for v, order in zip(o.verdicts, ("AB", "BA"), strict=False)
+            ],
         }
 
     def _corpus_pairs(self, t: TopicState, ok: list[Generation]) -> list[dict[str, Any]]:
@@ -428,7 +490,9 @@ class JobRunner:
 
     # --- one request -----------------------------------------------------------------------
 
-    async def _issue(self, req: ChatRequest) -> tuple[ChatResult | None, ProviderError | None, str | None]:
+    async def _issue(
+        self, req: ChatRequest
+    ) -> tuple[ChatResult | None, ProviderError | None, str | None]:
         """Make one request within the budget. Returns (result, error, skip reason)."""
         if self.stop_reason is not None or self.budget.exhausted:
             return None, None, self.stop_reason or "budget_exhausted"
@@ -495,7 +559,7 @@ class JobRunner:
             setattr(g, key, value)
         self._gen_updates.append({"_id": g.id, **update})
 
-    async def _judge(self, j: Judgment, prompt: str, texts: dict[int, str]) -> None:
+    async def _judge(self, j: JudgmentItem, prompt: str, texts: dict[int, str]) -> None:
         judge = self.req.judge
         req = ChatRequest(
             provider=judge.provider,
@@ -516,7 +580,11 @@ class JobRunner:
                 break
             if error is not None:
                 attempts += error.attempts
-                pt, ct, cost = pt + error.prompt_tokens, ct + error.completion_tokens, cost + error.cost_usd
+                pt, ct, cost = (
+                    pt + error.prompt_tokens,
+                    ct + error.completion_tokens,
+                    cost + error.cost_usd,
+                )
                 update.update(status="failed", error=error.message)
                 self._record_error("judgment", j.id, error.message)
                 break
@@ -530,7 +598,9 @@ class JobRunner:
             except JudgeParseError as exc:
                 update.update(
                     status="failed",
-                    error=f"unparseable judge answer after {attempts - j.attempts} attempt(s): {exc}",
+                    error=(
+                        f"unparseable judge answer after {attempts - j.attempts} attempt(s): {exc}"
+                    ),
                 )
                 continue
             winner = j.generation_a_id if verdict.winner == "A" else j.generation_b_id
@@ -546,7 +616,10 @@ class JobRunner:
         if update.get("status") == "failed" and "unparseable" in (update.get("error") or ""):
             self._record_error("judgment", j.id, update["error"])
         update.update(
-            attempts=attempts, prompt_tokens=pt, completion_tokens=ct, cost_usd=cost,
+            attempts=attempts,
+            prompt_tokens=pt,
+            completion_tokens=ct,
+            cost_usd=cost,
             finished_at=_now(),
         )
         for key, value in update.items():
@@ -557,25 +630,45 @@ class JobRunner:
 def _blank_generation_result(g: Generation) -> dict[str, Any]:
     """Every result column (the batch update writes them all), as for a request not made."""
     return {
-        "status": g.status, "error": None, "text": None, "attempts": g.attempts,
-        "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": Decimal(0), "latency_ms": None,
-        "finish_reason": None, "finished_at": _now(),
+        "status": g.status,
+        "error": None,
+        "text": None,
+        "attempts": g.attempts,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost_usd": Decimal(0),
+        "latency_ms": None,
+        "finish_reason": None,
+        "finished_at": _now(),
     }
 
 
-def _blank_judgment_result(j: Judgment) -> dict[str, Any]:
+def _blank_judgment_result(j: JudgmentItem) -> dict[str, Any]:
     return {
-        "status": j.status, "error": None, "attempts": j.attempts, "prompt_tokens": 0,
-        "completion_tokens": 0, "cost_usd": Decimal(0), "latency_ms": None, "raw_answer": None,
-        "winner": None, "winner_generation_id": None, "reasoning": None, "confidence": None,
+        "status": j.status,
+        "error": None,
+        "attempts": j.attempts,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost_usd": Decimal(0),
+        "latency_ms": None,
+        "raw_answer": None,
+        "winner": None,
+        "winner_generation_id": None,
+        "reasoning": None,
+        "confidence": None,
         "finished_at": None,
     }
 
 
-def _verdict(j: Judgment) -> Verdict:
+def _verdict(j: JudgmentItem) -> Verdict:
     assert j.winner_generation_id is not None and j.confidence is not None
     return Verdict(
-        j.id, j.generation_a_id, j.generation_b_id, j.winner_generation_id, j.confidence,
+        j.id,
+        j.generation_a_id,
+        j.generation_b_id,
+        j.winner_generation_id,
+        j.confidence,
         j.reasoning or "",
     )
 
@@ -590,7 +683,9 @@ async def run_job(job_id: int, settings: Settings) -> str:
         await engine.dispose()
 
 
-async def recoverable_jobs(settings: Settings, queued_for_s: float = 30.0) -> list[tuple[int, float]]:
+async def recoverable_jobs(
+    settings: Settings, queued_for_s: float = 30.0
+) -> list[tuple[int, float]]:
     """Active jobs with the seconds to wait before re-enqueuing each (see workers)."""
     engine = make_engine(settings.database_url, pool_size=1)
     try:

@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 
 
-def _insert_for(session: AsyncSession):  # type: ignore[no-untyped-def]
+def dialect_insert(session: AsyncSession):  # type: ignore[no-untyped-def]
+    """The insert() of the session's dialect (Postgres or SQLite), which has on_conflict_*."""
     dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
     return sqlite.insert if dialect == "sqlite" else postgresql.insert
 
@@ -21,7 +22,7 @@ async def insert_ignore(
     """INSERT ... ON CONFLICT DO NOTHING: rows that already exist (by any unique key) are kept."""
     if not rows:
         return
-    await session.execute(_insert_for(session)(model).on_conflict_do_nothing(), list(rows))
+    await session.execute(dialect_insert(session)(model).on_conflict_do_nothing(), list(rows))
 
 
 async def insert_one_ignore(
@@ -30,16 +31,5 @@ async def insert_one_ignore(
     """Insert one row unless a unique key already holds it; the new primary key, or None."""
     table = model.__table__  # type: ignore[attr-defined]
     pk = list(table.primary_key.columns)[0]
-    stmt = _insert_for(session)(model).values(**values).on_conflict_do_nothing().returning(pk)
+    stmt = dialect_insert(session)(model).values(**values).on_conflict_do_nothing().returning(pk)
     return (await session.execute(stmt)).scalar_one_or_none()
-
-
-async def insert_ignore_returning(
-    session: AsyncSession, model: type[DeclarativeBase], rows: Sequence[dict[str, Any]]
-) -> list[Any]:
-    """INSERT ... ON CONFLICT DO NOTHING RETURNING the new ORM objects (existing rows are not
-    returned)."""
-    if not rows:
-        return []
-    stmt = _insert_for(session)(model).values(list(rows)).on_conflict_do_nothing().returning(model)
-    return list((await session.execute(stmt)).scalars())
