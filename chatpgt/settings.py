@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     broker_visibility_timeout_s: int = 12 * 3600
     # Prefix of every Redis key Celery uses, so several deployments (or test runs) share a server.
     broker_key_prefix: str = ""
+    # Redis URL for requests/tokens-per-minute limits shared by every worker process; unset, each
+    # process enforces the limits on its own (fine for one worker, too loose for several).
+    rate_limit_redis_url: str | None = None
     providers_file: Path | None = None
     providers: list[ProviderConfig] = Field(default_factory=list)
     artifacts_dir: Path = Path("var/artifacts")

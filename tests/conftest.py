@@ -106,6 +106,8 @@ def service_env(
         # A key prefix of its own, so concurrent test runs on one Redis never share a queue.
         "CHATPGT_BROKER_KEY_PREFIX": f"chatpgt-test-{uuid.uuid4().hex[:8]}:",
         "CHATPGT_PROVIDERS": json.dumps(providers_config),
+        # Workers share provider rate limits through Redis, as in production.
+        "CHATPGT_RATE_LIMIT_REDIS_URL": REDIS_TEST_URL,
         "CHATPGT_ARTIFACTS_DIR": str(tmp_path_factory.mktemp("artifacts")),
         "CHATPGT_JOB_LEASE_S": "4",
         "CHATPGT_JOB_HEARTBEAT_S": "1",

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatpgt.datagen import repository as repo
@@ -676,11 +677,14 @@ def _verdict(j: JudgmentItem) -> Verdict:
 async def run_job(job_id: int, settings: Settings) -> str:
     """Entry point for a worker: its own engine and provider pool for this run."""
     engine = make_engine(settings.database_url, pool_size=4)
+    redis = Redis.from_url(settings.rate_limit_redis_url) if settings.rate_limit_redis_url else None
     try:
-        async with ProviderPool(settings.provider_configs()) as pool:
+        async with ProviderPool(settings.provider_configs(), redis=redis) as pool:
             return await JobRunner(job_id, make_sessionmaker(engine), pool, settings).run()
     finally:
         await engine.dispose()
+        if redis is not None:
+            await redis.aclose()
 
 
 async def recoverable_jobs(
