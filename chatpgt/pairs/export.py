@@ -17,6 +17,7 @@ import anyio
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatpgt.errors import InvalidInput
 from chatpgt.pairs import repository
 from chatpgt.pairs.formats import SEED_CSV_COLUMNS, trl_record
 from chatpgt.pairs.repository import AnyRow, PairFilters
@@ -57,6 +58,8 @@ def _csv_batch(rows: Sequence[AnyRow]) -> bytes:
 async def _batches(
     session: AsyncSession, filters: PairFilters, fmt: ExportFormat
 ) -> AsyncIterator[tuple[bytes, int]]:
+    if fmt not in MEDIA_TYPES:
+        raise InvalidInput(f"Unknown export format {fmt!r}; use 'jsonl' or 'csv'.")
     if fmt == "csv":
         yield _csv_chunk([SEED_CSV_COLUMNS]), 0
     encode = _csv_batch if fmt == "csv" else _jsonl_batch
