@@ -32,6 +32,8 @@ _TITLE_KEYS = ("title", "name", "topic")
 _TEXT_KEYS = ("text", "content", "essay", "body")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
+# A corpus file is decoded whole at submit time up to this size (UTF-8 errors are 400s).
+_CHECK_BYTES = 256 << 20
 # Tokens kept free below max_length when packing parts by summed token counts; every part is then
 # measured exactly, so this only saves re-packing.
 _PACKING_SLACK = 4
@@ -113,6 +115,9 @@ def check_local_source(ref: str) -> None:
     try:
         with path.open(encoding="utf-8", newline="") as f:
             head = f.readline()
+            # Decode the rest too (up to a size that stays cheap), so bad bytes fail here.
+            while f.tell() < _CHECK_BYTES and f.read(1 << 20):
+                pass
     except (OSError, UnicodeDecodeError) as exc:
         raise CorpusUnreadable(
             f"The corpus file {ref!r} cannot be read: {exc}", corpus=ref
