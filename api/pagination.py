@@ -1,34 +1,42 @@
-"""Opaque keyset cursors and id path parameters shared by the list routes."""
+"""List-route parameters: the page size (capped by a setting) and id path parameters.
+
+Cursors themselves are made and read in the library (chatpgt.db.keyset).
+"""
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated
 
-from fastapi import Path
+from fastapi import Depends, Path, Query
+from fastapi.exceptions import RequestValidationError
 
-from chatpgt.errors import InvalidInput
+from api.deps import AppSettings
 
 MAX_ID = 2**63 - 1
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+DEFAULT_PAGE_SIZE = 50
 
 
-def encode_cursor(last_id: int | None) -> str | None:
-    if last_id is None:
-        return None
-    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+def page_limit(
+    settings: AppSettings,
+    limit: Annotated[
+        int, Query(ge=1, description="page size, at most the server's api_max_page_size")
+    ] = DEFAULT_PAGE_SIZE,
+) -> int:
+    """The requested page size. Above the server cap it is a 422, like any other bad parameter
+    (the cap is a setting, so it cannot be a static ``le=`` on the query parameter)."""
+    cap = settings.api_max_page_size
+    if limit > cap:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", "limit"),
+                    "msg": f"Input should be less than or equal to {cap}",
+                    "type": "less_than_equal",
+                }
+            ]
+        )
+    return limit
 
 
-def decode_cursor(cursor: str | None) -> int | None:
-    """The id a page continues from; a cursor this API did not make is a 400."""
-    if cursor is None:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, value = raw.split(":", 1)
-        last = int(value)
-        if prefix != "id" or not 0 <= last <= MAX_ID:
-            raise ValueError
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("invalid cursor: pass next_cursor from a previous page") from None
-    return last
+PageLimit = Annotated[int, Depends(page_limit)]

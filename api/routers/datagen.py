@@ -5,9 +5,10 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response, status
 
 from api.deps import AppSettings, Queue, Session
-from api.pagination import IdPath, decode_cursor, encode_cursor
+from api.pagination import IdPath, PageLimit
 from chatpgt.datagen import service
 from chatpgt.datagen.schemas import DatagenJobCreate, DatagenJobPage, DatagenJobView, JobStatus
+from chatpgt.db.keyset import decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/datagen/jobs", tags=["datagen"])
 
@@ -40,15 +41,14 @@ async def create_job(
 @router.get("", response_model=DatagenJobPage)
 async def list_jobs(
     session: Session,
-    settings: AppSettings,
+    limit: PageLimit,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> DatagenJobPage:
     items, last = await service.list_job_views(
         session, status=status_, before_id=decode_cursor(cursor), limit=limit
     )
-    return DatagenJobPage(items=items, next_cursor=encode_cursor(last))
+    return DatagenJobPage(items=items, next_cursor=encode_cursor(last) if last else None)
 
 
 @router.get("/{job_id}", response_model=DatagenJobView)

@@ -13,8 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from api.deps import Session
-from api.page_limit import PageLimit
-from api.pagination import MAX_ID, IdPath
+from api.pagination import MAX_ID, IdPath, PageLimit
 from chatpgt.datagen import inspect
 from chatpgt.pairs import service
 from chatpgt.pairs.export import MEDIA_TYPES, iter_export

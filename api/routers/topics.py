@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query
 
 from api.deps import AppSettings, Session
-from api.page_limit import PageLimit
+from api.pagination import PageLimit
 from chatpgt.topics import service
 from chatpgt.topics.schemas import (
     ImportResult,
