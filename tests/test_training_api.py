@@ -181,6 +181,46 @@ async def test_sft_then_dpo_end_to_end(
     assert_problem(await api.post(f"/train/runs/{sft['id']}/cancel"), 409, "succeeded")
 
 
+async def test_dpo_under_lora_uses_the_model_with_adapter_disabled_as_reference(
+    api: httpx.AsyncClient,
+    session: AsyncSession,
+    gpu_worker: procs.Proc,
+    tiny_model_dir: Path,
+) -> None:
+    await insert_pairs(session, [7, 8, 9])
+    body = {
+        "model": str(tiny_model_dir),
+        "name": "tiny-lora-dpo",
+        "hyperparameters": {
+            "max_steps": 2,
+            "logging_steps": 1,
+            "learning_rate": 1e-3,
+            "max_length": 256,
+            "eval_fraction": 0,
+            "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        },
+        "samples": {"prompts": ["Write an essay on the topic: adapters"], "max_new_tokens": 4},
+    }
+    run = (await api.post("/train/dpo", json=body)).json()
+    run = await wait_run(api, run["id"], finished, worker=gpu_worker)
+    assert run["status"] == "succeeded", run["error"]
+    assert run["data_report"]["reference"] == "adapter disabled (LoRA)"
+    assert run["examples"] == {"train": 3, "eval": 0}
+    assert math.isfinite(run["metrics"]["final"]["rewards/margins"])
+    check_merged_model(run["artifacts"]["model_dir"])
+    models = (await api.get("/models")).json()["items"]
+    assert [(e["name"], e["kind"]) for e in models[-1]["lineage"]] == [
+        (str(tiny_model_dir), "base"),
+        ("tiny-lora-dpo", "dpo"),
+    ]
+
+
+def check_merged_model(model_dir: str) -> None:
+    """LoRA is merged into full weights: a plain model directory, no adapter files."""
+    assert not (Path(model_dir) / "adapter_config.json").exists()
+    assert load_and_generate(model_dir)[-1]["role"] == "assistant"
+
+
 async def test_cancel_stops_at_next_step_and_keeps_checkpoint(
     api: httpx.AsyncClient,
     clean_db: None,
