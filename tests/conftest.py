@@ -25,7 +25,9 @@ from chatpgt.db.session import make_engine, make_sessionmaker
 from chatpgt.settings import get_settings
 from tests import procs
 
-PG_ADMIN_URL = os.environ.get("CHATPGT_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "CHATPGT_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_TEST_URL = os.environ.get("CHATPGT_TEST_REDIS", "redis://127.0.0.1:6379/11")
 FAKE_PROVIDER_KEY = "sk-fake-" + uuid.uuid4().hex  # must never show up in any output
 
@@ -39,8 +41,7 @@ def alembic_config(url: str) -> Config:
     cfg.attributes["configure_logger"] = False
     cfg.cmd_opts = None
     cfg.set_main_option("script_location", str(procs.ROOT / "migrations"))
-    os.environ["CHATPGT_DATABASE_URL"] = url
-    get_settings.cache_clear()
+    cfg.attributes["database_url"] = url
     return cfg
 
 
@@ -97,7 +98,9 @@ def providers_config(fake_provider_port: int) -> list[dict[str, object]]:
 
 @pytest.fixture(scope="session")
 def service_env(
-    database_url: str, providers_config: list[dict[str, object]], tmp_path_factory: pytest.TempPathFactory
+    database_url: str,
+    providers_config: list[dict[str, object]],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, str]:
     """Environment for every child process, and for settings read in this process."""
     values = {
@@ -122,7 +125,9 @@ def service_env(
 
 
 @pytest.fixture(scope="session")
-def fake_provider(service_env: dict[str, str], log_dir: Path, fake_provider_port: int) -> Iterator[str]:
+def fake_provider(
+    service_env: dict[str, str], log_dir: Path, fake_provider_port: int
+) -> Iterator[str]:
     """The fake OpenAI-compatible server; yields its control base URL (http://host:port)."""
     proc = procs.start_fake_provider(service_env, log_dir, fake_provider_port)
     yield f"http://127.0.0.1:{fake_provider_port}"
@@ -143,7 +148,9 @@ async def api(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture(scope="session")
-async def sessionmaker(service_env: dict[str, str]) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+async def sessionmaker(
+    service_env: dict[str, str],
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     engine = make_engine(service_env["CHATPGT_DATABASE_URL"], pool_size=4)
     yield make_sessionmaker(engine)
     await engine.dispose()

@@ -93,8 +93,18 @@ def start_api(env: Mapping[str, str], log_dir: Path) -> tuple[Proc, str]:
     port = free_port()
     proc = Proc(
         "api",
-        [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         env,
         log_dir,
     )
@@ -104,16 +114,34 @@ def start_api(env: Mapping[str, str], log_dir: Path) -> tuple[Proc, str]:
 
 
 def start_worker(
-    env: Mapping[str, str], log_dir: Path, queue: str = "datagen", concurrency: int = 1,
+    env: Mapping[str, str],
+    log_dir: Path,
+    queue: str = "datagen",
+    concurrency: int = 1,
     name: str | None = None,
 ) -> Proc:
     pool = ["--pool", "solo"] if queue == "gpu" else ["--pool", "prefork", "-c", str(concurrency)]
     hostname = f"{name or queue}-{time.monotonic_ns()}@%h"
     proc = Proc(
         f"worker-{queue}",
-        [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queue,
-         "-n", hostname, "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-         "--without-heartbeat", *pool],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.app",
+            "worker",
+            "-Q",
+            queue,
+            "-n",
+            hostname,
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            *pool,
+        ],
         env,
         log_dir,
     )
@@ -121,13 +149,19 @@ def start_worker(
     return proc
 
 
-def start_fake_provider(
-    env: Mapping[str, str], log_dir: Path, port: int, *extra: str
-) -> Proc:
+def start_fake_provider(env: Mapping[str, str], log_dir: Path, port: int, *extra: str) -> Proc:
     proc = Proc(
         "fake-provider",
-        [sys.executable, "-m", "chatpgt.testing.fake_openai", "--host", "127.0.0.1",
-         "--port", str(port), *extra],
+        [
+            sys.executable,
+            "-m",
+            "chatpgt.testing.fake_openai",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *extra,
+        ],
         env,
         log_dir,
     )

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Index, String, Text, text
+from sqlalchemy import Computed, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from chatpgt.db.base import Base, BigId, JSONType, Timestamped
@@ -53,6 +53,11 @@ class Pair(Timestamped, Base):
     rejected_generation_id: Mapped[int] = mapped_column(ForeignKey("generations.id"))
     judgment_reasoning: Mapped[str] = mapped_column(Text)
     confidence: Mapped[float] = mapped_column(Float)
+    # Stored so that length statistics never read (and decompress) the texts themselves.
+    chosen_chars: Mapped[int] = mapped_column(Integer, Computed("length(chosen)", persisted=True))
+    rejected_chars: Mapped[int] = mapped_column(
+        Integer, Computed("length(rejected)", persisted=True)
+    )
     judge_model: Mapped[str | None] = mapped_column(String(255), nullable=True)
     # ids of the judgments behind the pair: [A/B verdict, B/A verdict]
     judgment_ids: Mapped[list[int]] = mapped_column(JSONType, default=list)

@@ -152,8 +152,8 @@ async def pair_totals(session: AsyncSession, filters: PairFilters) -> AnyRow:
     Columns: total, judged, corpus, then for ``chosen_`` and ``rejected_``: ``mean``,
     ``median``, ``min``, ``max`` (None when no pair matches).
     """
-    chosen_len = func.char_length(Pair.chosen)
-    rejected_len = func.char_length(Pair.rejected)
+    chosen_len = Pair.chosen_chars
+    rejected_len = Pair.rejected_chars
     columns: list[ColumnElement[Any]] = [
         func.count().label("total"),
         func.count().filter(Pair.source == "judged").label("judged"),
