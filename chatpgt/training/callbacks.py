@@ -68,7 +68,7 @@ class RunProgressCallback(TrainerCallback):
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
     ) -> None:
-        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        checkpoint = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
         self.reporter.report(artifacts={"last_checkpoint": str(checkpoint)}, force=True)
 
     def _progress(self, state: TrainerState) -> dict[str, Any]:

@@ -132,7 +132,8 @@ def run_sft(snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter) -> Outc
         callbacks=[RunProgressCallback(reporter, snapshot.metrics.get("latest"))],
     )
     truncated = _count_truncated_sft(trainer)
-    dropped = len(train) - len(trainer.train_dataset or [])
+    used: Any = trainer.train_dataset
+    dropped = len(train) - (len(used) if used is not None else 0)
     if truncated or dropped:
         log.warning(
             "training run %s: TRL truncated %s and dropped %s examples",
@@ -154,18 +155,22 @@ def _prepare_sft_data(
     train_essays, eval_essays = corpus.split_train_eval(essays, hp.eval_fraction, hp.split_seed)
     measure, count = token_counters(tokenizer)
     split = corpus.SplitReport()
-    common = {
-        "measure": measure,
-        "count": count,
-        "max_length": hp.max_length,
-        "templates": request.prompts.templates,
-        "continuation_template": request.prompts.continuation_template,
-        "context_words": request.prompts.continuation_context_words,
-        "seed": hp.split_seed,
-        "report": split,
-    }
-    train_rows = corpus.build_examples(train_essays, **common)
-    eval_rows = corpus.build_examples(eval_essays, **common)
+
+    def examples(essays: list[corpus.Essay]) -> list[dict[str, Any]]:
+        return corpus.build_examples(
+            essays,
+            measure=measure,
+            count=count,
+            max_length=hp.max_length,
+            templates=request.prompts.templates,
+            continuation_template=request.prompts.continuation_template,
+            context_words=request.prompts.continuation_context_words,
+            seed=hp.split_seed,
+            report=split,
+        )
+
+    train_rows = examples(train_essays)
+    eval_rows = examples(eval_essays)
     if not train_rows:
         raise TrainingDataError(f"the corpus {request.corpus!r} gave no training examples")
     corpus.write_jsonl(train_rows, data / "train.jsonl")
@@ -190,7 +195,7 @@ def token_counters(
             {"role": "user", "content": prompt},
             {"role": "assistant", "content": completion},
         ]
-        encoded = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)
+        encoded: Any = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)
         return len(encoded["input_ids"])
 
     def count(text: str) -> int:
@@ -201,7 +206,7 @@ def token_counters(
 
 def _count_truncated_sft(trainer: SFTTrainer) -> int:
     """Examples TRL cut at max_length or dropped: zero by construction, counted to prove it."""
-    dataset = trainer.train_dataset
+    dataset: Any = trainer.train_dataset
     if dataset is None or not {"tokens", "input_ids"} <= set(dataset.column_names):
         return 0
     return sum(
@@ -267,7 +272,7 @@ def run_dpo(
         peft_config=lora,
         callbacks=[RunProgressCallback(reporter, snapshot.metrics.get("latest"))],
     )
-    used = trainer.train_dataset
+    used: Any = trainer.train_dataset
     assert used is not None
     lengths = [
         len(p) + max(len(c), len(r))
@@ -470,7 +475,7 @@ def save_final_model(
 
 
 def generate_samples(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: SampleSpec, *, seed: int
+    model: Any, tokenizer: PreTrainedTokenizerBase, spec: SampleSpec, *, seed: int
 ) -> list[dict[str, str]]:
     """One sampled essay per prompt (temperature and top_p from ``spec``)."""
     model.eval()
@@ -478,7 +483,7 @@ def generate_samples(
     torch.manual_seed(seed)
     out = []
     for prompt in spec.prompts:
-        encoded = tokenizer.apply_chat_template(
+        encoded: Any = tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}],
             add_generation_prompt=True,
             return_tensors="pt",
@@ -495,5 +500,5 @@ def generate_samples(
                 pad_token_id=tokenizer.pad_token_id,
             )
         new = ids[0, inputs["input_ids"].shape[1] :]
-        out.append({"prompt": prompt, "text": tokenizer.decode(new, skip_special_tokens=True)})
+        out.append({"prompt": prompt, "text": str(tokenizer.decode(new, skip_special_tokens=True))})
     return out

@@ -365,15 +365,24 @@ class RunStore:
             .on_conflict_do_nothing(index_elements=["run_id"])
         )
 
-    def stale_run_ids(self) -> list[int]:
-        """Running runs whose lease expired: their worker died and nobody has taken them over."""
+    def orphaned_run_ids(self, queued_for_s: float) -> list[int]:
+        """Runs no worker is on: running with an expired lease (their worker died), or queued
+        for longer than ``queued_for_s`` (their message may be lost, e.g. Redis was flushed)."""
         with Session(self.engine) as session:
             rows = session.scalars(
-                select(TrainingRun.id).where(
-                    and_(
-                        TrainingRun.status == states.RUNNING,
-                        TrainingRun.lease_expires_at < func.now(),
+                select(TrainingRun.id)
+                .where(
+                    or_(
+                        and_(
+                            TrainingRun.status == states.RUNNING,
+                            TrainingRun.lease_expires_at < func.now(),
+                        ),
+                        and_(
+                            TrainingRun.status == states.QUEUED,
+                            TrainingRun.created_at < func.now() - timedelta(seconds=queued_for_s),
+                        ),
                     )
                 )
+                .order_by(TrainingRun.id)
             )
             return [int(r) for r in rows]

@@ -32,6 +32,7 @@ from chatpgt.training.repository import RunSnapshot, RunStore
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+ORPHAN_QUEUED_AFTER_S = 600.0
 _MIN_WRITE_INTERVAL_S = 0.5
 _MAX_ERROR_CHARS = 4000
 
@@ -256,11 +257,13 @@ def describe(exc: BaseException) -> str:
 
 
 def recoverable_run_ids(settings: Settings | None = None) -> list[int]:
-    """Runs a starting GPU worker should (re)enqueue: running with an expired lease, i.e. their
-    worker died and Redis will only redeliver after the visibility timeout."""
+    """Runs a starting GPU worker should (re)enqueue: running with an expired lease (their worker
+    died, and Redis would redeliver only after its visibility timeout), or queued for over
+    ``ORPHAN_QUEUED_AFTER_S`` (their message may be lost). A duplicate message is harmless: the
+    run's lease makes the second delivery a no-op."""
     settings = settings or get_settings()
     engine = make_sync_engine(settings)
     try:
-        return RunStore(engine).stale_run_ids()
+        return RunStore(engine).orphaned_run_ids(ORPHAN_QUEUED_AFTER_S)
     finally:
         engine.dispose()
