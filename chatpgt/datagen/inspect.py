@@ -10,10 +10,10 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, Float, and_, cast, func, select
+from sqlalchemy import ColumnElement, Float, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
+from chatpgt.datagen import repository as repo
 from chatpgt.datagen.models import Generation, Judgment
 from chatpgt.db.keyset import decode_cursor, encode_cursor
 from chatpgt.errors import NotFound
@@ -166,31 +166,8 @@ async def get_judgment(session: AsyncSession, judgment_id: int) -> JudgmentOut:
 async def judge_flip_counts(session: AsyncSession, job_ids: Sequence[int] = ()) -> tuple[int, int]:
     """``(matchups, flips)`` over the given jobs (all jobs when empty): matchups whose two
     orders both succeeded, and those where the two verdicts named different winners."""
-    first, second = aliased(Judgment), aliased(Judgment)
-    conditions: list[ColumnElement[bool]] = [
-        # each unordered matchup once: the row whose A has the smaller generation id
-        first.generation_a_id < first.generation_b_id,
-        first.status == "succeeded",
-        second.status == "succeeded",
-    ]
-    if job_ids:
-        conditions.append(first.job_id.in_(job_ids))
-    flipped = first.winner_generation_id.is_distinct_from(second.winner_generation_id)
-    stmt = (
-        select(func.count(), func.count().filter(flipped))
-        .select_from(first)
-        .join(
-            second,
-            and_(
-                second.job_id == first.job_id,
-                second.generation_a_id == first.generation_b_id,
-                second.generation_b_id == first.generation_a_id,
-            ),
-        )
-        .where(*conditions)
-    )
-    matchups, flips = (await session.execute(stmt)).one()
-    return int(matchups), int(flips)
+    per_job = await repo.flip_counts(session, job_ids)
+    return sum(m for m, _ in per_job.values()), sum(f for _, f in per_job.values())
 
 
 async def work_costs(

@@ -10,9 +10,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import bindparam, case, distinct, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from chatpgt.datagen import state
 from chatpgt.datagen.models import DatagenJob, Generation, JobTopic, Judgment
@@ -250,29 +249,40 @@ async def job_counts(session: AsyncSession, job_ids: Sequence[int]) -> dict[int,
         .group_by(JobTopic.job_id)
     ):
         out[job_id]["topics"] = int(n)
-    j1, j2 = aliased(Judgment), aliased(Judgment)
-    ties = await session.execute(
-        select(j1.job_id, func.count())
-        .join(
-            j2,
-            and_(
-                j2.job_id == j1.job_id,
-                j2.generation_a_id == j1.generation_b_id,
-                j2.generation_b_id == j1.generation_a_id,
-            ),
-        )
-        .where(
-            j1.job_id.in_(job_ids),
-            j1.id < j2.id,
-            j1.status == "succeeded",
-            j2.status == "succeeded",
-            j1.winner_generation_id != j2.winner_generation_id,
-        )
-        .group_by(j1.job_id)
-    )
-    for job_id, n in ties:
-        out[job_id]["ties"] = int(n)
+    for job_id, (_, flips) in (await flip_counts(session, job_ids)).items():
+        out[job_id]["ties"] = flips
     return out
+
+
+async def flip_counts(
+    session: AsyncSession, job_ids: Sequence[int] = ()
+) -> dict[int, tuple[int, int]]:
+    """Per job: (matchups whose two orders both succeeded, those whose verdicts disagree).
+
+    One scan grouped by unordered matchup (no self-join, so it stays linear in the rows).
+    All jobs when ``job_ids`` is empty.
+    """
+    j = Judgment
+    low = case((j.generation_a_id < j.generation_b_id, j.generation_a_id), else_=j.generation_b_id)
+    high = case((j.generation_a_id < j.generation_b_id, j.generation_b_id), else_=j.generation_a_id)
+    inner = (
+        select(
+            j.job_id.label("job_id"),
+            func.count().label("verdicts"),
+            func.count(distinct(j.winner_generation_id)).label("winners"),
+        )
+        .where(j.status == "succeeded")
+        .group_by(j.job_id, low, high)
+    )
+    if job_ids:
+        inner = inner.where(j.job_id.in_(job_ids))
+    m = inner.subquery()
+    stmt = (
+        select(m.c.job_id, func.count(), func.count().filter(m.c.winners > 1))
+        .where(m.c.verdicts == 2)
+        .group_by(m.c.job_id)
+    )
+    return {job_id: (int(n), int(f)) for job_id, n, f in await session.execute(stmt)}
 
 
 # --- plan and work items ---------------------------------------------------------------------
