@@ -1,0 +1,311 @@
+"""A small typed client of the ChatPGT HTTP API; the ``chatpgt`` CLI talks to the service with it.
+
+Synchronous httpx. Answers are parsed into the pydantic schemas the API itself declares, and
+requests are sent as those schemas dumped with ``exclude_unset``, so the server's defaults stay the
+only defaults. Every failure is a ``ClientError`` whose ``str()`` is one line:
+
+- ``ApiUnreachable``: no HTTP answer (refused connection, DNS, timeout, a broken stream);
+- ``ApiError``: an error status; the message is the problem+json ``detail`` (for a 422, with the
+  first offending fields);
+- ``UnexpectedAnswer``: a success whose body does not fit the schema (not a ChatPGT API).
+
+This module imports neither FastAPI, Celery nor torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from chatpgt.datagen.schemas import DatagenJobCreate, DatagenJobView
+from chatpgt.pairs.schemas import ExportFormat, PairSource, PairStats
+from chatpgt.topics.schemas import FileImport, HFImport, ImportResult, TopicsCreate, TopicsCreated
+from chatpgt.training.schemas import DPORequest, ModelOut, ModelPage, SFTRequest, TrainingRunOut
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+# An export streams for as long as the database takes to read the rows; allow long gaps.
+EXPORT_TIMEOUT = httpx.Timeout(30.0, connect=5.0, read=600.0)
+# How many validation errors of a 422 are named in the message.
+SHOWN_VALIDATION_ERRORS = 3
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class ClientError(Exception):
+    """A call to the API that did not succeed; ``str()`` is one line fit for a terminal."""
+
+
+class ApiUnreachable(ClientError):
+    """No HTTP answer came back from the API."""
+
+    def __init__(self, base_url: str, reason: str) -> None:
+        super().__init__(f"cannot reach the API at {base_url}: {reason}")
+        self.base_url = base_url
+        self.reason = reason
+
+
+class UnexpectedAnswer(ClientError):
+    """A success status whose body is not what the ChatPGT API returns (another service?)."""
+
+
+class ApiError(ClientError):
+    """The API answered with an error status. ``detail`` is the problem+json detail (or the
+    status phrase when the body is not problem+json); ``problem`` is the whole body, if JSON."""
+
+    def __init__(self, status: int, detail: str, problem: Mapping[str, Any] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.problem: Mapping[str, Any] = problem or {}
+
+
+def _reason(exc: Exception) -> str:
+    """A short reason for a transport failure ("[Errno 111] Connection refused", "timed out")."""
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _problem_detail(response: httpx.Response) -> tuple[str, dict[str, Any] | None]:
+    """The one-line message of an error response, and its JSON body when it has one."""
+    status = response.status_code
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        phrase = response.reason_phrase or HTTPStatus(status).phrase
+        return f"the API answered {status} {phrase}", None
+    detail = body.get("detail")
+    if not isinstance(detail, str) or not detail:
+        # FastAPI's own error shape, or anything else: name the status.
+        detail = f"the API answered {status} {body.get('title') or response.reason_phrase}"
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors:
+        parts = []
+        for error in errors[:SHOWN_VALIDATION_ERRORS]:
+            loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
+            parts.append(f"{'.'.join(loc) or 'request'}: {error.get('msg', '')}")
+        more = len(errors) - SHOWN_VALIDATION_ERRORS
+        detail = f"{detail.rstrip('.')}: {'; '.join(parts)}" + (
+            f" (+{more} more)" if more > 0 else ""
+        )
+    return " ".join(detail.split()), body
+
+
+def _dump(request: BaseModel) -> dict[str, Any]:
+    """A request body with only the fields that were set: the server fills in its defaults."""
+    return request.model_dump(mode="json", exclude_unset=True)
+
+
+def _pair_params(
+    *,
+    min_confidence: float | None,
+    job_ids: Sequence[int],
+    model: str | None,
+    source: PairSource | None,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if min_confidence is not None:
+        params["min_confidence"] = min_confidence
+    if job_ids:
+        params["job_id"] = list(job_ids)
+    if model:
+        params["model"] = model
+    if source:
+        params["source"] = source
+    return params
+
+
+class ChatPGTClient:
+    """The ChatPGT API at ``base_url``. Use as a context manager, or call ``close()``."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_API_URL,
+        *,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        try:
+            self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
+            raise ApiUnreachable(base_url, f"not a usable URL ({exc})") from exc
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, json=json, params=params, headers=headers)
+        except (httpx.RequestError, httpx.InvalidURL) as exc:
+            raise ApiUnreachable(self.base_url, _reason(exc)) from exc
+        if response.is_error:
+            detail, body = _problem_detail(response)
+            raise ApiError(response.status_code, detail, body)
+        return response
+
+    def _parse(self, response: httpx.Response, model: type[ModelT]) -> ModelT:
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise UnexpectedAnswer(
+                f"the API at {self.base_url} answered {response.request.url.path} with something "
+                f"that is not a {model.__name__} (is it ChatPGT, and the same version?)"
+            ) from exc
+
+    def _get(
+        self, path: str, model: type[ModelT], params: Mapping[str, Any] | None = None
+    ) -> ModelT:
+        return self._parse(self._request("GET", path, params=params), model)
+
+    def _post(
+        self,
+        path: str,
+        model: type[ModelT],
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ModelT:
+        return self._parse(self._request("POST", path, json=body, headers=headers), model)
+
+    # -- service ----------------------------------------------------------------------------
+
+    def health(self) -> None:
+        """Raises unless the API answers and reaches its database."""
+        self._request("GET", "/healthz")
+
+    # -- topics -----------------------------------------------------------------------------
+
+    def add_topics(self, titles: Sequence[str]) -> TopicsCreated:
+        """Add titles; those already present (after normalisation) are reported as existing."""
+        return self._post("/topics", TopicsCreated, _dump(TopicsCreate(titles=list(titles))))
+
+    def import_topics(self, request: FileImport | HFImport) -> ImportResult:
+        """Import from a file *the API process can read* or from a Hugging Face dataset."""
+        return self._post("/topics/import", ImportResult, _dump(request))
+
+    # -- datagen ----------------------------------------------------------------------------
+
+    def create_job(
+        self, request: DatagenJobCreate, *, idempotency_key: str | None = None
+    ) -> tuple[DatagenJobView, bool]:
+        """Submit a datagen job; ``(job, created)``. ``created`` is False when the same
+        ``idempotency_key`` and body replayed an earlier job."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        response = self._request("POST", "/datagen/jobs", json=_dump(request), headers=headers)
+        return self._parse(response, DatagenJobView), response.status_code == 201
+
+    def get_job(self, job_id: int) -> DatagenJobView:
+        return self._get(f"/datagen/jobs/{job_id}", DatagenJobView)
+
+    def cancel_job(self, job_id: int) -> DatagenJobView:
+        """Ask the job to stop; a queued job is cancelled at once, a running one soon after."""
+        return self._post(f"/datagen/jobs/{job_id}/cancel", DatagenJobView)
+
+    # -- pairs ------------------------------------------------------------------------------
+
+    def pair_stats(
+        self,
+        *,
+        min_confidence: float | None = None,
+        job_ids: Sequence[int] = (),
+        model: str | None = None,
+        source: PairSource | None = None,
+    ) -> PairStats:
+        params = _pair_params(
+            min_confidence=min_confidence, job_ids=job_ids, model=model, source=source
+        )
+        return self._get("/pairs/stats", PairStats, params)
+
+    @contextmanager
+    def export_pairs(
+        self,
+        fmt: ExportFormat = "jsonl",
+        *,
+        min_confidence: float | None = None,
+        job_ids: Sequence[int] = (),
+        model: str | None = None,
+        source: PairSource | None = None,
+    ) -> Iterator[Iterator[bytes]]:
+        """The export as an iterator of byte chunks, valid inside the ``with`` block. An error
+        status is raised on entry; a stream that breaks off raises ``ApiUnreachable``."""
+        params = _pair_params(
+            min_confidence=min_confidence, job_ids=job_ids, model=model, source=source
+        )
+        params["format"] = fmt
+        try:
+            with self._http.stream(
+                "GET", "/pairs/export", params=params, timeout=EXPORT_TIMEOUT
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    detail, body = _problem_detail(response)
+                    raise ApiError(response.status_code, detail, body)
+                yield self._chunks(response)
+        except (httpx.RequestError, httpx.InvalidURL) as exc:
+            raise ApiUnreachable(self.base_url, _reason(exc)) from exc
+
+    @staticmethod
+    def _chunks(response: httpx.Response) -> Iterator[bytes]:
+        yield from response.iter_bytes()
+
+    # -- training ---------------------------------------------------------------------------
+
+    def submit_sft(self, request: SFTRequest) -> TrainingRunOut:
+        return self._post("/train/sft", TrainingRunOut, _dump(request))
+
+    def submit_dpo(self, request: DPORequest) -> TrainingRunOut:
+        return self._post("/train/dpo", TrainingRunOut, _dump(request))
+
+    def get_run(self, run_id: int) -> TrainingRunOut:
+        return self._get(f"/train/runs/{run_id}", TrainingRunOut)
+
+    def cancel_run(self, run_id: int) -> TrainingRunOut:
+        """Stop the run at its next step (a queued run at once); the last checkpoint is kept."""
+        return self._post(f"/train/runs/{run_id}/cancel", TrainingRunOut)
+
+    def list_models(self, *, limit: int = 50, after: int | None = None) -> ModelPage:
+        params: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+        return self._get("/models", ModelPage, params)
+
+    def iter_models(self, *, page_size: int = 100) -> Iterator[ModelOut]:
+        """Every registered model, following the pages."""
+        after: int | None = None
+        while True:
+            page = self.list_models(limit=page_size, after=after)
+            yield from page.items
+            if page.next_after is None or not page.items:
+                return
+            after = page.next_after
