@@ -1,0 +1,93 @@
+"""Container health checks for compose.yaml; exit status 0 means healthy.
+
+    python docker/healthcheck.py http URL
+        GET URL answers 2xx (the API's /healthz runs a query, so the database is checked too).
+
+    python docker/healthcheck.py celery NODE [--or-training]
+        The Celery worker NODE (``%h`` stands for this host's name, as in ``celery -n``) answers
+        a ping through the broker. A ``--pool solo`` worker cannot answer while a task runs, so
+        with ``--or-training`` a worker that holds a live lease on a running training run is
+        healthy too: its lease is renewed every few seconds by the run's heartbeat thread
+        (chatpgt.training.worker), which proves the process and its database link alive.
+
+Imports nothing heavy (no torch): it runs every 30 s beside the real work.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import urllib.error
+import urllib.request
+
+
+def check_http(url: str, timeout: float = 5.0) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            status = response.status
+    except (urllib.error.URLError, OSError) as exc:
+        return f"{url}: {exc}"
+    return None if 200 <= status < 300 else f"{url}: HTTP {status}"
+
+
+def node_name(pattern: str) -> str:
+    return pattern.replace("%h", socket.gethostname())
+
+
+def check_celery(node: str, timeout: float = 10.0) -> str | None:
+    from workers.app import celery_app
+
+    replies = celery_app.control.ping(destination=[node], timeout=timeout)
+    if any(node in reply for reply in replies):
+        return None
+    return f"worker {node} did not answer a ping within {timeout:g} s"
+
+
+def check_training_lease() -> str | None:
+    """None when a running training run is held, with an unexpired lease, by a process here.
+
+    Lease owners are ``host:pid:token`` (chatpgt.training.worker._execute)."""
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from chatpgt.settings import get_settings
+    from chatpgt.training import states
+    from chatpgt.training.models import TrainingRun
+    from chatpgt.training.worker import make_sync_engine
+
+    engine = make_sync_engine(get_settings())
+    try:
+        with Session(engine) as session:
+            run_id = session.scalar(
+                select(TrainingRun.id)
+                .where(
+                    TrainingRun.status == states.RUNNING,
+                    TrainingRun.lease_owner.startswith(f"{socket.gethostname()}:", autoescape=True),
+                    TrainingRun.lease_expires_at > func.now(),
+                )
+                .limit(1)
+            )
+    finally:
+        engine.dispose()
+    return None if run_id is not None else "and no training run holds a live lease here"
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "http":
+        problem = check_http(argv[1])
+    elif len(argv) in (2, 3) and argv[0] == "celery" and argv[2:] in ([], ["--or-training"]):
+        problem = check_celery(node_name(argv[1]))
+        if problem and argv[2:]:
+            busy = check_training_lease()
+            problem = None if busy is None else f"{problem}, {busy}"
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    if problem:
+        print(f"unhealthy: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
