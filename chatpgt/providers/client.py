@@ -12,6 +12,11 @@ Retries: transport errors, timeouts, HTTP 408, 429 and 5xx are retried up to
 ``config.max_retries`` times with exponential backoff and full jitter, honouring ``retry-after-ms``
 and then ``Retry-After``. Every other failure raises :class:`ProviderError` at once. Messages in
 errors never contain the API key, request headers or the request body.
+
+Providers of kind ``local`` run a transformers model in this process instead
+(:class:`chatpgt.providers.local.LocalProvider`, imported on first use so that a process that
+never calls one, like the API, never imports torch). :meth:`ProviderPool.judge_ab` reads a
+pairwise verdict from next-token probabilities of either kind.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import random
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -33,12 +38,14 @@ import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
 
+from chatpgt.providers.ab import AB_TOP_LOGPROBS, ab_from_top_logprobs
 from chatpgt.providers.limits import ProviderLimiter
-from chatpgt.providers.types import ChatRequest, ChatResult, ProviderError
+from chatpgt.providers.types import ABResult, ChatRequest, ChatResult, LocalOptions, ProviderError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from chatpgt.providers.local import LocalProvider
     from chatpgt.settings import ProviderConfig
 
 # What estimate_cost assumes a request may produce when it sets no max_tokens.
@@ -123,6 +130,8 @@ class ProviderPool:
     Pass ``redis`` (a ``redis.asyncio.Redis``) to share requests- and tokens-per-minute limits
     across processes; concurrency limits are always per process. ``max_connections`` bounds the
     HTTP connection pool (default: the larger of 1,000 and the sum of providers' concurrency).
+    ``local_options`` configures providers of kind ``local`` (model cache directory, device,
+    batching); their requests skip the HTTP limiter and queue for the model's batches instead.
     """
 
     def __init__(
@@ -132,8 +141,11 @@ class ProviderPool:
         redis: Redis | None = None,
         limiter_key_prefix: str = "chatpgt:limits",
         max_connections: int | None = None,
+        local_options: LocalOptions | None = None,
     ) -> None:
         self._configs = dict(configs)
+        self._local_options = local_options or LocalOptions()
+        self._local: dict[str, LocalProvider] = {}
         self._redis = redis
         self._key_prefix = limiter_key_prefix
         total = sum(c.max_concurrency for c in self._configs.values())
@@ -189,6 +201,9 @@ class ProviderPool:
         """Close the HTTP client (idempotent). Call it once in-flight calls have finished:
         a call still running when the client closes fails with an exception."""
         client, self._client = self._client, None
+        local, self._local = list(self._local.values()), {}
+        for provider in local:
+            await provider.aclose()
         if client is not None:
             await client.aclose()
 
@@ -250,15 +265,17 @@ class ProviderPool:
         Raises ProviderError: ``retryable=False`` for an unknown provider, a 4xx other than 408
         and 429 (bad request, wrong key, ...) or a 200 whose body is not a chat completion;
         ``retryable=True`` when retries ran out (``attempts`` says how many were made).
+
+        A provider of kind ``local`` answers from a model in this process instead
+        (``req.model`` is a model directory or an alias; see
+        :meth:`chatpgt.providers.local.LocalProvider.chat`): no HTTP, limiter or retries, and a
+        model that cannot be found or loaded is ProviderError(retryable=False) naming it.
         """
-        p = self._providers.get(req.provider)
-        if p is None and req.provider not in self._configs:
-            raise ProviderError(f"unknown provider {req.provider!r}", retryable=False)
-        client = self._client
-        if client is None or p is None:
-            raise RuntimeError("ProviderPool is not started: use 'async with' or start()")
+        p, client = self._started(req)
         cfg = p.config
         url = p.url
+        if cfg.kind == "local":
+            return await self._local_provider(req.provider).chat(req)
         if cfg.kind != "openai":
             raise ProviderError(
                 f"provider {req.provider!r} is of kind {cfg.kind!r}, which this pool cannot call",
@@ -327,6 +344,81 @@ class ProviderPool:
                 # The provider spoke for all our requests, not just this one.
                 limiter.pause(delay)
             await asyncio.sleep(delay)
+
+    async def judge_ab(self, req: ChatRequest) -> ABResult:
+        """A pairwise verdict from the probabilities of the answers "A" and "B", no text parsed.
+
+        ``req.messages`` should ask for a one-letter answer. A ``local`` provider runs one
+        forward pass (see :meth:`LocalProvider.judge_ab`). An ``openai`` provider gets one chat
+        completion with ``max_tokens=1``, ``logprobs`` and ``top_logprobs=20`` (json_mode off;
+        the same limits and retries as :meth:`chat`), and the first token's top_logprobs are
+        read: "A" sums the tokens "A" and " A" (likewise "B"), a letter not listed counts as 0,
+        and the two are normalised to sum to 1 (``mass`` is their sum before that).
+
+        Raises ProviderError as :meth:`chat` does, and ``retryable=False`` when the provider
+        returns no logprobs or neither letter is among them (carrying the tokens and cost
+        spent). Turn the result into a winner and confidence with
+        :func:`chatpgt.providers.ab.confidence_from_ab`.
+        """
+        p, _ = self._started(req)
+        if p.config.kind == "local":
+            return await self._local_provider(req.provider).judge_ab(req)
+        extra = {**req.extra, "logprobs": True, "top_logprobs": AB_TOP_LOGPROBS}
+        result = await self.chat(replace(req, max_tokens=1, json_mode=False, extra=extra))
+        try:
+            p_a, p_b, mass = ab_from_top_logprobs(result.logprobs)
+        except ValueError as exc:
+            raise ProviderError(
+                f"{req.provider!r} model {req.model!r}: {exc}"[:_ERROR_DETAIL_CHARS],
+                retryable=False,
+                status=200,
+                attempts=result.attempts,
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                cost_usd=result.cost_usd,
+            ) from None
+        return ABResult(
+            p_a=p_a,
+            p_b=p_b,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            cost_usd=result.cost_usd,
+            latency_ms=result.latency_ms,
+            attempts=result.attempts,
+            mass=mass,
+        )
+
+    def _started(self, req: ChatRequest) -> tuple[_Provider, httpx.AsyncClient]:
+        p = self._providers.get(req.provider)
+        if p is None and req.provider not in self._configs:
+            raise ProviderError(f"unknown provider {req.provider!r}", retryable=False)
+        client = self._client
+        if client is None or p is None:
+            raise RuntimeError("ProviderPool is not started: use 'async with' or start()")
+        return p, client
+
+    def _local_provider(self, name: str) -> LocalProvider:
+        provider = self._local.get(name)
+        if provider is None:
+            # Imported here: the module is light, but the API process has no use for it.
+            from chatpgt.providers.local import LocalProvider
+
+            def price(model: str, prompt_tokens: int, completion_tokens: int) -> Decimal:
+                return self.cost(name, model, prompt_tokens, completion_tokens)
+
+            provider = LocalProvider(name, self._local_options, price=price)
+            self._local[name] = provider
+        return provider
+
+    def local_provider(self, name: str) -> LocalProvider:
+        """The pool's LocalProvider for a provider of kind ``local`` (for stats, preloading).
+
+        Raises ProviderError(retryable=False) when ``name`` is unknown or not of kind local.
+        """
+        cfg = self._configs.get(name)
+        if cfg is None or cfg.kind != "local":
+            raise ProviderError(f"{name!r} is not a local provider", retryable=False)
+        return self._local_provider(name)
 
     def _backoff(self, cfg: ProviderConfig, failures: int, retry_after: float | None) -> float:
         # Full jitter (AWS architecture blog): uniform in [0, min(max, base * 2^n)].

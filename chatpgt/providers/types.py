@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 
@@ -32,6 +33,59 @@ class ChatResult:
     # The choice's logprobs.content list when the request asked for logprobs (extra={"logprobs":
     # True}) and the provider returned them; None otherwise.
     logprobs: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ABResult:
+    """A pairwise verdict read from a model's next-token probabilities instead of its text.
+
+    ``p_a`` and ``p_b`` are the probabilities the model gives to answering "A" and "B" (each
+    summed over the token variants "A" and " A"), normalised so that ``p_a + p_b == 1``.
+    ``mass`` is their sum before normalising: how much of the model's probability went to either
+    letter at all (a low mass says the prompt did not make the model answer with a letter).
+    ``completion_tokens`` is 0 for a local model (nothing is generated) and what the provider
+    billed (usually 1) for an API model.
+    """
+
+    p_a: float
+    p_b: float
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: Decimal
+    latency_ms: int
+    attempts: int
+    mass: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LocalOptions:
+    """How a ``local`` provider runs its models in this process (the same for every model).
+
+    ``cache_dir``: where the bundled SmolLM2 alias is converted to safetensors (default
+    ``~/.cache/chatpgt/models``). ``device``: a torch device string; None picks ``cuda`` when
+    available, else ``cpu`` (bfloat16 on CUDA, float32 on CPU). ``max_batch_size``: the most
+    requests one ``generate`` or forward pass takes. ``batch_wait_ms``: how long the first
+    request of a batch waits for company when the model is idle. ``default_max_tokens``: the
+    completion limit when a request sets no ``max_tokens``. ``torch_threads``: CPU threads for
+    torch (None: the CPUs this process may run on).
+    """
+
+    cache_dir: Path | None = None
+    device: str | None = None
+    max_batch_size: int = 8
+    batch_wait_ms: float = 5.0
+    default_max_tokens: int = 512
+    torch_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        if self.batch_wait_ms < 0:
+            raise ValueError("batch_wait_ms must not be negative")
+        if self.default_max_tokens < 1:
+            raise ValueError("default_max_tokens must be at least 1")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError("torch_threads must be at least 1")
 
 
 class ProviderError(Exception):
