@@ -4,7 +4,7 @@ Prints items/s next to the bound min(concurrency / latency, rate limit) and the 
 time per item (this process: the job runner, its provider client and its database writes; the
 fake server and Postgres run in other processes).
 
-    python bench/datagen_throughput.py --topics 1500 --concurrency 500 --latency-ms 1000
+    python bench/datagen_throughput.py --topics 3000 --concurrency 500 --latency-ms 2000
 
 Needs Postgres (CHATPGT_BENCH_PG_ADMIN, default postgresql://postgres@127.0.0.1:5432/postgres).
 A fresh database is created, migrated and dropped.
@@ -124,9 +124,9 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--topics", type=int, default=1500)
+    p.add_argument("--topics", type=int, default=3000)
     p.add_argument("--concurrency", type=int, default=500)
-    p.add_argument("--latency-ms", type=int, default=1000)
+    p.add_argument("--latency-ms", type=int, default=2000)
     p.add_argument("--rpm", type=float, default=None, help="provider requests/min limit")
     p.add_argument("--max-tokens", type=int, default=300)
     p.add_argument("--json", action="store_true", help="print one JSON line only")
