@@ -12,12 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatpgt.db.models import Base
 from chatpgt.pairs.formats import trl_record
 from chatpgt.pairs.models import Pair
 from chatpgt.pairs.repository import PairFilters
@@ -25,7 +22,6 @@ from chatpgt.training import corpus, states
 from chatpgt.training.errors import CorpusUnreadable, TrainingDataError
 from chatpgt.training.export import export_pairs
 from chatpgt.training.schemas import DEFAULT_CONTINUATION_TEMPLATE, DEFAULT_PROMPT_TEMPLATES
-from chatpgt.training.worker import sync_database_url
 from tests import fixtures_training as ft
 from tests import procs
 
@@ -279,19 +275,6 @@ async def test_dpo_export_is_trl_conversational_preference_format(
 
 # ------------------------------------------------------------------------------------------
 # Boundaries
-
-
-def test_migration_0002_matches_the_training_models(database_url: str) -> None:
-    engine = create_engine(sync_database_url(database_url))
-    try:
-        with engine.connect() as conn:
-            diffs = compare_metadata(
-                MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
-            )
-    finally:
-        engine.dispose()
-    mine = [d for d in diffs if any(t in repr(d) for t in ("training_runs", "'models'"))]
-    assert mine == []
 
 
 def test_api_process_never_imports_torch() -> None:

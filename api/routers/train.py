@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from api.deps import AppSettings, Queue, Session
+from api.pagination import IdPath
 from chatpgt.training import service
 from chatpgt.training.schemas import (
     DPORequest,
@@ -55,12 +56,12 @@ async def list_runs(
 
 
 @router.get("/train/runs/{run_id}", response_model=TrainingRunOut)
-async def get_run(run_id: int, session: Session) -> TrainingRunOut:
+async def get_run(run_id: IdPath, session: Session) -> TrainingRunOut:
     return await service.get_run(session, run_id)
 
 
 @router.post("/train/runs/{run_id}/cancel", status_code=202, response_model=TrainingRunOut)
-async def cancel_run(run_id: int, session: Session) -> TrainingRunOut:
+async def cancel_run(run_id: IdPath, session: Session) -> TrainingRunOut:
     """Stop a run at its next step (a queued run at once); the last checkpoint is kept."""
     out = await service.cancel_run(session, run_id)
     await session.commit()
@@ -80,5 +81,5 @@ async def list_models(
 
 
 @router.get("/models/{model_id}", response_model=ModelOut)
-async def get_model(model_id: int, session: Session) -> ModelOut:
+async def get_model(model_id: IdPath, session: Session) -> ModelOut:
     return await service.get_model(session, model_id)
