@@ -1,9 +1,9 @@
 """Container health checks for compose.yaml; exit status 0 means healthy.
 
-    python docker/healthcheck.py http URL
+    python docker/healthcheck.py http URL [--timeout S]
         GET URL answers 2xx (the API's /healthz runs a query, so the database is checked too).
 
-    python docker/healthcheck.py celery NODE [--or-training]
+    python docker/healthcheck.py celery NODE [--or-training] [--timeout S]
         The Celery worker NODE (``%h`` stands for this host's name, as in ``celery -n``) answers
         a ping through the broker. A ``--pool solo`` worker cannot answer while a task runs, so
         with ``--or-training`` a worker that holds a live lease on a running training run is
@@ -15,6 +15,7 @@ Imports nothing heavy (no torch): it runs every 30 s beside the real work.
 
 from __future__ import annotations
 
+import argparse
 import socket
 import sys
 import urllib.error
@@ -73,16 +74,24 @@ def check_training_lease() -> str | None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 2 and argv[0] == "http":
-        problem = check_http(argv[1])
-    elif len(argv) in (2, 3) and argv[0] == "celery" and argv[2:] in ([], ["--or-training"]):
-        problem = check_celery(node_name(argv[1]))
-        if problem and argv[2:]:
+    parser = argparse.ArgumentParser(description="Container health checks (exit 0: healthy).")
+    kinds = parser.add_subparsers(dest="kind", required=True)
+    http = kinds.add_parser("http", help="GET URL answers 2xx")
+    http.add_argument("url")
+    http.add_argument("--timeout", type=float, default=5.0)
+    celery = kinds.add_parser("celery", help="the worker NODE answers a ping")
+    celery.add_argument("node", help="node name as given to `celery -n`; %%h is this host")
+    celery.add_argument("--or-training", action="store_true")
+    celery.add_argument("--timeout", type=float, default=10.0)
+    args = parser.parse_args(argv)
+
+    if args.kind == "http":
+        problem = check_http(args.url, args.timeout)
+    else:
+        problem = check_celery(node_name(args.node), args.timeout)
+        if problem and args.or_training:
             busy = check_training_lease()
             problem = None if busy is None else f"{problem}, {busy}"
-    else:
-        print(__doc__, file=sys.stderr)
-        return 2
     if problem:
         print(f"unhealthy: {problem}", file=sys.stderr)
         return 1
