@@ -19,6 +19,9 @@ and injects faults on demand. Tests change the fault profile while it runs:
 Models whose name starts with ``judge`` act as a pairwise judge: the user message carries the two
 essays inside ``<essay_a>``/``<essay_b>`` tags, each essay gets a score from a hash of its text,
 and the higher score wins, so the verdict is deterministic and consistent across both orders.
+Asked for ``max_tokens=1``, a judge answers with the winning letter alone, and with
+``top_logprobs`` the first token's alternatives hold "A"/" A" and "B"/" B" with probabilities
+derived from the verdict's confidence (:func:`ab_probabilities`), as a logprob judge reads them.
 Every other model writes a pseudo-random essay that starts with the model name and the first line
 of the user prompt.
 
@@ -142,6 +145,42 @@ def judge_verdict(essay_a: str, essay_b: str) -> tuple[str, int]:
         a_wins = score_a > score_b
     confidence = 1 + (abs(score_a - score_b) * 9) // 99
     return ("A" if a_wins else "B"), confidence
+
+
+# The share of the next-token probability the fake judge puts on the letters, and how it splits
+# each letter between its variants "A" and " A" (the rest goes to other words).
+_LETTER_MASS = 0.9
+_BARE_LETTER_SHARE = 0.8
+_OTHER_FIRST_TOKENS = (("The", 0.06), ("Essay", 0.04))
+
+
+def ab_probabilities(winner: str, confidence: int) -> dict[str, float]:
+    """The probabilities (summing to ``_LETTER_MASS``) the fake judge gives "A" and "B" for a
+    verdict: the winner's share ``r = 0.5 + (confidence - 1) / 18`` (at least 0.52, at most
+    0.995), so that ``confidence_from_ab`` reads the same confidence back."""
+    r = min(0.995, max(0.52, 0.5 + (confidence - 1) / 18))
+    loser = "B" if winner == "A" else "A"
+    return {winner: _LETTER_MASS * r, loser: _LETTER_MASS * (1 - r)}
+
+
+def _judge_first_token_logprobs(winner: str, confidence: int, top: int) -> dict[str, Any]:
+    """The logprobs entry of a one-letter verdict, with ``top`` alternatives."""
+    alternatives: list[tuple[str, float]] = []
+    for letter, p in ab_probabilities(winner, confidence).items():
+        alternatives.append((letter, p * _BARE_LETTER_SHARE))
+        alternatives.append((" " + letter, p * (1 - _BARE_LETTER_SHARE)))
+    alternatives.extend(_OTHER_FIRST_TOKENS)
+    alternatives.sort(key=lambda item: -item[1])
+    logprobs = {token: math.log(p) for token, p in alternatives}
+    return {
+        "token": winner,
+        "logprob": logprobs[winner],
+        "bytes": list(winner.encode()),
+        "top_logprobs": [
+            {"token": t, "logprob": lp, "bytes": list(t.encode())}
+            for t, lp in list(logprobs.items())[:top]
+        ],
+    }
 
 
 def _malformed_judge_content(kind: str) -> str:
@@ -287,6 +326,7 @@ class FakeOpenAI:
         try:
             body = orjson.loads(await request.read())
             model, messages, max_tokens = _validate(body)
+            top_logprobs = _validate_top_logprobs(body)
         except (orjson.JSONDecodeError, ValueError) as exc:
             return "bad_request", 400, _error(400, str(exc), "invalid_request_error")
 
@@ -328,6 +368,7 @@ class FakeOpenAI:
         is_judge = model.startswith("judge")
         malformed = False
         finish_reason = "stop"
+        letter_verdict: tuple[str, int] | None = None
         if empty:
             content = ""
         elif is_judge:
@@ -337,11 +378,17 @@ class FakeOpenAI:
             if malformed:
                 content = _malformed_judge_content(next(self._malformed))
             else:
-                judged = self._judge(messages, rng, profile.position_bias)
-                if judged is None:
+                verdict = self._verdict(messages, rng, profile.position_bias)
+                if verdict is None:
                     message = "judge prompt needs <essay_a>...</essay_a> and <essay_b>...</essay_b>"
                     return "bad_request", 400, _error(400, message, "invalid_request_error")
-                content = judged
+                if max_tokens == 1:
+                    # One token is all a real judge can say: the letter of its verdict.
+                    letter_verdict = verdict
+                    content = verdict[0]
+                    finish_reason = "length"
+                else:
+                    content = _verdict_json(*verdict)
         else:
             content, finish_reason = self._essay(model, messages, max_tokens, rng)
 
@@ -355,7 +402,10 @@ class FakeOpenAI:
             "logprobs": None,
         }
         if body.get("logprobs"):
-            choice["logprobs"] = {"content": _logprobs(content)}
+            entries = _logprobs(content, top_logprobs)
+            if letter_verdict is not None and top_logprobs:
+                entries[0] = _judge_first_token_logprobs(*letter_verdict, top_logprobs)
+            choice["logprobs"] = {"content": entries}
         payload = {
             "id": f"chatcmpl-{rng.getrandbits(64):016x}",
             "object": "chat.completion",
@@ -371,7 +421,9 @@ class FakeOpenAI:
         outcome = "empty" if empty else "malformed" if malformed else "ok"
         return outcome, 200, _json(payload)
 
-    def _judge(self, messages: list[dict[str, Any]], rng: random.Random, bias: float) -> str | None:
+    def _verdict(
+        self, messages: list[dict[str, Any]], rng: random.Random, bias: float
+    ) -> tuple[str, int] | None:
         text = "\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "user")
         found_a, found_b = _ESSAY_A.search(text), _ESSAY_B.search(text)
         if found_a is None or found_b is None:
@@ -379,10 +431,7 @@ class FakeOpenAI:
         winner, confidence = judge_verdict(found_a.group(1), found_b.group(1))
         if bias and rng.random() < bias:
             winner = "A"
-        reasoning = f"Essay {winner} is better organised and argues its point more clearly."
-        return orjson.dumps(
-            {"winner": winner, "reasoning": reasoning, "confidence": confidence}
-        ).decode()
+        return winner, confidence
 
     def _essay(
         self,
@@ -407,12 +456,32 @@ class FakeOpenAI:
         sentences = []
         for start in range(0, len(body), 12):
             chunk = body[start : start + 12]
-            sentences.append(chunk[0].capitalize() + " " + " ".join(chunk[1:]) + ".")
+            # Joined, not "first + ' ' + rest": a one-word chunk must stay one word.
+            sentences.append(" ".join([chunk[0].capitalize(), *chunk[1:]]) + ".")
         words = header[:limit]
         text = " ".join(words)
         if sentences:
             text += "\n\n" + " ".join(sentences)
         return text, finish_reason
+
+
+def _verdict_json(winner: str, confidence: int) -> str:
+    reasoning = f"Essay {winner} is better organised and argues its point more clearly."
+    return orjson.dumps(
+        {"winner": winner, "reasoning": reasoning, "confidence": confidence}
+    ).decode()
+
+
+def _validate_top_logprobs(body: dict[str, Any]) -> int:
+    """``top_logprobs`` as OpenAI checks it: 0-20, and only together with ``logprobs``."""
+    top = body.get("top_logprobs")
+    if top is None:
+        return 0
+    if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20:
+        raise ValueError(f"Invalid 'top_logprobs': {top!r} is not an integer from 0 to 20")
+    if not body.get("logprobs"):
+        raise ValueError("'logprobs' must be set to true when 'top_logprobs' is used")
+    return top
 
 
 def _validate(body: Any) -> tuple[str, list[dict[str, Any]], int | None]:
@@ -440,11 +509,22 @@ def _validate(body: Any) -> tuple[str, list[dict[str, Any]], int | None]:
     return model, messages, max_tokens
 
 
-def _logprobs(content: str) -> list[dict[str, Any]]:
-    return [
-        {"token": w, "logprob": -0.05 * (len(w) % 7), "bytes": None, "top_logprobs": []}
-        for w in content.split()
-    ]
+def _logprobs(content: str, top: int = 0) -> list[dict[str, Any]]:
+    """One entry per word; with ``top`` > 0 each lists the word itself and ``top - 1`` less
+    likely alternatives, as OpenAI's top_logprobs does (without ``top``, an empty list)."""
+    entries: list[dict[str, Any]] = []
+    for w in content.split():
+        logprob = -0.05 * (len(w) % 7)
+        alternatives: list[dict[str, Any]] = []
+        if top:
+            alternatives.append({"token": w, "logprob": logprob, "bytes": None})
+            others = (a for a in _WORDS if a != w)
+            for k, alt in zip(range(top - 1), others, strict=False):
+                alternatives.append({"token": alt, "logprob": logprob - 2.0 - k, "bytes": None})
+        entries.append(
+            {"token": w, "logprob": logprob, "bytes": None, "top_logprobs": alternatives}
+        )
+    return entries
 
 
 def build_app(profile: Profile, seed: int | None = None) -> web.Application:
