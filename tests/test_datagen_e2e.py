@@ -67,6 +67,10 @@ async def test_job_makes_pairs_despite_faults(
             "retry_after_s": 0.05,
             "position_bias": 0.25,
             "rate_malformed_judge": 0.1,
+            "rate_timeout": 0.05,
+            "hang_s": 3.5,  # past the client's 3 s timeout
+            # and at least one of each fault, whatever the random draws
+            "script": ["timeout", "503", "429"],
         },
     )
     titles = [
@@ -150,6 +154,9 @@ async def test_job_makes_pairs_despite_faults(
         )
         == 0
     )
+
+    faults_seen = (await faults.get("/_stats")).json()["by_outcome"]
+    assert all(faults_seen.get(k, 0) >= 1 for k in ("timeout", "5xx", "429")), faults_seen
 
     # The provider key never shows up in what the service returns or stores.
     dump = json.dumps([job, served, stats]) + export.text
