@@ -310,3 +310,26 @@ async def test_jobs_list_newest_first_with_cursor_and_status_filter(
     assert bad.status_code == 400
     for job_id in ids[1:]:  # leave nothing for a later test's worker
         await api.post(f"/datagen/jobs/{job_id}/cancel")
+
+
+async def test_probability_judge_reads_the_verdict_from_letter_probabilities(
+    api: httpx.AsyncClient,
+    session: AsyncSession,
+    datagen_worker: procs.Proc,
+    faults: httpx.AsyncClient,
+) -> None:
+    body = job_body(["On probabilities", "On letters", "On judges"], pairing="all_pairs")
+    body["judge"]["method"] = "ab_probability"
+    job = await wait_job(api, (await api.post("/datagen/jobs", json=body)).json()["id"])
+    assert job["status"] == "succeeded", job
+    assert job["judgments"]["done"] == job["judgments"]["total"] == 6
+    judgments = (await session.execute(select(Judgment))).scalars().all()
+    for j in judgments:
+        raw = json.loads(j.raw_answer or "{}")
+        assert abs(raw["p_a"] + raw["p_b"] - 1) < 1e-6
+        assert j.winner == ("A" if raw["p_a"] >= raw["p_b"] else "B")
+        assert 1 <= (j.confidence or 0) <= 10
+        assert j.completion_tokens <= 1
+    stats = (await faults.get("/_stats")).json()
+    assert stats["by_model"]["judge"] == 6
+    assert job["pairs"] == len((await session.execute(select(Pair))).scalars().all()) > 0

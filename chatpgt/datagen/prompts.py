@@ -42,6 +42,26 @@ Which essay is better? Answer with exactly this JSON object:
 {{"winner": "A" or "B", "reasoning": "<two or three sentences>", "confidence": <integer 1-10>}}"""
 
 
+JUDGE_AB_SYSTEM_PROMPT = (
+    "You are an expert editor who knows Paul Graham's essays well. You compare two essays written "
+    "for the same prompt and decide which one reads more like an essay by Paul Graham. Answer "
+    "with one letter: A or B."
+)
+
+JUDGE_AB_USER_TEMPLATE = """Prompt given to both writers:
+{prompt}
+
+<essay_a>
+{essay_a}
+</essay_a>
+
+<essay_b>
+{essay_b}
+</essay_b>
+
+Which essay is better, A or B? Answer with the letter only."""
+
+
 def choose_template(job_id: int, topic_id: int, templates: tuple[str, ...] | list[str]) -> int:
     """The template index for a topic in a job: stable across retries and workers."""
     digest = hashlib.blake2b(f"{job_id}:{topic_id}".encode(), digest_size=8).digest()
@@ -52,10 +72,17 @@ def render_prompt(template: str, title: str) -> str:
     return template.replace("{title}", title)
 
 
-def judge_messages(prompt: str, essay_a: str, essay_b: str) -> list[dict[str, str]]:
-    """The blinded judge request: the essays are labelled A and B, never by model."""
-    user = JUDGE_USER_TEMPLATE.format(prompt=prompt, essay_a=essay_a, essay_b=essay_b)
-    return [
-        {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
-        {"role": "user", "content": user},
-    ]
+def judge_messages(
+    prompt: str, essay_a: str, essay_b: str, *, one_letter: bool = False
+) -> list[dict[str, str]]:
+    """The blinded judge request: the essays are labelled A and B, never by model.
+
+    ``one_letter`` asks for a bare "A" or "B" (the probability method) instead of JSON.
+    """
+    system, template = (
+        (JUDGE_AB_SYSTEM_PROMPT, JUDGE_AB_USER_TEMPLATE)
+        if one_letter
+        else (JUDGE_SYSTEM_PROMPT, JUDGE_USER_TEMPLATE)
+    )
+    user = template.format(prompt=prompt, essay_a=essay_a, essay_b=essay_b)
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]

@@ -9,10 +9,12 @@ independently (a pipeline): a topic is judged as soon as its own essays are in.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -36,8 +38,9 @@ from chatpgt.datagen.prompts import (
 from chatpgt.datagen.schemas import DatagenJobCreate
 from chatpgt.datagen.state import ITEM_TERMINAL
 from chatpgt.db.session import make_engine, make_sessionmaker, transaction
+from chatpgt.providers.ab import confidence_from_ab
 from chatpgt.providers.client import ProviderPool
-from chatpgt.providers.types import ChatRequest, ChatResult, ProviderError
+from chatpgt.providers.types import ABResult, ChatRequest, ProviderError
 from chatpgt.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -492,16 +495,19 @@ class JobRunner:
     # --- one request -----------------------------------------------------------------------
 
     async def _issue(
-        self, req: ChatRequest
-    ) -> tuple[ChatResult | None, ProviderError | None, str | None]:
-        """Make one request within the budget. Returns (result, error, skip reason)."""
+        self, req: ChatRequest, call: Callable[[ChatRequest], Awaitable[Any]] | None = None
+    ) -> tuple[Any, ProviderError | None, str | None]:
+        """Make one request (``pool.chat`` unless ``call`` says otherwise) within the budget.
+
+        Returns (result, error, skip reason).
+        """
         if self.stop_reason is not None or self.budget.exhausted:
             return None, None, self.stop_reason or "budget_exhausted"
         estimate = self.pool.estimate_cost(req)
         if not await self.budget.reserve(estimate):
             return None, None, "budget_exhausted"
         try:
-            result = await self.pool.chat(req)
+            result = await (call or self.pool.chat)(req)
         except ProviderError as exc:
             await self.budget.settle(estimate, exc.cost_usd)
             return None, exc, None
@@ -562,6 +568,9 @@ class JobRunner:
 
     async def _judge(self, j: JudgmentItem, prompt: str, texts: dict[int, str]) -> None:
         judge = self.req.judge
+        if judge.method == "ab_probability":
+            await self._judge_by_probability(j, prompt, texts)
+            return
         req = ChatRequest(
             provider=judge.provider,
             model=judge.model,
@@ -623,6 +632,73 @@ class JobRunner:
             cost_usd=cost,
             finished_at=_now(),
         )
+        for key, value in update.items():
+            setattr(j, key, value)
+        self._judgment_updates.append({"_id": j.id, **update})
+
+    async def _judge_by_probability(
+        self, j: JudgmentItem, prompt: str, texts: dict[int, str]
+    ) -> None:
+        """One forward pass (or a one-token completion with logprobs): the verdict is the letter
+        with the higher probability, the confidence comes from their ratio. A judge that puts
+        almost no probability on either letter fails the judgment rather than decide it."""
+        judge = self.req.judge
+        req = ChatRequest(
+            provider=judge.provider,
+            model=judge.model,
+            messages=judge_messages(
+                prompt, texts[j.generation_a_id], texts[j.generation_b_id], one_letter=True
+            ),
+            temperature=0.0,
+            max_tokens=1,
+        )
+        update = _blank_judgment_result(j)
+        result, error, skip = await self._issue(req, self.pool.judge_ab)
+        if skip is not None:
+            if skip == "cancelled":
+                return
+            update.update(status="skipped", error=f"not requested: {skip}")
+        elif error is not None:
+            update.update(
+                status="failed",
+                error=error.message,
+                attempts=j.attempts + error.attempts,
+                cost_usd=error.cost_usd,
+            )
+            self._record_error("judgment", j.id, error.message)
+        else:
+            ab: ABResult = result
+            raw = {"p_a": round(ab.p_a, 6), "p_b": round(ab.p_b, 6), "mass": round(ab.mass, 6)}
+            update.update(
+                attempts=j.attempts + ab.attempts,
+                prompt_tokens=ab.prompt_tokens,
+                completion_tokens=ab.completion_tokens,
+                cost_usd=ab.cost_usd,
+                latency_ms=ab.latency_ms,
+                raw_answer=json.dumps(raw),
+            )
+            if ab.mass < judge.min_letter_mass:
+                message = (
+                    f"the judge put {ab.mass:.3f} of its probability on A or B "
+                    f"(min_letter_mass {judge.min_letter_mass})"
+                )
+                update.update(status="failed", error=message)
+                self._record_error("judgment", j.id, message)
+            else:
+                letter, confidence = confidence_from_ab(ab.p_a, ab.p_b)
+                update.update(
+                    status="succeeded",
+                    winner=letter,
+                    winner_generation_id=(
+                        j.generation_a_id if letter == "A" else j.generation_b_id
+                    ),
+                    confidence=confidence,
+                    reasoning=(
+                        f"next-token probabilities A {ab.p_a:.3f}, B {ab.p_b:.3f} "
+                        f"(letter mass {ab.mass:.3f})"
+                    ),
+                )
+        update["finished_at"] = _now()
         for key, value in update.items():
             setattr(j, key, value)
         self._judgment_updates.append({"_id": j.id, **update})

@@ -60,8 +60,21 @@ class JudgeSpec(BaseModel):
     provider: str = Field(min_length=1, max_length=64)
     model: str = Field(min_length=1, max_length=255)
     both_orders: bool = True
+    method: Literal["json", "ab_probability"] = Field(
+        "json",
+        description="json: the judge writes {winner, reasoning, confidence}; ab_probability: the "
+        "verdict and confidence come from the probabilities the judge gives to answering A or B "
+        "(local models, or APIs that return logprobs)",
+    )
+    min_letter_mass: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="ab_probability: the least probability the judge must put on A or B at all; "
+        "below it the judgment fails instead of reading a verdict from noise",
+    )
     temperature: float = Field(0.0, ge=0, le=2)
-    max_tokens: int = Field(512, ge=16, le=8_000)
+    max_tokens: int = Field(512, ge=1, le=8_000)
 
 
 class DatagenJobCreate(BaseModel):
