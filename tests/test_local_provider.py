@@ -167,6 +167,24 @@ async def test_sampling_settings_do_not_share_a_batch(
     assert all(r.completion_tokens == 3 for r in results)
 
 
+async def test_a_prompt_too_long_fails_alone_in_its_batch(
+    local: LocalProvider, tiny_chat_model: Path
+) -> None:
+    too_long = [{"role": "user", "content": "river " * 600}]  # the tiny model holds 512
+    results = await asyncio.gather(
+        local.chat(chat_request(tiny_chat_model, messages(1), temperature=0, max_tokens=3)),
+        local.chat(chat_request(tiny_chat_model, too_long, temperature=0, max_tokens=3)),
+        local.judge_ab(chat_request(tiny_chat_model, too_long)),
+        return_exceptions=True,
+    )
+    ok, failed, failed_judge = results
+    assert not isinstance(ok, BaseException) and ok.completion_tokens == 3
+    for error in (failed, failed_judge):
+        assert isinstance(error, ProviderError) and not error.retryable
+        assert "does not fit the context of 512 tokens" in error.message
+    assert local.stats.generate_batches == 1
+
+
 # --- judging -------------------------------------------------------------------------------------
 
 

@@ -266,9 +266,24 @@ class LocalStats:
 
 
 def _prompt_ids(loaded: LoadedModel, messages: list[dict[str, str]]) -> list[int]:
+    """The templated prompt's tokens; ProviderError(retryable=False) when it cannot be built
+    (the template refuses the messages) or does not fit the model's context."""
     tokenizer = loaded.tokenizer
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
+    except Exception as exc:  # jinja errors and the template's own raise_exception()
+        detail = f"{type(exc).__name__}: {exc}"[:_ERROR_DETAIL_CHARS]
+        raise ProviderError(
+            f"chat template of local model {str(loaded.path)!r} refused the messages: {detail}",
+            retryable=False,
+        ) from None
+    if loaded.max_positions is not None and len(ids) >= loaded.max_positions:
+        raise ProviderError(
+            f"prompt of {len(ids)} tokens does not fit the context of "
+            f"{loaded.max_positions} tokens of local model {str(loaded.path)!r}",
+            retryable=False,
+        )
     return ids
 
 
@@ -284,15 +299,6 @@ def _left_pad(rows: list[list[int]], pad_id: int, device: str) -> tuple[torch.Te
     return ids.to(device), mask.to(device)
 
 
-def _check_context(loaded: LoadedModel, prompt_len: int) -> None:
-    if loaded.max_positions is not None and prompt_len >= loaded.max_positions:
-        raise ProviderError(
-            f"prompt of {prompt_len} tokens does not fit the context of "
-            f"{loaded.max_positions} tokens of local model {str(loaded.path)!r}",
-            retryable=False,
-        )
-
-
 def _run_generate(loaded: LoadedModel, jobs: list[_Job]) -> list[_Generated | ProviderError]:
     """One left-padded ``generate`` for jobs of equal sampling settings (runs on the thread)."""
     import torch
@@ -303,9 +309,8 @@ def _run_generate(loaded: LoadedModel, jobs: list[_Job]) -> list[_Generated | Pr
     limits: list[int] = []
     index: list[int] = []
     for i, job in enumerate(jobs):
-        ids = _prompt_ids(loaded, job.messages)
         try:
-            _check_context(loaded, len(ids))
+            ids = _prompt_ids(loaded, job.messages)
         except ProviderError as exc:
             out[i] = exc
             continue
@@ -317,8 +322,13 @@ def _run_generate(loaded: LoadedModel, jobs: list[_Job]) -> list[_Generated | Pr
         index.append(i)
     if rows:
         _, do_sample, temperature, top_p = jobs[0].key
+        new_tokens_max = max(limits)
+        if loaded.max_positions is not None:
+            # Left padding makes every row as long as the longest prompt; a short prompt batched
+            # with one near the context limit may get fewer tokens ("length") than it asked for.
+            new_tokens_max = min(new_tokens_max, loaded.max_positions - max(map(len, rows)))
         config = GenerationConfig(
-            max_new_tokens=max(limits),
+            max_new_tokens=new_tokens_max,
             do_sample=do_sample,
             pad_token_id=loaded.pad_id,
             eos_token_id=sorted(loaded.eos_ids),
@@ -355,9 +365,8 @@ def _run_score(loaded: LoadedModel, jobs: list[_Job]) -> list[_Scored | Provider
     rows: list[list[int]] = []
     index: list[int] = []
     for i, job in enumerate(jobs):
-        ids = _prompt_ids(loaded, job.messages)
         try:
-            _check_context(loaded, len(ids))
+            ids = _prompt_ids(loaded, job.messages)
         except ProviderError as exc:
             out[i] = exc
             continue

@@ -90,6 +90,7 @@ def ensure_smollm2(cache_dir: Path | str) -> Path:
         try:
             _convert(gguf, tmp)
             (tmp / _COMPLETE_MARKER).write_text(f"converted from {SMOLLM2_GGUF}\n")
+            _make_readable(tmp)
             if target.exists():
                 # An incomplete leftover of an older crash (complete ones returned above).
                 shutil.rmtree(target)
@@ -112,13 +113,21 @@ def _convert(gguf: Path, out: Path) -> None:
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    config.name_or_path = SMOLLM2_DIRNAME
     fresh = AutoModelForCausalLM.from_config(config)
     fresh.load_state_dict(loaded.state_dict())
     fresh.generation_config = loaded.generation_config
     del loaded
     fresh.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+
+
+def _make_readable(directory: Path) -> None:
+    """mkdtemp (and safetensors) create owner-only entries; a shared model cache (a volume
+    read by workers running as other users) needs them world-readable like any download."""
+    directory.chmod(0o755)
+    for entry in directory.iterdir():
+        if entry.is_file():
+            entry.chmod(0o644)
 
 
 @contextlib.contextmanager
