@@ -283,24 +283,24 @@ def test_services_point_at_each_other(services: dict[str, dict[str, Any]]) -> No
         assert _env(services[name]) == env, f"{name} is configured unlike the api"
 
 
-def _env_example() -> tuple[dict[str, str], set[str]]:
-    """(active NAME=value lines, every name listed, commented out or not) of .env.example."""
-    active, listed = {}, set()
+def _env_example() -> tuple[dict[str, str], dict[str, str]]:
+    """NAME -> value of .env.example: (the active lines, every line, commented out or not)."""
+    active, listed = {}, {}
     for line in ENV_EXAMPLE.read_text().splitlines():
         m = re.fullmatch(r"(#)?([A-Z][A-Z0-9_]*)=(.*)", line.strip())
         if m:
-            listed.add(m.group(2))
+            value = m.group(3).strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            listed[m.group(2)] = value
             if not m.group(1):
-                value = m.group(3).strip()
-                if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-                    value = value[1:-1]
                 active[m.group(2)] = value
     return active, listed
 
 
 def test_env_example_lists_every_setting_with_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
     active, listed = _env_example()
-    assert not set(SETTING_VARS) - listed, "settings missing from .env.example"
+    assert not set(SETTING_VARS) - set(listed), "settings missing from .env.example"
     assert not {v for v in listed if v.startswith("CHATPGT_")} - set(SETTING_VARS), (
         ".env.example lists variables that are no setting"
     )
@@ -335,6 +335,10 @@ COMPOSE_SETS = {
 def test_compose_sets_exactly_the_settings_it_should(services: dict[str, dict[str, Any]]) -> None:
     env = _env(services["api"])
     assert {v for v in SETTING_VARS if env.get(v) is not None} == COMPOSE_SETS
+    # What .env.example shows for them, even commented out, is what compose sets.
+    _, listed = _env_example()
+    for var in COMPOSE_SETS:
+        assert listed[var] == env[var], f".env.example shows {var}={listed[var]}, not {env[var]}"
 
 
 def test_copying_env_example_to_env_changes_nothing(config: dict[str, Any]) -> None:
