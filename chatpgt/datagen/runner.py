@@ -40,7 +40,7 @@ from chatpgt.datagen.state import ITEM_TERMINAL
 from chatpgt.db.session import make_engine, make_sessionmaker, transaction
 from chatpgt.providers.ab import confidence_from_ab
 from chatpgt.providers.client import ProviderPool
-from chatpgt.providers.types import ABResult, ChatRequest, ProviderError
+from chatpgt.providers.types import ABResult, ChatRequest, LocalOptions, ProviderError
 from chatpgt.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -755,7 +755,12 @@ async def run_job(job_id: int, settings: Settings) -> str:
     engine = make_engine(settings.database_url, pool_size=4)
     redis = Redis.from_url(settings.rate_limit_redis_url) if settings.rate_limit_redis_url else None
     try:
-        async with ProviderPool(settings.provider_configs(), redis=redis) as pool:
+        pool = ProviderPool(
+            settings.provider_configs(),
+            redis=redis,
+            local_options=LocalOptions(cache_dir=settings.model_cache_dir),
+        )
+        async with pool:
             return await JobRunner(job_id, make_sessionmaker(engine), pool, settings).run()
     finally:
         await engine.dispose()
