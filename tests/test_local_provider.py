@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chatpgt.providers.ab import ab_from_top_logprobs, confidence_from_ab
+from chatpgt.providers.ab import ab_from_top_logprobs, confidence_from_ab, debiased_first_wins
 from chatpgt.providers.client import ProviderPool
 from chatpgt.providers.local import LocalProvider
 from chatpgt.providers.smollm2 import SMOLLM2_ALIAS, SMOLLM2_DIRNAME, ensure_smollm2
@@ -74,14 +74,17 @@ def reference_greedy(model_dir: Path, msgs: list[dict[str, str]], n: int) -> tup
     return out[0, ids.shape[1] :].tolist(), ids.shape[1]
 
 
-def reference_ab(model_dir: Path, msgs: list[dict[str, str]]) -> tuple[float, float]:
+def reference_ab(
+    model_dir: Path, msgs: list[dict[str, str]], prefix: str = ""
+) -> tuple[float, float]:
     """Normalised next-token probabilities of "A"/" A" and "B"/" B", one prompt alone."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    ids = torch.tensor([prompt_ids(tokenizer, msgs)])
+    prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+    ids = torch.tensor([prompt_ids(tokenizer, msgs) + prefix_ids])
     with torch.inference_mode():
         probs = torch.softmax(model(input_ids=ids).logits[0, -1].float(), dim=-1)
 
@@ -199,10 +202,18 @@ async def test_judge_ab_is_normalised_deterministic_and_batch_independent(
     assert first.completion_tokens == 0 and 0 < first.mass <= 1
     assert (first.p_a, first.p_b) == pytest.approx(reference_ab(tiny_chat_model, reqs[0].messages))
 
+    prefix = '{"winner": "'
+    prefixed = await local.judge_ab(
+        chat_request(tiny_chat_model, reqs[0].messages, extra={"answer_prefix": prefix})
+    )
+    assert prefixed.prompt_tokens > first.prompt_tokens and prefixed.p_a != first.p_a
+    expected = reference_ab(tiny_chat_model, reqs[0].messages, prefix)
+    assert (prefixed.p_a, prefixed.p_b) == pytest.approx(expected)
+
     # Left-padded in one forward pass, each prompt scores as it does alone.
     alone = [await local.judge_ab(r) for r in reqs]
     together = await asyncio.gather(*(local.judge_ab(r) for r in reqs))
-    assert local.stats.score_batches == 2 + len(reqs) + 2  # batches of at most 4
+    assert local.stats.score_batches == 3 + len(reqs) + 2  # batches of at most 4
     for single, batched in zip(alone, together, strict=True):
         assert batched.p_a == pytest.approx(single.p_a, abs=1e-5)
         assert batched.prompt_tokens == single.prompt_tokens
@@ -221,6 +232,14 @@ def test_confidence_from_ab() -> None:
     for bad in ((0.0, 0.0), (-0.1, 0.5), (float("nan"), 0.5)):
         with pytest.raises(ValueError):
             confidence_from_ab(*bad)
+
+
+def test_debiased_first_wins_cancels_position_bias() -> None:
+    assert debiased_first_wins(0.74, 0.74) == pytest.approx(0.5)  # always "A": no preference
+    assert debiased_first_wins(0.9, 0.2) == pytest.approx(0.85)
+    assert confidence_from_ab(0.85, 0.15) == ("A", 7)
+    with pytest.raises(ValueError):
+        debiased_first_wins(1.2, 0.5)
 
 
 def test_ab_from_top_logprobs_sums_variants_and_refuses_missing_letters() -> None:

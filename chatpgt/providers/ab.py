@@ -40,6 +40,21 @@ def confidence_from_ab(p_a: float, p_b: float) -> tuple[str, int]:
     return winner, max(1, min(10, confidence))
 
 
+def debiased_first_wins(p_a_shown_first: float, p_a_shown_second: float) -> float:
+    """The probability that essay X beats essay Y, from two normalised judgments: ``p_a`` when X
+    was shown as A, and ``p_a`` when X was shown as B (so Y was A).
+
+    The mean of X's two probabilities, ``(p_a_shown_first + (1 - p_a_shown_second)) / 2``,
+    cancels a constant preference for a position: a small judge that says "A" at 0.74 in both
+    orders gives 0.5 here (a coin flip), where two separate verdicts would disagree. Feed
+    ``confidence_from_ab(p, 1 - p)`` to get X's winner letter ("A" = X) and confidence.
+    """
+    for p in (p_a_shown_first, p_a_shown_second):
+        if not (math.isfinite(p) and 0 <= p <= 1):
+            raise ValueError(f"probabilities must be within [0, 1], got {p!r}")
+    return (p_a_shown_first + (1 - p_a_shown_second)) / 2
+
+
 def letter_of(token: str) -> str | None:
     """ "A" or "B" when ``token`` is that letter with optional surrounding whitespace, else None."""
     stripped = token.strip()

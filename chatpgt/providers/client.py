@@ -354,6 +354,8 @@ class ProviderPool:
         the same limits and retries as :meth:`chat`), and the first token's top_logprobs are
         read: "A" sums the tokens "A" and " A" (likewise "B"), a letter not listed counts as 0,
         and the two are normalised to sum to 1 (``mass`` is their sum before that).
+        ``req.extra["answer_prefix"]`` is honoured by local providers only; it is never sent to
+        an API (chat completions cannot continue a partial answer).
 
         Raises ProviderError as :meth:`chat` does, and ``retryable=False`` when the provider
         returns no logprobs or neither letter is among them (carrying the tokens and cost
@@ -363,7 +365,8 @@ class ProviderPool:
         p, _ = self._started(req)
         if p.config.kind == "local":
             return await self._local_provider(req.provider).judge_ab(req)
-        extra = {**req.extra, "logprobs": True, "top_logprobs": AB_TOP_LOGPROBS}
+        extra = {k: v for k, v in req.extra.items() if k != "answer_prefix"}
+        extra.update(logprobs=True, top_logprobs=AB_TOP_LOGPROBS)
         result = await self.chat(replace(req, max_tokens=1, json_mode=False, extra=extra))
         try:
             p_a, p_b, mass = ab_from_top_logprobs(result.logprobs)

@@ -235,6 +235,8 @@ class _Job:
     # (kind, do_sample, temperature, top_p): only jobs with equal keys share a batch.
     key: tuple[Any, ...]
     future: asyncio.Future[Any]
+    # Text appended after the generation prompt (judge_ab's answer_prefix).
+    prefix: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,12 +267,13 @@ class LocalStats:
     largest_batch: int = 0
 
 
-def _prompt_ids(loaded: LoadedModel, messages: list[dict[str, str]]) -> list[int]:
-    """The templated prompt's tokens; ProviderError(retryable=False) when it cannot be built
-    (the template refuses the messages) or does not fit the model's context."""
+def _prompt_ids(loaded: LoadedModel, messages: list[dict[str, str]], prefix: str = "") -> list[int]:
+    """The templated prompt's tokens (then ``prefix``'s); ProviderError(retryable=False) when it
+    cannot be built (the template refuses the messages) or does not fit the model's context."""
     tokenizer = loaded.tokenizer
     try:
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text += prefix
         ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
     except Exception as exc:  # jinja errors and the template's own raise_exception()
         detail = f"{type(exc).__name__}: {exc}"[:_ERROR_DETAIL_CHARS]
@@ -310,7 +313,7 @@ def _run_generate(loaded: LoadedModel, jobs: list[_Job]) -> list[_Generated | Pr
     index: list[int] = []
     for i, job in enumerate(jobs):
         try:
-            ids = _prompt_ids(loaded, job.messages)
+            ids = _prompt_ids(loaded, job.messages, job.prefix)
         except ProviderError as exc:
             out[i] = exc
             continue
@@ -366,7 +369,7 @@ def _run_score(loaded: LoadedModel, jobs: list[_Job]) -> list[_Scored | Provider
     index: list[int] = []
     for i, job in enumerate(jobs):
         try:
-            ids = _prompt_ids(loaded, job.messages)
+            ids = _prompt_ids(loaded, job.messages, job.prefix)
         except ProviderError as exc:
             out[i] = exc
             continue
@@ -573,11 +576,18 @@ class LocalProvider:
         One forward pass over ``req.messages`` with the chat template and generation prompt
         applied; nothing is generated (``completion_tokens`` is 0) and sampling settings are
         ignored. "A" counts the tokens "A" and " A" (likewise "B"). The prompt should ask for a
-        one-letter answer; ``mass`` tells how far the model followed it. Deterministic for a
-        given prompt up to float rounding between batch shapes. Errors as for :meth:`chat`.
+        one-letter answer; ``mass`` tells how far the model followed it. A string in
+        ``req.extra["answer_prefix"]`` is put in the model's mouth after the generation prompt,
+        so the letter is scored after it (for example ``'{"winner": "'`` with a JSON judge
+        prompt: small models then put most of their probability on the letters).
+        Deterministic for a given prompt up to float rounding between batch shapes. Errors as
+        for :meth:`chat`.
         """
         started = time.perf_counter()
-        scored: _Scored = await self._submit(req, "score", ("score",), 0)
+        prefix = (req.extra or {}).get("answer_prefix") or ""
+        if not isinstance(prefix, str):
+            raise ProviderError("answer_prefix must be a string", retryable=False)
+        scored: _Scored = await self._submit(req, "score", ("score",), 0, prefix)
         return ABResult(
             p_a=scored.p_a,
             p_b=scored.p_b,
@@ -600,12 +610,17 @@ class LocalProvider:
             await batcher.aclose()
 
     async def _submit(
-        self, req: ChatRequest, kind: Literal["generate", "score"], key: tuple[Any, ...], n: int
+        self,
+        req: ChatRequest,
+        kind: Literal["generate", "score"],
+        key: tuple[Any, ...],
+        n: int,
+        prefix: str = "",
     ) -> Any:
         batcher = await self._batcher(req.model)
         self.stats.requests += 1
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        batcher.submit(_Job(kind, req.messages, n, key, future))
+        batcher.submit(_Job(kind, req.messages, n, key, future, prefix))
         return await future
 
     async def _batcher(self, model: str) -> _Batcher:
