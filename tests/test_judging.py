@@ -106,3 +106,17 @@ async def test_budget_waits_for_in_flight_requests_then_stops() -> None:
 async def test_budget_without_limit_always_allows() -> None:
     budget = Budget(None, Decimal(0))
     assert await budget.reserve(Decimal("1e9"))
+
+
+def test_probability_verdicts_are_averaged_over_both_orders() -> None:
+    from chatpgt.datagen.judging import combine_probabilities
+
+    # The judge prefers position A (0.7 and 0.6), but essay 10 is favoured in both orders once
+    # the bias is averaged out: (0.7 + (1 - 0.6)) / 2 = 0.55 for essay 10.
+    o = combine_probabilities(v(1, 10, 20, 10, 5), 0.7, v(2, 20, 10, 20, 3), 0.6)
+    assert (o.winner_id, o.loser_id) == (10, 20)
+    assert o.confidence == 2.0  # 1 + round(18 * 0.05) = 1 + round(0.9) = 2
+    tie = combine_probabilities(v(1, 10, 20, 10, 5), 0.7, v(2, 20, 10, 20, 5), 0.7)
+    assert tie.is_tie
+    strong = combine_probabilities(v(1, 10, 20, 20, 9), 0.05, v(2, 20, 10, 20, 9), 0.95)
+    assert (strong.winner_id, strong.confidence) == (20, 10.0)

@@ -93,6 +93,29 @@ class Outcome:
         return self.winner_id is None
 
 
+def combine_probabilities(
+    first: Verdict, p_first_a: float, second: Verdict, p_second_a: float
+) -> Outcome:
+    """Combine two probability verdicts (``p_*_a``: the probability the judge gave to "A").
+
+    The probability that ``first.a_id`` is the better essay is averaged over the two orders
+    (shown as A in ``first``, as B in ``second``), which cancels a judge's bias for a position.
+    The confidence comes from that average (see confidence_from_ab); exactly 0.5 is a tie.
+    """
+    from chatpgt.providers.ab import confidence_from_ab
+
+    p_first_wins = (p_first_a + (1.0 - p_second_a)) / 2
+    if p_first_wins == 0.5:
+        return Outcome(None, None, None, "", (first, second))
+    winner, loser = (first.a_id, first.b_id) if p_first_wins > 0.5 else (first.b_id, first.a_id)
+    _, confidence = confidence_from_ab(p_first_wins, 1.0 - p_first_wins)
+    reasoning = (
+        f"order-averaged probability that the chosen essay is better: "
+        f"{max(p_first_wins, 1 - p_first_wins):.3f}"
+    )
+    return Outcome(winner, loser, float(confidence), reasoning, (first, second))
+
+
 def combine(first: Verdict, second: Verdict | None) -> Outcome:
     """Combine the A/B verdict with the B/A verdict (None when only one order is judged).
 

@@ -329,6 +329,7 @@ JUDGMENT_PLAN_COLUMNS = (
     "winner_generation_id",
     "confidence",
     "reasoning",
+    "raw_answer",
     "cost_usd",
 )
 

@@ -25,7 +25,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatpgt.datagen import repository as repo
 from chatpgt.datagen.budget import Budget
-from chatpgt.datagen.judging import JudgeParseError, Outcome, Verdict, combine, parse_verdict
+from chatpgt.datagen.judging import (
+    JudgeParseError,
+    Outcome,
+    Verdict,
+    combine,
+    combine_probabilities,
+    parse_verdict,
+)
 from chatpgt.datagen.models import Generation
 from chatpgt.datagen.pairing import PairingRule, matchups, select_pairs
 from chatpgt.datagen.prompts import (
@@ -434,9 +441,14 @@ class JobRunner:
             second = by_order.get((high, low))
             if first is None or (judge.both_orders and second is None):
                 continue  # a failed verdict decides nothing
-            outcomes[(low, high)] = combine(
-                _verdict(first), _verdict(second) if second is not None else None
-            )
+            if judge.method == "ab_probability" and second is not None:
+                outcomes[(low, high)] = combine_probabilities(
+                    _verdict(first), _p_a(first), _verdict(second), _p_a(second)
+                )
+            else:
+                outcomes[(low, high)] = combine(
+                    _verdict(first), _verdict(second) if second is not None else None
+                )
         gens = {g.id: g for g in ok}
         chosen = select_pairs(PairingRule(self.req.pairing), sorted(gens), outcomes)
         return [self._judged_pair(t, o, gens) for o in chosen]
@@ -736,6 +748,11 @@ def _blank_judgment_result(j: JudgmentItem) -> dict[str, Any]:
         "confidence": None,
         "finished_at": None,
     }
+
+
+def _p_a(j: JudgmentItem) -> float:
+    """The probability a probability judge gave to "A" (kept in its raw answer)."""
+    return float(json.loads(j.raw_answer or "{}")["p_a"])
 
 
 def _verdict(j: JudgmentItem) -> Verdict:
