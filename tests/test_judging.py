@@ -118,5 +118,5 @@ def test_probability_verdicts_are_averaged_over_both_orders() -> None:
     assert o.confidence == 2.0  # 1 + round(18 * 0.05) = 1 + round(0.9) = 2
     tie = combine_probabilities(v(1, 10, 20, 10, 5), 0.7, v(2, 20, 10, 20, 5), 0.7)
     assert tie.is_tie
-    strong = combine_probabilities(v(1, 10, 20, 20, 9), 0.05, v(2, 20, 10, 20, 9), 0.95)
+    strong = combine_probabilities(v(1, 10, 20, 20, 9), 0.02, v(2, 20, 10, 20, 9), 0.98)
     assert (strong.winner_id, strong.confidence) == (20, 10.0)
