@@ -18,6 +18,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from chatpgt.providers.types import LocalOptions
+
 
 class ModelPrice(BaseModel):
     """US dollars per million tokens."""
@@ -113,6 +115,22 @@ class Settings(BaseSettings):
     artifacts_dir: Path = Path("var/artifacts")
     # Where local models (the bundled SmolLM2, converted once to safetensors) are cached.
     model_cache_dir: Path = Path("var/models")
+    # How "local" providers run models in a worker process (see chatpgt.providers.local).
+    local_device: str | None = None  # None: cuda when available, else cpu
+    local_max_batch_size: int = Field(8, ge=1, le=1024)
+    local_batch_wait_ms: float = Field(5.0, ge=0)
+    local_default_max_tokens: int = Field(512, ge=1)
+    local_torch_threads: int | None = Field(None, ge=1)
+
+    def local_options(self) -> LocalOptions:
+        return LocalOptions(
+            cache_dir=self.model_cache_dir,
+            device=self.local_device,
+            max_batch_size=self.local_max_batch_size,
+            batch_wait_ms=self.local_batch_wait_ms,
+            default_max_tokens=self.local_default_max_tokens,
+            torch_threads=self.local_torch_threads,
+        )
 
     # datagen
     job_lease_s: float = Field(30.0, gt=0)

@@ -47,7 +47,7 @@ from chatpgt.datagen.state import ITEM_TERMINAL
 from chatpgt.db.session import make_engine, make_sessionmaker, transaction
 from chatpgt.providers.ab import confidence_from_ab
 from chatpgt.providers.client import ProviderPool
-from chatpgt.providers.types import ABResult, ChatRequest, LocalOptions, ProviderError
+from chatpgt.providers.types import ABResult, ChatRequest, ProviderError
 from chatpgt.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -775,7 +775,7 @@ async def run_job(job_id: int, settings: Settings) -> str:
         pool = ProviderPool(
             settings.provider_configs(),
             redis=redis,
-            local_options=LocalOptions(cache_dir=settings.model_cache_dir),
+            local_options=settings.local_options(),
         )
         async with pool:
             return await JobRunner(job_id, make_sessionmaker(engine), pool, settings).run()
