@@ -102,9 +102,9 @@ def combine_probabilities(
     (shown as A in ``first``, as B in ``second``), which cancels a judge's bias for a position.
     The confidence comes from that average (see confidence_from_ab); exactly 0.5 is a tie.
     """
-    from chatpgt.providers.ab import confidence_from_ab
+    from chatpgt.providers.ab import confidence_from_ab, debiased_first_wins
 
-    p_first_wins = (p_first_a + (1.0 - p_second_a)) / 2
+    p_first_wins = debiased_first_wins(p_first_a, p_second_a)
     if p_first_wins == 0.5:
         return Outcome(None, None, None, "", (first, second))
     winner, loser = (first.a_id, first.b_id) if p_first_wins > 0.5 else (first.b_id, first.a_id)
