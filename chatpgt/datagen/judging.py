@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from chatpgt.providers.ab import confidence_from_ab, debiased_first_wins
+
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 
@@ -102,8 +104,6 @@ def combine_probabilities(
     (shown as A in ``first``, as B in ``second``), which cancels a judge's bias for a position.
     The confidence comes from that average (see confidence_from_ab); exactly 0.5 is a tie.
     """
-    from chatpgt.providers.ab import confidence_from_ab, debiased_first_wins
-
     p_first_wins = debiased_first_wins(p_first_a, p_second_a)
     if p_first_wins == 0.5:
         return Outcome(None, None, None, "", (first, second))
