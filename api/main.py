@@ -38,9 +38,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await run_in_threadpool(send, task_name, *args)
 
         app.state.enqueuer = enqueue
+        worker = None
+        if settings.runs_embedded_worker:
+            from workers.app import celery_app
+            from workers.embedded import EmbeddedWorker
+
+            worker = EmbeddedWorker(celery_app)
+            await run_in_threadpool(worker.start)
         try:
             yield
         finally:
+            if worker is not None:
+                await run_in_threadpool(worker.stop)
             await engine.dispose()
 
     app = FastAPI(

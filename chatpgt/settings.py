@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     # Redis redelivers an unacknowledged task after this many seconds; it must exceed the longest
     # training run. Datagen jobs hold a lease in Postgres, so a redelivered job never runs twice.
     broker_visibility_timeout_s: int = 12 * 3600
+    # Run the Celery worker inside the API process (embedded mode). None: yes when the broker is
+    # in-memory (memory://), which only a worker in the same process can reach.
+    embedded_worker: bool | None = None
     # Prefix of every Redis key Celery uses, so several deployments (or test runs) share a server.
     broker_key_prefix: str = ""
     # Redis URL for requests/tokens-per-minute limits shared by every worker process; unset, each
@@ -156,6 +159,12 @@ class Settings(BaseSettings):
         if len(names) != len(set(names)):
             raise ValueError("provider names in CHATPGT_PROVIDERS must be unique")
         return self
+
+    @property
+    def runs_embedded_worker(self) -> bool:
+        if self.embedded_worker is not None:
+            return self.embedded_worker
+        return self.broker_url.startswith("memory://")
 
     def provider_configs(self) -> dict[str, ProviderConfig]:
         """Predefined providers, overridden and extended by the file, then by CHATPGT_PROVIDERS."""
