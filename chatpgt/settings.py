@@ -146,6 +146,19 @@ class Settings(BaseSettings):
     api_max_page_size: int = 500
     api_max_topics_per_request: int = 10_000
 
+    @field_validator(
+        "embedded_worker",
+        "rate_limit_redis_url",
+        "providers_file",
+        "local_device",
+        "local_torch_threads",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # An empty variable (as .env files and compose pass through) means "not set".
+        return None if value == "" else value
+
     @field_validator("providers", mode="before")
     @classmethod
     def _providers_from_json(cls, value: Any) -> Any:
