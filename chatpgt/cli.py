@@ -29,7 +29,6 @@ from rich.live import Live
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
@@ -106,8 +105,9 @@ def _validation_message(exc: ValidationError) -> str:
     """Pydantic errors as one line: ``field.path: message; ...``."""
     parts = []
     for error in exc.errors()[:3]:
-        loc = ".".join(str(p) for p in error["loc"]) or "request"
-        parts.append(f"{loc}: {error['msg']}")
+        loc = ".".join(str(p) for p in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {message}" if loc else message)
     more = exc.error_count() - 3
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
@@ -943,16 +943,17 @@ def _export_progress(fmt: str) -> Iterator[Callable[[int, int], None]]:
         return
     progress = Progress(
         SpinnerColumn(),
-        TextColumn("exporting {task.fields[rows]} rows"),
-        DownloadColumn(),
+        TextColumn("exporting {task.fields[rows]} rows · {task.fields[size]}"),
         TransferSpeedColumn(),
         TimeElapsedColumn(),
         console=err,
         transient=True,
     )
-    task = progress.add_task(fmt, total=None, rows=0)
+    task = progress.add_task(fmt, total=None, rows=0, size=filesize(0))
     with progress:
-        yield lambda rows, size: progress.update(task, completed=size, rows=rows)
+        yield lambda rows, size: progress.update(
+            task, completed=size, rows=rows, size=filesize(size)
+        )
 
 
 @pairs_app.command("export")
