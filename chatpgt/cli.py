@@ -39,7 +39,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from chatpgt.client import DEFAULT_API_URL, ChatPGTClient, ClientError
+from chatpgt.client import DEFAULT_API_URL, ApiUnreachable, ChatPGTClient, ClientError
 from chatpgt.datagen.pairing import PairingRule
 from chatpgt.datagen.schemas import DatagenJobCreate, DatagenJobView, StageCounts
 from chatpgt.pairs.schemas import PairStats
@@ -68,17 +68,16 @@ class _App(typer.Typer):
             return super().__call__(*args, **kwargs)
         except ClientError as exc:
             _fail(str(exc))
+        except OSError as exc:  # a file that cannot be read or written, a port in use
+            if self.show_tracebacks:
+                raise
+            _fail(str(exc))
         except Exception as exc:
-            if _debug_requested():
+            if self.show_tracebacks:
                 raise
             _fail(f"unexpected {type(exc).__name__}: {_one_line(str(exc))} (--debug shows more)")
 
-
-_DEBUG = {"on": False}
-
-
-def _debug_requested() -> bool:
-    return _DEBUG["on"]
+    show_tracebacks = False
 
 
 def _one_line(text: str) -> str:
@@ -121,11 +120,12 @@ app = _App(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 topics_app = typer.Typer(help="Add and import topics.", no_args_is_help=True)
-datagen_app = typer.Typer(help="Generate preference pairs: submit, follow, cancel jobs.")
+datagen_app = typer.Typer(
+    help="Generate preference pairs: submit, follow, cancel jobs.", no_args_is_help=True
+)
 pairs_app = typer.Typer(help="Statistics and export of the preference pairs.", no_args_is_help=True)
 train_app = typer.Typer(help="SFT and DPO training runs.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
-datagen_app.info.no_args_is_help = True
 app.add_typer(topics_app, name="topics")
 app.add_typer(datagen_app, name="datagen")
 app.add_typer(pairs_app, name="pairs")
@@ -170,7 +170,7 @@ def main(
 
     Commands other than serve, worker and migrate talk to the API at --api.
     """
-    _DEBUG["on"] = debug
+    app.show_tracebacks = debug
     ctx.obj = CliState(api_url=api)
 
 
@@ -200,10 +200,10 @@ def worker_argv(
 ) -> list[str]:
     """The ``celery worker`` arguments for a queue. ``gpu`` runs ``--pool solo`` with one
     process (CUDA and fork do not mix); ``datagen`` a prefork pool of ``concurrency`` processes
-    (Celery's default, one per CPU, when None)."""
-    argv = ["worker", "-Q", queue, "--loglevel", loglevel]
-    if hostname:
-        argv += ["-n", hostname]
+    (Celery's default, one per CPU, when None). Gossip, mingle and heartbeats are off, as in
+    compose.yaml: state lives in Postgres, and workers need not know of each other."""
+    argv = ["worker", "-Q", queue, "-n", hostname or f"{queue}@%h", "--loglevel", loglevel]
+    argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     if queue == "gpu":
         if concurrency not in (None, 1):
             raise ValueError(
@@ -221,7 +221,9 @@ def worker(
         int | None, typer.Option("--concurrency", "-c", min=1, help="processes (datagen only)")
     ] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
-    hostname: Annotated[str | None, typer.Option("--hostname", "-n", help="node name")] = None,
+    hostname: Annotated[
+        str | None, typer.Option("--hostname", "-n", help="node name (default: QUEUE@%h)")
+    ] = None,
 ) -> None:
     """Run a Celery worker: `datagen` for provider fan-out, `gpu` for training (pool solo)."""
     try:
@@ -309,10 +311,12 @@ def topics_import(
         str | None,
         typer.Option("--hf", help="a Hugging Face dataset (hub name or local path)"),
     ] = None,
-    split: Annotated[str | None, typer.Option(help="dataset split (--hf) [default: train]")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="dataset split of --hf (default: train)")
+    ] = None,
     config: Annotated[str | None, typer.Option(help="dataset configuration (--hf)")] = None,
     column: Annotated[
-        str | None, typer.Option(help="column holding the title [default: title]")
+        str | None, typer.Option(help="column holding the title (default: title)")
     ] = None,
     text_column: Annotated[
         str | None, typer.Option(help="column holding the real essay (makes corpus topics)")
@@ -436,6 +440,9 @@ class Follower(Generic[ViewT]):
         while True:
             try:
                 return self._watch()
+            except ApiUnreachable as exc:
+                reason = f"{exc.reason} ({self.label} goes on; follow it with: {self.resume_hint})"
+                raise ApiUnreachable(exc.base_url, reason) from exc
             except KeyboardInterrupt:
                 if cancel_sent or not _ask_cancel(self.label):
                     err.print(
@@ -451,13 +458,13 @@ class Follower(Generic[ViewT]):
         if err.is_terminal:
             with Live(self.display.renderable(), console=err, refresh_per_second=8):
                 return self._poll(lambda view: None)
-        last: dict[str, Any] = {"line": "", "at": 0.0}
+        last: dict[str, Any] = {"line": "", "at": float("-inf")}
 
         def log(view: ViewT) -> None:
             line = self.display.plain(view)
             now = time.monotonic()
             if line != last["line"] and now - last["at"] >= PLAIN_PROGRESS_EVERY_S:
-                err.print(line, soft_wrap=True)
+                err.print(escape(line), soft_wrap=True)
                 last.update(line=line, at=now)
 
         return self._poll(log)
@@ -477,7 +484,7 @@ def _ask_cancel(label: str) -> bool:
     err.print()
     while True:
         try:
-            answer = err.input(f"Cancel {label}, or detach and leave it running? [c/d] ")
+            answer = err.input(f"Cancel {label}, or detach and leave it running? \\[c/d] ")
         except (EOFError, KeyboardInterrupt):
             err.print()
             return False
@@ -705,7 +712,7 @@ def datagen_run(
         typer.Option(
             "--generator",
             "-g",
-            help="provider:model[:samples[:temperature]], repeatable",
+            help=r"provider:model\[:samples\[:temperature]], repeatable",
             show_default=False,
         ),
     ],
@@ -1180,7 +1187,7 @@ class RunDisplay:
             note=self._note(run),
         )
         waiting = " (waiting for a gpu worker)" if run.status == "queued" else ""
-        self.line.plain = f"{run.status}{waiting} · {escape(run.name)} · {_duration(elapsed_s)}"
+        self.line.plain = f"{run.status}{waiting} · {run.name} · {_duration(elapsed_s)}"
 
     @staticmethod
     def _note(run: TrainingRunOut) -> str:
@@ -1282,11 +1289,14 @@ Follow = Annotated[bool, typer.Option("--follow/--no-follow", help="follow the r
 def train_sft(
     ctx: typer.Context,
     base_model: Annotated[
-        str | None, typer.Option(help="Hugging Face id or model directory [server default]")
+        str | None,
+        typer.Option(help="Hugging Face id or model directory (server default if omitted)"),
     ] = None,
     corpus: Annotated[
         str | None,
-        typer.Option(help="dataset id, CSV/JSONL file or folder of essays [server default]"),
+        typer.Option(
+            help="dataset id, CSV/JSONL file or folder of essays (server default if omitted)"
+        ),
     ] = None,
     name: RunName = None,
     epochs: Epochs = None,
@@ -1349,7 +1359,7 @@ def train_dpo(
         ),
     ],
     min_confidence: Annotated[
-        float | None, typer.Option(help="pairs with confidence ≥ this [server default: 6]")
+        float | None, typer.Option(help="pairs with confidence ≥ this (server default: 6)")
     ] = None,
     job: JobFilter = None,
     source: SourceFilter = None,

@@ -265,6 +265,7 @@ def test_ctrl_c_detaches_or_cancels_the_job(
             run.kill()
     assert run.returncode == 1, stderr
     assert "Traceback" not in stderr
+    assert "Cancel job" in stderr and "leave it running? [c/d]" in stderr
     assert "cancel requested" in stderr
     job = (http.get(f"/datagen/jobs/{job_id}")).json()
     assert job["status"] == "cancelled" and job["generations"]["cancelled"] > 0
@@ -493,7 +494,9 @@ def test_training_requests_mirror_the_schemas() -> None:
 
 
 def test_worker_arguments() -> None:
-    assert cli.worker_argv("gpu", None)[-4:] == ["--pool", "solo", "-c", "1"]
+    gpu = cli.worker_argv("gpu", None)
+    assert gpu[:5] == ["worker", "-Q", "gpu", "-n", "gpu@%h"]
+    assert gpu[-4:] == ["--pool", "solo", "-c", "1"] and "--without-mingle" in gpu
     assert cli.worker_argv("datagen", 8)[-4:] == ["--pool", "prefork", "-c", "8"]
     assert cli.worker_argv("datagen", None)[-2:] == ["--pool", "prefork"]
     with pytest.raises(ValueError):
