@@ -43,7 +43,7 @@ from chatpgt.client import DEFAULT_API_URL, ApiUnreachable, ChatPGTClient, Clien
 from chatpgt.datagen.pairing import PairingRule
 from chatpgt.datagen.schemas import DatagenJobCreate, DatagenJobView, StageCounts
 from chatpgt.pairs.schemas import PairStats
-from chatpgt.topics.schemas import FileImport, HFImport
+from chatpgt.topics.schemas import FileImport, HFImport, TopicsCreate
 from chatpgt.training.schemas import DPORequest, SFTRequest, TrainingRunOut
 
 EXIT_OK = 0
@@ -286,6 +286,10 @@ def topics_add(
     as_json: Annotated[bool, typer.Option("--json", help="print the API's answer")] = False,
 ) -> None:
     """Add topics by title; titles already present (after normalisation) are kept once."""
+    try:
+        TopicsCreate(titles=titles)
+    except ValidationError as exc:
+        _usage(_validation_message(exc))
     result = _client(ctx).add_topics(titles)
     if as_json:
         typer.echo(result.model_dump_json(indent=2))

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from chatpgt.datagen.schemas import DatagenJobCreate, DatagenJobView
 from chatpgt.pairs.schemas import ExportFormat, PairSource, PairStats
-from chatpgt.topics.schemas import FileImport, HFImport, ImportResult, TopicsCreate, TopicsCreated
+from chatpgt.topics.schemas import FileImport, HFImport, ImportResult, TopicsCreated
 from chatpgt.training.schemas import DPORequest, ModelOut, ModelPage, SFTRequest, TrainingRunOut
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
@@ -172,6 +172,9 @@ class ChatPGTClient:
             raise ApiUnreachable(self.base_url, _reason(exc)) from exc
         if response.is_error:
             detail, body = _problem_detail(response)
+            if response.status_code == 404 and detail == "Not Found":
+                # No route at all (not a missing row): --api points somewhere else.
+                detail = f"the API at {self.base_url} has no {path} (is it the ChatPGT API?)"
             raise ApiError(response.status_code, detail, body)
         return response
 
@@ -208,7 +211,7 @@ class ChatPGTClient:
 
     def add_topics(self, titles: Sequence[str]) -> TopicsCreated:
         """Add titles; those already present (after normalisation) are reported as existing."""
-        return self._post("/topics", TopicsCreated, _dump(TopicsCreate(titles=list(titles))))
+        return self._post("/topics", TopicsCreated, {"titles": list(titles)})
 
     def import_topics(self, request: FileImport | HFImport) -> ImportResult:
         """Import from a file *the API process can read* or from a Hugging Face dataset."""

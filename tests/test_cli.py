@@ -26,6 +26,7 @@ from rich.console import Console, RenderableType
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt import cli
+from chatpgt.client import ApiError, ChatPGTClient, UnexpectedAnswer
 from chatpgt.datagen.pairing import PairingRule
 from chatpgt.datagen.schemas import DatagenJobView, StageCounts
 from chatpgt.training.models import RegisteredModel
@@ -141,6 +142,9 @@ def test_topics_add_and_import(
     missing = run_cli(cli_env, api_url, "topics", "import", str(tmp_path / "nope.txt"))
     assert missing.returncode == 1
     assert "nope.txt" in one_error_line(missing)
+    blank = run_cli(cli_env, api_url, "topics", "add", "Fine", '""')
+    assert blank.returncode == 2
+    assert "titles at positions 1 are blank" in one_error_line(blank)
     neither = run_cli(cli_env, api_url, "topics", "import")
     assert neither.returncode == 2
     assert "--hf" in one_error_line(neither)
@@ -491,6 +495,34 @@ def test_training_requests_mirror_the_schemas() -> None:
         with pytest.raises(typer.Exit) as exit_info:
             bad()
         assert exit_info.value.exit_code == 2
+
+
+def test_client_errors_are_one_line() -> None:
+    answers = {
+        "/topics": httpx.Response(
+            422,
+            json={
+                "detail": "The request does not match the schema.",
+                "errors": [{"loc": ["body", "titles"], "msg": "List should have at least 1 item"}],
+            },
+        ),
+        "/datagen/jobs/5": httpx.Response(502, text="<html>bad gateway</html>"),
+        "/train/runs/5": httpx.Response(200, json={"hello": "world"}),
+        "/models": httpx.Response(404, json={"detail": "Not Found"}),
+    }
+    transport = httpx.MockTransport(lambda request: answers[request.url.path])
+    with ChatPGTClient("http://api.test", transport=transport) as client:
+        with pytest.raises(ApiError) as problem:
+            client.add_topics(["x"])
+        assert str(problem.value) == (
+            "The request does not match the schema: titles: List should have at least 1 item"
+        )
+        with pytest.raises(ApiError, match=r"^the API answered 502 Bad Gateway$"):
+            client.get_job(5)
+        with pytest.raises(UnexpectedAnswer, match="not a TrainingRunOut"):
+            client.get_run(5)
+        with pytest.raises(ApiError, match=r"has no /models \(is it the ChatPGT API\?\)"):
+            client.list_models()
 
 
 def test_worker_arguments() -> None:
