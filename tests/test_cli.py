@@ -525,6 +525,36 @@ def test_client_errors_are_one_line() -> None:
             client.list_models()
 
 
+def test_import_requests(tmp_path: Path) -> None:
+    hf = cli.build_import_request(
+        path=None, hf="sgoel9/paul_graham_essays", split="train", column="title", as_corpus=True
+    )
+    assert hf.model_dump(exclude_unset=True) == {
+        "source": "hf",
+        "dataset": "sgoel9/paul_graham_essays",
+        "split": "train",
+        "column": "title",
+        "as_corpus": True,
+    }
+    local = tmp_path / "titles.txt"
+    local.write_text("A title\n")
+    sent = cli.build_import_request(path=str(local), hf=None, file_format="txt", limit=5)
+    assert sent.model_dump(exclude_unset=True) == {
+        "source": "file",
+        "path": str(local.resolve()),
+        "format": "txt",
+        "limit": 5,
+        "as_corpus": False,
+    }
+    for bad in (
+        {"path": "a.txt", "hf": "x/y"},
+        {"path": "a.txt", "hf": None, "split": "train"},
+        {"path": None, "hf": "x/y", "file_format": "csv"},
+    ):
+        with pytest.raises(typer.Exit):
+            cli.build_import_request(**bad)  # type: ignore[arg-type]
+
+
 def test_worker_arguments() -> None:
     gpu = cli.worker_argv("gpu", None)
     assert gpu[:5] == ["worker", "-Q", "gpu", "-n", "gpu@%h"]
