@@ -8,11 +8,9 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
-    Numeric,
     SmallInteger,
     String,
     Text,
@@ -20,9 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from chatpgt.db.base import Base, BigId, JSONType, Timestamped
-
-Money = Numeric(14, 6)
+from chatpgt.db.base import Base, BigId, JSONType, Money, Timestamped, UTCDateTime
 
 
 class DatagenJob(Timestamped, Base):
@@ -41,10 +37,10 @@ class DatagenJob(Timestamped, Base):
     errors: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class JobTopic(Base):
@@ -72,7 +68,7 @@ class _WorkItem:
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
     latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Generation(Timestamped, _WorkItem, Base):

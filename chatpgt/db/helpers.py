@@ -10,10 +10,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 
 
+def is_sqlite(session: AsyncSession) -> bool:
+    """Whether the session talks to SQLite (else Postgres): for the few statements that differ."""
+    return session.bind is not None and session.bind.dialect.name == "sqlite"
+
+
+def insert_for(dialect: str):  # type: ignore[no-untyped-def]
+    """The insert() of a dialect by name ("sqlite", else Postgres), which has on_conflict_*."""
+    return sqlite.insert if dialect == "sqlite" else postgresql.insert
+
+
 def dialect_insert(session: AsyncSession):  # type: ignore[no-untyped-def]
     """The insert() of the session's dialect (Postgres or SQLite), which has on_conflict_*."""
-    dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
-    return sqlite.insert if dialect == "sqlite" else postgresql.insert
+    return insert_for("sqlite" if is_sqlite(session) else "postgresql")
 
 
 async def insert_ignore(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+from sqlalchemy import Engine, event
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -12,10 +15,44 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+# How long a SQLite connection waits for another writer (threads and processes share the file).
+SQLITE_BUSY_TIMEOUT_S = 30
+
+
+def _md5(value: str | None) -> str | None:
+    return None if value is None else hashlib.md5(value.encode()).hexdigest()
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+    finally:
+        cursor.close()
+    # Postgres' md5(), so that a seeded topic sample is one statement on both databases.
+    dbapi_connection.create_function("md5", 1, _md5, deterministic=True)
+
+
+def configure_sqlite(engine: Engine) -> None:
+    """Give every new connection of a SQLite engine WAL mode, enforced foreign keys, a busy
+    timeout and md5(). Called by :func:`make_engine` and for the training worker's sync engine."""
+    event.listen(engine, "connect", _sqlite_on_connect)
+
+
+def sqlite_connect_args(url: str) -> dict[str, Any]:
+    """The driver arguments a SQLite URL needs (empty for any other database)."""
+    return {"timeout": SQLITE_BUSY_TIMEOUT_S} if url.startswith("sqlite") else {}
+
 
 def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """The async engine for ``url``: Postgres (asyncpg, pooled) or SQLite (aiosqlite, a file
+    that several threads and processes may write: WAL, foreign keys on, 30 s busy timeout)."""
     if url.startswith("sqlite"):
-        return create_async_engine(url)
+        engine = create_async_engine(url, connect_args=sqlite_connect_args(url))
+        configure_sqlite(engine.sync_engine)
+        return engine
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from chatpgt.db.base import Base, BigId, JSONType, Timestamped
+from chatpgt.db.base import Base, BigId, JSONType, Timestamped, UTCDateTime
 
 
 class TrainingRun(Timestamped, Base):
@@ -37,7 +37,7 @@ class TrainingRun(Timestamped, Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # step, total_steps, epoch, eta_s, resumed_from_step
     progress: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     # {"latest": {...}, "final": {...}}
@@ -47,9 +47,9 @@ class TrainingRun(Timestamped, Base):
     # run_dir, model_dir, tensorboard_dir, last_checkpoint
     artifacts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     samples: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class RegisteredModel(Timestamped, Base):

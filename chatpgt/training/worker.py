@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine
 
+from chatpgt.db.session import configure_sqlite, sqlite_connect_args
 from chatpgt.settings import Settings, get_settings
 from chatpgt.training import states
 from chatpgt.training.errors import TrainingDataError
@@ -50,9 +51,20 @@ def sync_database_url(url: str) -> str:
 
 
 def make_sync_engine(settings: Settings) -> Engine:
-    return create_engine(
-        sync_database_url(settings.database_url), pool_size=3, max_overflow=2, pool_pre_ping=True
+    """The worker's sync engine: psycopg on Postgres; on SQLite the same connection settings as
+    the async engine (WAL, foreign keys, busy timeout), see :func:`chatpgt.db.session.make_engine`.
+    """
+    url = sync_database_url(settings.database_url)
+    engine = create_engine(
+        url,
+        pool_size=3,
+        max_overflow=2,
+        pool_pre_ping=True,
+        connect_args=sqlite_connect_args(url),
     )
+    if engine.dialect.name == "sqlite":
+        configure_sqlite(engine)
+    return engine
 
 
 class RunReporter:
