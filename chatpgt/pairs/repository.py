@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
@@ -27,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
+from chatpgt.db.helpers import is_sqlite
 from chatpgt.pairs.models import Pair
 
 
@@ -139,14 +141,36 @@ async def stream_export_rows(
         await result.close()
 
 
-def _bucket() -> ColumnElement[int]:
+def _bucket(sqlite: bool) -> ColumnElement[int]:
     # Inline constants, not bind parameters: GROUP BY must repeat the select expression
     # exactly, and the same value bound twice would be two different parameters.
+    if sqlite:
+        # CAST truncates on SQLite; truncation and floor differ only below 0, clamped to 1 anyway.
+        return func.min(
+            func.max(cast(Pair.confidence, Integer), literal_column("1")), literal_column("10")
+        )
     floor = cast(func.floor(Pair.confidence), Integer)
     return func.least(func.greatest(floor, literal_column("1")), literal_column("10"))
 
 
-async def pair_totals(session: AsyncSession, filters: PairFilters) -> AnyRow:
+async def _sqlite_median(
+    session: AsyncSession, length: _Column, filters: PairFilters, count: int
+) -> float | None:
+    # percentile_cont(0.5) of SQLite: the middle value, or the mean of the two middle values.
+    if count == 0:
+        return None
+    middle = (
+        select(length.label("n"))
+        .where(*_conditions(filters))
+        .order_by(length)
+        .limit(2 - count % 2)
+        .offset((count - 1) // 2)
+        .subquery()
+    )
+    return float((await session.execute(select(func.avg(middle.c.n)))).scalar_one())
+
+
+async def pair_totals(session: AsyncSession, filters: PairFilters) -> AnyRow | SimpleNamespace:
     """Counts and character-length aggregates of the matching pairs, in one scan.
 
     Columns: total, judged, corpus, then for ``chosen_`` and ``rejected_``: ``mean``,
@@ -154,28 +178,42 @@ async def pair_totals(session: AsyncSession, filters: PairFilters) -> AnyRow:
     """
     chosen_len = Pair.chosen_chars
     rejected_len = Pair.rejected_chars
+    sqlite = is_sqlite(session)
     columns: list[ColumnElement[Any]] = [
         func.count().label("total"),
         func.count().filter(Pair.source == "judged").label("judged"),
         func.count().filter(Pair.source == "corpus").label("corpus"),
     ]
     for name, length in (("chosen", chosen_len), ("rejected", rejected_len)):
+        median: ColumnElement[Any] = (
+            literal_column("NULL") if sqlite else func.percentile_cont(0.5).within_group(length)
+        )
         columns += [
             cast(func.avg(length), Float).label(f"{name}_mean"),
-            func.percentile_cont(0.5).within_group(length).label(f"{name}_median"),
+            median.label(f"{name}_median"),
             func.min(length).label(f"{name}_min"),
             func.max(length).label(f"{name}_max"),
         ]
     stmt = select(*columns).select_from(Pair).where(*_conditions(filters))
-    return (await session.execute(stmt)).one()
+    row = (await session.execute(stmt)).one()
+    if not sqlite:
+        return row
+    # SQLite has no percentile_cont: one ordered, offset read per median (on the index-less
+    # stored lengths; embedded data sets are small).
+    values = row._asdict()
+    for name, length in (("chosen", chosen_len), ("rejected", rejected_len)):
+        values[f"{name}_median"] = await _sqlite_median(session, length, filters, row.total)
+    return SimpleNamespace(**values)
 
 
 async def pair_group_counts(
     session: AsyncSession, filters: PairFilters
 ) -> tuple[dict[int, int], list[tuple[str, str, int]]]:
     """Pairs per confidence bucket (floor, clamped to 1-10) and per (chosen_model,
-    rejected_model), from one scan with grouping sets."""
-    bucket = _bucket().label("bucket")
+    rejected_model), from one scan with grouping sets (two grouped scans on SQLite)."""
+    if is_sqlite(session):
+        return await _sqlite_group_counts(session, filters)
+    bucket = _bucket(sqlite=False).label("bucket")
     is_bucket_row = func.grouping(bucket) == literal_column("0")
     stmt = (
         select(
@@ -200,4 +238,25 @@ async def pair_group_counts(
             buckets[int(row.bucket)] = int(row.n)
         else:
             matchups.append((row.chosen_model, row.rejected_model, int(row.n)))
+    return buckets, matchups
+
+
+async def _sqlite_group_counts(
+    session: AsyncSession, filters: PairFilters
+) -> tuple[dict[int, int], list[tuple[str, str, int]]]:
+    # SQLite has no GROUPING SETS: the same two groupings as two statements.
+    bucket = _bucket(sqlite=True).label("bucket")
+    by_bucket = (
+        select(bucket, func.count().label("n")).where(*_conditions(filters)).group_by(bucket)
+    )
+    buckets = {int(row.bucket): int(row.n) for row in await session.execute(by_bucket)}
+    by_matchup = (
+        select(Pair.chosen_model, Pair.rejected_model, func.count().label("n"))
+        .where(*_conditions(filters))
+        .group_by(Pair.chosen_model, Pair.rejected_model)
+    )
+    matchups = [
+        (row.chosen_model, row.rejected_model, int(row.n))
+        for row in await session.execute(by_matchup)
+    ]
     return buckets, matchups

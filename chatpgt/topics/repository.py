@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,10 +22,12 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement
 
+from chatpgt.db.helpers import dialect_insert, is_sqlite
 from chatpgt.topics.models import Topic
 
 _topics = typed(Table, Topic.__table__)
@@ -63,6 +66,28 @@ def _ids_array(ids: Sequence[int]) -> ColumnElement[list[int]]:
     return literal(list(ids), ARRAY(BigInteger))
 
 
+def _json_values(values: Sequence[Any]) -> Any:
+    # SQLite's form of unnest(array): one JSON parameter, whatever the number of values (SQLite
+    # caps a statement at 32766 parameters too).
+    return select(func.json_each(literal(json.dumps(list(values)))).table_valued("value").c.value)
+
+
+def _is_any(
+    session: AsyncSession, col: InstrumentedAttribute[Any], values: Sequence[Any], of: Any
+) -> ColumnElement[bool]:
+    """``col`` is one of ``values`` (a Postgres array of type ``of``; a JSON list on SQLite)."""
+    if is_sqlite(session):
+        return col.in_(_json_values(values))
+    return col == any_(literal(list(values), ARRAY(of)))
+
+
+def _is_none_of(session: AsyncSession, ids: Sequence[int]) -> ColumnElement[bool]:
+    """The topic id is not one of ``ids``."""
+    if is_sqlite(session):
+        return Topic.id.not_in(_json_values(ids))
+    return Topic.id != all_(_ids_array(ids))
+
+
 async def insert_topics(session: AsyncSession, topics: Sequence[NewTopic]) -> dict[str, int]:
     """Insert topics whose normalised title is new; ``{normalized_title: id}`` of those created.
 
@@ -72,7 +97,7 @@ async def insert_topics(session: AsyncSession, topics: Sequence[NewTopic]) -> di
     if not topics:
         return {}
     stmt = (
-        insert(_topics)
+        dialect_insert(session)(_topics)
         .on_conflict_do_nothing(index_elements=[_topics.c.normalized_title])
         .returning(_topics.c.id, _topics.c.normalized_title)
     )
@@ -95,16 +120,28 @@ async def add_missing_reference_texts(
     """Give existing topics without an essay the essay ``(normalized_title, text)``; they become
     corpus topics. Topics that already hold an essay keep theirs. Returns how many changed."""
     changed = 0
+    sqlite = is_sqlite(session)
     for start in range(0, len(texts), chunk):
         part = texts[start : start + chunk]
-        values = (
-            func.unnest(
-                literal([n for n, _ in part], ARRAY(Text)),
-                literal([t for _, t in part], ARRAY(Text)),
+        values: Any
+        if sqlite:
+            # json_each over [[normalized, text], ...] stands in for unnest of two arrays.
+            pairs = func.json_each(literal(json.dumps([list(p) for p in part]))).table_valued(
+                "value"
             )
-            .table_valued(column("normalized", Text), column("text", Text))
-            .render_derived(name="given")
-        )
+            values = select(
+                func.json_extract(pairs.c.value, "$[0]").label("normalized"),
+                func.json_extract(pairs.c.value, "$[1]").label("text"),
+            ).subquery("given")
+        else:
+            values = (
+                func.unnest(
+                    literal([n for n, _ in part], ARRAY(Text)),
+                    literal([t for _, t in part], ARRAY(Text)),
+                )
+                .table_valued(column("normalized", Text), column("text", Text))
+                .render_derived(name="given")
+            )
         stmt = (
             update(_topics)
             .where(
@@ -124,8 +161,9 @@ async def topics_by_normalized_title(
     """The topics with these normalised titles, keyed by normalised title (absent ones left out)."""
     if not normalized_titles:
         return {}
-    names = literal(list(normalized_titles), ARRAY(Text))
-    stmt = select(*_ROW_COLUMNS).where(Topic.normalized_title == any_(names))
+    stmt = select(*_ROW_COLUMNS).where(
+        _is_any(session, Topic.normalized_title, normalized_titles, Text)
+    )
     rows = (await session.execute(stmt)).all()
     return {row.normalized_title: TopicRow(**row._mapping) for row in rows}
 
@@ -155,7 +193,7 @@ async def existing_topic_ids(session: AsyncSession, ids: Sequence[int]) -> set[i
     """The subset of ``ids`` that are topics."""
     if not ids:
         return set()
-    stmt = select(Topic.id).where(Topic.id == any_(_ids_array(ids)))
+    stmt = select(Topic.id).where(_is_any(session, Topic.id, ids, BigInteger))
     return set((await session.scalars(stmt)).all())
 
 
@@ -166,7 +204,7 @@ async def count_topics(
     if source:
         stmt = stmt.where(Topic.source == source)
     if exclude:
-        stmt = stmt.where(Topic.id != all_(_ids_array(exclude)))
+        stmt = stmt.where(_is_none_of(session, exclude))
     return int((await session.scalar(stmt)) or 0)
 
 
@@ -179,7 +217,9 @@ async def sample_topic_ids(
     exclude: Sequence[int] = (),
 ) -> list[int]:
     """Up to ``n`` random topic ids. With a ``seed`` the draw is repeatable: the same seed over
-    the same topics gives the same ids in the same order (and adding topics changes it little)."""
+    the same topics gives the same ids in the same order (and adding topics changes it little).
+    The seeded order is md5-based, so it is the same on Postgres and SQLite (whose connections
+    get an md5() function, see :func:`chatpgt.db.session.configure_sqlite`)."""
     order: ColumnElement[Any]
     if seed is None:
         order = func.random()
@@ -189,5 +229,5 @@ async def sample_topic_ids(
     if source:
         stmt = stmt.where(Topic.source == source)
     if exclude:
-        stmt = stmt.where(Topic.id != all_(_ids_array(exclude)))
+        stmt = stmt.where(_is_none_of(session, exclude))
     return list((await session.scalars(stmt)).all())

@@ -2,22 +2,25 @@
 
 Two doors onto the same statements: async functions for the API (an ``AsyncSession``; they
 ``flush()``, the request commits), and :class:`RunStore` for the worker, whose training loop and
-heartbeat thread are synchronous (a sync engine on psycopg; every method is its own transaction).
+heartbeat thread are synchronous (a sync engine, psycopg or sqlite3; every method is its own
+transaction). Times are this process's UTC clock, bound as parameters, on both databases.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Engine, and_, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from chatpgt.db.base import UTCDateTime, utcnow
+from chatpgt.db.helpers import insert_for
 from chatpgt.pairs.repository import PairFilters, select_pairs
 from chatpgt.training import states
 from chatpgt.training.models import RegisteredModel, TrainingRun
@@ -95,7 +98,7 @@ async def request_cancel(session: AsyncSession, run_id: int) -> bool:
     stmt = (
         update(TrainingRun)
         .where(TrainingRun.id == run_id, TrainingRun.status == states.RUNNING)
-        .values(cancel_requested=True, updated_at=func.now())
+        .values(cancel_requested=True, updated_at=utcnow())
         .returning(TrainingRun.id)
     )
     return (await session.execute(stmt)).first() is not None
@@ -198,6 +201,17 @@ class RunSnapshot:
 _MERGED_JSON = frozenset({"progress", "metrics", "data_report", "artifacts"})
 
 
+def _sqlite_json_merge(column: Any, value: dict[str, Any]) -> ColumnElement[Any]:
+    """SQLite's form of JSONB ``column || value``: each top-level key of ``value`` replaces the
+    stored one (nested objects are replaced, not merged; a None value is stored as null)."""
+    args: list[Any] = [func.coalesce(column, literal("{}"))]
+    for key, item in value.items():
+        if '"' in key:  # a SQLite JSON path cannot quote it
+            raise ValueError(f"a JSON key with a double quote cannot be merged on SQLite: {key!r}")
+        args += [literal(f'$."{key}"'), func.json(literal(json.dumps(item)))]
+    return func.json_set(*args)
+
+
 class RunStore:
     """Sync access to one database for the worker (training thread and heartbeat thread).
 
@@ -215,7 +229,7 @@ class RunStore:
                     TrainingRun,
                     or_(
                         TrainingRun.lease_expires_at.is_(None),
-                        TrainingRun.lease_expires_at < func.now(),
+                        TrainingRun.lease_expires_at < utcnow(),
                     ),
                 ).where(TrainingRun.id == run_id)
             ).first()
@@ -245,19 +259,20 @@ class RunStore:
         Counts an attempt. False when the run is terminal, held by a live worker, or out of
         attempts.
         """
+        now = utcnow()
         stmt = states.transition_stmt(
             run_id,
             states.RUNNING,
             or_(
                 TrainingRun.status == states.QUEUED,
                 TrainingRun.lease_expires_at.is_(None),
-                TrainingRun.lease_expires_at < func.now(),
+                TrainingRun.lease_expires_at < now,
             ),
             TrainingRun.attempts < max_attempts,
             lease_owner=owner,
-            lease_expires_at=func.now() + timedelta(seconds=lease_s),
+            lease_expires_at=now + timedelta(seconds=lease_s),
             attempts=TrainingRun.attempts + 1,
-            started_at=func.coalesce(TrainingRun.started_at, func.now()),
+            started_at=func.coalesce(TrainingRun.started_at, literal(now, UTCDateTime)),
             error=None,
         )
         with self.engine.begin() as conn:
@@ -272,7 +287,7 @@ class RunStore:
                 TrainingRun.lease_owner == owner,
                 TrainingRun.status == states.RUNNING,
             )
-            .values(lease_expires_at=func.now() + timedelta(seconds=lease_s))
+            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
             .returning(TrainingRun.cancel_requested)
         )
         with self.engine.begin() as conn:
@@ -285,15 +300,18 @@ class RunStore:
         JSON columns given here are merged key by key into what is stored. Returns the cancel
         flag, or None when the lease is no longer ours.
         """
-        sets: dict[str, Any] = {"updated_at": func.now()}
+        sqlite = self.engine.dialect.name == "sqlite"
+        sets: dict[str, Any] = {"updated_at": utcnow()}
         for key, value in values.items():
             column = getattr(TrainingRun, key)
-            if key in _MERGED_JSON:
+            if key not in _MERGED_JSON:
+                sets[key] = value
+            elif sqlite:
+                sets[key] = _sqlite_json_merge(column, value)
+            else:
                 sets[key] = func.coalesce(column, literal({}, JSONB)).op("||")(
                     literal(value, JSONB)
                 )
-            else:
-                sets[key] = value
         stmt = (
             update(TrainingRun)
             .where(
@@ -341,10 +359,11 @@ class RunStore:
         parent_id: int | None,
         base: dict[str, str] | None,
     ) -> None:
+        insert = insert_for(conn.dialect.name)
         if base is not None:
             # The base a first SFT starts from enters the registry as the root of its lineage.
             conn.execute(
-                pg_insert(RegisteredModel)
+                insert(RegisteredModel)
                 .values(name=base["name"], kind="base", path=base["path"], metrics={})
                 .on_conflict_do_nothing(index_elements=["name"])
             )
@@ -353,7 +372,7 @@ class RunStore:
             ).scalar_one()
         taken = conn.execute(select(RegisteredModel.id).where(RegisteredModel.name == name)).first()
         conn.execute(
-            pg_insert(RegisteredModel)
+            insert(RegisteredModel)
             .values(
                 name=f"{name}-run-{run_id}" if taken else name,
                 kind=kind,
@@ -368,6 +387,7 @@ class RunStore:
     def orphaned_run_ids(self, queued_for_s: float) -> list[int]:
         """Runs no worker is on: running with an expired lease (their worker died), or queued
         for longer than ``queued_for_s`` (their message may be lost, e.g. Redis was flushed)."""
+        now = utcnow()
         with Session(self.engine) as session:
             rows = session.scalars(
                 select(TrainingRun.id)
@@ -375,11 +395,11 @@ class RunStore:
                     or_(
                         and_(
                             TrainingRun.status == states.RUNNING,
-                            TrainingRun.lease_expires_at < func.now(),
+                            TrainingRun.lease_expires_at < now,
                         ),
                         and_(
                             TrainingRun.status == states.QUEUED,
-                            TrainingRun.created_at < func.now() - timedelta(seconds=queued_for_s),
+                            TrainingRun.created_at < now - timedelta(seconds=queued_for_s),
                         ),
                     )
                 )

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Update, func, update
+from sqlalchemy import ColumnElement, Update, update
 
+from chatpgt.db.base import utcnow
 from chatpgt.training.models import TrainingRun
 
 QUEUED: Final = "queued"
@@ -48,13 +49,15 @@ def transition_stmt(run_id: int, target: str, *where: ColumnElement[bool], **val
 
     ``where`` adds conditions (a lease owner, an expired lease); ``values`` sets more columns. The
     statement returns the id of the row it changed, so an empty result means "not allowed now".
+    Times are this process's UTC clock (as for every lease), bound as parameters.
     """
+    now = utcnow()
     stmt = (
         update(TrainingRun)
         .where(TrainingRun.id == run_id, TrainingRun.status.in_(allowed_sources(target)), *where)
-        .values(status=target, updated_at=func.now(), **values)
+        .values(status=target, updated_at=now, **values)
         .returning(TrainingRun.id)
     )
     if target in TERMINAL:
-        stmt = stmt.values(finished_at=func.now(), lease_owner=None, lease_expires_at=None)
+        stmt = stmt.values(finished_at=now, lease_owner=None, lease_expires_at=None)
     return stmt
