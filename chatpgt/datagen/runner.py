@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -60,8 +60,24 @@ class LeaseLost(Exception):
     """Another worker took the job over (our lease expired); stop without touching rows."""
 
 
+_T = TypeVar("_T")
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+async def _to_the_end(work: Awaitable[_T]) -> _T:
+    """Await a unit of database work to its end even when the caller is cancelled (the cancel
+    is re-raised afterwards). A transaction cut off mid-statement is rolled back at once by
+    Postgres, but an aiosqlite connection cut off that way can keep SQLite's write lock and
+    stall every other writer."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
 
 
 def worker_identity() -> str:
@@ -153,6 +169,8 @@ class JobRunner:
                 beat.cancel()
                 flusher.cancel()
                 planner.cancel()
+                # Let a unit of work in flight end (see _to_the_end) before the last flush.
+                await asyncio.wait([beat, flusher, planner])
             if self._lease_lost:
                 raise LeaseLost(f"datagen job {self.job_id}: lease lost")
             await self._flush()
@@ -291,10 +309,7 @@ class JobRunner:
         while True:
             await asyncio.sleep(self.settings.job_heartbeat_s)
             try:
-                async with transaction(self.sm) as s:
-                    ours, cancel = await repo.renew_lease(
-                        s, self.job_id, self.owner, self.settings.job_lease_s
-                    )
+                ours, cancel = await _to_the_end(self._renew_lease())
             except Exception:
                 log.exception("job %s: heartbeat failed; retrying", self.job_id)
                 continue
@@ -306,11 +321,15 @@ class JobRunner:
                 self._main.cancel()
                 return
 
+    async def _renew_lease(self) -> tuple[bool, bool]:
+        async with transaction(self.sm) as s:
+            return await repo.renew_lease(s, self.job_id, self.owner, self.settings.job_lease_s)
+
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.db_flush_interval_s)
             try:
-                await self._flush()
+                await _to_the_end(self._flush())
             except Exception:
                 log.exception("job %s: flush failed; will retry", self.job_id)
 
@@ -355,10 +374,7 @@ class JobRunner:
             self._plan_wake.clear()
             batch, self._plan_waiting = self._plan_waiting, []
             try:
-                async with transaction(self.sm) as s:
-                    planned = await repo.plan_judgments(
-                        s, self.job_id, {topic_id: rows for topic_id, rows, _ in batch}
-                    )
+                planned = await _to_the_end(self._plan_batch(batch))
             except Exception as exc:
                 for _, _, fut in batch:
                     if not fut.done():
@@ -367,6 +383,14 @@ class JobRunner:
             for topic_id, _, fut in batch:
                 if not fut.done():
                     fut.set_result(planned[topic_id])
+
+    async def _plan_batch(
+        self, batch: list[tuple[int, list[dict[str, Any]], asyncio.Future[list[Any]]]]
+    ) -> dict[int, list[Any]]:
+        async with transaction(self.sm) as s:
+            return await repo.plan_judgments(
+                s, self.job_id, {topic_id: rows for topic_id, rows, _ in batch}
+            )
 
     async def _plan_judgments(
         self, topic_id: int, rows: list[dict[str, Any]]
