@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,6 +18,8 @@ from sqlalchemy.ext.asyncio import (
 
 # How long a SQLite connection waits for another writer (threads and processes share the file).
 SQLITE_BUSY_TIMEOUT_S = 30
+# RETURNING (3.35), UPDATE ... FROM (3.33) and aggregate FILTER (3.30) are used by repositories.
+MIN_SQLITE_VERSION = (3, 35)
 
 
 def _md5(value: str | None) -> str | None:
@@ -37,7 +40,13 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 def configure_sqlite(engine: Engine) -> None:
     """Give every new connection of a SQLite engine WAL mode, enforced foreign keys, a busy
-    timeout and md5(). Called by :func:`make_engine` and for the training worker's sync engine."""
+    timeout and md5(). Called by :func:`make_engine` and for the training worker's sync engine.
+    Raises RuntimeError when Python's SQLite library is older than ``MIN_SQLITE_VERSION``."""
+    if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+        wanted = ".".join(map(str, MIN_SQLITE_VERSION))
+        raise RuntimeError(
+            f"ChatPGT needs SQLite {wanted} or newer; this Python has {sqlite3.sqlite_version}."
+        )
     event.listen(engine, "connect", _sqlite_on_connect)
 
 

@@ -171,7 +171,8 @@ async def _sqlite_median(
 
 
 async def pair_totals(session: AsyncSession, filters: PairFilters) -> AnyRow | SimpleNamespace:
-    """Counts and character-length aggregates of the matching pairs, in one scan.
+    """Counts and character-length aggregates of the matching pairs, in one scan (on SQLite,
+    which has no percentile_cont, plus one ordered read per median).
 
     Columns: total, judged, corpus, then for ``chosen_`` and ``rejected_``: ``mean``,
     ``median``, ``min``, ``max`` (None when no pair matches).
@@ -198,8 +199,7 @@ async def pair_totals(session: AsyncSession, filters: PairFilters) -> AnyRow | S
     row = (await session.execute(stmt)).one()
     if not sqlite:
         return row
-    # SQLite has no percentile_cont: one ordered, offset read per median (on the index-less
-    # stored lengths; embedded data sets are small).
+    # Embedded data sets are small: an ordered read of the stored lengths per median is fine.
     values = row._asdict()
     for name, length in (("chosen", chosen_len), ("rejected", rejected_len)):
         values[f"{name}_median"] = await _sqlite_median(session, length, filters, row.total)
