@@ -28,6 +28,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.database_url.startswith("sqlite"):
+            # Embedded mode has no separate migration step: bring the file to head here.
+            from chatpgt.db.migrate import upgrade
+
+            await run_in_threadpool(upgrade, settings.database_url)
         engine = make_engine(settings.database_url)
         app.state.settings = settings
         app.state.engine = engine

@@ -235,15 +235,6 @@ def worker(
     celery_app.worker_main(argv=argv)
 
 
-def _alembic_root() -> Path:
-    """The directory holding alembic.ini and migrations/: the working directory, else the
-    checkout this package was installed from."""
-    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
-        if (root / "alembic.ini").is_file() and (root / "migrations" / "env.py").is_file():
-            return root
-    _fail("cannot find alembic.ini and migrations/; run chatpgt migrate from the repository root")
-
-
 @app.command()
 def migrate(
     revision: Annotated[str, typer.Option(help="target revision")] = "head",
@@ -255,22 +246,18 @@ def migrate(
     ] = None,
 ) -> None:
     """Upgrade the database schema with Alembic (the repository's alembic.ini and migrations/)."""
-    from alembic import command
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
     from sqlalchemy.engine import make_url
 
+    from chatpgt.db.migrate import MigrationsNotFound, upgrade
     from chatpgt.settings import get_settings
 
-    root = _alembic_root()
-    cfg = Config(str(root / "alembic.ini"))
-    cfg.set_main_option("script_location", str(root / "migrations"))
     url = database_url or get_settings().database_url
-    cfg.attributes["database_url"] = url
     shown = make_url(url).render_as_string(hide_password=True)
     err.print(f"migrating {escape(shown)} to {escape(revision)}")
-    command.upgrade(cfg, revision)
-    target = ScriptDirectory.from_config(cfg).get_current_head() if revision == "head" else revision
+    try:
+        target = upgrade(url, revision)
+    except MigrationsNotFound as exc:
+        _fail(str(exc))
     out.print(f"database at revision {target}")
 
 

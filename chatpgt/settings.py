@@ -100,8 +100,10 @@ PREDEFINED_PROVIDERS: dict[str, dict[str, Any]] = {
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CHATPGT_", env_file=None, extra="ignore")
 
-    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/chatpgt"
-    broker_url: str = "redis://127.0.0.1:6379/0"
+    # Embedded defaults: a SQLite file and an in-memory broker served by a worker thread inside
+    # the API process. Production sets Postgres (postgresql+asyncpg://...) and Redis.
+    database_url: str = "sqlite+aiosqlite:///var/chatpgt.db"
+    broker_url: str = "memory://"
     # Redis redelivers an unacknowledged task after this many seconds; it must exceed the longest
     # training run. Datagen jobs hold a lease in Postgres, so a redelivered job never runs twice.
     broker_visibility_timeout_s: int = 12 * 3600
