@@ -121,6 +121,20 @@ async def test_embedded_defaults_run_the_pipeline_with_a_local_model(
         assert dpo_run["status"] == "succeeded", dpo_run
         model_dir = dpo_run["artifacts"]["model_dir"]
 
+        # The trained model, by its registry name, writes on-policy candidates.
+        on_policy = {
+            **body,
+            "topics": {"titles": ["Tiny essays"]},
+            "generators": [
+                {"provider": "local", "model": dpo_run["name"], "temperature": t, "max_tokens": 8}
+                for t in (0.7, 1.0)
+            ],
+        }
+        again = (await api.post("/datagen/jobs", json=on_policy)).json()
+        again = await wait_job(api, again["id"], within_s=120)
+        assert again["status"] == "succeeded", again
+        assert again["generations"]["done"] == 2
+
     from transformers import pipeline
 
     generate = pipeline("text-generation", model=model_dir)

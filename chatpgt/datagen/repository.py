@@ -19,6 +19,7 @@ from chatpgt.db.helpers import dialect_insert, insert_ignore, insert_one_ignore
 from chatpgt.errors import InvalidState, NotFound
 from chatpgt.pairs.models import Pair
 from chatpgt.topics.models import Topic
+from chatpgt.training.models import RegisteredModel
 
 
 def _now() -> datetime:
@@ -283,6 +284,16 @@ async def flip_counts(
         .group_by(m.c.job_id)
     )
     return {job_id: (int(n), int(f)) for job_id, n, f in await session.execute(stmt)}
+
+
+async def registered_model_paths(session: AsyncSession, names: Sequence[str]) -> dict[str, str]:
+    """``{name: path}`` of the trained models in the registry with these names."""
+    if not names:
+        return {}
+    rows = await session.execute(
+        select(RegisteredModel.name, RegisteredModel.path).where(RegisteredModel.name.in_(names))
+    )
+    return {name: path for name, path in rows}
 
 
 # --- plan and work items ---------------------------------------------------------------------

@@ -141,6 +141,7 @@ class JobRunner:
         self._errors_seen = 0
         self._flush_lock = asyncio.Lock()
         self._main: asyncio.Task[None] | None = None
+        self.model_paths: dict[str, str] = {}
         self._plan_waiting: list[tuple[int, list[dict[str, Any]], asyncio.Future[list[Any]]]] = []
         self._plan_wake = asyncio.Event()
 
@@ -196,6 +197,13 @@ class JobRunner:
                 {k: v for k, v in job.request.items() if k != "topic_ids"}
             )
             self.budget = Budget(job.budget_usd, Decimal(0))
+            # A local provider may name a trained model from the registry (on-policy candidates
+            # or judge): it runs from the model's directory.
+            local = {name for name, cfg in self.pool.configs.items() if cfg.kind == "local"}
+            wanted = {g.model for g in self.req.generators if g.provider in local}
+            if self.req.judge.provider in local:
+                wanted.add(self.req.judge.model)
+            self.model_paths = await repo.registered_model_paths(s, sorted(wanted))
             templates = self.req.prompt_templates or list(DEFAULT_PROMPT_TEMPLATES)
             topics = await repo.load_topics(s, job.request["topic_ids"])
             jt_rows = []
@@ -560,7 +568,7 @@ class JobRunner:
             messages.insert(0, {"role": "system", "content": g.system_prompt})
         req = ChatRequest(
             provider=g.provider,
-            model=g.model,
+            model=self.model_paths.get(g.model, g.model),
             messages=messages,
             temperature=params.get("temperature"),
             top_p=params.get("top_p"),
@@ -609,7 +617,7 @@ class JobRunner:
             return
         req = ChatRequest(
             provider=judge.provider,
-            model=judge.model,
+            model=self.model_paths.get(judge.model, judge.model),
             messages=judge_messages(prompt, texts[j.generation_a_id], texts[j.generation_b_id]),
             temperature=judge.temperature,
             max_tokens=judge.max_tokens,
@@ -681,7 +689,7 @@ class JobRunner:
         judge = self.req.judge
         req = ChatRequest(
             provider=judge.provider,
-            model=judge.model,
+            model=self.model_paths.get(judge.model, judge.model),
             messages=judge_messages(
                 prompt, texts[j.generation_a_id], texts[j.generation_b_id], one_letter=True
             ),
