@@ -22,6 +22,7 @@ $(VENV)/.installed: pyproject.toml
 
 test: setup
 	$(VENV)/bin/ruff check chatpgt api workers tests bench
+	$(VENV)/bin/mypy chatpgt
 	$(VENV)/bin/pytest -q
 
 demo: setup

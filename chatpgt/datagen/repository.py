@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, case, distinct, func, select, update
+from sqlalchemy import Table, bindparam, case, distinct, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.datagen import state
@@ -409,7 +409,7 @@ JUDGMENT_RESULT_COLUMNS = (
 
 
 def _update_by_id(model: type[Generation] | type[Judgment], columns: Sequence[str]) -> Any:
-    table = model.__table__
+    table = cast(Table, model.__table__)
     return (
         update(table)
         .where(table.c.id == bindparam("_id"))

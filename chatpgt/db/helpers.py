@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase
@@ -38,7 +39,6 @@ async def insert_one_ignore(
     session: AsyncSession, model: type[DeclarativeBase], values: dict[str, Any]
 ) -> Any | None:
     """Insert one row unless a unique key already holds it; the new primary key, or None."""
-    table = model.__table__  # type: ignore[attr-defined]
-    pk = list(table.primary_key.columns)[0]
+    pk = sa_inspect(model).primary_key[0]
     stmt = dialect_insert(session)(model).values(**values).on_conflict_do_nothing().returning(pk)
     return (await session.execute(stmt)).scalar_one_or_none()
