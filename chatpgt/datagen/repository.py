@@ -310,7 +310,7 @@ async def load_job_topics(session: AsyncSession, job_id: int) -> list[tuple[JobT
         .where(JobTopic.job_id == job_id)
         .order_by(JobTopic.topic_id)
     )
-    return [(jt, t) for jt, t in rows.tuples()]
+    return [(jt, t) for jt, t in rows]
 
 
 async def load_topics(session: AsyncSession, topic_ids: Sequence[int]) -> list[Topic]:
