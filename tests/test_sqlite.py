@@ -432,11 +432,13 @@ async def test_training_runs_claim_heartbeat_and_finish(db: AsyncSession, sqlite
         assert store.finish(sft.id, "w1", "succeeded", register=register)
         assert not store.finish(sft.id, "w1", "failed")  # terminal stays terminal
 
-        # A run whose worker died (lease in the past) is taken over, and is an orphan meanwhile.
+        # A run whose worker died (lease in the past) is taken over, and is re-enqueued at once
+        # meanwhile; a live lease is re-checked when it would run out.
         assert store.claim(dpo.id, "w1", lease_s=-5, max_attempts=3)
-        assert store.orphaned_run_ids(queued_for_s=600) == [dpo.id]
+        assert store.orphaned_runs(queued_for_s=600) == [(dpo.id, 0.0)]
         assert store.claim(dpo.id, "w2", lease_s=30, max_attempts=3)
-        assert store.orphaned_run_ids(queued_for_s=600) == []
+        [(run_id, wait_s)] = store.orphaned_runs(queued_for_s=600)
+        assert run_id == dpo.id and 25 < wait_s <= 30
         assert store.update(dpo.id, "w1", progress={"step": 2}) is None  # lost its lease
         assert store.finish(dpo.id, "w2", "failed", error="boom")
     finally:

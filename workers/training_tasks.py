@@ -35,11 +35,14 @@ def _resume_orphaned_runs(sender: Any = None, **_: Any) -> None:
     if GPU_QUEUE not in app.amqp.queues.consume_from:
         return
     try:
-        run_ids = service.recoverable_run_ids()
+        runs = service.recoverable_runs()
     except Exception:
         log.exception("could not look for orphaned training runs")
         return
-    for run_id in run_ids:
-        log.info("re-enqueueing orphaned training run %s", run_id)
-        # The row's kind decides the recipe; the task name only routes to the gpu queue.
-        celery_app.send_task("chatpgt.train.sft", args=[run_id])
+    for run_id, wait_s in runs:
+        log.info("re-enqueueing training run %s in %.0f s", run_id, wait_s)
+        # The row's kind decides the recipe; the task name only routes to the gpu queue. A run
+        # another live worker holds stays its own: that delivery finds the lease and does nothing.
+        celery_app.send_task(
+            "chatpgt.train.sft", args=[run_id], countdown=wait_s + 0.5 if wait_s else None
+        )

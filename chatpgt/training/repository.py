@@ -384,19 +384,18 @@ class RunStore:
             .on_conflict_do_nothing(index_elements=["run_id"])
         )
 
-    def orphaned_run_ids(self, queued_for_s: float) -> list[int]:
-        """Runs no worker is on: running with an expired lease (their worker died), or queued
-        for longer than ``queued_for_s`` (their message may be lost, e.g. Redis was flushed)."""
+    def orphaned_runs(self, queued_for_s: float) -> list[tuple[int, float]]:
+        """Runs a starting worker should (re)enqueue, with the seconds to wait first: every
+        running run (0 when its lease has expired, else until it expires — a worker restarted
+        quickly finds its own dead run's lease still running), and runs queued for longer than
+        ``queued_for_s`` (their message may be lost, e.g. Redis was flushed)."""
         now = utcnow()
         with Session(self.engine) as session:
-            rows = session.scalars(
-                select(TrainingRun.id)
+            rows = session.execute(
+                select(TrainingRun.id, TrainingRun.lease_expires_at)
                 .where(
                     or_(
-                        and_(
-                            TrainingRun.status == states.RUNNING,
-                            TrainingRun.lease_expires_at < now,
-                        ),
+                        TrainingRun.status == states.RUNNING,
                         and_(
                             TrainingRun.status == states.QUEUED,
                             TrainingRun.created_at < now - timedelta(seconds=queued_for_s),
@@ -404,5 +403,8 @@ class RunStore:
                     )
                 )
                 .order_by(TrainingRun.id)
-            )
-            return [int(r) for r in rows]
+            ).all()
+        return [
+            (int(run_id), max(0.0, (expires - now).total_seconds()) if expires else 0.0)
+            for run_id, expires in rows
+        ]

@@ -262,8 +262,8 @@ def execute_run(run_id: int, settings: Settings | None = None) -> str:
     return _execute(run_id, settings)
 
 
-def recoverable_run_ids(settings: Settings | None = None) -> list[int]:
-    """Runs whose worker died: a GPU worker re-enqueues them when it starts."""
-    from chatpgt.training.worker import recoverable_run_ids as _recoverable
+def recoverable_runs(settings: Settings | None = None) -> list[tuple[int, float]]:
+    """Runs a starting GPU worker re-enqueues, with the seconds to wait (see RunStore)."""
+    from chatpgt.training.worker import recoverable_runs as _recoverable
 
     return _recoverable(settings)

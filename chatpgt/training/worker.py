@@ -268,7 +268,7 @@ def describe(exc: BaseException) -> str:
     return ("".join(lines).strip() + ("\n" + where if where else ""))[:_MAX_ERROR_CHARS]
 
 
-def recoverable_run_ids(settings: Settings | None = None) -> list[int]:
+def recoverable_runs(settings: Settings | None = None) -> list[tuple[int, float]]:
     """Runs a starting GPU worker should (re)enqueue: running with an expired lease (their worker
     died, and Redis would redeliver only after its visibility timeout), or queued for over
     ``ORPHAN_QUEUED_AFTER_S`` (their message may be lost). A duplicate message is harmless: the
@@ -276,6 +276,6 @@ def recoverable_run_ids(settings: Settings | None = None) -> list[int]:
     settings = settings or get_settings()
     engine = make_sync_engine(settings)
     try:
-        return RunStore(engine).orphaned_run_ids(ORPHAN_QUEUED_AFTER_S)
+        return RunStore(engine).orphaned_runs(ORPHAN_QUEUED_AFTER_S)
     finally:
         engine.dispose()
