@@ -48,29 +48,16 @@ def check_training_lease() -> str | None:
     """None when a running training run is held, with an unexpired lease, by a process here.
 
     Lease owners are ``host:pid:token`` (chatpgt.training.worker._execute)."""
-    from sqlalchemy import func, select
-    from sqlalchemy.orm import Session
-
     from chatpgt.settings import get_settings
-    from chatpgt.training import states
-    from chatpgt.training.models import TrainingRun
+    from chatpgt.training.repository import RunStore
     from chatpgt.training.worker import make_sync_engine
 
     engine = make_sync_engine(get_settings())
     try:
-        with Session(engine) as session:
-            run_id = session.scalar(
-                select(TrainingRun.id)
-                .where(
-                    TrainingRun.status == states.RUNNING,
-                    TrainingRun.lease_owner.startswith(f"{socket.gethostname()}:", autoescape=True),
-                    TrainingRun.lease_expires_at > func.now(),
-                )
-                .limit(1)
-            )
+        held = RunStore(engine).holds_live_lease(socket.gethostname())
     finally:
         engine.dispose()
-    return None if run_id is not None else "and no training run holds a live lease here"
+    return None if held else "and no training run holds a live lease here"
 
 
 def main(argv: list[str]) -> int:

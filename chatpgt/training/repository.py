@@ -384,6 +384,22 @@ class RunStore:
             .on_conflict_do_nothing(index_elements=["run_id"])
         )
 
+    def holds_live_lease(self, host: str) -> bool:
+        """Whether a process on ``host`` holds a running run's unexpired lease (lease owners are
+        ``host:pid:token``): a busy ``--pool solo`` worker cannot answer pings, this can."""
+        now = utcnow()
+        with Session(self.engine) as session:
+            found = session.scalar(
+                select(TrainingRun.id)
+                .where(
+                    TrainingRun.status == states.RUNNING,
+                    TrainingRun.lease_owner.startswith(f"{host}:", autoescape=True),
+                    TrainingRun.lease_expires_at > now,
+                )
+                .limit(1)
+            )
+        return found is not None
+
     def orphaned_runs(self, queued_for_s: float) -> list[tuple[int, float]]:
         """Runs a starting worker should (re)enqueue, with the seconds to wait first: every
         running run (0 when its lease has expired, else until it expires — a worker restarted
