@@ -8,11 +8,48 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatpgt.errors import ChatPGTError
 
 PROBLEM_JSON = "application/problem+json"
+_PROBLEM_REF = {"$ref": "#/components/schemas/ProblemDetail"}
+
+
+class ProblemDetail(BaseModel):
+    """An RFC 9457 problem. Domain errors add members of their own (``errors`` on a 422, the
+    offending ``cursor``, ``path``, ``job_id``, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for a route that may answer these problem statuses."""
+    return {
+        status: {
+            "description": HTTPStatus(status).phrase,
+            "content": {PROBLEM_JSON: {"schema": _PROBLEM_REF}},
+        }
+        for status in statuses
+    }
+
+
+def _document_problems(schema: dict[str, Any]) -> None:
+    """FastAPI documents every 422 as JSON ``HTTPValidationError``; ours is a problem+json."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["ProblemDetail"] = ProblemDetail.model_json_schema()
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if "422" in operation.get("responses", {}):
+                operation["responses"]["422"] = responses(422)[422]
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
 
 
 def problem(status: int, detail: str, title: str | None = None, **extra: Any) -> JSONResponse:
@@ -27,6 +64,16 @@ def problem(status: int, detail: str, title: str | None = None, **extra: Any) ->
 
 
 def install(app: FastAPI) -> None:
+    """Map errors to problem+json and say so in the OpenAPI schema."""
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _document_problems(build_openapi())
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     @app.exception_handler(ChatPGTError)
     async def _domain(request: Request, exc: ChatPGTError) -> JSONResponse:
         return problem(exc.status_code, exc.detail, exc.title, **exc.extra)

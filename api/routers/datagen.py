@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
 
+from api import problems
 from api.deps import AppSettings, Queue, Session
 from api.pagination import IdPath, PageLimit
 from chatpgt.datagen import service
@@ -19,7 +20,10 @@ RUN_JOB = "chatpgt.datagen.run_job"
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=DatagenJobView,
-    responses={200: {"model": DatagenJobView, "description": "replayed (same Idempotency-Key)"}},
+    responses={
+        200: {"model": DatagenJobView, "description": "replayed (same Idempotency-Key)"},
+        **problems.responses(400, 409),
+    },
 )
 async def create_job(
     body: DatagenJobCreate,
@@ -38,7 +42,7 @@ async def create_job(
     return job
 
 
-@router.get("", response_model=DatagenJobPage)
+@router.get("", response_model=DatagenJobPage, responses=problems.responses(400))
 async def list_jobs(
     session: Session,
     limit: PageLimit,
@@ -51,12 +55,17 @@ async def list_jobs(
     return DatagenJobPage(items=items, next_cursor=encode_cursor(last) if last else None)
 
 
-@router.get("/{job_id}", response_model=DatagenJobView)
+@router.get("/{job_id}", response_model=DatagenJobView, responses=problems.responses(404))
 async def get_job(job_id: IdPath, session: Session) -> DatagenJobView:
     return await service.get_job_view(session, job_id)
 
 
-@router.post("/{job_id}/cancel", response_model=DatagenJobView, status_code=202)
+@router.post(
+    "/{job_id}/cancel",
+    response_model=DatagenJobView,
+    status_code=202,
+    responses=problems.responses(404, 409),
+)
 async def cancel_job(job_id: IdPath, session: Session) -> DatagenJobView:
     view = await service.cancel_job(session, job_id)
     await session.commit()

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
+from api import problems
 from api.deps import Session
 from api.pagination import MAX_ID, IdPath, PageLimit
 from chatpgt.datagen import inspect
@@ -46,7 +47,7 @@ def pair_filters(
 Filters = Annotated[PairFilters, Depends(pair_filters)]
 
 
-@router.get("/pairs", response_model=PairPage)
+@router.get("/pairs", response_model=PairPage, responses=problems.responses(400))
 async def list_pairs(
     session: Session, filters: Filters, limit: PageLimit, cursor: str | None = None
 ) -> Response:
@@ -83,12 +84,17 @@ async def export_pairs(
     )
 
 
-@router.get("/pairs/{pair_id}", response_model=PairOut)
+@router.get("/pairs/{pair_id}", response_model=PairOut, responses=problems.responses(404))
 async def get_pair(pair_id: IdPath, session: Session) -> Response:
     return Response(await service.pair_json(session, pair_id), media_type=JSON)
 
 
-@router.get("/essays", response_model=inspect.EssayPage, tags=["inspect"])
+@router.get(
+    "/essays",
+    response_model=inspect.EssayPage,
+    tags=["inspect"],
+    responses=problems.responses(400),
+)
 async def list_essays(
     session: Session,
     limit: PageLimit,
@@ -110,12 +116,22 @@ async def list_essays(
     )
 
 
-@router.get("/essays/{essay_id}", response_model=inspect.EssayOut, tags=["inspect"])
+@router.get(
+    "/essays/{essay_id}",
+    response_model=inspect.EssayOut,
+    tags=["inspect"],
+    responses=problems.responses(404),
+)
 async def get_essay(essay_id: IdPath, session: Session) -> inspect.EssayOut:
     return await inspect.get_essay(session, essay_id)
 
 
-@router.get("/judgments", response_model=inspect.JudgmentPage, tags=["inspect"])
+@router.get(
+    "/judgments",
+    response_model=inspect.JudgmentPage,
+    tags=["inspect"],
+    responses=problems.responses(400),
+)
 async def list_judgments(
     session: Session,
     limit: PageLimit,
@@ -130,6 +146,11 @@ async def list_judgments(
     )
 
 
-@router.get("/judgments/{judgment_id}", response_model=inspect.JudgmentOut, tags=["inspect"])
+@router.get(
+    "/judgments/{judgment_id}",
+    response_model=inspect.JudgmentOut,
+    tags=["inspect"],
+    responses=problems.responses(404),
+)
 async def get_judgment(judgment_id: IdPath, session: Session) -> inspect.JudgmentOut:
     return await inspect.get_judgment(session, judgment_id)

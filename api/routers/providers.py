@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
+from api import problems
 from api.deps import AppSettings
 from chatpgt.errors import NotFound
 from chatpgt.settings import ProviderConfig
@@ -32,7 +33,7 @@ async def list_providers(settings: AppSettings) -> list[ProviderView]:
     return [_view(configs[name]) for name in sorted(configs)]
 
 
-@router.get("/{name}", response_model=ProviderView)
+@router.get("/{name}", response_model=ProviderView, responses=problems.responses(404))
 async def get_provider(name: str, settings: AppSettings) -> ProviderView:
     config = settings.provider_configs().get(name)
     if config is None:

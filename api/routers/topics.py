@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 
+from api import problems
 from api.deps import AppSettings, Session
 from api.pagination import PageLimit
 from chatpgt.topics import service
@@ -21,7 +22,7 @@ from chatpgt.topics.schemas import (
 router = APIRouter(prefix="/topics", tags=["topics"])
 
 
-@router.post("", response_model=TopicsCreated)
+@router.post("", response_model=TopicsCreated, responses=problems.responses(400, 413))
 async def create_topics(
     body: TopicsCreate, session: Session, settings: AppSettings
 ) -> TopicsCreated:
@@ -34,7 +35,7 @@ async def create_topics(
     return result
 
 
-@router.get("", response_model=TopicPage)
+@router.get("", response_model=TopicPage, responses=problems.responses(400))
 async def list_topics(
     session: Session,
     limit: PageLimit,
@@ -45,7 +46,7 @@ async def list_topics(
     return await service.list_topics(session, limit=limit, cursor=cursor, source=source, q=q)
 
 
-@router.post("/import", response_model=ImportResult)
+@router.post("/import", response_model=ImportResult, responses=problems.responses(400))
 async def import_topics(
     session: Session, body: Annotated[TopicImport, Body(discriminator="source")]
 ) -> ImportResult:

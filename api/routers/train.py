@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
+from api import problems
 from api.deps import AppSettings, Queue, Session
 from api.pagination import IdPath
 from chatpgt.training import service
@@ -23,7 +24,12 @@ router = APIRouter(tags=["training"])
 Limit = Annotated[int, Query(ge=1, description="page size (capped by the server)")]
 
 
-@router.post("/train/sft", status_code=202, response_model=TrainingRunOut)
+@router.post(
+    "/train/sft",
+    status_code=202,
+    response_model=TrainingRunOut,
+    responses=problems.responses(400, 409),
+)
 async def submit_sft(body: SFTRequest, session: Session, enqueue: Queue) -> TrainingRunOut:
     """Queue supervised fine-tuning of ``base_model`` on ``corpus``."""
     run = await service.submit_sft(session, body)
@@ -32,7 +38,12 @@ async def submit_sft(body: SFTRequest, session: Session, enqueue: Queue) -> Trai
     return await service.get_run(session, run.id)
 
 
-@router.post("/train/dpo", status_code=202, response_model=TrainingRunOut)
+@router.post(
+    "/train/dpo",
+    status_code=202,
+    response_model=TrainingRunOut,
+    responses=problems.responses(400, 409),
+)
 async def submit_dpo(body: DPORequest, session: Session, enqueue: Queue) -> TrainingRunOut:
     """Queue DPO of ``model`` on the preference pairs matching ``pairs``."""
     run = await service.submit_dpo(session, body)
@@ -55,12 +66,19 @@ async def list_runs(
     return await service.list_runs(session, limit=limit, before=before, kind=kind, status=status)
 
 
-@router.get("/train/runs/{run_id}", response_model=TrainingRunOut)
+@router.get(
+    "/train/runs/{run_id}", response_model=TrainingRunOut, responses=problems.responses(404)
+)
 async def get_run(run_id: IdPath, session: Session) -> TrainingRunOut:
     return await service.get_run(session, run_id)
 
 
-@router.post("/train/runs/{run_id}/cancel", status_code=202, response_model=TrainingRunOut)
+@router.post(
+    "/train/runs/{run_id}/cancel",
+    status_code=202,
+    response_model=TrainingRunOut,
+    responses=problems.responses(404, 409),
+)
 async def cancel_run(run_id: IdPath, session: Session) -> TrainingRunOut:
     """Stop a run at its next step (a queued run at once); the last checkpoint is kept."""
     out = await service.cancel_run(session, run_id)
@@ -80,6 +98,6 @@ async def list_models(
     return await service.list_models(session, limit=limit, after=after)
 
 
-@router.get("/models/{model_id}", response_model=ModelOut)
+@router.get("/models/{model_id}", response_model=ModelOut, responses=problems.responses(404))
 async def get_model(model_id: IdPath, session: Session) -> ModelOut:
     return await service.get_model(session, model_id)
