@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from api import problems
+from api import inputs, problems
 from api.routers import datagen, health, pairs, providers, topics, train
 from chatpgt.db.session import make_engine, make_sessionmaker
 from chatpgt.settings import Settings, get_settings
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Topics → candidate essays → blinded judge → preference pairs → SFT/DPO.",
         lifespan=lifespan,
+        dependencies=[Depends(inputs.reject_nul)],
     )
     problems.install(app)
     for module in (health, providers, topics, datagen, pairs, train):

@@ -11,8 +11,8 @@ from fastapi import Depends, Path, Query
 from fastapi.exceptions import RequestValidationError
 
 from api.deps import AppSettings
+from chatpgt.db.ids import MAX_ID
 
-MAX_ID = 2**63 - 1
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 DEFAULT_PAGE_SIZE = 50
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from api import problems
 from api.deps import AppSettings, Queue, Session
 from api.pagination import IdPath
+from chatpgt.db.ids import MAX_ID
 from chatpgt.training import service
 from chatpgt.training.schemas import (
     DPORequest,
@@ -57,7 +58,9 @@ async def list_runs(
     session: Session,
     settings: AppSettings,
     limit: Limit = 50,
-    before: Annotated[int | None, Query(ge=1, description="next_before of the last page")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="next_before of the last page")
+    ] = None,
     kind: Literal["sft", "dpo"] | None = None,
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
 ) -> TrainingRunPage:
@@ -91,7 +94,9 @@ async def list_models(
     session: Session,
     settings: AppSettings,
     limit: Limit = 50,
-    after: Annotated[int | None, Query(ge=0, description="next_after of the last page")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_ID, description="next_after of the last page")
+    ] = None,
 ) -> ModelPage:
     """The registry: base models and every model a run produced, with lineage."""
     limit = min(limit, settings.api_max_page_size)

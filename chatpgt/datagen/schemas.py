@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chatpgt.datagen.pairing import PairingRule
+from chatpgt.db.ids import RowId
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -18,7 +19,7 @@ class TopicSelection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     titles: list[str] | None = Field(None, min_length=1, max_length=10_000)
-    ids: list[int] | None = Field(None, min_length=1, max_length=10_000)
+    ids: list[RowId] | None = Field(None, min_length=1, max_length=10_000)
     sample: int | None = Field(None, ge=1, le=10_000, description="sample N topics from the pool")
     seed: int | None = Field(None, description="random seed for sample")
 

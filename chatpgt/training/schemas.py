@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from chatpgt.db.ids import RowId
+
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM3-3B"
 DEFAULT_CORPUS = "sgoel9/paul_graham_essays"
 
@@ -181,7 +183,7 @@ class PairSelection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     min_confidence: float = Field(6, ge=0, le=10)
-    job_ids: list[int] = Field(default_factory=list, max_length=1000)
+    job_ids: list[RowId] = Field(default_factory=list, max_length=1000)
     source: Literal["judged", "corpus"] | None = None
 
 
@@ -191,7 +193,7 @@ class DPORequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: int | str
+    model: RowId | str
     pairs: PairSelection = Field(default_factory=PairSelection)
     name: str | None = Field(None, min_length=1, max_length=200)
     hyperparameters: DPOHyperparameters = Field(default_factory=DPOHyperparameters)
