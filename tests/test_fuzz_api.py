@@ -133,9 +133,11 @@ def test_api_conforms_to_its_schema(case: schemathesis.Case) -> None:
     case.call_and_validate(checks=CHECKS)
 
 
-# Found by hand next to the fuzzer, which rarely draws a NUL or an integer past 2**63 - 1 for an
-# unbounded field: each was a 500 (Postgres refuses U+0000 in text; asyncpg refuses the integer).
+# Found by hand next to the fuzzer, which rarely draws a NUL, an integer past 2**63 - 1 or a
+# non-finite float: each was, or could become, a 500 (Postgres refuses U+0000 in text, asyncpg the
+# integer, JSONB the float).
 BEYOND_BIGINT = 2**63
+JSON_BODY = {"content-type": "application/json"}
 JOB = {
     "generators": [
         {"provider": "fake", "model": "writer-a"},
@@ -165,6 +167,19 @@ REFUSED = [
         "/train/dpo",
         {"json": {"model": 1, "pairs": {"job_ids": [BEYOND_BIGINT]}}},
         ["body", "pairs", "job_ids", 0],
+    ),
+    # Python's JSON reader takes Infinity and NaN; JSONB cannot store them.
+    (
+        "POST",
+        "/train/sft",
+        {"content": '{"hyperparameters": {"weight_decay": Infinity}}', "headers": JSON_BODY},
+        ["body", "hyperparameters", "weight_decay"],
+    ),
+    (
+        "POST",
+        "/train/dpo",
+        {"content": '{"model": 1, "hyperparameters": {"beta": NaN}}', "headers": JSON_BODY},
+        ["body", "hyperparameters", "beta"],
     ),
 ]
 

@@ -53,7 +53,9 @@ class LoraSpec(BaseModel):
 class TrainingKnobs(BaseModel):
     """Settings common to SFT and DPO."""
 
-    model_config = ConfigDict(extra="forbid")
+    # An infinite weight_decay or beta passes ge=0/gt=0 and then cannot be stored: the request is
+    # JSONB, and JSON has no Infinity or NaN.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     epochs: float = Field(gt=0, le=100)
     per_device_batch_size: int = Field(ge=1, le=1024)
