@@ -55,7 +55,8 @@ CONFIG = {
     "request-timeout": 10,
 }
 
-CASES: Counter[str] = Counter()
+CASES: Counter[str] = Counter()  # generated cases per operation
+ANSWERS: Counter[tuple[str, str]] = Counter()  # (operation, status class) of their answers
 
 
 async def _truncate(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
@@ -110,8 +111,18 @@ def api_schema(fuzz_api_url: str) -> Iterator[schemathesis.BaseSchema]:
     config = SchemathesisConfig.from_dict(CONFIG)
     yield schemathesis.openapi.from_url(f"{fuzz_api_url}/openapi.json", config=config)
     total = sum(CASES.values())
-    summary = {"seed": SEED, "max_examples": MAX_EXAMPLES, "total": total, "cases": dict(CASES)}
-    print(f"\nschemathesis: {total} cases over {len(CASES)} operations")
+    summary = {
+        "seed": SEED,
+        "max_examples": MAX_EXAMPLES,
+        "total": total,
+        "cases": dict(CASES),
+        "answers": {
+            label: {cls: n for (op, cls), n in sorted(ANSWERS.items()) if op == label}
+            for label in sorted(CASES)
+        },
+    }
+    classes = Counter(cls for (_, cls), n in ANSWERS.items() for _ in range(n))
+    print(f"\nschemathesis: {total} cases over {len(CASES)} operations, answers {dict(classes)}")
     if report := os.environ.get("CHATPGT_FUZZ_REPORT"):
         Path(report).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
@@ -130,7 +141,8 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @schema.parametrize()
 def test_api_conforms_to_its_schema(case: schemathesis.Case) -> None:
     CASES[case.operation.label] += 1
-    case.call_and_validate(checks=CHECKS)
+    response = case.call_and_validate(checks=CHECKS)
+    ANSWERS[case.operation.label, f"{response.status_code // 100}xx"] += 1
 
 
 # Found by hand next to the fuzzer, which rarely draws a NUL, an integer past 2**63 - 1 or a
