@@ -79,7 +79,22 @@ class JudgeSpec(BaseModel):
 
 
 class DatagenJobCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "topics": {"titles": ["On boredom", "On cities"]},
+                    "generators": [
+                        {"provider": "openai", "model": "gpt-4o-mini"},
+                        {"provider": "openai", "model": "gpt-4.1-mini"},
+                    ],
+                    "judge": {"provider": "openai", "model": "gpt-4o"},
+                    "budget_usd": 1.0,
+                }
+            ]
+        },
+    )
 
     topics: TopicSelection
     generators: list[GeneratorSpec] = Field(min_length=1, max_length=16)
