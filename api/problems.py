@@ -34,7 +34,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
         status: {
             "description": HTTPStatus(status).phrase,
-            "content": {PROBLEM_JSON: {"schema": _PROBLEM_REF}},
+            "content": {PROBLEM_JSON: {"schema": dict(_PROBLEM_REF)}},
         }
         for status in statuses
     }
