@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -36,9 +37,12 @@ def parse_verdict(content: str) -> ParsedVerdict:
     if not text:
         raise JudgeParseError("empty answer")
     try:
-        data: Any = json.loads(text)
+        data: Any = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise JudgeParseError(f"not JSON: {exc.msg} at char {exc.pos}") from None
+    except RecursionError:
+        # Thousands of nested brackets: as unreadable as any other non-verdict, never a crash.
+        raise JudgeParseError("not JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise JudgeParseError("not a JSON object")
     winner = data.get("winner")
@@ -50,9 +54,15 @@ def parse_verdict(content: str) -> ParsedVerdict:
     confidence = data.get("confidence")
     if isinstance(confidence, bool) or not isinstance(confidence, int | float):
         raise JudgeParseError(f"confidence must be an integer, got {confidence!r}"[:200])
-    if confidence != int(confidence) or not 1 <= confidence <= 10:
+    # 1e400 parses as infinity, which int() cannot take: a range check first, then integrality.
+    if not math.isfinite(confidence) or not 1 <= confidence <= 10 or confidence != int(confidence):
         raise JudgeParseError(f"confidence must be an integer from 1 to 10, got {confidence!r}")
     return ParsedVerdict(winner.strip().upper(), reasoning.strip(), int(confidence))
+
+
+def _reject_constant(name: str) -> Any:
+    # json.loads accepts NaN and Infinity, which no verdict can carry.
+    raise JudgeParseError(f"not JSON: {name} is not a JSON value")
 
 
 @dataclass(frozen=True, slots=True)
