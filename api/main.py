@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from api import inputs, problems
+from api import auth, inputs, problems
 from api.routers import datagen, health, pairs, providers, topics, train
+from chatpgt.auth.service import AccessControl, AccessPolicy, KeyVerifier
 from chatpgt.db.session import make_engine, make_sessionmaker
 from chatpgt.settings import Settings, get_settings
 
@@ -37,6 +39,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
+        policy = AccessPolicy(mode=settings.auth, api_host=settings.api_host)
+        app.state.access = AccessControl(
+            policy, KeyVerifier(app.state.sessionmaker, ttl_s=settings.auth_cache_ttl_s)
+        )
+        # uvicorn's logger: the one line every deployment shows at start-up, whatever its config.
+        startup_log = logging.getLogger("uvicorn.error")
+        if policy.open_to_loopback:
+            startup_log.warning(policy.startup_message())
+        else:
+            startup_log.info(policy.startup_message())
         send = _celery_enqueuer()
 
         async def enqueue(task_name: str, *args: object) -> None:
@@ -62,9 +74,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Topics → candidate essays → blinded judge → preference pairs → SFT/DPO.",
         lifespan=lifespan,
-        dependencies=[Depends(inputs.reject_nul)],
+        # The key check runs before the other dependencies (FastAPI still parses a JSON body
+        # first: malformed JSON is a 422 even without a key).
+        dependencies=[Depends(auth.require_key), Depends(inputs.reject_nul)],
     )
     problems.install(app)
+    auth.install(app)
     for module in (health, providers, topics, datagen, pairs, train):
         app.include_router(module.router)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -52,7 +53,13 @@ def _document_problems(schema: dict[str, Any]) -> None:
         components.pop(unused, None)
 
 
-def problem(status: int, detail: str, title: str | None = None, **extra: Any) -> JSONResponse:
+def problem(
+    status: int,
+    detail: str,
+    title: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
     body = {
         "type": "about:blank",
         "title": title or HTTPStatus(status).phrase,
@@ -60,7 +67,7 @@ def problem(status: int, detail: str, title: str | None = None, **extra: Any) ->
         "detail": detail,
         **extra,
     }
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 def install(app: FastAPI) -> None:
@@ -76,7 +83,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ChatPGTError)
     async def _domain(request: Request, exc: ChatPGTError) -> JSONResponse:
-        return problem(exc.status_code, exc.detail, exc.title, **exc.extra)
+        # A refused key answers with its WWW-Authenticate challenge (chatpgt.auth.errors).
+        headers = getattr(exc, "headers", None)
+        return problem(exc.status_code, exc.detail, exc.title, headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -88,4 +97,4 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail))
+        return problem(exc.status_code, str(exc.detail), headers=exc.headers)

@@ -1,9 +1,11 @@
 """The ``chatpgt`` command: run the service, and drive it from a terminal through its HTTP API.
 
-Processes: ``serve`` (uvicorn), ``worker`` (Celery), ``migrate`` (Alembic). Everything else talks
-to the API at ``--api`` (``CHATPGT_API_URL``) with ``chatpgt.client``: ``topics``, ``datagen``,
-``pairs``, ``train``, ``models``. Long work is followed with a live progress display on stderr
-(plain progress lines when stderr is not a terminal); results go to stdout.
+Processes: ``serve`` (uvicorn), ``worker`` (Celery), ``migrate`` (Alembic). ``keys`` manages API
+keys in the database directly (an operator command). Everything else talks to the API at ``--api``
+(``CHATPGT_API_URL``), with the key ``--api-key`` (``CHATPGT_API_KEY``) when one is given, through
+``chatpgt.client``: ``topics``, ``datagen``, ``pairs``, ``train``, ``models``. Long work is
+followed with a live progress display on stderr (plain progress lines when stderr is not a
+terminal); results go to stdout.
 
 Exit codes: 0 done (a followed job or run succeeded), 1 an error or a job/run that failed or was
 cancelled, 2 a usage error, 130 detached from a job/run with Ctrl-C. An error is one line on
@@ -39,7 +41,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from chatpgt.client import DEFAULT_API_URL, ApiUnreachable, ChatPGTClient, ClientError
+from chatpgt.client import DEFAULT_API_URL, ApiError, ApiUnreachable, ChatPGTClient, ClientError
 from chatpgt.datagen.pairing import PairingRule
 from chatpgt.datagen.schemas import DatagenJobCreate, DatagenJobView, StageCounts
 from chatpgt.pairs.schemas import PairStats
@@ -66,6 +68,10 @@ class _App(typer.Typer):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().__call__(*args, **kwargs)
+        except ApiError as exc:
+            if exc.status == 401:
+                _fail(f"{exc} (give the key with --api-key or CHATPGT_API_KEY)")
+            _fail(str(exc))
         except ClientError as exc:
             _fail(str(exc))
         except OSError as exc:  # a file that cannot be read or written, a port in use
@@ -126,11 +132,16 @@ datagen_app = typer.Typer(
 pairs_app = typer.Typer(help="Statistics and export of the preference pairs.", no_args_is_help=True)
 train_app = typer.Typer(help="SFT and DPO training runs.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="API keys for clients, in the database (CHATPGT_DATABASE_URL) directly.",
+    no_args_is_help=True,
+)
 app.add_typer(topics_app, name="topics")
 app.add_typer(datagen_app, name="datagen")
 app.add_typer(pairs_app, name="pairs")
 app.add_typer(train_app, name="train")
 app.add_typer(models_app, name="models")
+app.add_typer(keys_app, name="keys")
 
 
 @dataclass
@@ -138,11 +149,12 @@ class CliState:
     """What the global options set; the API client is made on first use and closed at exit."""
 
     api_url: str
+    api_key: str | None = field(default=None, repr=False)
     _client: ChatPGTClient | None = field(default=None, repr=False)
 
     def client(self, ctx: typer.Context) -> ChatPGTClient:
         if self._client is None:
-            self._client = ChatPGTClient(self.api_url)
+            self._client = ChatPGTClient(self.api_url, api_key=self.api_key)
             ctx.call_on_close(self._client.close)
         return self._client
 
@@ -162,6 +174,15 @@ def main(
             "--api", envvar="CHATPGT_API_URL", help="base URL of the ChatPGT API", show_default=True
         ),
     ] = DEFAULT_API_URL,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="CHATPGT_API_KEY",
+            help="API key sent as Authorization: Bearer (see `chatpgt keys create`)",
+            show_default=False,
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks of unexpected errors")] = (
         False
     ),
@@ -171,7 +192,7 @@ def main(
     Commands other than serve, worker and migrate talk to the API at --api.
     """
     app.show_tracebacks = debug
-    ctx.obj = CliState(api_url=api)
+    ctx.obj = CliState(api_url=api, api_key=api_key or None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,14 +202,37 @@ def main(
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="interface to bind (default: CHATPGT_API_HOST, 127.0.0.1)", show_default=False
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=65535, help="port (default: CHATPGT_API_PORT, 8000)", show_default=False
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
-    """Run the API (uvicorn api.main:app). Configure it with CHATPGT_* variables."""
+    """Run the API (uvicorn api.main:app). Configure it with CHATPGT_* variables.
+
+    On a loopback host (the default) clients on this machine need no API key unless
+    CHATPGT_AUTH=required; on any other host every client needs one (`chatpgt keys create`).
+    """
     import uvicorn
 
+    from chatpgt.settings import get_settings
+
+    settings = get_settings()
+    host = host or settings.api_host
+    port = port or settings.api_port
+    # The API decides who needs a key from the host it was told it listens on: pass --host on
+    # (to uvicorn's worker processes too), so `--host 0.0.0.0` asks every client for a key.
+    os.environ["CHATPGT_API_HOST"] = host
+    get_settings.cache_clear()
     uvicorn.run("api.main:app", host=host, port=port, workers=workers, log_level=log_level)
 
 
@@ -1479,6 +1523,143 @@ def models_list(
             escape(m.path),
         )
     out.print(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# API keys (the database directly, like `migrate`: an operator's command, no API needed)
+# ---------------------------------------------------------------------------------------------
+
+KeysResult = TypeVar("KeysResult")
+KeysDatabase = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="database holding the keys (default: CHATPGT_DATABASE_URL)",
+        show_default=False,
+    ),
+]
+
+
+def _with_keys_db(database_url: str | None, work: Callable[[Any], Any]) -> Any:
+    """Run ``work(session)`` on the keys' database in one transaction and return its result.
+
+    An embedded SQLite database is migrated first, as the API does at start-up."""
+    import asyncio
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    from chatpgt.db.session import make_engine, make_sessionmaker
+    from chatpgt.errors import ChatPGTError
+    from chatpgt.settings import get_settings
+
+    url = database_url or get_settings().database_url
+    shown = make_url(url).render_as_string(hide_password=True)
+
+    async def run() -> Any:
+        engine = make_engine(url, pool_size=1)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                result = await work(session)
+                await session.commit()
+                return result
+        finally:
+            await engine.dispose()
+
+    try:
+        if url.startswith("sqlite"):
+            from chatpgt.db.migrate import upgrade
+
+            upgrade(url)
+        return asyncio.run(run())
+    except ChatPGTError as exc:
+        _fail(exc.detail)
+    except DBAPIError as exc:
+        reason = _one_line(str(exc.orig) if exc.orig is not None else str(exc))
+        _fail(f"database {shown}: {reason} (is it migrated? `chatpgt migrate`)")
+
+
+def _when(moment: Any) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment is not None else ""
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option("--name", help="who or what the key is for")],
+    scope: Annotated[
+        Literal["read", "write"],
+        typer.Option("--scope", help="read: GET routes only; write: every route"),
+    ] = "read",
+    database_url: KeysDatabase = None,
+) -> None:
+    """Create a key. The key is printed once, on stdout, and stored only as a hash."""
+    from chatpgt.auth import service
+    from chatpgt.auth.schemas import ApiKeyCreate
+
+    try:
+        request = ApiKeyCreate(name=name, scope=scope)
+    except ValidationError as exc:
+        _usage(_validation_message(exc))
+    created = _with_keys_db(database_url, lambda session: service.create_key(session, request))
+    err.print(
+        f"created {created.scope} key {created.id} {escape(repr(created.name))} "
+        f"(prefix {created.prefix}); it is shown once, keep it now:",
+        soft_wrap=True,
+    )
+    typer.echo(created.key.get_secret_value())
+
+
+@keys_app.command("list")
+def keys_list(
+    database_url: KeysDatabase = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the keys as JSON lines")] = False,
+) -> None:
+    """Every key: id, name, scope, prefix, when it was made, last used and revoked. No secrets."""
+    from chatpgt.auth import service
+
+    keys = _with_keys_db(database_url, service.list_keys)
+    if as_json:
+        for key in keys:
+            typer.echo(key.model_dump_json())
+        return
+    if not keys:
+        out.print("no API keys yet (chatpgt keys create --name NAME --scope read|write)")
+        return
+    table = Table()
+    for column in ("id", "name", "scope", "prefix", "created", "last used", "revoked"):
+        table.add_column(column, overflow="fold")
+    for key in keys:
+        table.add_row(
+            str(key.id),
+            escape(key.name),
+            key.scope,
+            key.prefix,
+            _when(key.created_at),
+            _when(key.last_used_at),
+            _when(key.revoked_at),
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    id_or_prefix: Annotated[
+        str, typer.Argument(metavar="ID_OR_PREFIX", help="the key's id or prefix")
+    ],
+    database_url: KeysDatabase = None,
+) -> None:
+    """Revoke a key. API processes refuse it within CHATPGT_AUTH_CACHE_TTL_S seconds (5 s)."""
+    from chatpgt.auth import service
+
+    key, revoked_now = _with_keys_db(
+        database_url, lambda session: service.revoke_key(session, id_or_prefix)
+    )
+    if revoked_now:
+        out.print(f"revoked key {key.id} {escape(repr(key.name))} (prefix {key.prefix})")
+    else:
+        out.print(
+            f"key {key.id} {escape(repr(key.name))} was revoked already, at {_when(key.revoked_at)}"
+        )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ only defaults. Every failure is a ``ClientError`` whose ``str()`` is one line:
 
 - ``ApiUnreachable``: no HTTP answer (refused connection, DNS, timeout, a broken stream);
 - ``ApiError``: an error status; the message is the problem+json ``detail`` (for a 422, with the
-  first offending fields);
+  first offending fields; a 401 means a missing, invalid or revoked API key);
 - ``UnexpectedAnswer``: a success whose body does not fit the schema (not a ChatPGT API).
 
 This module imports neither FastAPI, Celery nor torch.
@@ -134,10 +134,15 @@ class ChatPGTClient:
         *,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        api_key: str | None = None,
     ) -> None:
+        """``api_key``, when given, is sent as ``Authorization: Bearer`` with every request."""
         self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
         try:
-            self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+            self._http = httpx.Client(
+                base_url=self.base_url, timeout=timeout, transport=transport, headers=headers
+            )
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
             raise ApiUnreachable(base_url, f"not a usable URL ({exc})") from exc
 

@@ -13,7 +13,7 @@ import os
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -147,6 +147,15 @@ class Settings(BaseSettings):
     # API
     api_max_page_size: int = 500
     api_max_topics_per_request: int = 10_000
+    # Where `chatpgt serve` listens. With auth "auto", an API whose api_host is a loopback address
+    # lets loopback clients in without a key (the embedded default); everyone else needs one.
+    # "required": every client needs a key (`chatpgt keys create`), on every route but health.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    auth: Literal["auto", "required"] = "auto"
+    # Seconds an API process trusts a key it has checked (and remembers a refused one): a
+    # revocation takes effect everywhere within this time; 0 checks the database every request.
+    auth_cache_ttl_s: float = Field(5.0, ge=0)
 
     @field_validator(
         "embedded_worker",

@@ -332,6 +332,8 @@ COMPOSE_SETS = {
     "CHATPGT_BROKER_VISIBILITY_TIMEOUT_S",
     "CHATPGT_ARTIFACTS_DIR",
     "CHATPGT_MODEL_CACHE_DIR",
+    # The published API asks every client for a key.
+    "CHATPGT_AUTH",
 }
 
 

@@ -1,5 +1,6 @@
 """Imports every ORM model so that ``Base.metadata`` is complete (Alembic, tests)."""
 
+from chatpgt.auth.models import ApiKey
 from chatpgt.datagen.models import DatagenJob, Generation, JobTopic, Judgment
 from chatpgt.db.base import Base
 from chatpgt.pairs.models import Pair
@@ -7,6 +8,7 @@ from chatpgt.topics.models import Topic
 from chatpgt.training.models import RegisteredModel, TrainingRun
 
 __all__ = [
+    "ApiKey",
     "Base",
     "DatagenJob",
     "Generation",

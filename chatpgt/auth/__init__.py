@@ -1,0 +1,1 @@
+"""API keys: creation, listing, revocation, and the check every API request goes through."""
