@@ -7,9 +7,12 @@ concurrency 1). State lives in Postgres; Redis carries only the queue.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger
 
+from chatpgt.redact import install_log_redaction, known_secret_count, register_provider_keys
 from chatpgt.settings import get_settings
 
 DATAGEN_QUEUE = "datagen"
@@ -51,3 +54,26 @@ celery_app = make_celery()
 
 # One line per provider request is noise at hundreds of requests a second.
 logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@after_setup_logger.connect
+def _redact_logs(loglevel: int | None = None, **_: Any) -> None:
+    """Every handler Celery installs gets the redacting filter (chatpgt.redact), so no log line
+    or traceback of a worker carries a provider key. Runs in the main process, before the pool
+    forks: the children inherit the filters and the known keys."""
+    register_provider_keys(get_settings().provider_configs().values())
+    install_log_redaction()
+    if loglevel is not None and loglevel <= logging.DEBUG:
+        # A worker started with --loglevel DEBUG shows the provider requests too.
+        logging.getLogger("httpx").setLevel(logging.NOTSET)
+
+
+@after_setup_task_logger.connect
+def _redact_task_logs(**_: Any) -> None:
+    # Celery's task logger has handlers of its own and does not propagate to the root.
+    handlers = install_log_redaction()
+    logging.getLogger(__name__).info(
+        "secrets: %d provider key(s) redacted from logs and errors; filter on %d log handler(s)",
+        known_secret_count(),
+        handlers,
+    )

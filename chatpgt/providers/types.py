@@ -7,6 +7,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from chatpgt.redact import redact
+
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
@@ -91,7 +93,9 @@ class LocalOptions:
 class ProviderError(Exception):
     """A request that did not produce an answer, after the retries the provider allows.
 
-    ``message`` is safe to store and show: it never contains a key or request headers.
+    ``message`` is safe to store and show: it is passed through :func:`chatpgt.redact.redact`
+    here, whoever builds the error, so a key that a provider echoes, or that an exception carries
+    in a URL or header, becomes ``[REDACTED]``.
     """
 
     def __init__(
@@ -105,6 +109,7 @@ class ProviderError(Exception):
         completion_tokens: int = 0,
         cost_usd: Decimal = Decimal(0),
     ) -> None:
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.retryable = retryable
