@@ -13,6 +13,7 @@ from api import auth, inputs, problems
 from api.routers import datagen, health, pairs, providers, topics, train
 from chatpgt.auth.service import AccessControl, AccessPolicy, KeyVerifier
 from chatpgt.db.session import make_engine, make_sessionmaker
+from chatpgt.redact import install_log_redaction, known_secret_count, register_provider_keys
 from chatpgt.settings import Settings, get_settings
 
 
@@ -30,6 +31,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Uvicorn has configured logging by now: from here on no log line carries a provider
+        # key, even one this process never uses itself (chatpgt.redact).
+        register_provider_keys(settings.provider_configs().values())
+        logging.getLogger("uvicorn.error").info(
+            "secrets: %d provider key(s) redacted from logs and errors; filter on %d log "
+            "handler(s)",
+            known_secret_count(),
+            install_log_redaction(),
+        )
         if settings.database_url.startswith("sqlite"):
             # Embedded mode has no separate migration step: bring the file to head here.
             from chatpgt.db.migrate import upgrade

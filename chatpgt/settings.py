@@ -15,10 +15,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chatpgt.providers.types import LocalOptions
+from chatpgt.redact import add_secret
 
 
 class ModelPrice(BaseModel):
@@ -29,6 +30,9 @@ class ModelPrice(BaseModel):
 
 
 class ProviderConfig(BaseModel):
+    # A validation error never echoes the input: a misplaced key must not end up in a log.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")]
     kind: str = Field("openai", description="'openai' (any OpenAI-compatible server) or 'local'")
     base_url: str = ""
@@ -48,16 +52,30 @@ class ProviderConfig(BaseModel):
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
     default_price: ModelPrice | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(k in data for k in ("api_key", "key", "token")):
+            raise ValueError(
+                "a provider's key is never written in its declaration: put it in an environment "
+                "variable named by api_key_env, or in a file named by api_key_file"
+            )
+        return data
+
     def api_key(self) -> SecretStr | None:
         """The key, read now from the environment or the secret file; None when neither is set."""
         if self.api_key_env:
             value = os.environ.get(self.api_key_env)
             if value:
+                # Every key this process resolves is known to the redactor (chatpgt.redact).
+                add_secret(value)
                 return SecretStr(value)
         if self.api_key_file:
             path = Path(self.api_key_file)
             if path.is_file():
-                return SecretStr(path.read_text().strip())
+                value = path.read_text().strip()
+                add_secret(value)
+                return SecretStr(value)
         return None
 
     def price_for(self, model: str) -> ModelPrice:
@@ -98,7 +116,9 @@ PREDEFINED_PROVIDERS: dict[str, dict[str, Any]] = {
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CHATPGT_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CHATPGT_", env_file=None, extra="ignore", hide_input_in_errors=True
+    )
 
     # Embedded defaults: a SQLite file and an in-memory broker served by a worker thread inside
     # the API process. Production sets Postgres (postgresql+asyncpg://...) and Redis.
