@@ -11,7 +11,8 @@ requests and tokens per minute), timeout and retry policy from its :class:`Provi
 Retries: transport errors, timeouts, HTTP 408, 429 and 5xx are retried up to
 ``config.max_retries`` times with exponential backoff and full jitter, honouring ``retry-after-ms``
 and then ``Retry-After``. Every other failure raises :class:`ProviderError` at once. Messages in
-errors never contain the API key, request headers or the request body.
+errors never contain the API key, request headers or the request body: the server's own words
+are redacted (:mod:`chatpgt.redact`) before they become a :class:`ProviderError`.
 
 Providers of kind ``local`` run a transformers model in this process instead
 (:class:`chatpgt.providers.local.LocalProvider`, imported on first use so that a process that
@@ -25,7 +26,6 @@ import asyncio
 import email.utils
 import math
 import random
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -41,6 +41,7 @@ from httpx_aiohttp import AiohttpTransport
 from chatpgt.providers.ab import AB_TOP_LOGPROBS, ab_from_top_logprobs
 from chatpgt.providers.limits import ProviderLimiter
 from chatpgt.providers.types import ABResult, ChatRequest, ChatResult, LocalOptions, ProviderError
+from chatpgt.redact import redact
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -60,7 +61,6 @@ _MESSAGE_OVERHEAD_TOKENS = 4
 _RETRYABLE_STATUS = frozenset({408, 429})
 _MILLION = Decimal(1_000_000)
 _ERROR_DETAIL_CHARS = 300
-_SECRET_LIKE = re.compile(r"(?i)(bearer\s+\S+|\bsk-[a-z0-9_\-]{6,})")
 
 
 def estimate_tokens(chars: int) -> int:
@@ -319,7 +319,8 @@ class ProviderPool:
                     await permit.settle(result.prompt_tokens + result.completion_tokens)
                     return result
                 if status in _RETRYABLE_STATUS or status >= 500:
-                    last = f"HTTP {status}"
+                    detail = _server_words(response.content)
+                    last = f"HTTP {status}" + (f" ({detail})" if detail else "")
                     retry_after = parse_retry_after(response.headers)
                 else:
                     permit.release()
@@ -521,17 +522,23 @@ def _describe_failure(response: httpx.Response, cfg: ProviderConfig, secret: str
         if secret:
             return f"HTTP {status} from {cfg.name!r}: the API key ({env}) was refused"
         return f"HTTP {status} from {cfg.name!r}: no API key was sent ({env} is not set)"
-    detail = ""
-    try:
-        data = orjson.loads(response.content)
-        error = data.get("error") if isinstance(data, dict) else None
-        if isinstance(error, dict):
-            detail = str(error.get("message") or "")
-        elif isinstance(error, str):
-            detail = error
-    except orjson.JSONDecodeError:
-        detail = ""
-    if secret:
-        detail = detail.replace(secret, "[redacted]")
-    detail = _SECRET_LIKE.sub("[redacted]", detail)[:_ERROR_DETAIL_CHARS]
+    detail = _server_words(response.content)
     return f"HTTP {status} from {cfg.name!r}" + (f": {detail}" if detail else "")
+
+
+def _server_words(raw: bytes) -> str:
+    """The ``error.message`` of an OpenAI-style error body, redacted and cut short ("" when the
+    body has none). Redacted before it is cut, so a cut cannot leave half a key behind; the key
+    this pool sent is known to the redactor (``ProviderConfig.api_key`` registers it)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return ""
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        detail = str(error.get("message") or "")
+    elif isinstance(error, str):
+        detail = error
+    else:
+        return ""
+    return " ".join(redact(detail).split())[:_ERROR_DETAIL_CHARS]

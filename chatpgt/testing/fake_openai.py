@@ -16,6 +16,10 @@ and injects faults on demand. Tests change the fault profile while it runs:
   source, zeroes the statistics and releases requests that are hanging in a simulated timeout.
 - ``GET /_control`` shows the profile; ``GET /_stats`` shows the counters.
 
+Key echo faults (:data:`KEY_ECHO_FAULTS`, script only): ``echo_key_400``, ``echo_key_401`` and
+``echo_key_500`` answer with that status and an error message that quotes the request's whole
+``Authorization`` header, as a misbehaving proxy does (and OpenAI's 401 does in part).
+
 Models whose name starts with ``judge`` act as a pairwise judge: the user message carries the two
 essays inside ``<essay_a>``/``<essay_b>`` tags, each essay gets a score from a hash of its text,
 and the higher score wins, so the verdict is deterministic and consistent across both orders.
@@ -51,9 +55,15 @@ from aiohttp import web
 
 MODELS = ("writer-a", "writer-b", "judge", "judge-strict", "gpt-4o-mini")
 
+# A provider or proxy that quotes the request's whole Authorization header in its error message,
+# answering with this status: what secret redaction (chatpgt.redact) must catch.
+KEY_ECHO_FAULTS = {"echo_key_400": 400, "echo_key_401": 401, "echo_key_500": 500}
 # Outcomes a script may force; the same names appear in /_stats["by_outcome"].
 SCRIPT_OUTCOMES = frozenset(
-    {"ok", "500", "502", "503", "429", "timeout", "empty", "malformed", "invalid_body"}
+    {
+        *("ok", "500", "502", "503", "429", "timeout", "empty", "malformed", "invalid_body"),
+        *KEY_ECHO_FAULTS,
+    }
 )
 
 _ESSAY_A = re.compile(r"<essay_a>(.*?)</essay_a>", re.DOTALL)
@@ -354,6 +364,11 @@ class FakeOpenAI:
         if forced in ("500", "502", "503") or (forced is None and draw_5xx < profile.rate_5xx):
             status = int(forced) if forced else rng.choice((500, 502, 503))
             return "5xx", status, _error(status, "The server had an error.", "server_error")
+        if forced in KEY_ECHO_FAULTS:
+            status = KEY_ECHO_FAULTS[forced]
+            given = request.headers.get("Authorization", "")
+            message = f"Request refused; headers received: {{'Authorization': '{given}'}}"
+            return forced, status, _error(status, message, "invalid_request_error")
         if forced == "timeout" or (forced is None and draw_timeout < profile.rate_timeout):
             release = self._release
             try:
