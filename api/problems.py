@@ -10,11 +10,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from chatpgt.db.session import is_unavailable
 from chatpgt.errors import ChatPGTError
 
 PROBLEM_JSON = "application/problem+json"
+# Seconds a client is told to wait when the database is unreachable (restarting, failing over).
+DB_UNAVAILABLE_RETRY_AFTER_S = 2
 _PROBLEM_REF = {"$ref": "#/components/schemas/ProblemDetail"}
 
 
@@ -98,3 +102,17 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(OSError)
+    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # The database is down or restarting: a 503 the client may retry, not a 500.
+        if not is_unavailable(exc):
+            raise exc
+        response = problem(
+            503,
+            "The database cannot be reached right now; retry shortly.",
+            "Service unavailable",
+        )
+        response.headers["Retry-After"] = str(DB_UNAVAILABLE_RETRY_AFTER_S)
+        return response

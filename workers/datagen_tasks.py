@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from typing import Any
 
 from celery import Task
 from celery.signals import worker_ready
 
 from chatpgt.datagen import runner
+from chatpgt.db.session import is_unavailable
 from chatpgt.settings import get_settings
 from workers.app import DATAGEN_QUEUE, celery_app
 
 log = logging.getLogger(__name__)
 
 RUN_JOB = "chatpgt.datagen.run_job"
+# The longest wait between two tries to recover jobs while the database is unreachable at start.
+RECOVERY_RETRY_MAX_S = 30.0
 
 
 @celery_app.task(name=RUN_JOB, bind=True, max_retries=20)
@@ -40,6 +45,34 @@ def _recover_jobs(sender: Any = None, **_: Any) -> None:
     queues = {q.name for q in sender.app.amqp.queues.consume_from.values()} if sender else set()
     if DATAGEN_QUEUE not in queues:
         return
+    try:
+        _recover_once()
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        # The database is restarting (or not up yet): keep trying in the background, so the
+        # worker consumes meanwhile and the jobs are recovered once it is back.
+        log.warning("database unreachable at start-up (%s); will recover datagen jobs later", exc)
+        threading.Thread(target=_recover_when_back, name="datagen-recovery", daemon=True).start()
+
+
+def _recover_once() -> None:
     for job_id, wait_s in asyncio.run(runner.recoverable_jobs(get_settings())):
         log.info("re-enqueuing datagen job %s in %.0fs", job_id, wait_s)
         run_job.apply_async(args=[job_id], countdown=wait_s + 0.5 if wait_s else None)
+
+
+def _recover_when_back() -> None:
+    delay = 1.0
+    while True:
+        time.sleep(delay)
+        try:
+            _recover_once()
+        except Exception as exc:
+            if not is_unavailable(exc):
+                log.exception("could not recover datagen jobs")
+                return
+            delay = min(delay * 2, RECOVERY_RETRY_MAX_S)
+            continue
+        log.info("database back: datagen jobs recovered")
+        return

@@ -9,10 +9,12 @@ independently (a pipeline): a topic is judged as soon as its own essays are in.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,8 +45,8 @@ from chatpgt.datagen.prompts import (
     render_prompt,
 )
 from chatpgt.datagen.schemas import DatagenJobCreate
-from chatpgt.datagen.state import ITEM_TERMINAL
-from chatpgt.db.session import make_engine, make_sessionmaker, transaction
+from chatpgt.datagen.state import ITEM_TERMINAL, JOB_TERMINAL
+from chatpgt.db.session import is_unavailable, make_engine, make_sessionmaker, transaction
 from chatpgt.providers.ab import confidence_from_ab
 from chatpgt.providers.client import ProviderPool
 from chatpgt.providers.types import ABResult, ChatRequest, ProviderError
@@ -54,10 +56,46 @@ log = logging.getLogger(__name__)
 
 CORPUS_REASONING = "The original essay from the corpus is preferred to a generated essay."
 _CHUNK = 1000
+# The longest wait between two tries while the database is unreachable.
+_DB_RETRY_MAX_S = 1.0
 
 
 class LeaseLost(Exception):
     """Another worker took the job over (our lease expired); stop without touching rows."""
+
+
+class _Outage:
+    """Backoff and logging for one unit of work while the database is unreachable: one warning
+    when it goes away, one line when it is back (not one traceback a try)."""
+
+    def __init__(self, job_id: int, what: str, first_delay_s: float) -> None:
+        self.job_id, self.what, self.first_delay_s = job_id, what, first_delay_s
+        self.delay_s = first_delay_s
+        self.since: float | None = None
+
+    def failed(self, exc: BaseException) -> float:
+        """Record a failed try; returns how long to wait before the next one."""
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning(
+                "job %s: database unreachable (%s: %s); retrying until it is back",
+                self.job_id,
+                self.what,
+                str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
+            )
+        else:
+            self.delay_s = min(self.delay_s * 2, _DB_RETRY_MAX_S)
+        return self.delay_s
+
+    def succeeded(self) -> None:
+        if self.since is not None:
+            log.warning(
+                "job %s: database back after %.1f s (%s)",
+                self.job_id,
+                time.monotonic() - self.since,
+                self.what,
+            )
+        self.since, self.delay_s = None, self.first_delay_s
 
 
 _T = TypeVar("_T")
@@ -139,6 +177,7 @@ class JobRunner:
         self._done_topics: list[int] = []
         self._errors: list[dict[str, Any]] = []
         self._errors_seen = 0
+        self._errors_replayed = False
         self._flush_lock = asyncio.Lock()
         self._main: asyncio.Task[None] | None = None
         self.model_paths: dict[str, str] = {}
@@ -150,13 +189,12 @@ class JobRunner:
     async def run(self) -> str:
         """Run the job to a terminal state. Returns the final status, or "busy" when another
         live worker holds the job, or the status it already had when it was finished."""
-        async with transaction(self.sm) as s:
-            outcome = await repo.claim(s, self.job_id, self.owner, self.settings.job_lease_s)
+        outcome = await self._db_retry("claim", self._claim)
         if outcome != "claimed":
             return outcome
         try:
-            await self._plan()
-            topics = await self._load()
+            await self._db_retry("plan", self._plan)
+            topics = await self._db_retry("load", self._load)
             beat = asyncio.create_task(self._heartbeat())
             flusher = asyncio.create_task(self._flush_loop())
             planner = asyncio.create_task(self._planner_loop())
@@ -174,8 +212,8 @@ class JobRunner:
                 await asyncio.wait([beat, flusher, planner])
             if self._lease_lost:
                 raise LeaseLost(f"datagen job {self.job_id}: lease lost")
-            await self._flush()
-            return await self._finish()
+            await self._db_retry("last flush", self._flush)
+            return await self._db_retry("finish", self._finish)
         except LeaseLost:
             log.warning("job %s: lease taken over by another worker; stopping", self.job_id)
             return "lease_lost"
@@ -187,6 +225,27 @@ class JobRunner:
             except Exception:  # the database may be what failed; the lease then just expires
                 log.exception("job %s: could not release the lease", self.job_id)
             raise
+
+    async def _claim(self) -> str:
+        async with transaction(self.sm) as s:
+            return await repo.claim(s, self.job_id, self.owner, self.settings.job_lease_s)
+
+    async def _db_retry(self, what: str, work: Callable[[], Awaitable[_T]]) -> _T:
+        """Run a unit of database work until it goes through. While the database is
+        unreachable (down, restarting; see ``is_unavailable``) wait with backoff and run it
+        again, so ``work`` must be safe to replay: a transaction cut off at its commit may have
+        committed. Any other error propagates."""
+        outage = _Outage(self.job_id, what, self.settings.db_flush_interval_s)
+        while True:
+            try:
+                result = await _to_the_end(work())
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                await asyncio.sleep(outage.failed(exc))
+                continue
+            outage.succeeded()
+            return result
 
     async def _plan(self) -> None:
         """Insert the job's topic prompts and generation rows; a no-op when already planned."""
@@ -276,7 +335,7 @@ class JobRunner:
                 ok = await repo.transition(
                     s, self.job_id, "cancelled", owner=self.owner, stop_reason="cancelled"
                 )
-                return "cancelled" if ok else "lease_lost"
+                return "cancelled" if ok else await self._refused(s)
             await repo.close_orphans(
                 s, self.job_id, "not needed: the essays it depends on did not all succeed"
             )
@@ -298,7 +357,7 @@ class JobRunner:
                     owner=self.owner,
                     error=f"no generation succeeded; first error: {first}",
                 )
-                return "failed" if ok else "lease_lost"
+                return "failed" if ok else await self._refused(s)
             ok = await repo.transition(
                 s,
                 self.job_id,
@@ -307,20 +366,35 @@ class JobRunner:
                 stop_reason="budget_exhausted" if self.budget.exhausted else None,
                 error=error,
             )
-            return "succeeded" if ok else "lease_lost"
+            return "succeeded" if ok else await self._refused(s)
+
+    async def _refused(self, s: AsyncSession) -> str:
+        """What the run ends with when its final transition was refused: the job's status when
+        it is already terminal (e.g. an earlier try of this transition committed but its answer
+        was lost with the connection), "lease_lost" otherwise."""
+        status = (await repo.get_job(s, self.job_id)).status
+        return status if status in JOB_TERMINAL else "lease_lost"
 
     _first_error: str | None = None
 
     # --- background: lease, cancel, flush --------------------------------------------------
 
     async def _heartbeat(self) -> None:
+        """Renew the lease and read the cancel flag every ``job_heartbeat_s``. While the
+        database is unreachable the renewals fail and the lease may run out: the first renewal
+        that goes through tells whether the job is still ours (nobody took it over) or not."""
+        outage = _Outage(self.job_id, "heartbeat", self.settings.job_heartbeat_s)
         while True:
             await asyncio.sleep(self.settings.job_heartbeat_s)
             try:
                 ours, cancel = await _to_the_end(self._renew_lease())
-            except Exception:
-                log.exception("job %s: heartbeat failed; retrying", self.job_id)
+            except Exception as exc:
+                if is_unavailable(exc):
+                    outage.failed(exc)
+                else:
+                    log.exception("job %s: heartbeat failed; retrying", self.job_id)
                 continue
+            outage.succeeded()
             if not ours:
                 self._lease_lost = True
             elif cancel and self.stop_reason is None:
@@ -329,17 +403,34 @@ class JobRunner:
                 self._main.cancel()
                 return
 
+    def _stop_lease_lost(self) -> None:
+        self._lease_lost = True
+        if self._main:
+            self._main.cancel()
+
     async def _renew_lease(self) -> tuple[bool, bool]:
         async with transaction(self.sm) as s:
             return await repo.renew_lease(s, self.job_id, self.owner, self.settings.job_lease_s)
 
     async def _flush_loop(self) -> None:
+        outage = _Outage(self.job_id, "flush", self.settings.db_flush_interval_s)
+        delay = self.settings.db_flush_interval_s
         while True:
-            await asyncio.sleep(self.settings.db_flush_interval_s)
+            await asyncio.sleep(delay)
             try:
                 await _to_the_end(self._flush())
-            except Exception:
-                log.exception("job %s: flush failed; will retry", self.job_id)
+            except LeaseLost:
+                log.warning("job %s: lease lost; the unwritten batch is dropped", self.job_id)
+                self._stop_lease_lost()
+                return
+            except Exception as exc:
+                if is_unavailable(exc):  # results stay buffered; back off while it is down
+                    delay = outage.failed(exc)
+                else:
+                    log.exception("job %s: flush failed; will retry", self.job_id)
+                continue
+            outage.succeeded()
+            delay = self.settings.db_flush_interval_s
 
     async def _flush(self) -> None:
         """Write what finished since the last flush in one transaction, one statement a table.
@@ -347,6 +438,12 @@ class JobRunner:
         Results, pairs and finished topics are written together and in order, so a crash never
         leaves a pair whose essays or verdicts are not on disk: it loses the whole batch, which
         the next run redoes.
+
+        The transaction first renews the lease (raising LeaseLost, writing nothing, when another
+        worker holds it): the row lock it takes keeps a claimant out until the batch is
+        committed, so a batch is never written by a runner that lost the job. A failed batch
+        stays buffered for the next flush; replaying one whose commit went through unseen is
+        harmless (updates by id, inserts that ignore conflicts, errors not appended twice).
         """
         async with self._flush_lock:
             gens, self._gen_updates = self._gen_updates, []
@@ -358,6 +455,14 @@ class JobRunner:
                 return
             try:
                 async with transaction(self.sm) as s:
+                    ours, _ = await repo.renew_lease(
+                        s, self.job_id, self.owner, self.settings.job_lease_s
+                    )
+                    if not ours:
+                        raise LeaseLost(f"datagen job {self.job_id}: lease lost")
+                    if errors and self._errors_replayed:
+                        kept = (await repo.get_job(s, self.job_id, for_update=True)).errors
+                        errors = [e for e in errors if e not in kept]
                     await repo.update_generations(s, gens)
                     await repo.update_judgments(s, judgments)
                     await repo.insert_pairs(s, pairs)
@@ -372,7 +477,9 @@ class JobRunner:
                 self._pairs[:0] = pairs
                 self._done_topics[:0] = topics
                 self._errors[:0] = errors
+                self._errors_replayed = self._errors_replayed or bool(errors)
                 raise
+            self._errors_replayed = False
 
     async def _planner_loop(self) -> None:
         """Insert judgment rows for all topics that became ready since the last round, at once."""
@@ -382,7 +489,10 @@ class JobRunner:
             self._plan_wake.clear()
             batch, self._plan_waiting = self._plan_waiting, []
             try:
-                planned = await _to_the_end(self._plan_batch(batch))
+                # Planning is an INSERT ... ON CONFLICT DO NOTHING and a read: safe to replay.
+                planned = await self._db_retry(
+                    "plan judgments", functools.partial(self._plan_batch, batch)
+                )
             except Exception as exc:
                 for _, _, fut in batch:
                     if not fut.done():

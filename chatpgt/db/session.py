@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import socket
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import Engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -20,6 +23,22 @@ from sqlalchemy.ext.asyncio import (
 SQLITE_BUSY_TIMEOUT_S = 30
 # RETURNING (3.35), UPDATE ... FROM (3.33) and aggregate FILTER (3.30) are used by repositories.
 MIN_SQLITE_VERSION = (3, 35)
+# How long opening a Postgres connection may take before it counts as "database unavailable"
+# (asyncpg's own default is 60 s: a request would hang that long while the server is away).
+PG_CONNECT_TIMEOUT_S = 10
+# SQLSTATEs of a server that is gone, going away or not back yet: connection exceptions
+# (class 08), admin/crash shutdown and "the database system is starting up" (57P01-57P03), and
+# too many connections (53300, e.g. while every client reconnects at once).
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+_UNREACHABLE_ERRNOS = {
+    errno.ECONNREFUSED,
+    errno.ECONNRESET,
+    errno.ECONNABORTED,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.ETIMEDOUT,
+    errno.EPIPE,
+}
 
 
 def _md5(value: str | None) -> str | None:
@@ -62,7 +81,43 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         engine = create_async_engine(url, connect_args=sqlite_connect_args(url))
         configure_sqlite(engine.sync_engine)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # pool_pre_ping: a connection that died with a database restart is replaced on checkout
+    # instead of failing the first statement after the restart.
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"timeout": PG_CONNECT_TIMEOUT_S},
+    )
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` means the database cannot be reached right now (down, restarting, the
+    connection dropped mid-transaction), as opposed to a statement the database refused. The
+    same work is worth retrying unchanged once the database is back; a transaction that failed
+    this way may or may not have committed, so what is retried must be safe to replay."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        # Refused/reset connections; TimeoutError is the connect timeout.
+        if isinstance(current, ConnectionError | TimeoutError | socket.gaierror):
+            return True
+        if isinstance(current, OSError) and (
+            current.errno in _UNREACHABLE_ERRNOS
+            # asyncio's "Multiple exceptions: [Errno 111] Connect call failed ..." (a host name
+            # with several addresses) carries no errno.
+            or (current.errno is None and "Connect call failed" in str(current))
+        ):
+            return True
+        code = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(code, str) and code.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__
+    return False
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
