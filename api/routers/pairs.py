@@ -58,7 +58,9 @@ async def list_pairs(
 
 @router.get("/pairs/stats", response_model=PairStats)
 async def get_pair_stats(session: Session, filters: Filters) -> PairStats:
-    return await pair_stats(session, filters)
+    stats = await pair_stats(session, filters)
+    await session.commit()  # keeps the summaries of finished jobs it computed
+    return stats
 
 
 @router.get(

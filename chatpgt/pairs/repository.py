@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,8 +30,11 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
-from chatpgt.db.helpers import is_sqlite
-from chatpgt.pairs.models import Pair
+from chatpgt.datagen import repository as datagen_repo
+from chatpgt.datagen.models import DatagenJob, Generation, Judgment
+from chatpgt.datagen.state import JOB_TERMINAL
+from chatpgt.db.helpers import dialect_insert, is_sqlite
+from chatpgt.pairs.models import JobWorkSummary, Pair
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +110,20 @@ EXPORT_COLUMNS: tuple[_Column, ...] = (
 )
 
 
+def page_statement(filters: PairFilters, *, after_id: int | None, limit: int) -> Select[Any]:
+    """The keyset page query: up to ``limit`` matching pairs with id > ``after_id``, ascending
+    id, as ``PAIR_COLUMNS`` (the planner walks the primary key from ``after_id``)."""
+    stmt = select(*PAIR_COLUMNS).where(*_conditions(filters)).order_by(Pair.id).limit(limit)
+    if after_id is not None:
+        stmt = stmt.where(Pair.id > after_id)
+    return stmt
+
+
 async def pair_page(
     session: AsyncSession, filters: PairFilters, *, after_id: int | None, limit: int
 ) -> Sequence[AnyRow]:
     """Up to ``limit`` pairs with id > ``after_id``, ascending id, as ``PAIR_COLUMNS`` rows."""
-    stmt = select(*PAIR_COLUMNS).where(*_conditions(filters)).order_by(Pair.id).limit(limit)
-    if after_id is not None:
-        stmt = stmt.where(Pair.id > after_id)
+    stmt = page_statement(filters, after_id=after_id, limit=limit)
     return (await session.execute(stmt)).all()
 
 
@@ -260,3 +272,157 @@ async def _sqlite_group_counts(
         for row in await session.execute(by_matchup)
     ]
     return buckets, matchups
+
+
+@dataclass(frozen=True, slots=True)
+class PairAggregates:
+    """What pair statistics need from the pairs table: counts per confidence bucket, per
+    (chosen_model, rejected_model) and per source, and how many essays have each length."""
+
+    buckets: dict[int, int]
+    matchups: list[tuple[str, str, int]]
+    sources: dict[str, int]
+    chosen_lengths: dict[int, int]
+    rejected_lengths: dict[int, int]
+
+
+async def pair_aggregates(session: AsyncSession, filters: PairFilters) -> PairAggregates:
+    """All of ``PairAggregates`` from one scan (Postgres: grouping sets over the stored
+    lengths, index-only through ``ix_pairs_stats``). The length histograms give exact means,
+    medians, minima and maxima without sorting a million values."""
+    bucket = _bucket(sqlite=False).label("bucket")
+    dims: tuple[_Column, ...] = (
+        bucket,
+        Pair.chosen_model,
+        Pair.source,
+        Pair.chosen_chars,
+        Pair.rejected_chars,
+    )
+    stmt = (
+        select(
+            bucket,
+            Pair.chosen_model,
+            Pair.rejected_model,
+            Pair.source,
+            Pair.chosen_chars,
+            Pair.rejected_chars,
+            *(func.grouping(d).label(f"g{i}") for i, d in enumerate(dims)),
+            func.count().label("n"),
+        )
+        .where(*_conditions(filters))
+        .group_by(
+            func.grouping_sets(
+                tuple_(bucket),
+                tuple_(Pair.chosen_model, Pair.rejected_model),
+                tuple_(Pair.source),
+                tuple_(Pair.chosen_chars),
+                tuple_(Pair.rejected_chars),
+            )
+        )
+    )
+    agg = PairAggregates({}, [], {}, {}, {})
+    for row in await session.execute(stmt):
+        n = int(row.n)
+        # grouping(x) is 0 in the grouping set that groups by x
+        if row.g0 == 0:
+            agg.buckets[int(row.bucket)] = n
+        elif row.g1 == 0:
+            agg.matchups.append((row.chosen_model, row.rejected_model, n))
+        elif row.g2 == 0:
+            agg.sources[row.source] = n
+        elif row.g3 == 0:
+            agg.chosen_lengths[int(row.chosen_chars)] = n
+        else:
+            agg.rejected_lengths[int(row.rejected_chars)] = n
+    return agg
+
+
+# --- the judge and cost figures of jobs, summarised once per finished job ---------------------
+
+WORK_FIELDS = (
+    "matchups",
+    "flips",
+    "generations",
+    "generations_cost_usd",
+    "generations_prompt_tokens",
+    "generations_completion_tokens",
+    "judgments",
+    "judgments_cost_usd",
+    "judgments_prompt_tokens",
+    "judgments_completion_tokens",
+)
+
+
+async def job_finish_times(
+    session: AsyncSession, job_ids: Sequence[int]
+) -> dict[int, datetime | None]:
+    """``{job id: finished_at}`` of the given jobs (every job when empty); None while a job is
+    not in a terminal state."""
+    stmt = select(DatagenJob.id, DatagenJob.status, DatagenJob.finished_at)
+    if job_ids:
+        stmt = stmt.where(DatagenJob.id.in_(job_ids))
+    return {
+        job_id: finished_at if status in JOB_TERMINAL else None
+        for job_id, status, finished_at in await session.execute(stmt)
+    }
+
+
+async def saved_job_summaries(
+    session: AsyncSession, job_ids: Sequence[int]
+) -> dict[int, dict[str, Any]]:
+    """Stored summaries of the given jobs (every stored one when empty), by job id."""
+    stmt = select(JobWorkSummary.job_id, JobWorkSummary.finished_at, *WORK_SUMMARY_COLUMNS)
+    if job_ids:
+        stmt = stmt.where(JobWorkSummary.job_id.in_(job_ids))
+    return {row.job_id: row._asdict() for row in await session.execute(stmt)}
+
+
+async def compute_job_work(
+    session: AsyncSession, job_ids: Sequence[int]
+) -> dict[int, dict[str, Any]]:
+    """The ``WORK_FIELDS`` of each given job, from its generations and judgments (one grouped
+    scan of each table, plus the order-flip count)."""
+    if not job_ids:
+        return {}
+    zero = dict.fromkeys(WORK_FIELDS, 0)
+    work: dict[int, dict[str, Any]] = {j: dict(zero) for j in job_ids}
+    for name, model in (("generations", Generation), ("judgments", Judgment)):
+        stmt = (
+            select(
+                model.job_id,
+                func.count(),
+                func.coalesce(func.sum(model.cost_usd), 0),
+                func.coalesce(func.sum(model.prompt_tokens), 0),
+                func.coalesce(func.sum(model.completion_tokens), 0),
+            )
+            .where(model.job_id.in_(job_ids))
+            .group_by(model.job_id)
+        )
+        for job_id, count, cost, prompt, completion in await session.execute(stmt):
+            work[job_id].update(
+                {
+                    name: int(count),
+                    f"{name}_cost_usd": Decimal(cost),
+                    f"{name}_prompt_tokens": int(prompt),
+                    f"{name}_completion_tokens": int(completion),
+                }
+            )
+    for job_id, (matchups, flips) in (await datagen_repo.flip_counts(session, job_ids)).items():
+        work[job_id].update(matchups=matchups, flips=flips)
+    return work
+
+
+async def save_job_summaries(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert or replace the summaries (each: ``job_id``, ``finished_at`` and ``WORK_FIELDS``)."""
+    if not rows:
+        return
+    insert = dialect_insert(session)(JobWorkSummary)
+    stmt = insert.on_conflict_do_update(
+        index_elements=[JobWorkSummary.job_id],
+        set_={name: insert.excluded[name] for name in ("finished_at", *WORK_FIELDS)},
+    )
+    await session.execute(stmt, list(rows))
+    await session.flush()
+
+
+WORK_SUMMARY_COLUMNS = tuple(getattr(JobWorkSummary, name) for name in WORK_FIELDS)

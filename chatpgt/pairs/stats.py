@@ -1,14 +1,23 @@
-"""Statistics of a selection of pairs, computed by SQL aggregates (no row reaches Python)."""
+"""Statistics of a selection of pairs, computed by SQL aggregates (no pair row reaches Python).
+
+On Postgres the pairs part is one index-only scan with grouping sets (lengths as histograms, so
+medians need no sort); the judge and cost part of a finished job is computed once and stored
+(``job_work_summaries``), so a read over many finished jobs scans only the unfinished ones' work.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
+from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatpgt.datagen import inspect
+from chatpgt.db.helpers import is_sqlite
 from chatpgt.pairs import repository
-from chatpgt.pairs.repository import PairFilters
+from chatpgt.pairs.repository import WORK_FIELDS, PairFilters
 from chatpgt.pairs.schemas import (
     ConfidenceBucket,
     CostSummary,
@@ -35,14 +44,97 @@ def _lengths(totals: object, prefix: str) -> LengthStats | None:
     )
 
 
+def _histogram_stats(hist: dict[int, int]) -> dict[str, Any]:
+    """mean, median (percentile_cont(0.5): the mean of the two middle values when the count is
+    even), min and max of the values counted in ``hist``; all None when it is empty."""
+    n = sum(hist.values())
+    if n == 0:
+        return dict.fromkeys(("mean", "median", "min", "max"))
+    values = sorted(hist)
+    low_pos, high_pos = (n - 1) // 2, n // 2
+    low = high = None
+    seen = 0
+    for value in values:
+        seen += hist[value]
+        if low is None and seen > low_pos:
+            low = value
+        if seen > high_pos:
+            high = value
+            break
+    assert low is not None and high is not None
+    return {
+        "mean": sum(v * c for v, c in hist.items()) / n,
+        "median": (low + high) / 2,
+        "min": values[0],
+        "max": values[-1],
+    }
+
+
+def _totals(agg: repository.PairAggregates) -> SimpleNamespace:
+    values: dict[str, Any] = {
+        "total": sum(agg.buckets.values()),
+        "judged": agg.sources.get("judged", 0),
+        "corpus": agg.sources.get("corpus", 0),
+    }
+    for prefix, hist in (("chosen", agg.chosen_lengths), ("rejected", agg.rejected_lengths)):
+        for key, value in _histogram_stats(hist).items():
+            values[f"{prefix}_{key}"] = value
+    return SimpleNamespace(**values)
+
+
+async def job_work_totals(session: AsyncSession, job_ids: Sequence[int]) -> dict[str, Any]:
+    """``WORK_FIELDS`` summed over the given jobs (every job when empty). A finished job's
+    figures come from its stored summary, computed and stored (in the session's transaction;
+    the caller commits) when missing or older than the job's ``finished_at``; an unfinished
+    job's are computed on every call."""
+    finish_times = await repository.job_finish_times(session, job_ids)
+    saved = await repository.saved_job_summaries(session, job_ids)
+    current = {
+        job_id: row
+        for job_id, row in saved.items()
+        if job_id in finish_times and row["finished_at"] == finish_times[job_id]
+    }
+    to_compute = [job_id for job_id in finish_times if job_id not in current]
+    computed = await repository.compute_job_work(session, to_compute)
+    await repository.save_job_summaries(
+        session,
+        [
+            {"job_id": job_id, "finished_at": finish_times[job_id], **work}
+            for job_id, work in computed.items()
+            if finish_times[job_id] is not None
+        ],
+    )
+    totals: dict[str, Any] = dict.fromkeys(WORK_FIELDS, 0)
+    for name in ("generations_cost_usd", "judgments_cost_usd"):
+        totals[name] = Decimal(0)
+    for row in (*current.values(), *computed.values()):
+        for name in WORK_FIELDS:
+            totals[name] += row[name]
+    return totals
+
+
 async def pair_stats(session: AsyncSession, filters: PairFilters) -> PairStats:
     """Counts, confidence histogram, wins and losses per model, matchups and essay lengths of
     the pairs matching ``filters``; judge order-flip rate and cost of the filtered jobs' work
     (every job when ``filters.job_ids`` is empty)."""
-    totals = await repository.pair_totals(session, filters)
-    buckets, matchup_counts = await repository.pair_group_counts(session, filters)
-    matchups, flips = await inspect.judge_flip_counts(session, filters.job_ids)
-    costs = await inspect.work_costs(session, filters.job_ids)
+    if is_sqlite(session):
+        totals = await repository.pair_totals(session, filters)
+        buckets, matchup_counts = await repository.pair_group_counts(session, filters)
+    else:
+        agg = await repository.pair_aggregates(session, filters)
+        totals = _totals(agg)
+        buckets, matchup_counts = agg.buckets, agg.matchups
+    work = await job_work_totals(session, filters.job_ids)
+    matchups, flips = work["matchups"], work["flips"]
+    costs = {
+        name: (
+            work[name],
+            float(work[f"{name}_cost_usd"]),
+            work[f"{name}_prompt_tokens"],
+            work[f"{name}_completion_tokens"],
+        )
+        for name in ("generations", "judgments")
+    }
 
     wins: Counter[str] = Counter()
     losses: Counter[str] = Counter()
