@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test lint demo bench-datagen
+.PHONY: setup test lint demo bench-datagen bench-api bench-export
 
 setup: $(VENV)/.installed
 
@@ -30,3 +30,10 @@ demo: setup
 
 bench-datagen: setup
 	$(PY) bench/datagen_throughput.py
+
+# Both seed (or reuse) the chatpgt_bench database with 1M pairs first (~4 min, ~13 GB).
+bench-api: setup
+	$(PY) bench/api_load.py
+
+bench-export: setup
+	$(PY) bench/export_bench.py

@@ -1,0 +1,389 @@
+"""Serving pairs under load: GET /pairs pages and GET /pairs/stats over a large seeded table.
+
+Seeds (or reuses) the bench database with ``bench/seed_pairs.py``, then for each uvicorn worker
+count starts the real API (``uvicorn api.main:app --workers N``, access log off) against it and
+runs an asyncio + aiohttp load generator in this process:
+
+- ``first``: ``GET /pairs?min_confidence=6&limit=50`` with no cursor (the first page);
+- ``deep``: the same with the cursor of the pair at 99 % of the id range (the last 1 %);
+- ``random``: a cursor drawn uniformly over the id range for every request (pages spread over
+  the whole table, mostly not in Postgres' buffers);
+
+each from ``--clients`` concurrent clients for ``--duration`` seconds, bodies read as bytes (one
+request per phase is decoded and checked: page size, filter, order, cursor). Then one client
+for ``--single-duration`` seconds on the first and the deep page (its p50 is the latency a user
+sees), the EXPLAIN (ANALYZE, BUFFERS) of the deep page query, and GET /pairs/stats timed
+``--stats-runs`` times (median; the first run is reported apart).
+
+CPU split: user+system seconds of the API processes, of the Postgres backends serving the bench
+database, of this load generator, and of everything else on the machine, per phase.
+
+    python bench/api_load.py --pairs 1000000 --workers 1,2
+    python bench/api_load.py --pairs 10000 --duration 10 --workers 1   # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import psutil
+import psycopg
+from sqlalchemy.dialects import postgresql
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from seed_pairs import db_urls, ensure_seeded  # noqa: E402
+
+from chatpgt.db.keyset import encode_cursor  # noqa: E402
+from chatpgt.pairs.repository import PairFilters, page_statement  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+class Api:
+    """The real API in a subprocess (its own process group), against the bench database."""
+
+    def __init__(self, async_url: str, workers: int) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "CHATPGT_DATABASE_URL": async_url,
+            "CHATPGT_BROKER_URL": "redis://127.0.0.1:6379/15",
+            "CHATPGT_EMBEDDED_WORKER": "false",
+        }
+        cmd = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1"]
+        cmd += ["--port", str(self.port), "--workers", str(workers), "--no-access-log"]
+        cmd += ["--log-level", "warning"]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"the API exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    pass
+                time.sleep(1.0)  # every worker has started by now on this machine
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise SystemExit("the API did not start")
+
+    def processes(self) -> list[psutil.Process]:
+        try:
+            parent = psutil.Process(self.proc.pid)
+            return [parent, *parent.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def _cpu(procs: list[psutil.Process]) -> dict[int, float]:
+    out = {}
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            out[p.pid] = t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def postgres_backends(db: str) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["name", "cmdline"]):
+        cmdline = " ".join(p.info.get("cmdline") or [])
+        if cmdline.startswith("postgres:") and f" {db} " in cmdline:
+            found.append(p)
+    return found
+
+
+def self_cpu() -> float:
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+
+
+def machine_cpu() -> float:
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + t.irq + t.softirq
+
+
+class CpuSplit:
+    """CPU seconds per party between ``start`` and ``stop``."""
+
+    def __init__(self, api: Api, db: str) -> None:
+        self.api, self.db = api, db
+
+    def start(self) -> None:
+        self.a0 = _cpu(self.api.processes())
+        self.p0 = _cpu(postgres_backends(self.db))
+        self.s0, self.m0, self.t0 = self_cpu(), machine_cpu(), time.perf_counter()
+
+    def stop(self) -> dict[str, float]:
+        a1 = _cpu(self.api.processes())
+        p1 = _cpu(postgres_backends(self.db))
+        api = sum(v - self.a0.get(k, 0.0) for k, v in a1.items())
+        pg = sum(v - self.p0.get(k, 0.0) for k, v in p1.items())
+        gen = self_cpu() - self.s0
+        total = machine_cpu() - self.m0
+        wall = time.perf_counter() - self.t0
+        return {
+            "api": api,
+            "postgres": pg,
+            "loadgen": gen,
+            "other": max(0.0, total - api - pg - gen),
+            "capacity": wall * (psutil.cpu_count() or 1),
+        }
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    clients: int
+    wall: float
+    latencies: list[float] = field(default_factory=list)
+    bytes: int = 0
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)
+    load: str = ""
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies)
+
+    def pct(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    def line(self) -> str:
+        c = self.cpu
+        cpu = (
+            f"cpu s: api {c['api']:.0f} pg {c['postgres']:.0f} loadgen {c['loadgen']:.0f} "
+            f"other {c['other']:.0f} of {c['capacity']:.0f}; per request: api "
+            f"{c['api'] / max(1, self.requests) * 1000:.1f} ms, pg "
+            f"{c['postgres'] / max(1, self.requests) * 1000:.1f} ms"
+            if c
+            else ""
+        )
+        return (
+            f"  {self.name:<8} {self.clients:>3} cl  {self.requests / self.wall:7.1f} req/s  "
+            f"{self.bytes / self.wall / 1e6:7.1f} MB/s  p50 {self.pct(0.5):7.1f} ms  "
+            f"p99 {self.pct(0.99):7.1f} ms  errors {self.errors}  load {self.load}  {cpu}"
+        )
+
+
+def validate(body: bytes, min_confidence: float, limit: int, after_id: int | None) -> None:
+    page = orjson.loads(body)
+    items = page["items"]
+    ids = [item["id"] for item in items]
+    assert len(items) == limit, f"{len(items)} items, expected {limit}"
+    assert all(item["confidence"] >= min_confidence for item in items), "filter not applied"
+    assert ids == sorted(ids) and len(set(ids)) == len(ids), "not in id order"
+    assert after_id is None or ids[0] > after_id, "page does not start after the cursor"
+    assert page["next_cursor"] == encode_cursor(ids[-1]), "bad next_cursor"
+    assert all(len(item["chosen"]) > 1000 for item in items), "texts missing"
+
+
+async def run_phase(
+    name: str,
+    base: str,
+    clients: int,
+    duration: float,
+    query: dict[str, Any],
+    cursors: Any,
+    split: CpuSplit | None,
+) -> PhaseResult:
+    """``clients`` loops issuing GET /pairs for ``duration`` seconds; ``cursors()`` gives the
+    ``(cursor, after_id)`` of each request."""
+    connector = aiohttp.TCPConnector(limit=clients, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        cursor, after_id = cursors()
+        params = {**query, **({"cursor": cursor} if cursor else {})}
+        async with http.get(f"{base}/pairs", params=params) as resp:
+            body = await resp.read()
+            if resp.status != 200:
+                raise SystemExit(f"{name}: validation request got {resp.status}: {body[:300]!r}")
+            validate(body, query["min_confidence"], query["limit"], after_id)
+        result = PhaseResult(name, clients, duration)
+        deadline = time.perf_counter() + duration
+
+        async def client() -> None:
+            while time.perf_counter() < deadline:
+                cursor, _ = cursors()
+                params = {**query, **({"cursor": cursor} if cursor else {})}
+                t0 = time.perf_counter()
+                try:
+                    async with http.get(f"{base}/pairs", params=params) as resp:
+                        data = await resp.read()
+                        ok = resp.status == 200
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    ok, data = False, repr(exc).encode()
+                if ok:
+                    result.latencies.append(time.perf_counter() - t0)
+                    result.bytes += len(data)
+                else:
+                    result.errors += 1
+                    if len(result.error_samples) < 3:
+                        result.error_samples.append(data[:200].decode(errors="replace"))
+
+        if split:
+            split.start()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        result.wall = time.perf_counter() - t0
+        if split:
+            result.cpu = split.stop()
+        result.load = loadavg()
+        return result
+
+
+async def time_stats(base: str, runs: int, query: dict[str, Any]) -> tuple[float, list[float]]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as http:
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            async with http.get(f"{base}/pairs/stats", params=query) as resp:
+                body = await resp.read()
+                if resp.status != 200:
+                    raise SystemExit(f"/pairs/stats got {resp.status}: {body[:300]!r}")
+            times.append(time.perf_counter() - t0)
+        return times[0], times[1:]
+
+
+def explain_deep(sync_url: str, filters: PairFilters, after_id: int, limit: int) -> str:
+    stmt = page_statement(filters, after_id=after_id, limit=limit + 1)
+    sql = str(stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+    with psycopg.connect(sync_url) as conn:
+        rows = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {sql}").fetchall()  # type: ignore[arg-type]
+    return "\n".join("    " + r[0] for r in rows)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--pairs", type=int, default=1_000_000)
+    p.add_argument("--db", default="chatpgt_bench")
+    p.add_argument("--reseed", action="store_true")
+    p.add_argument("--workers", default="1,2", help="uvicorn worker counts to measure")
+    p.add_argument("--clients", type=int, default=50)
+    p.add_argument("--duration", type=float, default=60.0, help="seconds per loaded phase")
+    p.add_argument("--single-duration", type=float, default=15.0)
+    p.add_argument("--phases", default="first,deep,random")
+    p.add_argument("--min-confidence", type=float, default=6.0)
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--stats-runs", type=int, default=6)
+    args = p.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()  # the load generator's own CPU cost matters on 2 cores
+    except ImportError:
+        pass
+
+    async_url = ensure_seeded(args.pairs, args.db, reseed=args.reseed)
+    sync_url, _ = db_urls(args.db)
+    with psycopg.connect(sync_url) as conn:
+        max_id = int(conn.execute("SELECT max(id) FROM pairs").fetchone()[0])  # type: ignore[index]
+    deep_after = int(max_id * 0.99)
+    deep_cursor = encode_cursor(deep_after)
+    rng = random.Random(1)
+    span = max(1, max_id - 10 * args.limit)
+    cursor_of = {
+        "first": lambda: (None, None),
+        "deep": lambda: (deep_cursor, deep_after),
+        "random": lambda: (lambda a: (encode_cursor(a), a))(rng.randrange(span)),
+    }
+    query = {"min_confidence": args.min_confidence, "limit": args.limit}
+    print(
+        f"api load: {args.pairs:,} pairs in {args.db}, GET /pairs?min_confidence="
+        f"{args.min_confidence:g}&limit={args.limit}, {args.clients} clients x "
+        f"{args.duration:g} s per phase; deep cursor after id {deep_after:,}; "
+        f"{psutil.cpu_count()} CPUs; load {loadavg()}",
+        flush=True,
+    )
+    explained = False
+    for workers in [int(w) for w in args.workers.split(",")]:
+        api = Api(async_url, workers)
+        try:
+            api.wait_ready()
+            split = CpuSplit(api, args.db)
+            print(f"uvicorn --workers {workers}:", flush=True)
+            for phase in [name for name in args.phases.split(",") if name]:
+                r = asyncio.run(
+                    run_phase(
+                        phase, api.base, args.clients, args.duration, query, cursor_of[phase], split
+                    )
+                )
+                print(r.line(), flush=True)
+                for sample in r.error_samples:
+                    print(f"    error: {sample}")
+            for phase in ("first", "deep") if args.single_duration > 0 else ():
+                r = asyncio.run(
+                    run_phase(
+                        phase, api.base, 1, args.single_duration, query, cursor_of[phase], split
+                    )
+                )
+                print(r.line(), flush=True)
+            if not explained:
+                stats_q: dict[str, Any]
+                for stats_q in ({}, {"min_confidence": args.min_confidence}):
+                    first, rest = asyncio.run(time_stats(api.base, args.stats_runs, stats_q))
+                    label = "&".join(f"{k}={v:g}" for k, v in stats_q.items()) or "(no filter)"
+                    print(
+                        f"  GET /pairs/stats {label}: first {first * 1000:.0f} ms, median of "
+                        f"next {len(rest)} {statistics.median(rest) * 1000:.0f} ms "
+                        f"(min {min(rest) * 1000:.0f}, max {max(rest) * 1000:.0f}); "
+                        f"load {loadavg()}",
+                        flush=True,
+                    )
+        finally:
+            api.stop()
+        if not explained:
+            filters = PairFilters(min_confidence=args.min_confidence)
+            print("EXPLAIN (ANALYZE, BUFFERS) of the deep page query:")
+            print(explain_deep(sync_url, filters, deep_after, args.limit), flush=True)
+            explained = True
+
+
+if __name__ == "__main__":
+    main()
