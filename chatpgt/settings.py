@@ -48,6 +48,11 @@ class ProviderConfig(BaseModel):
     max_retries: int = Field(5, ge=0, le=20)
     backoff_base_s: float = Field(1.0, ge=0)
     backoff_max_s: float = Field(60.0, ge=0)
+    max_response_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="a 200 answer's body is read up to this size; a larger one fails the request",
+    )
     supports_json_mode: bool = True
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
     default_price: ModelPrice | None = None

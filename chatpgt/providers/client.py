@@ -14,6 +14,11 @@ and then ``Retry-After``. Every other failure raises :class:`ProviderError` at o
 errors never contain the API key, request headers or the request body: the server's own words
 are redacted (:mod:`chatpgt.redact`) before they become a :class:`ProviderError`.
 
+A 200 whose body is not a usable chat completion is a ProviderError too, with a short reason
+(``malformed response from 'x' (HTTP 200): body is not valid JSON (truncated at byte 812)``);
+bodies are read in chunks up to ``config.max_response_bytes`` and never further. Which of those
+are retried is decided in :func:`_parse_completion`.
+
 Providers of kind ``local`` run a transformers model in this process instead
 (:class:`chatpgt.providers.local.LocalProvider`, imported on first use so that a process that
 never calls one, like the API, never imports torch). :meth:`ProviderPool.judge_ab` reads a
@@ -61,6 +66,11 @@ _MESSAGE_OVERHEAD_TOKENS = 4
 _RETRYABLE_STATUS = frozenset({408, 429})
 _MILLION = Decimal(1_000_000)
 _ERROR_DETAIL_CHARS = 300
+# An error answer (4xx/5xx) is only read for its message: this much of it is plenty.
+_ERROR_BODY_BYTES = 64 * 1024
+# How often a 200 whose text is undecodable (not UTF-8, NUL characters) is retried: once, not
+# max_retries times; see _parse_completion.
+_ENCODING_RETRIES = 1
 
 
 def estimate_tokens(chars: int) -> int:
@@ -299,33 +309,72 @@ class ProviderPool:
         started = time.perf_counter()
         limiter = p.limiter
         attempts = 0
+        encoding_faults = 0
+        cap = cfg.max_response_bytes
         while True:
             attempts += 1
             status: int | None = None
             retry_after: float | None = None
             permit = await limiter.acquire(token_estimate)
             try:
+                # The deadline covers reading the body too: a trickled answer cannot hold a slot.
                 async with asyncio.timeout(p.deadline_s):
-                    response = await client.post(
-                        url, content=body, headers=headers, timeout=p.timeout
+                    response = await client.send(
+                        client.build_request(
+                            "POST", url, content=body, headers=headers, timeout=p.timeout
+                        ),
+                        stream=True,
                     )
-            except (httpx.TransportError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    try:
+                        status = response.status_code
+                        raw, complete = await _read_capped(
+                            response, cap if status == 200 else _ERROR_BODY_BYTES
+                        )
+                    finally:
+                        # Unread bytes (a body over the cap) make aiohttp drop the connection
+                        # rather than reuse it.
+                        await response.aclose()
+            # RequestError, not only TransportError: a body that fails to decode (a broken gzip
+            # stream) is httpx.DecodingError, and it is as transient as a dropped connection.
+            except (httpx.RequestError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                status = None
                 last = _describe_transport_error(exc, cfg)
             else:
-                status = response.status_code
                 if status == 200:
                     permit.release()
-                    result = self._result(req, response.content, prompt_estimate, attempts, started)
-                    await permit.settle(result.prompt_tokens + result.completion_tokens)
-                    return result
-                if status in _RETRYABLE_STATUS or status >= 500:
-                    detail = _server_words(response.content)
+                    if not complete:
+                        raise ProviderError(
+                            f"malformed response from {req.provider!r} (HTTP 200): response body "
+                            f"over {cap} bytes (max_response_bytes)",
+                            retryable=False,
+                            status=200,
+                            attempts=attempts,
+                        )
+                    try:
+                        parsed = _parse_completion(raw)
+                    except _MalformedBody as exc:
+                        last = f"malformed response from {req.provider!r} (HTTP 200): {exc.reason}"
+                        if exc.kind == "encoding":
+                            encoding_faults += 1
+                        if exc.kind == "shape" or encoding_faults > _ENCODING_RETRIES:
+                            raise ProviderError(
+                                last if attempts == 1 else f"{last} after {attempts} attempts",
+                                retryable=False,
+                                status=200,
+                                attempts=attempts,
+                            ) from None
+                    else:
+                        result = self._result(req, parsed, prompt_estimate, attempts, started)
+                        await permit.settle(result.prompt_tokens + result.completion_tokens)
+                        return result
+                elif status in _RETRYABLE_STATUS or status >= 500:
+                    detail = _server_words(raw)
                     last = f"HTTP {status}" + (f" ({detail})" if detail else "")
                     retry_after = parse_retry_after(response.headers)
                 else:
                     permit.release()
                     raise ProviderError(
-                        _describe_failure(response, cfg, secret),
+                        _describe_failure(response, raw, cfg, secret),
                         retryable=False,
                         status=status,
                         attempts=attempts,
@@ -450,23 +499,14 @@ class ProviderPool:
         return body
 
     def _result(
-        self, req: ChatRequest, raw: bytes, prompt_estimate: int, attempts: int, started: float
+        self,
+        req: ChatRequest,
+        parsed: _Completion,
+        prompt_estimate: int,
+        attempts: int,
+        started: float,
     ) -> ChatResult:
-        try:
-            data = orjson.loads(raw)
-            choice = data["choices"][0]
-            message = choice["message"]
-            text = message.get("content") or ""
-            if not isinstance(text, str):
-                raise TypeError("content is not a string")
-        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            what = "not JSON" if isinstance(exc, orjson.JSONDecodeError) else "no choices/message"
-            raise ProviderError(
-                f"malformed response from {req.provider!r} (HTTP 200): {what}",
-                retryable=False,
-                status=200,
-                attempts=attempts,
-            ) from None
+        data, choice, text = parsed
         usage = data.get("usage")
         prompt_tokens = completion_tokens = None
         if isinstance(usage, dict):
@@ -488,6 +528,113 @@ class ProviderPool:
             attempts=attempts,
             logprobs=logprobs.get("content") if isinstance(logprobs, dict) else None,
         )
+
+
+# A parsed chat completion: the whole document, choices[0], and the content ("" when null).
+_Completion = tuple[dict[str, Any], dict[str, Any], str]
+
+
+class _MalformedBody(Exception):
+    """A 200 body that is not a usable chat completion; ``kind`` decides whether to retry."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
+    """The body, read chunk by chunk (decoded), and whether it was complete within ``cap`` bytes.
+
+    A body declared (Content-Length) or found to be larger stops the read at once: at most about
+    ``cap`` bytes plus one chunk are ever held.
+    """
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > cap:
+        return b"", False
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > cap:
+            return b"".join(chunks), False
+        chunks.append(chunk)
+    return b"".join(chunks), True
+
+
+def _parse_completion(raw: bytes) -> _Completion:
+    """Read a 200 body as a chat completion, or raise _MalformedBody with a short reason.
+
+    Every such answer has usually been billed, so retrying is not free. The kinds, and why:
+
+    - ``truncated``: empty, or the JSON document ends early. A connection or proxy cut it; that
+      is transient like a transport error, so it is retried within ``max_retries``.
+    - ``encoding``: not UTF-8 (a Latin-1 body declared UTF-8, stray bytes, lone surrogates) or
+      NUL characters in the content (Postgres text cannot hold them). Usually a server's
+      encoding bug, which a retry only repeats; sometimes a sampled token that split a character.
+      So it is retried once (``_ENCODING_RETRIES``), not ``max_retries`` times: a broken server
+      costs one extra request per item, not six.
+    - ``shape``: not JSON at all (an HTML page: a wrong base_url or a proxy's page), or JSON that
+      is not a chat completion (no ``choices``, no ``message``, content not a string). The server
+      speaks another protocol and will answer the same again: fails at once.
+
+    A body over ``max_response_bytes`` is refused before this (not retried either: ``max_tokens``
+    bounds a real answer, so an oversized one is a broken server, and reading it again costs as
+    much as reading it once).
+    """
+    if not raw.strip():
+        raise _MalformedBody("truncated", "empty body")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _MalformedBody(
+            "encoding",
+            f"body is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+        ) from None
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        stripped = text.strip()
+        if exc.pos >= len(stripped) and stripped[:1] in ("{", "["):
+            raise _MalformedBody(
+                "truncated", f"body is not valid JSON (truncated at byte {len(raw)})"
+            ) from None
+        kind = "encoding" if "surrogate" in exc.msg else "shape"
+        detail = f"{exc.msg} at char {exc.pos}"
+        if stripped[:1] not in ("{", "["):
+            detail = f"starts with {stripped[:20]!r}"
+        raise _MalformedBody(kind, f"body is not valid JSON ({detail})"[:200]) from None
+    if not isinstance(data, dict):
+        raise _MalformedBody("shape", f"body is a JSON {type(data).__name__}, not an object")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        what = "no 'choices'" if choices is None else "'choices' is not a non-empty list"
+        raise _MalformedBody("shape", f"not a chat completion: {what}")
+    choice = choices[0]
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
+        raise _MalformedBody("shape", "not a chat completion: choices[0] has no 'message'")
+    content = message.get("content")
+    if content is None:
+        content = ""  # a null content (e.g. a refusal or tool call): the caller judges ""
+    if not isinstance(content, str):
+        raise _MalformedBody(
+            "shape", f"message.content is a JSON {_json_type(content)}, not a string"
+        )
+    if "\x00" in content:
+        raise _MalformedBody("encoding", "message.content contains NUL characters")
+    assert isinstance(choice, dict)
+    return data, choice, content
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, bool):
+        return "boolean"
+    return "number" if isinstance(value, int | float) else type(value).__name__
 
 
 def _describe_transport_error(exc: BaseException, cfg: ProviderConfig) -> str:
@@ -512,7 +659,9 @@ class _NoCookies(httpx.Cookies):
         return None
 
 
-def _describe_failure(response: httpx.Response, cfg: ProviderConfig, secret: str | None) -> str:
+def _describe_failure(
+    response: httpx.Response, raw: bytes, cfg: ProviderConfig, secret: str | None
+) -> str:
     """A storable message for a non-retryable HTTP answer: status and the server's own words,
     scrubbed of anything key-like; never our headers or body."""
     status = response.status_code
@@ -522,7 +671,7 @@ def _describe_failure(response: httpx.Response, cfg: ProviderConfig, secret: str
         if secret:
             return f"HTTP {status} from {cfg.name!r}: the API key ({env}) was refused"
         return f"HTTP {status} from {cfg.name!r}: no API key was sent ({env} is not set)"
-    detail = _server_words(response.content)
+    detail = _server_words(raw)
     return f"HTTP {status} from {cfg.name!r}" + (f": {detail}" if detail else "")
 
 

@@ -11,7 +11,9 @@ and injects faults on demand. Tests change the fault profile while it runs:
   ``{"rate_5xx": 1.0}``) updates the profile and answers with the whole new profile. Besides the
   flags it takes ``script``: a list of outcomes forced on the next requests, in order, before any
   random draw (``"ok"``, ``"500"``, ``"502"``, ``"503"``, ``"429"``, ``"timeout"``, ``"empty"``,
-  ``"malformed"``, ``"invalid_body"``), so a test can say "fail twice, then answer" exactly.
+  ``"malformed"``, ``"invalid_body"`` or one of the body faults below), so a test can say "fail
+  twice, then answer" exactly. An entry prefixed ``judge:`` or ``writer:`` (``"judge:no_choices"``)
+  is kept for the next request to a judge model, or to any other model, and skipped by the rest.
 - ``POST /_control/reset`` restores the start-up profile, clears the script, re-seeds the random
   source, zeroes the statistics and releases requests that are hanging in a simulated timeout.
 - ``GET /_control`` shows the profile; ``GET /_stats`` shows the counters.
@@ -19,6 +21,16 @@ and injects faults on demand. Tests change the fault profile while it runs:
 Key echo faults (:data:`KEY_ECHO_FAULTS`, script only): ``echo_key_400``, ``echo_key_401`` and
 ``echo_key_500`` answer with that status and an error message that quotes the request's whole
 ``Authorization`` header, as a misbehaving proxy does (and OpenAI's 401 does in part).
+
+Body faults (:data:`BODY_FAULTS`) break an otherwise good 200 answer of any model, essay or
+verdict: ``truncated_body`` (the JSON document cut in half, with a matching Content-Length),
+``no_choices`` (valid JSON without ``choices``), ``no_message`` (``choices[0]`` carries ``text``
+instead of ``message``), ``content_not_string`` (``message.content`` is an object),
+``non_utf8`` (the raw bytes 0xFF 0xFE inside the content string), ``latin1_body`` (the body is
+encoded in Latin-1 but declared UTF-8) and ``huge_body`` (a chat completion whose content is
+``huge_body_mb`` megabytes, streamed in chunks without a Content-Length, so the server never holds
+it). ``rate_malformed_body`` draws one of them, in rotation, on that share of the requests that
+no status fault took.
 
 Models whose name starts with ``judge`` act as a pairwise judge: the user message carries the two
 essays inside ``<essay_a>``/``<essay_b>`` tags, each essay gets a score from a hash of its text,
@@ -55,17 +67,6 @@ from aiohttp import web
 
 MODELS = ("writer-a", "writer-b", "judge", "judge-strict", "gpt-4o-mini")
 
-# A provider or proxy that quotes the request's whole Authorization header in its error message,
-# answering with this status: what secret redaction (chatpgt.redact) must catch.
-KEY_ECHO_FAULTS = {"echo_key_400": 400, "echo_key_401": 401, "echo_key_500": 500}
-# Outcomes a script may force; the same names appear in /_stats["by_outcome"].
-SCRIPT_OUTCOMES = frozenset(
-    {
-        *("ok", "500", "502", "503", "429", "timeout", "empty", "malformed", "invalid_body"),
-        *KEY_ECHO_FAULTS,
-    }
-)
-
 _ESSAY_A = re.compile(r"<essay_a>(.*?)</essay_a>", re.DOTALL)
 _ESSAY_B = re.compile(r"<essay_b>(.*?)</essay_b>", re.DOTALL)
 
@@ -86,6 +87,30 @@ _WORDS = tuple(
 
 _MALFORMED_KINDS = ("truncated", "prose", "wrong_field", "winner_c", "confidence_range")
 
+# Faults in the HTTP body of a 200 answer (any model); script outcomes and stats names alike.
+BODY_FAULTS = (
+    "truncated_body",
+    "no_choices",
+    "no_message",
+    "content_not_string",
+    "non_utf8",
+    "latin1_body",
+    "huge_body",
+)
+# A provider or proxy that quotes the request's whole Authorization header in its error message,
+# answering with this status: what secret redaction (chatpgt.redact) must catch.
+KEY_ECHO_FAULTS = {"echo_key_400": 400, "echo_key_401": 401, "echo_key_500": 500}
+# Outcomes a script may force; the same names appear in /_stats["by_outcome"].
+SCRIPT_OUTCOMES = frozenset(
+    {
+        *("ok", "500", "502", "503", "429", "timeout", "empty", "malformed", "invalid_body"),
+        *BODY_FAULTS,
+        *KEY_ECHO_FAULTS,
+    }
+)
+_SCRIPT_SCOPES = ("judge", "writer")
+_HUGE_CHUNK = 64 * 1024
+
 
 @dataclass(slots=True)
 class Profile:
@@ -100,12 +125,22 @@ class Profile:
     hang_s: float = 30.0
     rate_malformed_judge: float = 0.0
     rate_empty: float = 0.0
+    rate_malformed_body: float = 0.0
+    huge_body_mb: float = 50.0
     position_bias: float = 0.0
     require_key_env: str | None = None
 
 
 _RATE_FIELDS = frozenset(
-    {"rate_5xx", "rate_429", "rate_timeout", "rate_malformed_judge", "rate_empty", "position_bias"}
+    {
+        "rate_5xx",
+        "rate_429",
+        "rate_timeout",
+        "rate_malformed_judge",
+        "rate_empty",
+        "rate_malformed_body",
+        "position_bias",
+    }
 )
 _PROFILE_FIELDS = {f.name for f in fields(Profile)}
 
@@ -236,6 +271,7 @@ class FakeOpenAI:
         self.rng = random.Random(seed)
         self.script: list[str] = []
         self._malformed = itertools.cycle(_MALFORMED_KINDS)
+        self._body_faults = itertools.cycle(BODY_FAULTS)
         # Bumped by reset: requests from an older epoch neither count as in flight nor keep hanging.
         self.epoch = 0
         self._release = asyncio.Event()
@@ -255,6 +291,7 @@ class FakeOpenAI:
         self.script.clear()
         self.rng = random.Random(self.seed)
         self._malformed = itertools.cycle(_MALFORMED_KINDS)
+        self._body_faults = itertools.cycle(BODY_FAULTS)
         self.epoch += 1
         self._release.set()
         self._release = asyncio.Event()
@@ -288,8 +325,11 @@ class FakeOpenAI:
             self.profile = apply_control(self.profile, body)
             script = body.get("script")
             if script is not None:
-                if not isinstance(script, list) or not all(s in SCRIPT_OUTCOMES for s in script):
-                    raise ControlError(f"script must be a list of {sorted(SCRIPT_OUTCOMES)}")
+                if not isinstance(script, list) or not all(map(_valid_script_entry, script)):
+                    raise ControlError(
+                        f"script must be a list of {sorted(SCRIPT_OUTCOMES)}, each optionally "
+                        f"prefixed with one of {[s + ':' for s in _SCRIPT_SCOPES]}"
+                    )
                 self.script = [str(s) for s in script]
         except (orjson.JSONDecodeError, ControlError) as exc:
             return _error(400, str(exc), "invalid_request_error")
@@ -302,7 +342,7 @@ class FakeOpenAI:
     async def get_stats(self, request: web.Request) -> web.Response:
         return _json(self.stats())
 
-    async def chat(self, request: web.Request) -> web.Response:
+    async def chat(self, request: web.Request) -> web.StreamResponse:
         epoch = self.epoch
         self.total += 1
         self.in_flight += 1
@@ -318,7 +358,7 @@ class FakeOpenAI:
             self.by_status[status] += 1
         return response
 
-    async def _chat(self, request: web.Request) -> tuple[str, int, web.Response]:
+    async def _chat(self, request: web.Request) -> tuple[str, int, web.StreamResponse]:
         profile = self.profile
         if profile.require_key_env is not None:
             expected = "Bearer " + os.environ.get(profile.require_key_env, "")
@@ -346,9 +386,10 @@ class FakeOpenAI:
             self.json_mode += 1
 
         rng = self.rng
-        forced = self.script.pop(0) if self.script else None
+        is_judge = model.startswith("judge")
+        forced = self._take_scripted(is_judge)
         # Every fault is drawn on every request, so one rate never shifts another's draws.
-        draw_429, draw_5xx, draw_timeout, draw_empty = (rng.random() for _ in range(4))
+        draw_429, draw_5xx, draw_timeout, draw_empty, draw_body = (rng.random() for _ in range(5))
         if profile.latency_ms or profile.jitter_ms:
             delay = profile.latency_ms + rng.random() * profile.jitter_ms
             await asyncio.sleep(delay / 1000)
@@ -379,8 +420,12 @@ class FakeOpenAI:
         if forced == "invalid_body":
             return "invalid_body", 200, web.Response(text="<html>upstream hiccup</html>")
 
+        body_fault: str | None = None
+        if forced in BODY_FAULTS:
+            body_fault = forced
+        elif forced is None and draw_body < profile.rate_malformed_body:
+            body_fault = next(self._body_faults)
         empty = forced == "empty" or (forced is None and draw_empty < profile.rate_empty)
-        is_judge = model.startswith("judge")
         malformed = False
         finish_reason = "stop"
         letter_verdict: tuple[str, int] | None = None
@@ -433,8 +478,48 @@ class FakeOpenAI:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+        if body_fault is not None:
+            if body_fault == "huge_body":
+                return body_fault, 200, await self._huge_body(request, payload)
+            return body_fault, 200, _broken_body(body_fault, payload)
         outcome = "empty" if empty else "malformed" if malformed else "ok"
         return outcome, 200, _json(payload)
+
+    def _take_scripted(self, is_judge: bool) -> str | None:
+        """Pop the first script entry that applies to this request (see the module docstring)."""
+        scope = "judge" if is_judge else "writer"
+        for i, entry in enumerate(self.script):
+            prefix, _, outcome = entry.rpartition(":")
+            if not prefix or prefix == scope:
+                del self.script[i]
+                return outcome
+        return None
+
+    async def _huge_body(self, request: web.Request, payload: dict[str, Any]) -> web.StreamResponse:
+        """Stream a chat completion whose content is ``huge_body_mb`` MB, chunk by chunk.
+
+        No Content-Length (chunked), so a client cannot refuse it from the headers alone; a
+        client that hangs up early ends the handler quietly.
+        """
+        payload["choices"][0]["message"]["content"] = "@@HUGE@@"
+        head, tail = orjson.dumps(payload).split(b"@@HUGE@@", 1)
+        remaining = int(self.profile.huge_body_mb * 1024 * 1024)
+        chunk = (b"lorem ipsum " * (_HUGE_CHUNK // 12 + 1))[:_HUGE_CHUNK]
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": "application/json; charset=utf-8"}
+        )
+        try:
+            await response.prepare(request)
+            await response.write(head)
+            while remaining > 0:
+                piece = chunk if remaining >= len(chunk) else chunk[:remaining]
+                await response.write(piece)
+                remaining -= len(piece)
+            await response.write(tail)
+            await response.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass  # the client hung up (as a client with a body cap should)
+        return response
 
     def _verdict(
         self, messages: list[dict[str, Any]], rng: random.Random, bias: float
@@ -478,6 +563,45 @@ class FakeOpenAI:
         if sentences:
             text += "\n\n" + " ".join(sentences)
         return text, finish_reason
+
+
+def _valid_script_entry(entry: Any) -> bool:
+    if not isinstance(entry, str):
+        return False
+    prefix, _, outcome = entry.rpartition(":")
+    return outcome in SCRIPT_OUTCOMES and (not prefix or prefix in _SCRIPT_SCOPES)
+
+
+def _broken_body(kind: str, payload: dict[str, Any]) -> web.Response:
+    """A 200 answer carrying ``payload`` broken as the body fault ``kind`` says."""
+    choice = payload["choices"][0]
+    content = choice["message"]["content"]
+    if kind == "truncated_body":
+        whole = orjson.dumps(payload)
+        raw = whole[: len(whole) // 2]
+    elif kind == "no_choices":
+        raw = orjson.dumps({k: v for k, v in payload.items() if k != "choices"})
+    elif kind == "no_message":
+        # The legacy completions shape: text on the choice, no message.
+        del choice["message"]
+        choice["text"] = content
+        raw = orjson.dumps(payload)
+    elif kind == "content_not_string":
+        choice["message"]["content"] = {"text": content}
+        raw = orjson.dumps(payload)
+    elif kind == "non_utf8":
+        choice["message"]["content"] = "@@NON-UTF-8@@" + content
+        raw = orjson.dumps(payload).replace(b"@@NON-UTF-8@@", b"\xff\xfe", 1)
+    elif kind == "latin1_body":
+        choice["message"]["content"] = "Caf\u00e9 cr\u00e8me. " + content
+        # orjson writes non-ASCII as UTF-8; re-encode as Latin-1 while claiming UTF-8.
+        raw = orjson.dumps(payload).decode().encode("latin-1", errors="replace")
+    else:
+        raise ValueError(f"unknown body fault {kind!r}")
+    # Declared UTF-8 whatever the bytes are: the lie is the point of latin1_body.
+    return web.Response(
+        body=raw, status=200, headers={"Content-Type": "application/json; charset=utf-8"}
+    )
 
 
 def _verdict_json(winner: str, confidence: int) -> str:
@@ -569,6 +693,8 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hang-s", type=float, default=30.0)
     p.add_argument("--rate-malformed-judge", type=float, default=0.0)
     p.add_argument("--rate-empty", type=float, default=0.0)
+    p.add_argument("--rate-malformed-body", type=float, default=0.0)
+    p.add_argument("--huge-body-mb", type=float, default=50.0)
     p.add_argument("--position-bias", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--require-key-env", default=None)
