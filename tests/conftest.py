@@ -93,6 +93,18 @@ def providers_config(fake_provider_port: int) -> list[dict[str, object]]:
     return [
         {"name": "fake", "max_concurrency": 64, **common},
         {"name": "fake-slow", "max_concurrency": 4, "requests_per_minute": 600, **common},
+        # The fault drill (tests/test_fault_drill.py): a short timeout, so that 5% of requests
+        # hanging costs seconds, not minutes; quick backoff; more retries for 35% faulty answers.
+        {
+            "name": "fake-drill",
+            "max_concurrency": 64,
+            **common,
+            "timeout_s": 1.0,
+            "connect_timeout_s": 1.0,
+            "max_retries": 8,
+            "backoff_base_s": 0.01,
+            "backoff_max_s": 0.1,
+        },
     ]
 
 
