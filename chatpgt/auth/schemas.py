@@ -8,7 +8,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 Scope = Literal["read", "write"]
-SCOPES: tuple[Scope, ...] = ("read", "write")
 
 
 class ApiKeyCreate(BaseModel):
@@ -28,10 +27,6 @@ class ApiKeyOut(BaseModel):
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
-
-    @property
-    def is_revoked(self) -> bool:
-        return self.revoked_at is not None
 
 
 class ApiKeyCreated(ApiKeyOut):
