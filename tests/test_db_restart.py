@@ -209,7 +209,8 @@ async def test_job_survives_a_database_restart(
         g = by_id[gen_id]
         assert (g.text, g.finished_at, g.attempts) == values
     stats = (await provider.get("/_stats")).json()
-    assert stats["total"] <= len(gens) + len(judgments) + 4, stats
+    # One request an item (a few more only if one timed out under load and was retried).
+    assert stats["total"] <= len(gens) + len(judgments) + 8, stats
     # Pairs: one per ordered pair of essays, built from the texts that are on disk.
     keys = [(p.chosen_generation_id, p.rejected_generation_id) for p in pairs]
     assert len(keys) == len(set(keys)) == job["pairs"] > 0
