@@ -8,6 +8,7 @@ from typing import Annotated, Protocol
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatpgt.paths import DataRoots
 from chatpgt.settings import Settings
 
 
@@ -25,6 +26,10 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def get_data_roots(request: Request) -> DataRoots:
+    return request.app.state.data_roots
+
+
 def get_enqueuer(request: Request) -> Enqueuer:
     return request.app.state.enqueuer
 
@@ -32,3 +37,4 @@ def get_enqueuer(request: Request) -> Enqueuer:
 Session = Annotated[AsyncSession, Depends(get_session)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 Queue = Annotated[Enqueuer, Depends(get_enqueuer)]
+Roots = Annotated[DataRoots, Depends(get_data_roots)]

@@ -13,6 +13,7 @@ from api import auth, inputs, problems
 from api.routers import datagen, health, pairs, providers, topics, train
 from chatpgt.auth.service import AccessControl, AccessPolicy, KeyVerifier
 from chatpgt.db.session import make_engine, make_sessionmaker
+from chatpgt.paths import DataRoots
 from chatpgt.redact import install_log_redaction, known_secret_count, register_provider_keys
 from chatpgt.settings import Settings, get_settings
 
@@ -59,6 +60,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             startup_log.warning(policy.startup_message())
         else:
             startup_log.info(policy.startup_message())
+        app.state.data_roots = DataRoots.for_service(
+            settings, open_to_loopback=policy.open_to_loopback
+        )
+        startup_log.info("request paths may name: %s", app.state.data_roots.describe())
         send = _celery_enqueuer()
 
         async def enqueue(task_name: str, *args: object) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from chatpgt.providers.types import LocalOptions
 from chatpgt.redact import add_secret
@@ -181,6 +181,11 @@ class Settings(BaseSettings):
     # Seconds an API process trusts a key it has checked (and remembers a refused one): a
     # revocation takes effect everywhere within this time; 0 checks the database every request.
     auth_cache_ttl_s: float = Field(5.0, ge=0)
+    # Directories a request may name files in (topic imports, training corpora, local datasets
+    # and models), comma-separated. Unset: any path the process can read while the API is open to
+    # loopback clients only (auth "auto" on a loopback api_host); otherwise artifacts_dir and
+    # model_cache_dir alone. A path resolving (symlinks followed) outside them is a 403.
+    data_roots: Annotated[list[Path] | None, NoDecode] = None
 
     @field_validator(
         "embedded_worker",
@@ -194,6 +199,14 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         # An empty variable (as .env files and compose pass through) means "not set".
         return None if value == "" else value
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _roots_from_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            roots = [part.strip() for part in value.split(",") if part.strip()]
+            return roots or None
+        return value
 
     @field_validator("providers", mode="before")
     @classmethod

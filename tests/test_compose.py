@@ -334,6 +334,8 @@ COMPOSE_SETS = {
     "CHATPGT_MODEL_CACHE_DIR",
     # The published API asks every client for a key.
     "CHATPGT_AUTH",
+    # ... and reads request paths only from ./data and the artifacts volume.
+    "CHATPGT_DATA_ROOTS",
 }
 
 

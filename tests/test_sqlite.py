@@ -41,6 +41,7 @@ from chatpgt.pairs.models import Pair
 from chatpgt.pairs.repository import PairFilters
 from chatpgt.pairs.schemas import PairStats
 from chatpgt.pairs.stats import pair_stats
+from chatpgt.paths import DataRoots
 from chatpgt.providers.client import ProviderPool
 from chatpgt.settings import Settings
 from chatpgt.topics import repository as topics_repo
@@ -185,7 +186,9 @@ async def test_topics_create_import_list_and_sample(db: AsyncSession, tmp_path: 
         writer.writerow(["Ébène", "Un essai."])
         writer.writerow(["", "skipped"])
     imported = await topics_service.import_topics(
-        db, FileImport(source="file", path=str(corpus), text_column="text")
+        db,
+        FileImport(source="file", path=str(corpus), text_column="text"),
+        roots=DataRoots.unrestricted(),
     )
     await db.commit()
     assert (imported.rows, imported.skipped, imported.created, imported.existing) == (3, 1, 1, 1)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query
 
 from api import problems
-from api.deps import AppSettings, Session
+from api.deps import AppSettings, Roots, Session
 from api.pagination import PageLimit
 from chatpgt.topics import service
 from chatpgt.topics.schemas import (
@@ -46,12 +46,13 @@ async def list_topics(
     return await service.list_topics(session, limit=limit, cursor=cursor, source=source, q=q)
 
 
-@router.post("/import", response_model=ImportResult, responses=problems.responses(400))
+@router.post("/import", response_model=ImportResult, responses=problems.responses(400, 403))
 async def import_topics(
-    session: Session, body: Annotated[TopicImport, Body(discriminator="source")]
+    session: Session, roots: Roots, body: Annotated[TopicImport, Body(discriminator="source")]
 ) -> ImportResult:
     """Import titles (and, for a corpus, essays) in one transaction: a file that cannot be read or
-    lacks the column is a 400 and writes nothing."""
-    result = await service.import_topics(session, body)
+    lacks the column is a 400 and writes nothing; a path outside the API's data roots
+    (`CHATPGT_DATA_ROOTS`) is a 403."""
+    result = await service.import_topics(session, body, roots=roots)
     await session.commit()
     return result

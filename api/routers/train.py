@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from api import problems
-from api.deps import AppSettings, Queue, Session
+from api.deps import AppSettings, Queue, Roots, Session
 from api.pagination import IdPath
 from chatpgt.db.ids import MAX_ID
 from chatpgt.training import service
@@ -29,11 +29,14 @@ Limit = Annotated[int, Query(ge=1, description="page size (capped by the server)
     "/train/sft",
     status_code=202,
     response_model=TrainingRunOut,
-    responses=problems.responses(400, 409),
+    responses=problems.responses(400, 403, 409),
 )
-async def submit_sft(body: SFTRequest, session: Session, enqueue: Queue) -> TrainingRunOut:
-    """Queue supervised fine-tuning of ``base_model`` on ``corpus``."""
-    run = await service.submit_sft(session, body)
+async def submit_sft(
+    body: SFTRequest, session: Session, enqueue: Queue, roots: Roots
+) -> TrainingRunOut:
+    """Queue supervised fine-tuning of ``base_model`` on ``corpus``. A local path outside the
+    API's data roots (`CHATPGT_DATA_ROOTS`) is a 403."""
+    run = await service.submit_sft(session, body, roots=roots)
     await session.commit()
     await enqueue(service.TASK_NAMES["sft"], run.id)
     return await service.get_run(session, run.id)
@@ -43,11 +46,14 @@ async def submit_sft(body: SFTRequest, session: Session, enqueue: Queue) -> Trai
     "/train/dpo",
     status_code=202,
     response_model=TrainingRunOut,
-    responses=problems.responses(400, 409),
+    responses=problems.responses(400, 403, 409),
 )
-async def submit_dpo(body: DPORequest, session: Session, enqueue: Queue) -> TrainingRunOut:
-    """Queue DPO of ``model`` on the preference pairs matching ``pairs``."""
-    run = await service.submit_dpo(session, body)
+async def submit_dpo(
+    body: DPORequest, session: Session, enqueue: Queue, roots: Roots
+) -> TrainingRunOut:
+    """Queue DPO of ``model`` on the preference pairs matching ``pairs``. A local model path
+    outside the API's data roots (`CHATPGT_DATA_ROOTS`) is a 403."""
+    run = await service.submit_dpo(session, body, roots=roots)
     await session.commit()
     await enqueue(service.TASK_NAMES["dpo"], run.id)
     return await service.get_run(session, run.id)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.db.keyset import decode_cursor, encode_cursor
 from chatpgt.errors import InvalidInput, PayloadTooLarge
+from chatpgt.paths import DataRoots
 from chatpgt.topics import repository
 from chatpgt.topics.normalize import display_title, normalize_title
 from chatpgt.topics.schemas import (
@@ -143,14 +144,19 @@ async def list_topics(
     )
 
 
-async def import_topics(session: AsyncSession, request: FileImport | HFImport) -> ImportResult:
+async def import_topics(
+    session: AsyncSession, request: FileImport | HFImport, *, roots: DataRoots
+) -> ImportResult:
     """Read every row first, then insert in the caller's transaction, so a bad file (unreadable,
     undecodable, missing column) raises InvalidInput before anything is written. Rows with a
-    blank title are skipped and counted; rows with an essay become corpus topics."""
+    blank title are skipped and counted; rows with an essay become corpus topics. A local path
+    outside ``roots`` is refused (PathNotAllowed) before it is opened."""
     if isinstance(request, FileImport):
+        roots.check(request.path, field="path")
         rows, total = await asyncio.to_thread(_read_file, request)
         source = "file"
     else:
+        roots.check_source(request.dataset, field="dataset")
         rows, total = await asyncio.to_thread(_read_hf, request)
         source = "hf"
     kept = [row for row in rows if normalize_title(row.title)]

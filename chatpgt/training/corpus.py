@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chatpgt.paths import looks_like_hub_id
 from chatpgt.training.errors import CorpusUnreadable, TrainingDataError
 
 TEXT_SUFFIXES = (".txt", ".md")
 TABLE_SUFFIXES = (".csv", ".jsonl")
 _TITLE_KEYS = ("title", "name", "topic")
 _TEXT_KEYS = ("text", "content", "essay", "body")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 # A corpus file is decoded whole at submit time up to this size (UTF-8 errors are 400s).
 _CHECK_BYTES = 256 << 20
@@ -78,11 +78,6 @@ class SplitReport:
 
 # --------------------------------------------------------------------------------------------
 # Sources
-
-
-def looks_like_hub_id(ref: str) -> bool:
-    """``owner/name`` that is not an existing local path: resolved on the Hugging Face Hub."""
-    return bool(_HUB_ID.match(ref)) and not Path(ref).expanduser().exists()
 
 
 def is_local_ref(ref: str) -> bool:

@@ -16,10 +16,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.errors import Conflict
+from chatpgt.paths import DataRoots, looks_like_hub_id
 from chatpgt.settings import Settings
 from chatpgt.training import repository as repo
 from chatpgt.training import states
-from chatpgt.training.corpus import check_local_source, looks_like_hub_id
+from chatpgt.training.corpus import check_local_source
 from chatpgt.training.errors import (
     InvalidModelSource,
     ModelNotFound,
@@ -43,10 +44,13 @@ from chatpgt.training.schemas import (
 TASK_NAMES = {"sft": "chatpgt.train.sft", "dpo": "chatpgt.train.dpo"}
 
 
-async def submit_sft(session: AsyncSession, request: SFTRequest) -> TrainingRun:
-    """A queued SFT run. Raises 400s for a missing local base model or an unreadable corpus and
-    409 when ``name`` is already in the registry."""
-    start = await _resolve_model(session, request.base_model, allow_run_id=False)
+async def submit_sft(
+    session: AsyncSession, request: SFTRequest, *, roots: DataRoots
+) -> TrainingRun:
+    """A queued SFT run. Raises 400s for a missing local base model or an unreadable corpus, 403
+    for a local path outside ``roots`` and 409 when ``name`` is already in the registry."""
+    roots.check_source(request.corpus, field="corpus")
+    start = await _resolve_model(session, request.base_model, allow_run_id=False, roots=roots)
     await asyncio.to_thread(check_local_source, request.corpus)
     await _check_name_free(session, request.name)
     return await repo.create_run(
@@ -58,10 +62,12 @@ async def submit_sft(session: AsyncSession, request: SFTRequest) -> TrainingRun:
     )
 
 
-async def submit_dpo(session: AsyncSession, request: DPORequest) -> TrainingRun:
+async def submit_dpo(
+    session: AsyncSession, request: DPORequest, *, roots: DataRoots
+) -> TrainingRun:
     """A queued DPO run. Raises 400 when the starting model cannot be found or no pair matches
-    the selection, 409 when ``name`` is taken."""
-    start = await _resolve_model(session, str(request.model), allow_run_id=True)
+    the selection, 403 for a local model path outside ``roots``, 409 when ``name`` is taken."""
+    start = await _resolve_model(session, str(request.model), allow_run_id=True, roots=roots)
     filters = filters_from_request(request.pairs.model_dump())
     matching = await repo.count_pairs(session, filters)
     if matching == 0:
@@ -83,7 +89,9 @@ async def submit_dpo(session: AsyncSession, request: DPORequest) -> TrainingRun:
     )
 
 
-async def _resolve_model(session: AsyncSession, ref: str, *, allow_run_id: bool) -> dict[str, Any]:
+async def _resolve_model(
+    session: AsyncSession, ref: str, *, allow_run_id: bool, roots: DataRoots
+) -> dict[str, Any]:
     """Where training starts: {"ref", "path", "model_id", "kind"}.
 
     In order: a finished SFT run id (DPO only), a registered model name, a local model
@@ -97,6 +105,7 @@ async def _resolve_model(session: AsyncSession, ref: str, *, allow_run_id: bool)
         return _start(ref, registered)
     if looks_like_hub_id(ref):
         return {"ref": ref, "path": ref, "model_id": None, "kind": "hub"}
+    roots.check(ref, field="model")
     return await asyncio.to_thread(_local_model_dir, ref)
 
 
