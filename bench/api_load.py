@@ -9,14 +9,16 @@ runs an asyncio + aiohttp load generator in this process:
 - ``random``: a cursor drawn uniformly over the id range for every request (pages spread over
   the whole table, mostly not in Postgres' buffers);
 
-each from ``--clients`` concurrent clients for ``--duration`` seconds, bodies read as bytes (one
-request per phase is decoded and checked: page size, filter, order, cursor). Then one client
-for ``--single-duration`` seconds on the first and the deep page (its p50 is the latency a user
-sees), the EXPLAIN (ANALYZE, BUFFERS) of the deep page query, and GET /pairs/stats timed
-``--stats-runs`` times (median; the first run is reported apart).
+each from ``--clients`` concurrent clients for ``--duration`` seconds in all, the phases taking
+turns in ``--rounds`` rounds (others' load on a shared machine then hits them alike), bodies
+read as bytes (one request per round is decoded and checked: page size, filter, order,
+cursor). Then one client for ``--single-duration`` seconds on the first and the deep page (its
+p50 is the latency a user sees), the EXPLAIN (ANALYZE, BUFFERS) of the deep page query, and
+GET /pairs/stats timed ``--stats-runs`` times (median; the first run is reported apart).
 
 CPU split: user+system seconds of the API processes, of the Postgres backends serving the bench
-database, of this load generator, and of everything else on the machine, per phase.
+database (a backend that exits during a phase is not counted), of this load generator, and of
+everything else on the machine, per phase, and the API's and Postgres' CPU per request.
 
     python bench/api_load.py --pairs 1000000 --workers 1,2
     python bench/api_load.py --pairs 10000 --duration 10 --workers 1   # a quick run
@@ -183,6 +185,24 @@ class PhaseResult:
     cpu: dict[str, float] = field(default_factory=dict)
     load: str = ""
 
+    def load_range(self) -> str:
+        """The 1-minute load average read at the end of each round: one value, or min-max."""
+        values = sorted(float(v) for v in self.load.split(",") if v)
+        if not values or values[0] == values[-1]:
+            return f"{values[0]:.2f}" if values else "?"
+        return f"{values[0]:.2f}-{values[-1]:.2f}"
+
+    def merge(self, other: PhaseResult) -> None:
+        """Add another round of the same phase (loads are read at the end of each round)."""
+        self.wall += other.wall
+        self.latencies += other.latencies
+        self.bytes += other.bytes
+        self.errors += other.errors
+        self.error_samples += other.error_samples[: 3 - len(self.error_samples)]
+        for key, value in other.cpu.items():
+            self.cpu[key] = self.cpu.get(key, 0.0) + value
+        self.load = f"{self.load},{other.load}"
+
     @property
     def requests(self) -> int:
         return len(self.latencies)
@@ -206,7 +226,7 @@ class PhaseResult:
         return (
             f"  {self.name:<8} {self.clients:>3} cl  {self.requests / self.wall:7.1f} req/s  "
             f"{self.bytes / self.wall / 1e6:7.1f} MB/s  p50 {self.pct(0.5):7.1f} ms  "
-            f"p99 {self.pct(0.99):7.1f} ms  errors {self.errors}  load {self.load}  {cpu}"
+            f"p99 {self.pct(0.99):7.1f} ms  errors {self.errors}  load {self.load_range()}  {cpu}"
         )
 
 
@@ -272,7 +292,7 @@ async def run_phase(
         result.wall = time.perf_counter() - t0
         if split:
             result.cpu = split.stop()
-        result.load = loadavg()
+        result.load = loadavg().split()[0]
         return result
 
 
@@ -309,6 +329,7 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=60.0, help="seconds per loaded phase")
     p.add_argument("--single-duration", type=float, default=15.0)
     p.add_argument("--phases", default="first,deep,random")
+    p.add_argument("--rounds", type=int, default=3, help="turns each phase's time is cut into")
     p.add_argument("--min-confidence", type=float, default=6.0)
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--stats-runs", type=int, default=6)
@@ -348,12 +369,28 @@ def main() -> None:
             api.wait_ready()
             split = CpuSplit(api, args.db)
             print(f"uvicorn --workers {workers}:", flush=True)
-            for phase in [name for name in args.phases.split(",") if name]:
-                r = asyncio.run(
-                    run_phase(
-                        phase, api.base, args.clients, args.duration, query, cursor_of[phase], split
+            # The phases take turns (``--rounds`` rounds each), so that a change in the load
+            # others put on this shared machine hits every phase alike.
+            phases = [name for name in args.phases.split(",") if name]
+            results: dict[str, PhaseResult] = {}
+            for _ in range(args.rounds):
+                for phase in phases:
+                    r = asyncio.run(
+                        run_phase(
+                            phase,
+                            api.base,
+                            args.clients,
+                            args.duration / args.rounds,
+                            query,
+                            cursor_of[phase],
+                            split,
+                        )
                     )
-                )
+                    if phase in results:
+                        results[phase].merge(r)
+                    else:
+                        results[phase] = r
+            for r in results.values():
                 print(r.line(), flush=True)
                 for sample in r.error_samples:
                     print(f"    error: {sample}")

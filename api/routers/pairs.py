@@ -28,7 +28,8 @@ JSON = "application/json"
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
-def pair_filters(
+# async: a plain ``def`` dependency runs on a worker thread, a hand-off per request.
+async def pair_filters(
     min_confidence: Annotated[
         float | None, Query(ge=0, le=10, description="keep pairs with confidence ≥ this")
     ] = None,
