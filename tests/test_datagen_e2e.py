@@ -130,15 +130,19 @@ async def test_job_makes_pairs_despite_faults(
     stats6 = (await api.get("/pairs/stats", params={"min_confidence": 6})).json()
     assert stats6["counts"]["total"] == len(expected)
 
-    # The JSONL export loads with `datasets` into TRL's conversational preference columns.
-    export = await api.get("/pairs/export", params={"format": "jsonl", "min_confidence": 6})
+    # The export filters as the pages do (a random job may have no pair at 6 or above) ...
+    export6 = await api.get("/pairs/export", params={"format": "jsonl", "min_confidence": 6})
+    assert export6.status_code == 200
+    assert sorted(json.loads(line)["id"] for line in export6.text.splitlines()) == expected
+    # ... and the job's JSONL loads with `datasets` into TRL's conversational preference columns.
+    export = await api.get("/pairs/export", params={"format": "jsonl", "job_id": job["id"]})
     assert export.status_code == 200
     path = tmp_path / "pairs.jsonl"
     path.write_bytes(export.content)
     import datasets
 
     ds = datasets.load_dataset("json", data_files=str(path), split="train")
-    assert len(ds) == len(expected)
+    assert len(ds) == len(pairs)
     row = ds[0]
     assert row["prompt"][0]["role"] == "user" and len(row["prompt"]) == 1
     assert row["chosen"][0]["role"] == row["rejected"][0]["role"] == "assistant"
