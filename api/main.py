@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api import auth, inputs, problems
+from api.limits import BodySizeLimit
 from api.routers import datagen, health, pairs, providers, topics, train
 from chatpgt.auth.service import AccessControl, AccessPolicy, KeyVerifier
 from chatpgt.db.session import make_engine, make_sessionmaker
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # first: malformed JSON is a 422 even without a key).
         dependencies=[Depends(auth.require_key), Depends(inputs.reject_nul)],
     )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     problems.install(app)
     auth.install(app)
     for module in (health, providers, topics, datagen, pairs, train):

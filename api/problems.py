@@ -53,6 +53,8 @@ def _document_problems(schema: dict[str, Any]) -> None:
         for operation in operations.values():
             if "422" in operation.get("responses", {}):
                 operation["responses"]["422"] = responses(422)[422]
+            if "requestBody" in operation:  # api.limits.BodySizeLimit
+                operation["responses"].setdefault("413", responses(413)[413])
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
 

@@ -172,6 +172,8 @@ class Settings(BaseSettings):
     # API
     api_max_page_size: int = 500
     api_max_topics_per_request: int = 10_000
+    # Request bodies over this many bytes are a 413 (checked before the body is read).
+    api_max_body_bytes: int = Field(8 << 20, ge=1024)
     # Where `chatpgt serve` listens. With auth "auto", an API whose api_host is a loopback address
     # lets loopback clients in without a key (the embedded default); everyone else needs one.
     # "required": every client needs a key (`chatpgt keys create`), on every route but health.
