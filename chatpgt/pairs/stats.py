@@ -96,11 +96,12 @@ async def job_work_totals(session: AsyncSession, job_ids: Sequence[int]) -> dict
     }
     to_compute = [job_id for job_id in finish_times if job_id not in current]
     computed = await repository.compute_job_work(session, to_compute)
+    # In job id order: concurrent reads that store the same summaries lock them in one order.
     await repository.save_job_summaries(
         session,
         [
             {"job_id": job_id, "finished_at": finish_times[job_id], **work}
-            for job_id, work in computed.items()
+            for job_id, work in sorted(computed.items())
             if finish_times[job_id] is not None
         ],
     )
