@@ -146,6 +146,25 @@ def fake_provider(
     proc.stop()
 
 
+@pytest.fixture
+async def fake(fake_provider: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A control client on the fake provider; its profile and stats are reset around each test."""
+    async with httpx.AsyncClient(base_url=fake_provider, timeout=10.0) as client:
+        (await client.post("/_control/reset")).raise_for_status()
+        yield client
+        await client.post("/_control/reset")
+
+
+@pytest.fixture(scope="module")
+def datagen_worker(
+    service_env: dict[str, str], log_dir: Path, fake_provider: str
+) -> Iterator[procs.Proc]:
+    """A real Celery worker on the datagen queue, for one test module."""
+    proc = procs.start_worker(service_env, log_dir, "datagen", concurrency=2)
+    yield proc
+    proc.stop()
+
+
 @pytest.fixture(scope="session")
 def api_url(service_env: dict[str, str], log_dir: Path) -> Iterator[str]:
     proc, base = procs.start_api(service_env, log_dir)

@@ -38,15 +38,6 @@ pytestmark = pytest.mark.e2e
 WRITERS = ("-g", "fake:writer-a:2:0.7", "-g", "fake:writer-b", "-j", "fake:judge")
 
 
-@pytest.fixture(scope="module")
-def datagen_worker(
-    service_env: dict[str, str], log_dir: Path, fake_provider: str
-) -> Iterator[procs.Proc]:
-    proc = procs.start_worker(service_env, log_dir, "datagen", concurrency=2)
-    yield proc
-    proc.stop()
-
-
 @pytest.fixture
 def faults(fake_provider: str) -> Iterator[httpx.Client]:
     """Control client of the fake provider; its profile is reset before and after each test."""

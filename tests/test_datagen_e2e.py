@@ -4,7 +4,6 @@ fake OpenAI-compatible provider server, with faults injected at the server."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +17,9 @@ from chatpgt.pairs.models import Pair
 from tests import procs
 from tests.conftest import FAKE_PROVIDER_KEY
 from tests.datagen_helpers import job_body, wait_job
+from tests.fakes import settled_stats
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def datagen_worker(
-    service_env: dict[str, str], log_dir: Path, fake_provider: str
-) -> Iterator[procs.Proc]:
-    proc = procs.start_worker(service_env, log_dir, "datagen", concurrency=2)
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-async def faults(fake_provider: str) -> AsyncIterator[httpx.AsyncClient]:
-    """Control client of the fake provider; its profile is reset before and after each test."""
-    async with httpx.AsyncClient(base_url=fake_provider, timeout=10) as c:
-        await c.post("/_control/reset")
-        yield c
-        await c.post("/_control/reset")
 
 
 async def all_pages(api: httpx.AsyncClient, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -56,10 +38,10 @@ async def test_job_makes_pairs_despite_faults(
     api: httpx.AsyncClient,
     session: AsyncSession,
     datagen_worker: procs.Proc,
-    faults: httpx.AsyncClient,
+    fake: httpx.AsyncClient,
     tmp_path: Path,
 ) -> None:
-    await faults.post(
+    await fake.post(
         "/_control",
         json={
             "rate_5xx": 0.15,
@@ -159,7 +141,7 @@ async def test_job_makes_pairs_despite_faults(
         == 0
     )
 
-    faults_seen = (await faults.get("/_stats")).json()["by_outcome"]
+    faults_seen = (await settled_stats(fake))["by_outcome"]
     assert all(faults_seen.get(k, 0) >= 1 for k in ("timeout", "5xx", "429")), faults_seen
 
     # The provider key never shows up in what the service returns or stores.
@@ -171,7 +153,7 @@ async def test_idempotency_key_replays_the_same_job(
     api: httpx.AsyncClient,
     session: AsyncSession,
     datagen_worker: procs.Proc,
-    faults: httpx.AsyncClient,
+    fake: httpx.AsyncClient,
 ) -> None:
     body = job_body(["On idempotency"])
     headers = {"Idempotency-Key": "job-key-1"}
@@ -224,9 +206,9 @@ async def test_malformed_judge_output_is_retried_then_failed_never_a_winner(
     api: httpx.AsyncClient,
     session: AsyncSession,
     datagen_worker: procs.Proc,
-    faults: httpx.AsyncClient,
+    fake: httpx.AsyncClient,
 ) -> None:
-    await faults.post("/_control", json={"rate_malformed_judge": 1.0})
+    await fake.post("/_control", json={"rate_malformed_judge": 1.0})
     created = await api.post("/datagen/jobs", json=job_body(["On malformed judges", "On JSON"]))
     job = await wait_job(api, created.json()["id"])
     assert job["status"] == "succeeded"
@@ -245,7 +227,7 @@ async def test_budget_stops_new_requests_and_says_so(
     api: httpx.AsyncClient,
     session: AsyncSession,
     datagen_worker: procs.Proc,
-    faults: httpx.AsyncClient,
+    fake: httpx.AsyncClient,
 ) -> None:
     titles = [f"Budget topic {i}" for i in range(12)]
     body = job_body(titles, budget_usd=0.012)
@@ -266,11 +248,11 @@ async def test_cancel_keeps_what_is_done(
     api: httpx.AsyncClient,
     session: AsyncSession,
     datagen_worker: procs.Proc,
-    faults: httpx.AsyncClient,
+    fake: httpx.AsyncClient,
 ) -> None:
     import asyncio
 
-    await faults.post("/_control", json={"latency_ms": 400})
+    await fake.post("/_control", json={"latency_ms": 400})
     body = job_body([f"Slow topic {i}" for i in range(30)], provider="fake-slow")
     job_id = (await api.post("/datagen/jobs", json=body)).json()["id"]
     for _ in range(200):
@@ -297,7 +279,7 @@ async def test_probability_judge_reads_the_verdict_from_letter_probabilities(
     api: httpx.AsyncClient,
     session: AsyncSession,
     datagen_worker: procs.Proc,
-    faults: httpx.AsyncClient,
+    fake: httpx.AsyncClient,
 ) -> None:
     body = job_body(["On probabilities", "On letters", "On judges"], pairing="all_pairs")
     body["judge"]["method"] = "ab_probability"
@@ -311,6 +293,6 @@ async def test_probability_judge_reads_the_verdict_from_letter_probabilities(
         assert j.winner == ("A" if raw["p_a"] >= raw["p_b"] else "B")
         assert 1 <= (j.confidence or 0) <= 10
         assert j.completion_tokens <= 1
-    stats = (await faults.get("/_stats")).json()
+    stats = (await fake.get("/_stats")).json()
     assert stats["by_model"]["judge"] == 6
     assert job["pairs"] == len((await session.execute(select(Pair))).scalars().all()) > 0

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -16,6 +15,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from chatpgt.testing.fake_openai import judge_verdict
 from tests.conftest import FAKE_PROVIDER_KEY
+from tests.fakes import control
 
 ESSAYS = [
     "Rivers carve valleys over millennia, patient as any sculptor.",
@@ -25,21 +25,6 @@ ESSAYS = [
     "Floods ruin and renew: the Nile's silt fed an empire.",
     "Bridges are arguments with rivers that rivers eventually win.",
 ]
-
-
-@pytest.fixture
-async def fake(fake_provider: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A client on the fake server, whose profile and stats are reset around each test."""
-    async with httpx.AsyncClient(base_url=fake_provider, timeout=10.0) as client:
-        (await client.post("/_control/reset")).raise_for_status()
-        yield client
-        await client.post("/_control/reset")
-
-
-async def control(client: httpx.AsyncClient, **changes: Any) -> dict[str, Any]:
-    response = await client.post("/_control", json=changes)
-    response.raise_for_status()
-    return dict(response.json())
 
 
 async def complete(

@@ -11,8 +11,6 @@ be written twice.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +23,7 @@ from chatpgt.pairs.models import Pair
 from chatpgt.testing.fake_openai import BODY_FAULTS
 from tests import procs
 from tests.datagen_helpers import job_body, wait_job
+from tests.fakes import settled_stats
 
 pytestmark = pytest.mark.e2e
 
@@ -37,23 +36,6 @@ FAIL_FAST_REASONS = {
     "content_not_string": "message.content is a JSON object, not a string",
     "huge_body": "response body over 8388608 bytes (max_response_bytes)",
 }
-
-
-@pytest.fixture(scope="module")
-def datagen_worker(
-    service_env: dict[str, str], log_dir: Path, fake_provider: str
-) -> Iterator[procs.Proc]:
-    proc = procs.start_worker(service_env, log_dir, "datagen", concurrency=2)
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-async def faults(fake_provider: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=fake_provider, timeout=10) as c:
-        await c.post("/_control/reset")
-        yield c
-        await c.post("/_control/reset")
 
 
 def reconcile(stage: dict[str, int], rows: dict[str, int]) -> None:
@@ -85,7 +67,7 @@ async def test_fault_drill_200_items(
     api: httpx.AsyncClient,
     session: AsyncSession,
     datagen_worker: procs.Proc,
-    faults: httpx.AsyncClient,
+    fake: httpx.AsyncClient,
 ) -> None:
     script = [f"{scope}:{kind}" for kind in BODY_FAULTS for scope in ("writer", "judge")]
     # At 5% of about 70 clean judge answers, no malformed verdict at all happens 3% of the time.
@@ -99,7 +81,7 @@ async def test_fault_drill_200_items(
         "rate_malformed_judge": 0.05,
         "script": script,
     }
-    (await faults.post("/_control", json=profile)).raise_for_status()
+    (await fake.post("/_control", json=profile)).raise_for_status()
 
     titles = [f"Fault drill topic {i}: on resilience" for i in range(TOPICS)]
     started = time.monotonic()
@@ -185,7 +167,7 @@ async def test_fault_drill_200_items(
 
     # The scripted body faults happened, to essays and to verdicts alike, and the ones that fail
     # at once left their reason on a failed essay and on a failed verdict.
-    seen = (await faults.get("/_stats")).json()["by_outcome"]
+    seen = (await settled_stats(fake))["by_outcome"]
     for kind in (*BODY_FAULTS, "5xx", "429", "timeout", "malformed"):
         assert seen.get(kind, 0) >= 1, (kind, seen)
     assert all(seen.get(kind, 0) >= 2 for kind in BODY_FAULTS), seen

@@ -308,14 +308,6 @@ def test_api_side_imports_do_not_load_torch() -> None:
 # --- logprob judging against the fake OpenAI server ----------------------------------------------
 
 
-@pytest.fixture
-async def fake(fake_provider: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=fake_provider, timeout=10.0) as client:
-        (await client.post("/_control/reset")).raise_for_status()
-        yield client
-        await client.post("/_control/reset")
-
-
 def judge_prompt(essay_a: str, essay_b: str) -> list[dict[str, str]]:
     text = (
         f"<essay_a>{essay_a}</essay_a>\n<essay_b>{essay_b}</essay_b>\n"

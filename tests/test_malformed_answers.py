@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import tracemalloc
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -20,28 +19,12 @@ from chatpgt.datagen.judging import JudgeParseError, parse_verdict
 from chatpgt.providers.client import ProviderPool, _MalformedBody, _parse_completion
 from chatpgt.providers.types import ChatRequest, ProviderError
 from chatpgt.settings import ProviderConfig
+from tests.fakes import control, stats
 
 PROMPT = [{"role": "user", "content": "Write an essay on the history of bridges."}]
 JUDGE_PROMPT = [
     {"role": "user", "content": "Which?\n<essay_a>\nOne.\n</essay_a>\n<essay_b>\nTwo.\n</essay_b>"}
 ]
-
-
-@pytest.fixture
-async def fake(fake_provider: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A control client on the fake server, reset before and after each test."""
-    async with httpx.AsyncClient(base_url=fake_provider, timeout=10.0) as client:
-        (await client.post("/_control/reset")).raise_for_status()
-        yield client
-        await client.post("/_control/reset")
-
-
-async def control(client: httpx.AsyncClient, **changes: Any) -> None:
-    (await client.post("/_control", json=changes)).raise_for_status()
-
-
-async def stats(client: httpx.AsyncClient) -> dict[str, Any]:
-    return dict((await client.get("/_stats")).json())
 
 
 def pool_for(providers_config: list[dict[str, object]], **overrides: Any) -> ProviderPool:

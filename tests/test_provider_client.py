@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from email.utils import format_datetime
@@ -20,26 +19,10 @@ from chatpgt.providers.limits import ProviderLimiter
 from chatpgt.providers.types import ChatRequest, ProviderError
 from chatpgt.settings import ProviderConfig
 from tests.conftest import FAKE_PROVIDER_KEY, REDIS_TEST_URL
+from tests.fakes import control, stats
 from tests.procs import free_port
 
 PROMPT = [{"role": "user", "content": "Write an essay on the history of bridges."}]
-
-
-@pytest.fixture
-async def fake(fake_provider: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A control client on the fake server, reset before and after each test."""
-    async with httpx.AsyncClient(base_url=fake_provider, timeout=10.0) as client:
-        (await client.post("/_control/reset")).raise_for_status()
-        yield client
-        await client.post("/_control/reset")
-
-
-async def control(client: httpx.AsyncClient, **changes: Any) -> None:
-    (await client.post("/_control", json=changes)).raise_for_status()
-
-
-async def stats(client: httpx.AsyncClient) -> dict[str, Any]:
-    return dict((await client.get("/_stats")).json())
 
 
 def configs(

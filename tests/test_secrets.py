@@ -14,7 +14,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -195,14 +195,6 @@ def test_log_filter_redacts_messages_arguments_and_tracebacks(
 
 
 # --- the pool against the fake provider echoing the key ----------------------------------------
-
-
-@pytest.fixture
-async def fake(fake_provider: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=fake_provider, timeout=10.0) as client:
-        (await client.post("/_control/reset")).raise_for_status()
-        yield client
-        await client.post("/_control/reset")
 
 
 @pytest.mark.parametrize(
