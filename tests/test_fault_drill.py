@@ -10,6 +10,7 @@ be written twice.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -19,7 +20,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.datagen.models import Generation, Judgment
-from chatpgt.pairs.models import Pair
+from chatpgt.pairs import repository as pairs_repository
+from chatpgt.pairs.models import JobWorkSummary, Pair
+from chatpgt.pairs.repository import WORK_FIELDS
 from chatpgt.testing.fake_openai import BODY_FAULTS
 from tests import procs
 from tests.datagen_helpers import job_body, wait_job
@@ -116,6 +119,19 @@ async def test_fault_drill_200_items(
     assert job["pairs"] == await session.scalar(
         select(func.count()).select_from(Pair).where(Pair.job_id == job_id)
     )
+
+    # The worker stored the finished job's stats summary (a first GET /pairs/stats scans none
+    # of its work), and it matches the rows.
+    summary = None
+    for _ in range(50):
+        session.expire_all()
+        summary = await session.get(JobWorkSummary, job_id)
+        if summary is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert summary is not None and summary.finished_at is not None
+    fresh = (await pairs_repository.compute_job_work(session, [job_id]))[job_id]
+    assert {name: getattr(summary, name) for name in WORK_FIELDS} == fresh
 
     # No row written twice: per natural key, and one best_vs_worst pair per topic at most.
     assert (

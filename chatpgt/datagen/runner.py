@@ -47,6 +47,7 @@ from chatpgt.datagen.prompts import (
 from chatpgt.datagen.schemas import DatagenJobCreate
 from chatpgt.datagen.state import ITEM_TERMINAL, JOB_TERMINAL
 from chatpgt.db.session import is_unavailable, make_engine, make_sessionmaker, transaction
+from chatpgt.pairs.stats import job_work_totals
 from chatpgt.providers.ab import confidence_from_ab
 from chatpgt.providers.client import ProviderPool
 from chatpgt.providers.types import ABResult, ChatRequest, ProviderError
@@ -213,7 +214,9 @@ class JobRunner:
             if self._lease_lost:
                 raise LeaseLost(f"datagen job {self.job_id}: lease lost")
             await self._db_retry("last flush", self._flush)
-            return await self._db_retry("finish", self._finish)
+            status = await self._db_retry("finish", self._finish)
+            await self._summarise()
+            return status
         except LeaseLost:
             log.warning("job %s: lease taken over by another worker; stopping", self.job_id)
             return "lease_lost"
@@ -368,6 +371,16 @@ class JobRunner:
             )
             return "succeeded" if ok else await self._refused(s)
 
+    async def _summarise(self) -> None:
+        """Store the finished job's judge and cost summary now, so that the first GET
+        /pairs/stats after it does not scan the job's work. Best effort: a read computes a
+        missing summary itself."""
+        try:
+            async with transaction(self.sm) as s:
+                await job_work_totals(s, [self.job_id])
+        except Exception:
+            log.warning("job %s: its stats summary is left to the next read", self.job_id)
+
     async def _refused(self, s: AsyncSession) -> str:
         """What the run ends with when its final transition was refused: the job's status when
         it is already terminal (e.g. an earlier try of this transition committed but its answer
@@ -497,6 +510,10 @@ class JobRunner:
                 for _, _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)
+                if isinstance(exc, LeaseLost):
+                    log.warning("job %s: lease lost; judgments left unplanned", self.job_id)
+                    self._stop_lease_lost()
+                    return
                 continue
             for topic_id, _, fut in batch:
                 if not fut.done():
@@ -506,6 +523,10 @@ class JobRunner:
         self, batch: list[tuple[int, list[dict[str, Any]], asyncio.Future[list[Any]]]]
     ) -> dict[int, list[Any]]:
         async with transaction(self.sm) as s:
+            # Fenced like a flush: a runner that lost the job plans nothing more.
+            ours, _ = await repo.renew_lease(s, self.job_id, self.owner, self.settings.job_lease_s)
+            if not ours:
+                raise LeaseLost(f"datagen job {self.job_id}: lease lost")
             return await repo.plan_judgments(
                 s, self.job_id, {topic_id: rows for topic_id, rows, _ in batch}
             )
