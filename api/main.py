@@ -90,9 +90,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Topics → candidate essays → blinded judge → preference pairs → SFT/DPO.",
         lifespan=lifespan,
-        # The key check runs before the other dependencies (FastAPI still parses a JSON body
-        # first: malformed JSON is a 422 even without a key).
-        dependencies=[Depends(auth.require_key), Depends(inputs.reject_nul)],
+        # Keys are checked by a middleware (auth.install) before any of this; `bearer` only
+        # declares the scheme in the OpenAPI schema.
+        dependencies=[Depends(auth.bearer), Depends(inputs.reject_nul)],
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     problems.install(app)

@@ -89,9 +89,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ChatPGTError)
     async def _domain(request: Request, exc: ChatPGTError) -> JSONResponse:
-        # A refused key answers with its WWW-Authenticate challenge (chatpgt.auth.errors).
-        headers = getattr(exc, "headers", None)
-        return problem(exc.status_code, exc.detail, exc.title, headers, **exc.extra)
+        return from_error(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -108,13 +106,23 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DBAPIError)
     @app.exception_handler(OSError)
     async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        # The database is down or restarting: a 503 the client may retry, not a 500.
         if not is_unavailable(exc):
             raise exc
-        response = problem(
-            503,
-            "The database cannot be reached right now; retry shortly.",
-            "Service unavailable",
-        )
-        response.headers["Retry-After"] = str(DB_UNAVAILABLE_RETRY_AFTER_S)
-        return response
+        return database_unavailable()
+
+
+def from_error(exc: ChatPGTError) -> JSONResponse:
+    """The problem for a typed error; a refused key adds its WWW-Authenticate challenge
+    (chatpgt.auth.errors)."""
+    headers = getattr(exc, "headers", None)
+    return problem(exc.status_code, exc.detail, exc.title, headers, **exc.extra)
+
+
+def database_unavailable() -> JSONResponse:
+    """The database is down or restarting: a 503 the client may retry, not a 500."""
+    return problem(
+        503,
+        "The database cannot be reached right now; retry shortly.",
+        "Service unavailable",
+        headers={"Retry-After": str(DB_UNAVAILABLE_RETRY_AFTER_S)},
+    )

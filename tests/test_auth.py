@@ -119,6 +119,23 @@ async def test_no_key_is_a_401_and_writes_nothing(
     assert await count(session, DatagenJob) == 0
 
 
+async def test_without_a_key_nothing_else_is_looked_at(
+    secured_api: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """The key is checked before routing, body parsing and validation: malformed JSON, a body
+    that breaks the schema, an unknown route and a body over the size cap are all a 401."""
+    headers = {"content-type": "application/json"}
+    for method, path, content in (
+        ("POST", "/topics", b'{"titles": ["unterminated'),
+        ("POST", "/datagen/jobs", b'{"topics": 42}'),
+        ("GET", "/no/such/route", b""),
+        ("POST", "/topics", b"x" * (9 << 20)),
+    ):
+        answer = await secured_api.request(method, path, content=content, headers=headers)
+        assert_problem(answer, 401)
+    assert await count(session, Topic) == 0
+
+
 async def test_health_and_the_schema_need_no_key(secured_api: httpx.AsyncClient) -> None:
     assert (await secured_api.get("/healthz")).json() == {"status": "ok"}
     assert (await secured_api.get("/openapi.json")).status_code == 200
