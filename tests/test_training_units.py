@@ -287,3 +287,28 @@ def test_api_process_never_imports_torch() -> None:
         [sys.executable, "-c", code], cwd=procs.ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_resume_skips_checkpoints_cut_off_mid_save(tmp_path: Path) -> None:
+    """A worker killed while saving leaves a checkpoint folder without (or with a truncated)
+    trainer_state.json, which the Trainer writes last: resume from the newest complete one."""
+    from chatpgt.training.recipes import _last_checkpoint
+
+    assert _last_checkpoint(tmp_path / "missing") is None
+
+    def checkpoint(step: int, state: str | None) -> Path:
+        path = tmp_path / f"checkpoint-{step}"
+        path.mkdir()
+        (path / "model.safetensors").write_bytes(b"weights")
+        if state is not None:
+            (path / "trainer_state.json").write_text(state)
+        return path
+
+    assert _last_checkpoint(tmp_path) is None
+    checkpoint(3, json.dumps({"global_step": 3}))
+    complete = checkpoint(12, json.dumps({"global_step": 12}))
+    checkpoint(15, None)  # killed before the trainer state was written
+    checkpoint(18, '{"global_step": 18, "log_hist')  # killed while writing it
+    checkpoint(21, json.dumps({"global_step": 6}))  # not this folder's state
+    (tmp_path / "checkpoint-24-tmp").mkdir()
+    assert _last_checkpoint(tmp_path) == str(complete)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,6 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 from transformers.integrations import is_tensorboard_available
-from transformers.trainer_utils import get_last_checkpoint
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from chatpgt.training import corpus
@@ -45,6 +45,9 @@ from chatpgt.training.schemas import (
 from chatpgt.training.worker import RunReporter
 
 log = logging.getLogger(__name__)
+# How the Trainer names checkpoint folders and the file it writes last into each.
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+TRAINER_STATE_NAME = "trainer_state.json"
 
 # Used only when a base model's tokenizer has no chat template: a plain ChatML template, so the
 # trained model still renders conversations (and pipeline() accepts messages).
@@ -383,7 +386,26 @@ def _load_jsonl(path: Path, run_dir: Path) -> Dataset:
 
 
 def _last_checkpoint(run_dir: Path) -> str | None:
-    return get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+    """The newest complete checkpoint of the run. The Trainer writes ``trainer_state.json``
+    last, after the weights, optimizer, scheduler and RNG states, so a checkpoint without a
+    readable one was cut off mid-save (the worker died there) and is skipped, not resumed."""
+    if not run_dir.is_dir():
+        return None
+    steps = sorted(
+        (int(match.group(1)), path)
+        for path in run_dir.iterdir()
+        if path.is_dir() and (match := _CHECKPOINT.fullmatch(path.name))
+    )
+    for step, path in reversed(steps):
+        try:
+            state = json.loads((path / TRAINER_STATE_NAME).read_text())
+        except (OSError, ValueError):
+            log.warning("skipping checkpoint %s: cut off before it was complete", path)
+            continue
+        if state.get("global_step") == step:
+            return str(path)
+        log.warning("skipping checkpoint %s: its trainer state is for another step", path)
+    return None
 
 
 def _stopped(reporter: RunReporter, run_dir: Path, final: dict[str, Any]) -> Outcome:
