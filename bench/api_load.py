@@ -53,7 +53,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from seed_pairs import db_urls, ensure_seeded  # noqa: E402
 
+from chatpgt.auth.schemas import ApiKeyCreate  # noqa: E402
+from chatpgt.auth.service import create_key  # noqa: E402
 from chatpgt.db.keyset import encode_cursor  # noqa: E402
+from chatpgt.db.session import make_engine, make_sessionmaker  # noqa: E402
 from chatpgt.pairs.repository import PairFilters, page_statement  # noqa: E402
 
 
@@ -70,7 +73,7 @@ def loadavg() -> str:
 class Api:
     """The real API in a subprocess (its own process group), against the bench database."""
 
-    def __init__(self, async_url: str, workers: int) -> None:
+    def __init__(self, async_url: str, workers: int, auth: str = "auto") -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {
@@ -78,6 +81,7 @@ class Api:
             "CHATPGT_DATABASE_URL": async_url,
             "CHATPGT_BROKER_URL": "redis://127.0.0.1:6379/15",
             "CHATPGT_EMBEDDED_WORKER": "false",
+            "CHATPGT_AUTH": auth,
         }
         cmd = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1"]
         cmd += ["--port", str(self.port), "--workers", str(workers), "--no-access-log"]
@@ -250,12 +254,13 @@ async def run_phase(
     query: dict[str, Any],
     cursors: Any,
     split: CpuSplit | None,
+    headers: dict[str, str] | None = None,
 ) -> PhaseResult:
     """``clients`` loops issuing GET /pairs for ``duration`` seconds; ``cursors()`` gives the
     ``(cursor, after_id)`` of each request."""
     connector = aiohttp.TCPConnector(limit=clients, force_close=False)
     timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as http:
         cursor, after_id = cursors()
         params = {**query, **({"cursor": cursor} if cursor else {})}
         async with http.get(f"{base}/pairs", params=params) as resp:
@@ -296,8 +301,11 @@ async def run_phase(
         return result
 
 
-async def time_stats(base: str, runs: int, query: dict[str, Any]) -> tuple[float, list[float]]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as http:
+async def time_stats(
+    base: str, runs: int, query: dict[str, Any], headers: dict[str, str] | None = None
+) -> tuple[float, list[float]]:
+    timeout = aiohttp.ClientTimeout(total=300)
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as http:
         times = []
         for _ in range(runs):
             t0 = time.perf_counter()
@@ -317,6 +325,19 @@ def explain_deep(sync_url: str, filters: PairFilters, after_id: int, limit: int)
     return "\n".join("    " + r[0] for r in rows)
 
 
+async def bench_key(async_url: str) -> str:
+    """A read key in the bench database, for runs with ``CHATPGT_AUTH=required``."""
+    engine = make_engine(async_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            request = ApiKeyCreate(name=f"api-load-{os.getpid()}", scope="read")
+            created = await create_key(session, request)
+            await session.commit()
+    finally:
+        await engine.dispose()
+    return created.key.get_secret_value()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -333,6 +354,12 @@ def main() -> None:
     p.add_argument("--min-confidence", type=float, default=6.0)
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--stats-runs", type=int, default=6)
+    p.add_argument(
+        "--auth",
+        default="loopback",
+        help="comma-separated: loopback (the defaults: no key from this machine) and/or key "
+        "(CHATPGT_AUTH=required, every request with a read key)",
+    )
     args = p.parse_args()
     try:
         import uvloop
@@ -363,12 +390,20 @@ def main() -> None:
         flush=True,
     )
     explained = False
-    for workers in [int(w) for w in args.workers.split(",")]:
-        api = Api(async_url, workers)
+    runs = [
+        (int(w), mode) for w in args.workers.split(",") for mode in args.auth.split(",") if mode
+    ]
+    for workers, mode in runs:
+        if mode not in ("loopback", "key"):
+            raise SystemExit(f"--auth: {mode!r} is neither loopback nor key")
+        headers = None
+        if mode == "key":
+            headers = {"Authorization": f"Bearer {asyncio.run(bench_key(async_url))}"}
+        api = Api(async_url, workers, auth="required" if mode == "key" else "auto")
         try:
             api.wait_ready()
             split = CpuSplit(api, args.db)
-            print(f"uvicorn --workers {workers}:", flush=True)
+            print(f"uvicorn --workers {workers}, auth {mode}:", flush=True)
             # The phases take turns (``--rounds`` rounds each), so that a change in the load
             # others put on this shared machine hits every phase alike.
             phases = [name for name in args.phases.split(",") if name]
@@ -384,6 +419,7 @@ def main() -> None:
                             query,
                             cursor_of[phase],
                             split,
+                            headers,
                         )
                     )
                     if phase in results:
@@ -397,14 +433,23 @@ def main() -> None:
             for phase in ("first", "deep") if args.single_duration > 0 else ():
                 r = asyncio.run(
                     run_phase(
-                        phase, api.base, 1, args.single_duration, query, cursor_of[phase], split
+                        phase,
+                        api.base,
+                        1,
+                        args.single_duration,
+                        query,
+                        cursor_of[phase],
+                        split,
+                        headers,
                     )
                 )
                 print(r.line(), flush=True)
             if not explained:
                 stats_q: dict[str, Any]
                 for stats_q in ({}, {"min_confidence": args.min_confidence}):
-                    first, rest = asyncio.run(time_stats(api.base, args.stats_runs, stats_q))
+                    first, rest = asyncio.run(
+                        time_stats(api.base, args.stats_runs, stats_q, headers)
+                    )
                     label = "&".join(f"{k}={v:g}" for k, v in stats_q.items()) or "(no filter)"
                     print(
                         f"  GET /pairs/stats {label}: first {first * 1000:.0f} ms, median of "
