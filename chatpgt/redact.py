@@ -94,13 +94,19 @@ def known_secret_count() -> int:
     return len(_secrets)
 
 
+def redact_known(text: str) -> str:
+    """``text`` with every known secret replaced, and nothing else: for a provider's answer (an
+    essay, a verdict), where credential-shaped words may be ordinary prose but the key itself
+    (a proxy or a prompt injection echoing it) must not be stored, served or exported."""
+    pattern = _secrets_re
+    return pattern.sub(REDACTED, text) if pattern is not None and text else text
+
+
 def redact(text: str) -> str:
     """``text`` with every known secret and credential-shaped token replaced by ``[REDACTED]``."""
     if not text:
         return text
-    pattern = _secrets_re
-    if pattern is not None:
-        text = pattern.sub(REDACTED, text)
+    text = redact_known(text)
     for regex, replacement in _PATTERNS:
         text = regex.sub(replacement, text)
     return text

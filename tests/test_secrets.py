@@ -228,6 +228,21 @@ async def test_pool_errors_never_carry_a_key_the_provider_echoes(
     assert seen.get(outcome) == (2 if outcome == "echo_key_500" else 1), seen
 
 
+async def test_a_key_quoted_in_an_answer_is_redacted_from_its_text(
+    fake: httpx.AsyncClient, providers_config: list[dict[str, Any]]
+) -> None:
+    data = next(p for p in providers_config if p["name"] == "fake")
+    (await fake.post("/_control", json={"script": ["echo_key_content"]})).raise_for_status()
+    async with ProviderPool({"fake": ProviderConfig.model_validate(data)}) as pool:
+        req = ChatRequest(
+            provider="fake", model="writer-a", messages=[{"role": "user", "content": "Keys"}]
+        )
+        result = await pool.chat(req)
+    assert result.text.endswith(f"(request headers: Authorization: Bearer {REDACTED})")
+    assert not leaks(result.text)
+    assert (await fake.get("/_stats")).json()["by_outcome"].get("echo_key_content") == 1
+
+
 # --- end to end: API + worker at DEBUG, then grep everything -----------------------------------
 
 
@@ -326,8 +341,15 @@ async def test_no_key_in_any_answer_export_row_or_log(
             "rate_429": 0.05,
             "retry_after_s": 0.05,
             "rate_malformed_judge": 0.1,
-            # The first requests (essays) get every echo, and a 5xx whatever the draws.
-            "script": [*echoes, "echo_key_400", "503"],
+            # The first requests (essays) get every echo, and a 5xx whatever the draws; two
+            # essays come back (200) with the key quoted in their text.
+            "script": [
+                *echoes,
+                "echo_key_400",
+                "503",
+                "writer:echo_key_content",
+                "writer:echo_key_content",
+            ],
         },
     )
     control.raise_for_status()
@@ -367,8 +389,13 @@ async def test_no_key_in_any_answer_export_row_or_log(
 
     # The echo faults really happened, so the greps below are not vacuous.
     seen = (await fake.get("/_stats")).json()["by_outcome"]
-    for outcome in (*echoes, "5xx"):
+    for outcome in (*echoes, "5xx", "echo_key_content"):
         assert seen.get(outcome, 0) >= 1, seen
+    # An essay that quoted the key was stored, served and exported with the key redacted.
+    texts = [
+        e["text"] or "" for page in essays for e in httpx.Response(200, text=page).json()["items"]
+    ]
+    assert any(f"Authorization: Bearer {REDACTED}" in t for t in texts)
     # ...and were redacted where they surface: the failed essays' errors and the job's errors.
     errors = [e["error"] for e in failed_essays]
     assert any(f"'Authorization': 'Bearer {REDACTED}'" in (e or "") for e in errors), errors

@@ -46,7 +46,7 @@ from httpx_aiohttp import AiohttpTransport
 from chatpgt.providers.ab import AB_TOP_LOGPROBS, ab_from_top_logprobs
 from chatpgt.providers.limits import ProviderLimiter
 from chatpgt.providers.types import ABResult, ChatRequest, ChatResult, LocalOptions, ProviderError
-from chatpgt.redact import redact
+from chatpgt.redact import redact, redact_known
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -624,7 +624,7 @@ def _parse_completion(raw: bytes) -> _Completion:
     if "\x00" in content:
         raise _MalformedBody("encoding", "message.content contains NUL characters")
     assert isinstance(choice, dict)
-    return data, choice, content
+    return data, choice, redact_known(content)
 
 
 def _json_type(value: Any) -> str:

@@ -20,7 +20,8 @@ and injects faults on demand. Tests change the fault profile while it runs:
 
 Key echo faults (:data:`KEY_ECHO_FAULTS`, script only): ``echo_key_400``, ``echo_key_401`` and
 ``echo_key_500`` answer with that status and an error message that quotes the request's whole
-``Authorization`` header, as a misbehaving proxy does (and OpenAI's 401 does in part).
+``Authorization`` header, as a misbehaving proxy does (and OpenAI's 401 does in part);
+``echo_key_content`` answers 200 with the header quoted at the end of the essay or verdict text.
 
 Body faults (:data:`BODY_FAULTS`) break an otherwise good 200 answer of any model, essay or
 verdict: ``truncated_body`` (the JSON document cut in half, with a matching Content-Length),
@@ -100,12 +101,16 @@ BODY_FAULTS = (
 # A provider or proxy that quotes the request's whole Authorization header in its error message,
 # answering with this status: what secret redaction (chatpgt.redact) must catch.
 KEY_ECHO_FAULTS = {"echo_key_400": 400, "echo_key_401": 401, "echo_key_500": 500}
+# A 200 answer (essay or verdict) whose text quotes the request's Authorization header, as a
+# prompt-injected model or a misbehaving proxy could.
+KEY_IN_CONTENT = "echo_key_content"
 # Outcomes a script may force; the same names appear in /_stats["by_outcome"].
 SCRIPT_OUTCOMES = frozenset(
     {
         *("ok", "500", "502", "503", "429", "timeout", "empty", "malformed", "invalid_body"),
         *BODY_FAULTS,
         *KEY_ECHO_FAULTS,
+        KEY_IN_CONTENT,
     }
 )
 _SCRIPT_SCOPES = ("judge", "writer")
@@ -451,6 +456,9 @@ class FakeOpenAI:
                     content = _verdict_json(*verdict)
         else:
             content, finish_reason = self._essay(model, messages, max_tokens, rng)
+        if forced == KEY_IN_CONTENT:
+            given = request.headers.get("Authorization", "")
+            content += f"\n\n(request headers: Authorization: {given})"
 
         prompt_chars = sum(len(m.get("content") or "") for m in messages)
         prompt_tokens = max(1, prompt_chars // 4)
@@ -483,6 +491,8 @@ class FakeOpenAI:
                 return body_fault, 200, await self._huge_body(request, payload)
             return body_fault, 200, _broken_body(body_fault, payload)
         outcome = "empty" if empty else "malformed" if malformed else "ok"
+        if forced == KEY_IN_CONTENT:
+            outcome = KEY_IN_CONTENT
         return outcome, 200, _json(payload)
 
     def _take_scripted(self, is_judge: bool) -> str | None:
