@@ -319,12 +319,25 @@ def run_pipeline(api: httpx.Client, corpus: Path | None, base: Path | None) -> N
         "pair stats: "
         + json.dumps({k: stats[k] for k in ("counts", "judge", "cost") if k in stats})
     )
+    if not stats["counts"]["total"]:
+        raise SystemExit("demo: the job made no pairs, so there is nothing to export or train on")
+    # The production threshold is 6. A handful of topics judged by a 135M model may all land
+    # below it (no corpus pairs without the corpus): then say so and take every pair.
+    threshold = 6
+    strong = check(api.get("/pairs/stats", params={"job_id": job["id"], "min_confidence": 6}))
+    if not strong["counts"]["total"]:
+        threshold = 0
+        say(
+            f"no pair reached confidence 6 (the small judge was unsure of all "
+            f"{stats['counts']['total']}); the demo exports and trains on every pair instead"
+        )
     export = api.get(
-        "/pairs/export", params={"format": "jsonl", "min_confidence": 6, "job_id": job["id"]}
+        "/pairs/export",
+        params={"format": "jsonl", "min_confidence": threshold, "job_id": job["id"]},
     )
     (WORK / "pairs.jsonl").write_bytes(export.content)
     rows = export.content.count(b"\n")
-    say(f"exported {rows} pairs (confidence >= 6) to {WORK / 'pairs.jsonl'}")
+    say(f"exported {rows} pairs (confidence >= {threshold}) to {WORK / 'pairs.jsonl'}")
 
     # 3. training on SmolLM2-135M-Instruct
     if base is None:
@@ -365,7 +378,7 @@ def run_pipeline(api: httpx.Client, corpus: Path | None, base: Path | None) -> N
             "/train/dpo",
             json={
                 "model": start,
-                "pairs": {"min_confidence": 6, "job_ids": [job["id"]]},
+                "pairs": {"min_confidence": threshold, "job_ids": [job["id"]]},
                 "name": f"smolgraham-dpo-{int(time.time())}",
                 "hyperparameters": {**quick, "max_length": 512, "eval_fraction": 0.0},
                 "samples": samples,
