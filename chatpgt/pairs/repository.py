@@ -33,7 +33,7 @@ from sqlalchemy.orm import QueryableAttribute
 from chatpgt.datagen import repository as datagen_repo
 from chatpgt.datagen.models import DatagenJob, Generation, Judgment
 from chatpgt.datagen.state import JOB_TERMINAL
-from chatpgt.db.helpers import dialect_insert, is_sqlite
+from chatpgt.db.helpers import dialect_insert
 from chatpgt.pairs.models import JobWorkSummary, Pair
 
 
@@ -182,81 +182,41 @@ async def _sqlite_median(
     return float((await session.execute(select(func.avg(middle.c.n)))).scalar_one())
 
 
-async def pair_totals(session: AsyncSession, filters: PairFilters) -> AnyRow | SimpleNamespace:
-    """Counts and character-length aggregates of the matching pairs, in one scan (on SQLite,
-    which has no percentile_cont, plus one ordered read per median).
+async def sqlite_pair_totals(session: AsyncSession, filters: PairFilters) -> SimpleNamespace:
+    """SQLite's path (Postgres: :func:`pair_aggregates`): counts and character-length
+    aggregates of the matching pairs in one scan, plus one ordered read per median (SQLite has
+    no percentile_cont; embedded data sets are small).
 
     Columns: total, judged, corpus, then for ``chosen_`` and ``rejected_``: ``mean``,
     ``median``, ``min``, ``max`` (None when no pair matches).
     """
     chosen_len = Pair.chosen_chars
     rejected_len = Pair.rejected_chars
-    sqlite = is_sqlite(session)
     columns: list[ColumnElement[Any]] = [
         func.count().label("total"),
         func.count().filter(Pair.source == "judged").label("judged"),
         func.count().filter(Pair.source == "corpus").label("corpus"),
     ]
     for name, length in (("chosen", chosen_len), ("rejected", rejected_len)):
-        median: ColumnElement[Any] = (
-            literal_column("NULL") if sqlite else func.percentile_cont(0.5).within_group(length)
-        )
         columns += [
             cast(func.avg(length), Float).label(f"{name}_mean"),
-            median.label(f"{name}_median"),
             func.min(length).label(f"{name}_min"),
             func.max(length).label(f"{name}_max"),
         ]
     stmt = select(*columns).select_from(Pair).where(*_conditions(filters))
     row = (await session.execute(stmt)).one()
-    if not sqlite:
-        return row
-    # Embedded data sets are small: an ordered read of the stored lengths per median is fine.
     values = row._asdict()
     for name, length in (("chosen", chosen_len), ("rejected", rejected_len)):
         values[f"{name}_median"] = await _sqlite_median(session, length, filters, row.total)
     return SimpleNamespace(**values)
 
 
-async def pair_group_counts(
+async def sqlite_group_counts(
     session: AsyncSession, filters: PairFilters
 ) -> tuple[dict[int, int], list[tuple[str, str, int]]]:
-    """Pairs per confidence bucket (floor, clamped to 1-10) and per (chosen_model,
-    rejected_model), from one scan with grouping sets (two grouped scans on SQLite)."""
-    if is_sqlite(session):
-        return await _sqlite_group_counts(session, filters)
-    bucket = _bucket(sqlite=False).label("bucket")
-    is_bucket_row = func.grouping(bucket) == literal_column("0")
-    stmt = (
-        select(
-            bucket,
-            Pair.chosen_model,
-            Pair.rejected_model,
-            is_bucket_row.label("is_bucket_row"),
-            func.count().label("n"),
-        )
-        .where(*_conditions(filters))
-        .group_by(
-            func.grouping_sets(
-                tuple_(bucket),
-                tuple_(Pair.chosen_model, Pair.rejected_model),
-            )
-        )
-    )
-    buckets: dict[int, int] = {}
-    matchups: list[tuple[str, str, int]] = []
-    for row in await session.execute(stmt):
-        if row.is_bucket_row:
-            buckets[int(row.bucket)] = int(row.n)
-        else:
-            matchups.append((row.chosen_model, row.rejected_model, int(row.n)))
-    return buckets, matchups
-
-
-async def _sqlite_group_counts(
-    session: AsyncSession, filters: PairFilters
-) -> tuple[dict[int, int], list[tuple[str, str, int]]]:
-    # SQLite has no GROUPING SETS: the same two groupings as two statements.
+    """SQLite's path (Postgres: :func:`pair_aggregates`): pairs per confidence bucket (floor,
+    clamped to 1-10) and per (chosen_model, rejected_model), as two grouped statements (SQLite
+    has no GROUPING SETS)."""
     bucket = _bucket(sqlite=True).label("bucket")
     by_bucket = (
         select(bucket, func.count().label("n")).where(*_conditions(filters)).group_by(bucket)

@@ -119,8 +119,8 @@ async def pair_stats(session: AsyncSession, filters: PairFilters) -> PairStats:
     the pairs matching ``filters``; judge order-flip rate and cost of the filtered jobs' work
     (every job when ``filters.job_ids`` is empty)."""
     if is_sqlite(session):
-        totals = await repository.pair_totals(session, filters)
-        buckets, matchup_counts = await repository.pair_group_counts(session, filters)
+        totals = await repository.sqlite_pair_totals(session, filters)
+        buckets, matchup_counts = await repository.sqlite_group_counts(session, filters)
     else:
         agg = await repository.pair_aggregates(session, filters)
         totals = _totals(agg)
