@@ -4,7 +4,6 @@ duplicating completed work and without losing anything."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -16,17 +15,15 @@ from chatpgt.datagen.models import Generation, Judgment
 from chatpgt.pairs.models import Pair
 from tests import procs
 from tests.datagen_helpers import job_body, wait_job
+from tests.fakes import control
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-async def slow_provider(fake_provider: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=fake_provider, timeout=10) as c:
-        await c.post("/_control/reset")
-        await c.post("/_control", json={"latency_ms": 250})
-        yield c
-        await c.post("/_control/reset")
+async def slow_provider(fake: httpx.AsyncClient) -> httpx.AsyncClient:
+    await control(fake, latency_ms=250)
+    return fake
 
 
 async def test_sigkilled_workers_job_is_finished_by_another(

@@ -35,6 +35,7 @@ from chatpgt.settings import Settings
 from tests import procs
 from tests.conftest import alembic_config
 from tests.datagen_helpers import job_body, wait_job
+from tests.fakes import control
 from tests.pgcluster import PgCluster, find_bindir
 
 pytestmark = pytest.mark.e2e
@@ -95,12 +96,9 @@ async def db(restart_env: dict[str, str]) -> AsyncIterator[async_sessionmaker[As
 
 
 @pytest.fixture
-async def provider(fake_provider: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=fake_provider, timeout=10) as c:
-        await c.post("/_control/reset")
-        await c.post("/_control", json={"latency_ms": 200})
-        yield c
-        await c.post("/_control/reset")
+async def provider(fake: httpx.AsyncClient) -> httpx.AsyncClient:
+    await control(fake, latency_ms=200)
+    return fake
 
 
 def _pids(proc: procs.Proc) -> set[int]:
