@@ -165,6 +165,10 @@ class Settings(BaseSettings):
     # datagen
     job_lease_s: float = Field(30.0, gt=0)
     job_heartbeat_s: float = Field(5.0, gt=0)
+    # Every datagen worker looks this often for running jobs whose lease ran out (their worker
+    # died) and re-enqueues them, so another live worker takes them over; 0 turns it off (then
+    # only a worker's start, or Redis' visibility timeout, brings them back).
+    job_sweep_interval_s: float = Field(60.0, ge=0)
     db_flush_interval_s: float = Field(0.05, gt=0)
     max_job_errors_kept: int = 20
     judge_parse_retries: int = Field(2, ge=0, le=10)

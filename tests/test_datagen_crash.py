@@ -1,5 +1,6 @@
 """Crash drill: SIGKILL the worker running a job; a fresh worker finishes it without redoing or
-duplicating completed work and without losing anything."""
+duplicating completed work and without losing anything; and a worker that was already running
+takes the job over by itself (the periodic sweep for expired leases)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatpgt.datagen.models import Generation, Judgment
+from chatpgt.datagen.models import DatagenJob, Generation, Judgment
 from chatpgt.pairs.models import Pair
 from tests import procs
 from tests.datagen_helpers import job_body, wait_job
@@ -86,3 +87,64 @@ async def test_sigkilled_workers_job_is_finished_by_another(
         )
     ).all()
     assert len(pair_keys) == len(set(pair_keys)) == job["pairs"]
+
+
+def _parent(pid: int) -> int:
+    # /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ")".
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _runs(worker: procs.Proc, pid: int) -> bool:
+    """Whether ``pid`` is the worker's main process or one of its pool processes."""
+    return pid == worker.popen.pid or _parent(pid) == worker.popen.pid
+
+
+async def test_a_running_worker_takes_over_a_dead_workers_job(
+    api: httpx.AsyncClient,
+    session: AsyncSession,
+    slow_provider: httpx.AsyncClient,
+    service_env: dict[str, str],
+    log_dir: Path,
+) -> None:
+    """Both workers run before the job exists, so no start-up recovery can help: after the
+    one holding the job is killed, the other finds the expired lease in its sweep."""
+    env = {**service_env, "CHATPGT_JOB_SWEEP_INTERVAL_S": "1"}
+    workers = [
+        procs.start_worker(env, log_dir, "datagen", concurrency=1, name=f"sweeper-{i}")
+        for i in range(2)
+    ]
+    try:
+        await asyncio.sleep(3)  # both are consuming (and past their start-up recovery)
+        titles = [f"Sweep topic {i}" for i in range(16)]
+        job_id = (
+            await api.post("/datagen/jobs", json=job_body(titles, provider="fake-slow"))
+        ).json()["id"]
+        for _ in range(300):
+            job = (await api.get(f"/datagen/jobs/{job_id}")).json()
+            if job["generations"]["done"] >= 6:
+                break
+            await asyncio.sleep(0.1)
+        assert job["status"] == "running", job
+        owner = await session.scalar(select(DatagenJob.lease_owner).where(DatagenJob.id == job_id))
+        assert owner is not None
+        pid = int(owner.split(":")[1])
+        doomed = next(w for w in workers if _runs(w, pid))
+        survivor = next(w for w in workers if w is not doomed)
+        doomed.kill()
+        job = await wait_job(api, job_id, within_s=90)
+        assert job["status"] == "succeeded", job
+        assert "lease ran out; re-enqueuing it" in survivor.log()
+    finally:
+        for w in workers:
+            w.stop()
+    gens = (
+        (await session.execute(select(Generation).where(Generation.job_id == job_id)))
+        .scalars()
+        .all()
+    )
+    assert len(gens) == len(titles) * 2 == job["generations"]["total"]
+    assert all(g.status == "succeeded" for g in gens)
+    judgments = await session.scalar(
+        select(func.count()).select_from(Judgment).where(Judgment.job_id == job_id)
+    )
+    assert judgments == job["judgments"]["total"] == len(titles) * 2

@@ -45,6 +45,11 @@ def _recover_jobs(sender: Any = None, **_: Any) -> None:
     queues = {q.name for q in sender.app.amqp.queues.consume_from.values()} if sender else set()
     if DATAGEN_QUEUE not in queues:
         return
+    interval = get_settings().job_sweep_interval_s
+    if interval > 0:
+        threading.Thread(
+            target=_sweep_orphans, args=(interval,), name="datagen-sweep", daemon=True
+        ).start()
     try:
         _recover_once()
     except Exception as exc:
@@ -76,3 +81,21 @@ def _recover_when_back() -> None:
             continue
         log.info("database back: datagen jobs recovered")
         return
+
+
+def _sweep_orphans(interval_s: float) -> None:
+    """Every ``interval_s``, re-enqueue running jobs whose lease ran out, so a job whose worker
+    died is taken over by a live worker without waiting for a worker to start. Only expired
+    leases: a job with a live owner is never touched, and a queued backlog is left to the queue.
+    Every worker sweeps; the duplicates a round may send find the job claimed and step back."""
+    while True:
+        time.sleep(interval_s)
+        try:
+            orphans = asyncio.run(runner.orphaned_jobs(get_settings()))
+        except Exception as exc:
+            if not is_unavailable(exc):
+                log.exception("datagen sweep failed; trying again in %.0fs", interval_s)
+            continue
+        for job_id in orphans:
+            log.warning("datagen job %s: its worker's lease ran out; re-enqueuing it", job_id)
+            run_job.apply_async(args=[job_id])

@@ -204,6 +204,15 @@ async def recoverable_jobs(session: AsyncSession, queued_for_s: float) -> list[t
     return out
 
 
+async def orphaned_jobs(session: AsyncSession) -> list[int]:
+    """Running jobs whose lease has run out: their worker died (or lost the database for longer
+    than the lease) and nobody has taken them over."""
+    stmt = select(DatagenJob.id).where(
+        DatagenJob.status == "running", DatagenJob.lease_expires_at < _now()
+    )
+    return list((await session.scalars(stmt.order_by(DatagenJob.id))).all())
+
+
 async def job_counts(session: AsyncSession, job_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     """Per-stage counts, tokens, cost, pairs and ties of each job, from the rows themselves."""
     out: dict[int, dict[str, Any]] = {

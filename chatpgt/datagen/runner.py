@@ -958,3 +958,13 @@ async def recoverable_jobs(
             return await repo.recoverable_jobs(s, queued_for_s)
     finally:
         await engine.dispose()
+
+
+async def orphaned_jobs(settings: Settings) -> list[int]:
+    """Running jobs whose lease ran out (see workers' periodic sweep)."""
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        async with transaction(make_sessionmaker(engine)) as s:
+            return await repo.orphaned_jobs(s)
+    finally:
+        await engine.dispose()
