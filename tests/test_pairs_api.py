@@ -340,12 +340,24 @@ async def test_stats_agree_with_the_rows(
     stats = PairStats.model_validate(resp.json())
     want = _expected_stats(world, filters)
 
-    assert stats.counts.model_dump() == want["counts"]
+    assert_stats_match(stats, want)
     assert [b.bucket for b in stats.confidence_histogram] == list(range(1, 11))
-    assert {b.bucket: b.count for b in stats.confidence_histogram} == want["confidence_histogram"]
-    assert {m.model: (m.wins, m.losses) for m in stats.models} == want["models"]
     for m in stats.models:
         assert m.win_rate == pytest.approx(m.wins / (m.wins + m.losses))
+    matchups, flips = want["judge"]
+    assert stats.judge.flip_rate == (pytest.approx(flips / matchups) if matchups else None)
+    generations, judgments = want["cost"]
+    assert stats.cost.total_cost_usd == pytest.approx(
+        generations["cost_usd"] + judgments["cost_usd"]
+    )
+
+
+def assert_stats_match(stats: Any, want: dict[str, Any]) -> None:
+    """``stats`` (a PairStats) holds the counts, histogram, wins, matchups, lengths, judge
+    figures and costs that ``_expected_stats`` computed from the rows."""
+    assert stats.counts.model_dump() == want["counts"]
+    assert {b.bucket: b.count for b in stats.confidence_histogram} == want["confidence_histogram"]
+    assert {m.model: (m.wins, m.losses) for m in stats.models} == want["models"]
     assert {(m.chosen_model, m.rejected_model): m.count for m in stats.matchups} == want["matchups"]
     for side in ("chosen", "rejected"):
         got = getattr(stats.lengths, side)
@@ -353,15 +365,10 @@ async def test_stats_agree_with_the_rows(
             assert got is None
         else:
             assert got.model_dump() == pytest.approx(want["lengths"][side])
-    matchups, flips = want["judge"]
-    assert (stats.judge.matchups, stats.judge.flips) == (matchups, flips)
-    assert stats.judge.flip_rate == (pytest.approx(flips / matchups) if matchups else None)
+    assert (stats.judge.matchups, stats.judge.flips) == want["judge"]
     generations, judgments = want["cost"]
     assert stats.cost.generations.model_dump() == pytest.approx(generations)
     assert stats.cost.judgments.model_dump() == pytest.approx(judgments)
-    assert stats.cost.total_cost_usd == pytest.approx(
-        generations["cost_usd"] + judgments["cost_usd"]
-    )
 
 
 async def test_flip_rate_counts_only_matchups_with_both_orders_succeeded(

@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -53,7 +52,13 @@ from chatpgt.training.repository import RunStore
 from chatpgt.training.worker import make_sync_engine, sync_database_url
 from tests import procs
 from tests.conftest import alembic_config
-from tests.test_pairs_api import _expected_stats, _matches, _params, build_world
+from tests.test_pairs_api import (
+    _expected_stats,
+    _matches,
+    _params,
+    assert_stats_match,
+    build_world,
+)
 
 
 def _migrated(path: Path) -> str:
@@ -316,23 +321,6 @@ FILTERS = [
 ]
 
 
-def _assert_stats(stats: Any, want: dict[str, Any]) -> None:
-    assert stats.counts.model_dump() == want["counts"]
-    assert {b.bucket: b.count for b in stats.confidence_histogram} == want["confidence_histogram"]
-    assert {m.model: (m.wins, m.losses) for m in stats.models} == want["models"]
-    assert {(m.chosen_model, m.rejected_model): m.count for m in stats.matchups} == want["matchups"]
-    for side in ("chosen", "rejected"):
-        got = getattr(stats.lengths, side)
-        if want["lengths"][side] is None:
-            assert got is None
-        else:
-            assert got.model_dump() == pytest.approx(want["lengths"][side])
-    assert (stats.judge.matchups, stats.judge.flips) == want["judge"]
-    generations, judgments = want["cost"]
-    assert stats.cost.generations.model_dump() == pytest.approx(generations)
-    assert stats.cost.judgments.model_dump() == pytest.approx(judgments)
-
-
 async def test_pair_pages_stats_and_export(db: AsyncSession, tmp_path: Path) -> None:
     world = await build_world(db)
     # Odd and even numbers of matching pairs, so both forms of the median are checked.
@@ -340,7 +328,7 @@ async def test_pair_pages_stats_and_export(db: AsyncSession, tmp_path: Path) -> 
     assert parities == {0, 1}
     for make_filters in FILTERS:
         filters = make_filters(world)
-        _assert_stats(await pair_stats(db, filters), _expected_stats(world, filters))
+        assert_stats_match(await pair_stats(db, filters), _expected_stats(world, filters))
 
         want_ids = [p.id for p in world.pairs if _matches(p, filters)]
         got_ids: list[int] = []
@@ -505,7 +493,8 @@ async def test_the_api_serves_topics_and_pairs_from_sqlite(
             filters = make_filters(world)
             resp = await api.get("/pairs/stats", params=_params(filters))
             assert resp.status_code == 200, resp.text
-            _assert_stats(PairStats.model_validate(resp.json()), _expected_stats(world, filters))
+            stats = PairStats.model_validate(resp.json())
+            assert_stats_match(stats, _expected_stats(world, filters))
 
         resp = await api.get("/pairs/export", params={"format": "jsonl"})
         assert resp.status_code == 200, resp.text
