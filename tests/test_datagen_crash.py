@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,6 +28,18 @@ async def slow_provider(fake: httpx.AsyncClient) -> httpx.AsyncClient:
     return fake
 
 
+async def start_job(api: httpx.AsyncClient, titles: list[str], essays_done: int) -> dict[str, Any]:
+    """A job on the slow fake provider, once ``essays_done`` of its essays are in (or after
+    30 s); its last view."""
+    job = (await api.post("/datagen/jobs", json=job_body(titles, provider="fake-slow"))).json()
+    for _ in range(300):
+        job = (await api.get(f"/datagen/jobs/{job['id']}")).json()
+        if job["generations"]["done"] >= essays_done:
+            break
+        await asyncio.sleep(0.1)
+    return dict(job)
+
+
 async def test_sigkilled_workers_job_is_finished_by_another(
     api: httpx.AsyncClient,
     session: AsyncSession,
@@ -37,14 +50,8 @@ async def test_sigkilled_workers_job_is_finished_by_another(
     first = procs.start_worker(service_env, log_dir, "datagen", concurrency=1, name="doomed")
     try:
         titles = [f"Crash topic {i}" for i in range(16)]
-        job_id = (
-            await api.post("/datagen/jobs", json=job_body(titles, provider="fake-slow"))
-        ).json()["id"]
-        for _ in range(300):
-            job = (await api.get(f"/datagen/jobs/{job_id}")).json()
-            if job["generations"]["done"] >= 8:
-                break
-            await asyncio.sleep(0.1)
+        job = await start_job(api, titles, essays_done=8)
+        job_id = job["id"]
         assert job["status"] == "running"
         first.kill()  # SIGKILL to the worker and its pool children, mid-job
     finally:
@@ -116,14 +123,8 @@ async def test_a_running_worker_takes_over_a_dead_workers_job(
     try:
         await asyncio.sleep(3)  # both are consuming (and past their start-up recovery)
         titles = [f"Sweep topic {i}" for i in range(16)]
-        job_id = (
-            await api.post("/datagen/jobs", json=job_body(titles, provider="fake-slow"))
-        ).json()["id"]
-        for _ in range(300):
-            job = (await api.get(f"/datagen/jobs/{job_id}")).json()
-            if job["generations"]["done"] >= 6:
-                break
-            await asyncio.sleep(0.1)
+        job = await start_job(api, titles, essays_done=6)
+        job_id = job["id"]
         assert job["status"] == "running", job
         owner = await session.scalar(select(DatagenJob.lease_owner).where(DatagenJob.id == job_id))
         assert owner is not None
