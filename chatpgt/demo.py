@@ -28,6 +28,8 @@ from typing import Any
 
 import httpx
 
+from chatpgt.cli import QueueName, worker_argv
+
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "var" / "demo"
 DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "paul_graham_essays.csv"
@@ -207,40 +209,11 @@ def main() -> None:
             ],
         )
         if not embedded:
-            procs.start(
-                "worker-datagen",
-                [
-                    py,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "workers.app",
-                    "worker",
-                    "-Q",
-                    "datagen",
-                    "-c",
-                    "1",
-                    "-n",
-                    "demo-datagen@%h",
-                ],
-            )
-            procs.start(
-                "worker-gpu",
-                [
-                    py,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "workers.app",
-                    "worker",
-                    "-Q",
-                    "gpu",
-                    "--pool",
-                    "solo",
-                    "-n",
-                    "demo-gpu@%h",
-                ],
-            )
+            celery = [py, "-m", "celery", "-A", "workers.app"]
+            queues: tuple[tuple[QueueName, int | None], ...] = (("datagen", 1), ("gpu", None))
+            for queue, concurrency in queues:
+                argv = worker_argv(queue, concurrency, "WARNING", f"demo-{queue}@%h")
+                procs.start(f"worker-{queue}", [*celery, *argv])
         with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=60) as api:
             wait_until(lambda: api.get("/healthz").status_code == 200, "the API")
             run_pipeline(api, corpus if has_corpus else None, base)
