@@ -11,9 +11,10 @@ from starlette.concurrency import run_in_threadpool
 
 from api import auth, inputs, problems
 from api.limits import BodySizeLimit
-from api.routers import datagen, health, pairs, providers, topics, train
+from api.routers import datagen, health, metrics, pairs, providers, topics, train
 from chatpgt.auth.service import AccessControl, AccessPolicy, KeyVerifier
 from chatpgt.db.session import make_engine, make_sessionmaker
+from chatpgt.observability.metrics import configure as configure_metrics
 from chatpgt.paths import DataRoots
 from chatpgt.redact import install_log_redaction, known_secret_count, register_provider_keys
 from chatpgt.settings import Settings, get_settings
@@ -30,6 +31,7 @@ def _celery_enqueuer():  # type: ignore[no-untyped-def]
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    configure_metrics(settings.metrics_dir)  # before any sample (chatpgt.observability.metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -97,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     problems.install(app)
     auth.install(app)
-    for module in (health, providers, topics, datagen, pairs, train):
+    for module in (health, providers, topics, datagen, pairs, train, metrics):
         app.include_router(module.router)
     return app
 

@@ -192,6 +192,14 @@ class Settings(BaseSettings):
     # loopback clients only (auth "auto" on a loopback api_host); otherwise artifacts_dir and
     # model_cache_dir alone. A path resolving (symlinks followed) outside them is a 403.
     data_roots: Annotated[list[Path] | None, NoDecode] = None
+    # Metrics (GET /metrics, chatpgt.observability): a directory every process of this
+    # deployment (API, datagen and gpu workers, on one host or on a shared volume) writes its
+    # provider latency, retry and 429 samples to, so that the API can serve all of them. Unset,
+    # only the process serving /metrics counts (enough in embedded mode).
+    metrics_dir: Path | None = None
+    # A scrape reads the database and the broker for at most this long each; a source that does
+    # not answer in time is reported down (chatpgt_metrics_source_up 0), the rest is served.
+    metrics_timeout_s: float = Field(5.0, gt=0)
 
     @field_validator(
         "embedded_worker",
@@ -199,6 +207,7 @@ class Settings(BaseSettings):
         "providers_file",
         "local_device",
         "local_torch_threads",
+        "metrics_dir",
         mode="before",
     )
     @classmethod

@@ -43,6 +43,7 @@ import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
 
+from chatpgt.observability.metrics import count_provider_retry, observe_provider_attempt
 from chatpgt.providers.ab import AB_TOP_LOGPROBS, ab_from_top_logprobs
 from chatpgt.providers.limits import ProviderLimiter
 from chatpgt.providers.types import ABResult, ChatRequest, ChatResult, LocalOptions, ProviderError
@@ -316,6 +317,7 @@ class ProviderPool:
             status: int | None = None
             retry_after: float | None = None
             permit = await limiter.acquire(token_estimate)
+            attempt_started = time.perf_counter()
             try:
                 # The deadline covers reading the body too: a trickled answer cannot hold a slot.
                 async with asyncio.timeout(p.deadline_s):
@@ -381,6 +383,9 @@ class ProviderPool:
                     )
             finally:
                 permit.release()
+                observe_provider_attempt(
+                    req.provider, req.model, status, time.perf_counter() - attempt_started
+                )
 
             if attempts > cfg.max_retries:
                 raise ProviderError(
@@ -389,6 +394,7 @@ class ProviderPool:
                     status=status,
                     attempts=attempts,
                 )
+            count_provider_retry(req.provider, status)
             delay = self._backoff(cfg, attempts, retry_after)
             if retry_after is not None:
                 # The provider spoke for all our requests, not just this one.

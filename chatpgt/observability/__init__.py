@@ -1,0 +1,1 @@
+"""Metrics and other views of a running deployment (GET /metrics)."""
