@@ -124,6 +124,8 @@ def service_env(
         # Workers share provider rate limits through Redis, as in production.
         "CHATPGT_RATE_LIMIT_REDIS_URL": REDIS_TEST_URL,
         "CHATPGT_ARTIFACTS_DIR": str(tmp_path_factory.mktemp("artifacts")),
+        # Every API and worker process writes its metric samples here (multiprocess mode).
+        "CHATPGT_METRICS_DIR": str(tmp_path_factory.mktemp("metrics")),
         "CHATPGT_JOB_LEASE_S": "4",
         "CHATPGT_JOB_HEARTBEAT_S": "1",
         "CHATPGT_BROKER_VISIBILITY_TIMEOUT_S": "3600",

@@ -17,7 +17,12 @@ def queue_depths(
 ) -> dict[str, int]:
     """Messages waiting (not yet taken by a worker) in each of ``queues``. Blocking: run it in
     a thread. Raises the transport's error when the broker cannot be reached in ``timeout_s``."""
-    options: dict[str, object] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+    options: dict[str, object] = {
+        # One connection attempt: a scrape reports the broker down rather than wait for it.
+        "max_retries": 1,
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+    }
     if key_prefix:
         options["global_keyprefix"] = key_prefix
     with Connection(broker_url, connect_timeout=timeout_s, transport_options=options) as conn:

@@ -91,7 +91,7 @@ def _database_families(db: DatabaseCounts) -> Iterable[Metric]:
     items = GaugeMetricFamily(
         "chatpgt_datagen_items",
         "Generations (stage=generation) and judgments (stage=judgment) by provider, model and "
-        "status (pending, done, failed, skipped, cancelled).",
+        "row status (pending, succeeded, failed, skipped, cancelled).",
         labels=[*item_labels, "status"],
     )
     tokens = CounterMetricFamily(
