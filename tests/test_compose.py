@@ -191,7 +191,7 @@ def test_migration_is_the_alembic_command_of_the_readme(services: dict[str, Any]
 
 
 def test_services_and_health_checks(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == {"postgres", "redis", *APP_SERVICES}
+    assert set(services) == {"postgres", "redis", *APP_SERVICES, "prometheus"}
     for name in ("postgres", "redis", *LONG_RUNNING):
         assert services[name].get("healthcheck", {}).get("test"), f"{name} has no health check"
     assert "healthcheck" not in services["migrate"]  # one-shot: it finishes, or it fails
@@ -228,7 +228,8 @@ def test_start_order(services: dict[str, dict[str, Any]]) -> None:
 def test_gpu_worker_is_a_profile_with_one_nvidia_gpu(services: dict[str, dict[str, Any]]) -> None:
     gpu = services["gpu-worker"]
     assert gpu["profiles"] == ["gpu"]
-    assert [name for name, s in services.items() if s.get("profiles")] == ["gpu-worker"]
+    profiled = {name: s["profiles"] for name, s in services.items() if s.get("profiles")}
+    assert profiled == {"gpu-worker": ["gpu"], "prometheus": ["metrics"]}
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert gpu["build"]["args"]["FLAVOR"] == "gpu"
@@ -336,6 +337,8 @@ COMPOSE_SETS = {
     "CHATPGT_AUTH",
     # ... and reads request paths only from ./data and the artifacts volume.
     "CHATPGT_DATA_ROOTS",
+    # Every process's metric samples go to the shared metrics volume.
+    "CHATPGT_METRICS_DIR",
 }
 
 
@@ -484,3 +487,43 @@ def test_gpu_health_check_counts_a_live_training_lease(service_env: dict[str, st
             session.execute(delete(TrainingRun).where(TrainingRun.output_name == output_name))
             session.commit()
         engine.dispose()
+
+
+# --- metrics (profile `metrics`) ---------------------------------------------------------------
+
+
+def test_prometheus_scrapes_the_api_with_a_read_key(
+    services: dict[str, dict[str, Any]], config: dict[str, Any]
+) -> None:
+    prometheus = services["prometheus"]
+    assert prometheus["depends_on"] == {"api": {"condition": "service_healthy"}}
+    mounts = _mounts(prometheus)
+    scrape_file = Path(mounts["/etc/prometheus/prometheus.yml"])
+    assert scrape_file == ROOT / "docker" / "prometheus" / "prometheus.yml"
+    scrape = yaml.safe_load(scrape_file.read_text())
+    [job] = scrape["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    # The api service's own port, by its service name.
+    assert job["static_configs"] == [{"targets": ["api:8000"]}]
+    assert _parse(services["api"]["command"])[2]["--port"] == "8000"
+    # Under compose every client needs a key: Prometheus sends one from the mounted config.
+    assert _env(services["api"])["CHATPGT_AUTH"] == "required"
+    key_file = Path(job["authorization"]["credentials_file"])
+    assert job["authorization"]["type"] == "Bearer"
+    assert mounts[str(key_file.parent)] == str(ROOT / "docker" / "config")
+    # A scrape answers within its own timeout: the API's source timeouts fit inside it.
+    timeout_s = float(scrape["global"]["scrape_timeout"].rstrip("s"))
+    assert timeout_s > Settings.model_fields["metrics_timeout_s"].default
+
+
+def test_every_app_process_shares_one_metrics_directory(
+    services: dict[str, dict[str, Any]], config: dict[str, Any]
+) -> None:
+    for name in LONG_RUNNING:
+        directory = _env(services[name])["CHATPGT_METRICS_DIR"]
+        assert _mounts(services[name]).get(directory) == "metrics", name
+    # In memory (a new stack starts from zero) and writable by the images' app user.
+    options = config["volumes"]["metrics"]["driver_opts"]
+    assert options["type"] == "tmpfs"
+    uid = re.search(r"ARG APP_UID=(\d+)", DOCKERFILE.read_text())
+    assert uid and f"uid={uid.group(1)}" in options["o"]
