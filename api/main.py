@@ -14,7 +14,7 @@ from api.limits import BodySizeLimit
 from api.routers import datagen, health, metrics, pairs, providers, topics, train
 from chatpgt.auth.service import AccessControl, AccessPolicy, KeyVerifier
 from chatpgt.db.session import make_engine, make_sessionmaker
-from chatpgt.observability.metrics import configure as configure_metrics
+from chatpgt.metrics import configure as configure_metrics
 from chatpgt.paths import DataRoots
 from chatpgt.redact import install_log_redaction, known_secret_count, register_provider_keys
 from chatpgt.settings import Settings, get_settings
@@ -31,7 +31,7 @@ def _celery_enqueuer():  # type: ignore[no-untyped-def]
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    configure_metrics(settings.metrics_dir)  # before any sample (chatpgt.observability.metrics)
+    configure_metrics(settings.metrics_dir)  # before any sample (chatpgt.metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

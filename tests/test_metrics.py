@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chatpgt.observability.metrics import prune_dead_processes
+from chatpgt.metrics import prune_dead_processes
 from chatpgt.observability.queues import queue_depths
 from tests import procs
 from tests.conftest import REDIS_TEST_URL

@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
 
-from chatpgt.observability.metrics import configure as configure_metrics
+from chatpgt.metrics import configure as configure_metrics
 from chatpgt.redact import install_log_redaction, known_secret_count, register_provider_keys
 from chatpgt.settings import get_settings
 
@@ -52,7 +52,7 @@ def make_celery() -> Celery:
 
 
 celery_app = make_celery()
-# Before the pool forks: every pool process writes its samples there (chatpgt.observability).
+# Before the pool forks: every pool process writes its samples there (chatpgt.metrics).
 configure_metrics(get_settings().metrics_dir)
 
 # One line per provider request is noise at hundreds of requests a second.

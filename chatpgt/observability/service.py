@@ -5,7 +5,7 @@ Three sources, each bounded by ``CHATPGT_METRICS_TIMEOUT_S``:
 - the database (:mod:`chatpgt.observability.repository`): jobs, items, tokens, cost, training
   runs and steps, read from the rows (consistent across processes, nothing to instrument);
 - the broker (:mod:`chatpgt.observability.queues`): tasks waiting per queue;
-- the processes' own samples (:mod:`chatpgt.observability.metrics`): provider latency, retries
+- the processes' own samples (:mod:`chatpgt.metrics`): provider latency, retries
   and 429s, summed over every process in multiprocess mode.
 
 A source that fails or times out is left out and reported by ``chatpgt_metrics_source_up 0``;
@@ -27,7 +27,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chatpgt.observability import metrics
+from chatpgt import metrics
 from chatpgt.observability.queues import queue_depths
 from chatpgt.observability.repository import DatabaseCounts, read_counts
 

@@ -43,7 +43,7 @@ import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
 
-from chatpgt.observability.metrics import count_provider_retry, observe_provider_attempt
+from chatpgt.metrics import count_provider_retry, observe_provider_attempt
 from chatpgt.providers.ab import AB_TOP_LOGPROBS, ab_from_top_logprobs
 from chatpgt.providers.limits import ProviderLimiter
 from chatpgt.providers.types import ABResult, ChatRequest, ChatResult, LocalOptions, ProviderError
