@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatpgt.metrics import prune_dead_processes
 from chatpgt.observability.queues import queue_depths
+from chatpgt.training.models import TrainingRun
 from tests import procs
 from tests.conftest import REDIS_TEST_URL
 from tests.datagen_helpers import job_body, wait_job
@@ -145,6 +146,30 @@ def test_queue_depths_count_waiting_messages() -> None:
             queue.close()
 
 
+async def add_runs(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    """Two SFT runs that reached steps 7 and 5, and a queued DPO run (no step yet)."""
+    async with sessionmaker() as s:
+        for kind, step in (("sft", 7), ("sft", 5), ("dpo", None)):
+            progress = {"step": step, "total_steps": 10} if step is not None else {}
+            s.add(
+                TrainingRun(
+                    kind=kind,
+                    request={},
+                    start_model={},
+                    output_name=f"metrics-{uuid.uuid4().hex[:8]}",
+                    progress=progress,
+                )
+            )
+        await s.commit()
+
+
+def assert_runs(found: list[Sample]) -> None:
+    assert total(found, "chatpgt_training_runs", kind="sft", status="queued") == 2
+    assert total(found, "chatpgt_training_runs", kind="dpo") == 1
+    assert total(found, "chatpgt_training_steps_total", kind="sft") == 12
+    assert total(found, "chatpgt_training_steps_total", kind="dpo") == 0
+
+
 async def test_a_broker_that_does_not_answer_is_reported_down(
     service_env: dict[str, str], session: AsyncSession
 ) -> None:
@@ -152,14 +177,36 @@ async def test_a_broker_that_does_not_answer_is_reported_down(
     closed = f"redis://127.0.0.1:{procs.free_port()}/0"
     async with in_process(
         "127.0.0.1", broker_url=closed, embedded_worker=False, metrics_timeout_s=2.0
-    ) as (client, _):
+    ) as (client, app):
+        await add_runs(app.state.sessionmaker)
         answer = await client.get("/metrics")
     assert answer.status_code == 200, answer.text
     found = samples(answer.text)
+    assert_runs(found)
     assert total(found, "chatpgt_metrics_source_up", source="broker") == 0
     assert total(found, "chatpgt_metrics_source_up", source="database") == 1
     assert not [s for s in found if s.name == "chatpgt_queue_depth"]
     assert total(found, "chatpgt_metrics_source_duration_seconds", source="broker") < 4
+
+
+async def test_embedded_mode_sqlite_and_the_memory_broker(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The embedded defaults: the same families from SQLite, queue depths from memory://."""
+    async with in_process(
+        "127.0.0.1",
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'chatpgt.db'}",
+        broker_url="memory://",
+        embedded_worker=False,
+    ) as (client, app):
+        await add_runs(app.state.sessionmaker)
+        answer = await client.get("/metrics")
+    assert answer.status_code == 200, answer.text
+    found = samples(answer.text)
+    assert total(found, "chatpgt_metrics_source_up") == 2
+    assert_runs(found)
+    depths = {s.labels["queue"]: s.value for s in found if s.name == "chatpgt_queue_depth"}
+    assert depths == {"datagen": 0, "gpu": 0}
 
 
 async def test_metrics_follow_the_key_rules(
