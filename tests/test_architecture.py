@@ -3,7 +3,10 @@ and they break on a copy of it with a deliberately bad import or an import circl
 
 from __future__ import annotations
 
+import configparser
 import os
+import pkgutil
+import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +39,40 @@ def test_the_contracts_hold() -> None:
     assert "0 broken" in result.stdout
     # Every contract ran: the six of .importlinter.
     assert result.stdout.count("KEPT") == CONFIG.read_text().count("[importlinter:contract:")
+
+
+def floors() -> set[str]:
+    """Every module named on a floor of the `floors` contract."""
+    config = configparser.ConfigParser()
+    config.read(CONFIG)
+    lines = config["importlinter:contract:floors"]["layers"].split("\n")
+    return {name.strip() for line in lines for name in re.split(r"[|:]", line) if name.strip()}
+
+
+def test_every_module_of_chatpgt_is_on_a_floor() -> None:
+    """A new module or package must be given its floor, or nothing checks what it imports."""
+    placed = floors()
+    standalone = {"chatpgt.testing"}  # its own contracts: it imports nothing of chatpgt
+    unplaced = []
+    for info in pkgutil.iter_modules([str(ROOT / "chatpgt")]):
+        name = f"chatpgt.{info.name}"
+        if name in placed or name in standalone:
+            continue
+        # A package may be placed module by module (chatpgt.observability is).
+        parts = (
+            {
+                f"{name}.{sub.name}"
+                for sub in pkgutil.iter_modules([str(ROOT / "chatpgt" / info.name)])
+            }
+            if info.ispkg
+            else set()
+        )
+        if not parts or not parts <= placed:
+            unplaced.append(name)
+    assert not unplaced, (
+        f"{unplaced} on no floor: add them to the `floors` contract of .importlinter "
+        '(docs/architecture.md, "Layers")'
+    )
 
 
 @pytest.fixture(scope="module")
