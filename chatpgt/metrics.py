@@ -22,7 +22,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, values
@@ -41,6 +41,7 @@ class _Instruments:
     retries: Counter
     rate_limited: Counter
     registry: CollectorRegistry  # the in-process registry (used when not in multiprocess mode)
+    latency_children: dict[tuple[str, str, int | None], Histogram] = field(default_factory=dict)
 
 
 _lock = threading.Lock()
@@ -48,8 +49,12 @@ _instruments: _Instruments | None = None
 _directory: Path | None = None
 
 
+_host = socket.gethostname()
+
+
 def _process_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+    # Called on every sample (prometheus-client's fork check): no system call but getpid.
+    return f"{_host}-{os.getpid()}"
 
 
 def configure(directory: Path | None) -> None:
@@ -78,7 +83,7 @@ def prune_dead_processes(directory: Path) -> list[Path]:
     here. A removed file's counters restart from 0 with the process, which Prometheus' ``rate()``
     reads as a counter reset.
     """
-    host = socket.gethostname()
+    host = _host
     removed = []
     for path in directory.glob(f"*_{host}-*.db"):
         pid_text = path.stem.rsplit("-", 1)[-1]
@@ -142,7 +147,13 @@ def observe_provider_attempt(provider: str, model: str, status: int | None, seco
     """Hook: one HTTP attempt to ``provider`` ended after ``seconds``, with HTTP ``status``
     (None: a transport error or timeout). Called by the provider client for every attempt."""
     instruments = _get()
-    instruments.latency.labels(provider, model, _status_label(status)).observe(seconds)
+    key = (provider, model, status)
+    # The labelled child, looked up once per label set: labels() costs more than observe().
+    child = instruments.latency_children.get(key)
+    if child is None:
+        child = instruments.latency.labels(provider, model, _status_label(status))
+        instruments.latency_children[key] = child
+    child.observe(seconds)
     if status == 429:
         instruments.rate_limited.labels(provider).inc()
 
