@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import problems
 from api.routers import health
+from api.ui import gate as ui_gate
 from chatpgt.auth.service import AccessControl
 from chatpgt.db.session import is_unavailable
 from chatpgt.errors import ChatPGTError
@@ -57,9 +58,14 @@ class KeyCheck:
             return
         access: AccessControl = scope["app"].state.access
         client = scope.get("client")
+        key = _bearer_token(Headers(scope=scope).get("authorization"))
         try:
+            if key is None and ui_gate.is_ui(scope["path"]):
+                # The review page: its signed-in session cookie stands for a key (api.ui.gate).
+                await ui_gate.gate(scope, receive, send, self.app)
+                return
             principal = await access.check(
-                key=_bearer_token(Headers(scope=scope).get("authorization")),
+                key=key,
                 method=scope["method"],
                 peer=client[0] if client else None,
             )

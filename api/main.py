@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from api import auth, inputs, problems
+from api import auth, inputs, problems, ui
 from api.limits import BodySizeLimit
 from api.routers import datagen, health, labels, pairs, providers, topics, train
 from chatpgt.auth.service import AccessControl, AccessPolicy, KeyVerifier
@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     auth.install(app)
     for module in (health, providers, topics, datagen, pairs, labels, train):
         app.include_router(module.router)
+    ui.install(app, settings)
     return app
 
 

@@ -71,8 +71,9 @@ class ReviewFilters:
     max_confidence: float | None = None
     topic: str | None = None  # substring of the topic, case-insensitive
     flipped: bool = False  # the two verdicts named different winners (probability judges)
-    # None; "unlabelled"; "labelled"; "mine" (labelled by ``reviewer``); "tie"/"bad" (consensus)
+    # None; "unlabelled"; "labelled"; "mine" (labelled by ``reviewer``); "not_mine"
     labels: str | None = None
+    consensus: str | None = None  # the reviewers' verdict: chosen, rejected, tie or bad
     reviewer: str | None = None
 
 
@@ -101,13 +102,13 @@ def _review_conditions(f: ReviewFilters) -> list[ColumnElement[bool]]:
         conditions.append(~labelled)
     elif f.labels == "labelled":
         conditions.append(labelled)
-    elif f.labels == "mine":
+    elif f.labels in ("mine", "not_mine"):
         mine = select(PairLabel.id).where(
             PairLabel.pair_id == Pair.id, PairLabel.reviewer == (f.reviewer or "")
         )
-        conditions.append(mine.exists())
-    elif f.labels in ("tie", "bad"):
-        conditions.append(consensus_of(Pair.id) == f.labels)
+        conditions.append(mine.exists() if f.labels == "mine" else ~mine.exists())
+    if f.consensus:
+        conditions.append(consensus_of(Pair.id) == f.consensus)
     return conditions
 
 

@@ -13,10 +13,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatpgt.db.keyset import decode_cursor, encode_cursor
 from chatpgt.errors import NotFound
 from chatpgt.pairs.repository import PairFilters
 from chatpgt.review import repository as repo
@@ -247,4 +250,43 @@ async def stats_calibration(
         labels=sum(j.labels for j in result.judges),
         target=target,
         suggested_min_confidence=result.suggested_min_confidence,
+    )
+
+
+# --- the review page ------------------------------------------------------------------------
+
+
+async def review_page(
+    session: AsyncSession, filters: repo.ReviewFilters, *, limit: int, cursor: str | None
+) -> tuple[Sequence[Any], str | None]:
+    """A keyset page of the review list and the cursor of the next (None on the last page).
+    Raises InvalidInput for a bad cursor."""
+    rows = await repo.review_page(session, filters, after_id=decode_cursor(cursor), limit=limit + 1)
+    page = rows[:limit]
+    return page, encode_cursor(page[-1].id) if len(rows) > limit else None
+
+
+@dataclass(frozen=True)
+class PairView:
+    pair: Any
+    mine: LabelOut | None
+    labels: PairLabels
+    next_id: int | None
+
+
+async def pair_view(session: AsyncSession, pair_id: int, *, reviewer: str) -> PairView:
+    """A pair as the review page shows it: the pair, the reviewer's own label, everyone's
+    labels and the next pair this reviewer has not labelled. Raises NotFound."""
+    row = await repo.pair_for_review(session, pair_id)
+    if row is None:
+        raise NotFound(f"No pair with id {pair_id}.", pair_id=pair_id)
+    mine = await repo.label_of(session, pair_id, reviewer)
+    following = await repo.review_page(
+        session, repo.ReviewFilters(labels="not_mine", reviewer=reviewer), after_id=pair_id, limit=1
+    )
+    return PairView(
+        pair=row,
+        mine=LabelOut.model_validate(mine) if mine is not None else None,
+        labels=await pair_labels(session, pair_id),
+        next_id=following[0].id if following else None,
     )
