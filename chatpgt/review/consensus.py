@@ -18,6 +18,7 @@ from chatpgt.pairs.models import Pair
 from chatpgt.review.models import PairLabel
 
 VERDICTS = ("chosen", "rejected", "tie", "bad")
+DECIDED = ("chosen", "rejected")  # verdicts that pick an essay
 
 
 def _votes(verdict: str) -> ColumnElement[int]:
