@@ -181,3 +181,56 @@ async def _fresh_sign_in_header(client: httpx.AsyncClient, key: str) -> str:
     form = await client.get("/ui/login")
     answer = await client.post("/ui/login", data={"key": key, "csrf_token": csrf_of(form.text)})
     return answer.headers["set-cookie"]
+
+
+PAIR_ROW = re.compile(r'data-pair="(\d+)"')
+NEXT = re.compile(r'href="(/ui/pairs\?[^"]*cursor=[^"]+)" id="next-page"')
+
+
+async def test_the_list_pages_by_keyset_and_filters_flipped_verdicts_and_labels(
+    api: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    pairs = []
+    for _ in range(5):  # 30 pairs: two pages of 25
+        pairs += (await review_world.build(session, with_labels=False)).pairs
+    flipped = pairs[7]
+    first, second = flipped.verdicts
+    flipped.verdicts = [first, {**second, "winner_generation_id": flipped.rejected_generation_id}]
+    await session.commit()
+
+    seen: list[int] = []
+    url: str | None = "/ui/pairs?min_confidence=0"
+    while url:
+        html = (await api.get(url.replace("&amp;", "&"))).text
+        seen += [int(i) for i in PAIR_ROW.findall(html)]
+        found = NEXT.search(html)
+        url = found.group(1) if found else None
+    assert seen == sorted(p.id for p in pairs)  # every pair once, in id order
+
+    html = (await api.get("/ui/pairs", params={"flipped": "1"})).text
+    assert [int(i) for i in PAIR_ROW.findall(html)] == [flipped.id]
+    band = (
+        await api.get("/ui/pairs", params={"min_confidence": "6", "max_confidence": "8.5"})
+    ).text
+    assert [int(i) for i in PAIR_ROW.findall(band)] == [
+        p.id for p in pairs if 6 <= p.confidence <= 8.5
+    ]
+    corpus = (await api.get("/ui/pairs", params={"kind": "corpus"})).text
+    assert PAIR_ROW.findall(corpus) == []
+
+    labelled = await api.post(
+        f"/pairs/{pairs[0].id}/labels", json={"choice": "tie", "shown_order": "AB"}
+    )
+    assert labelled.status_code == 201
+    for params, want in (
+        ({"consensus": "tie"}, [pairs[0].id]),
+        ({"labels": "mine"}, [pairs[0].id]),
+        ({"labels": "labelled"}, [pairs[0].id]),
+    ):
+        html = (await api.get("/ui/pairs", params=params)).text
+        assert [int(i) for i in PAIR_ROW.findall(html)] == want, params
+    unlabelled = (await api.get("/ui/pairs", params={"labels": "unlabelled"})).text
+    assert pairs[0].id not in [int(i) for i in PAIR_ROW.findall(unlabelled)]
+    for bad in ({"min_confidence": "high"}, {"max_confidence": "11"}, {"kind": "tie"}):
+        assert_problem(await api.get("/ui/pairs", params=bad), 422)
+    assert_problem(await api.get("/ui/pairs", params={"cursor": "nonsense"}), 400)
