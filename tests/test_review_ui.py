@@ -117,6 +117,8 @@ async def test_a_form_post_without_its_csrf_token_is_refused(
     assert_problem(await api.post(f"/ui/pairs/{world.pairs[1].id}/label", data=other), 400)
     too_long = {"choice": "A", "view": view, "csrf_token": csrf_of(html), "note": "n" * 5000}
     assert_problem(await api.post(url, data=too_long), 422)
+    nul = {"choice": "A", "view": view, "csrf_token": csrf_of(html), "note": "a\x00b"}
+    assert_problem(await api.post(url, data=nul), 422)
     assert (await session.execute(select(PairLabel))).first() is None
 
 

@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from api.deps import Session
+from api.inputs import NUL
 from api.pagination import IdPath
 from api.routers.labels import reviewer_of
 from api.ui import HERE, plots
@@ -122,7 +123,13 @@ async def _form(request: Request) -> dict[str, str]:
     """The posted form's text fields. Read here rather than with ``Form()`` parameters: the
     app-wide NUL check reads the body first, and a form parsed before it would consume it."""
     form = await request.form()
-    return {k: v for k, v in form.items() if isinstance(v, str)}
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    nul = [("body", k) for k, v in fields.items() if NUL in v]
+    if nul:
+        raise RequestValidationError(
+            [{"loc": loc, "msg": "Text must not contain NUL", "type": "string_nul"} for loc in nul]
+        )
+    return fields
 
 
 @router.post("/login", response_class=HTMLResponse)
