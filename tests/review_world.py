@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.pairs.models import Pair
 from chatpgt.review import service
 from chatpgt.review.schemas import LabelIn
-from tests import factories
+from tests import factories, procs
 
 JUDGE_1 = {"provider": "fake", "model": "judge", "method": "json"}
 JUDGE_2 = {"provider": "fake", "model": "judge-2", "method": "ab_probability"}
@@ -84,3 +86,13 @@ async def build(session: AsyncSession, *, with_labels: bool = True) -> ReviewWor
             await factories.judgment(session, y, x, "A", judge_model=judge["model"])
     await session.flush()
     return world
+
+
+def secured_api(service_env: dict[str, str], log_dir: Path) -> Iterator[str]:
+    """An API under uvicorn with keys required and no key cache (a revocation is seen at once);
+    yields its base URL. For a module-scoped fixture of each review test module."""
+    proc, base = procs.start_api(
+        {**service_env, "CHATPGT_AUTH": "required", "CHATPGT_AUTH_CACHE_TTL_S": "0"}, log_dir
+    )
+    yield base
+    proc.stop()

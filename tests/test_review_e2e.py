@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from chatpgt.review import service as review
 from chatpgt.review.models import PairLabel
 from chatpgt.review.schemas import LabelIn
-from tests import factories, procs
+from tests import factories, procs, review_world
 from tests.test_auth import new_key
 
 CHROMIUM = "/usr/bin/chromium"
@@ -78,11 +78,7 @@ def essay(topic: str, variant: int, paragraphs: int) -> str:
 
 @pytest.fixture(scope="module")
 def secured_url(service_env: dict[str, str], log_dir: Path) -> Iterator[str]:
-    proc, base = procs.start_api(
-        {**service_env, "CHATPGT_AUTH": "required", "CHATPGT_AUTH_CACHE_TTL_S": "0"}, log_dir
-    )
-    yield base
-    proc.stop()
+    yield from review_world.secured_api(service_env, log_dir)
 
 
 @pytest.fixture

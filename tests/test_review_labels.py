@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatpgt.review.models import PairLabel
 from chatpgt.review.schemas import NOTE_MAX_CHARS
-from tests import procs, review_world
+from tests import review_world
 from tests.test_auth import assert_problem, bearer, new_key
 
 
@@ -25,11 +25,7 @@ async def label_count(session: AsyncSession) -> int:
 
 @pytest.fixture(scope="module")
 def secured(service_env: dict[str, str], log_dir: Path) -> Iterator[str]:
-    proc, base = procs.start_api(
-        {**service_env, "CHATPGT_AUTH": "required", "CHATPGT_AUTH_CACHE_TTL_S": "0"}, log_dir
-    )
-    yield base
-    proc.stop()
+    yield from review_world.secured_api(service_env, log_dir)
 
 
 async def test_a_label_is_stored_with_its_reviewer_and_shown_order(

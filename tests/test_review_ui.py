@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatpgt.review.models import PairLabel
-from tests import procs, review_world
+from tests import review_world
 from tests.test_auth import assert_problem, new_key
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -31,11 +31,7 @@ def csrf_of(html: str) -> str:
 
 @pytest.fixture(scope="module")
 def secured_url(service_env: dict[str, str], log_dir: Path) -> Iterator[str]:
-    proc, base = procs.start_api(
-        {**service_env, "CHATPGT_AUTH": "required", "CHATPGT_AUTH_CACHE_TTL_S": "0"}, log_dir
-    )
-    yield base
-    proc.stop()
+    yield from review_world.secured_api(service_env, log_dir)
 
 
 @pytest.fixture

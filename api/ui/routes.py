@@ -248,21 +248,24 @@ async def pair_page(pair_id: IdPath, request: Request, session: Session) -> Resp
     the pair, it keeps the order they labelled it in, and the models and verdicts are shown."""
     view = await service.pair_view(session, pair_id, reviewer=reviewer_of(request))
     shown_order = view.mine.shown_order if view.mine else secrets.choice(("AB", "BA"))
+    context = {
+        **_pair_context(view, shown_order),
+        "view_token": _signer(request).view_token(pair_id, shown_order),
+        "choices": CHOICES,
+        "note_max": NOTE_MAX_CHARS,
+    }
+    return page(request, "pair.html", context)
+
+
+def _pair_context(view: service.PairView, shown_order: str) -> dict[str, Any]:
     sides = _sides(view.pair, shown_order)
-    return page(
-        request,
-        "pair.html",
-        {
-            "pair": view.pair,
-            "view": view,
-            "shown_order": shown_order,
-            "view_token": _signer(request).view_token(pair_id, shown_order),
-            "sides": sides,
-            "verdicts": _verdicts(view.pair, sides),
-            "choices": CHOICES,
-            "note_max": NOTE_MAX_CHARS,
-        },
-    )
+    return {
+        "pair": view.pair,
+        "view": view,
+        "shown_order": shown_order,
+        "sides": sides,
+        "verdicts": _verdicts(view.pair, sides),
+    }
 
 
 @router.post("/pairs/{pair_id}/label", response_class=HTMLResponse)
@@ -285,17 +288,7 @@ async def label_pair(pair_id: IdPath, request: Request, session: Session) -> Res
     if request.headers.get("hx-request") != "true":
         return _form_redirect(f"/ui/pairs/{pair_id}")
     result = await service.pair_view(session, pair_id, reviewer=reviewer_of(request))
-    sides = _sides(result.pair, shown_order)
-    return page(
-        request,
-        "_reveal.html",
-        {
-            "pair": result.pair,
-            "view": result,
-            "sides": sides,
-            "verdicts": _verdicts(result.pair, sides),
-        },
-    )
+    return page(request, "_reveal.html", _pair_context(result, shown_order))
 
 
 # --- jobs -----------------------------------------------------------------------------------
