@@ -201,24 +201,20 @@ async def pairs_list(
 
 def _sides(pair: Any, shown_order: str) -> list[dict[str, Any]]:
     """The two essays as shown, left (A) first."""
-    chosen = {
-        "text": pair.chosen,
-        "chars": pair.chosen_chars,
-        "words": len(pair.chosen.split()),
-        "model": pair.chosen_model,
-        "generation_id": pair.chosen_generation_id,
-        "is_chosen": True,
-    }
-    rejected = {
-        "text": pair.rejected,
-        "chars": pair.rejected_chars,
-        "words": len(pair.rejected.split()),
-        "model": pair.rejected_model,
-        "generation_id": pair.rejected_generation_id,
-        "is_chosen": False,
-    }
-    first, second = (chosen, rejected) if shown_order == "AB" else (rejected, chosen)
-    return [{"position": "A", **first}, {"position": "B", **second}]
+
+    def essay(role: str) -> dict[str, Any]:
+        text = getattr(pair, role)
+        return {
+            "text": text,
+            "chars": getattr(pair, f"{role}_chars"),
+            "words": len(text.split()),
+            "model": getattr(pair, f"{role}_model"),
+            "generation_id": getattr(pair, f"{role}_generation_id"),
+            "is_chosen": role == "chosen",
+        }
+
+    first, second = ("chosen", "rejected") if shown_order == "AB" else ("rejected", "chosen")
+    return [{"position": "A", **essay(first)}, {"position": "B", **essay(second)}]
 
 
 def _verdicts(pair: Any, sides: list[dict[str, Any]]) -> list[dict[str, Any]]:
