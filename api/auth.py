@@ -59,16 +59,18 @@ class KeyCheck:
         access: AccessControl = scope["app"].state.access
         client = scope.get("client")
         key = _bearer_token(Headers(scope=scope).get("authorization"))
+        # The review page: without a bearer key, its signed-in session stands for one (api.ui.gate).
+        ui = key is None and ui_gate.is_ui(scope["path"])
+        refusal = None
         try:
-            if key is None and ui_gate.is_ui(scope["path"]):
-                # The review page: its signed-in session cookie stands for a key (api.ui.gate).
-                await ui_gate.gate(scope, receive, send, self.app)
-                return
-            principal = await access.check(
-                key=key,
-                method=scope["method"],
-                peer=client[0] if client else None,
-            )
+            if ui:
+                refusal = await ui_gate.check(scope)
+            else:
+                principal = await access.check(
+                    key=key,
+                    method=scope["method"],
+                    peer=client[0] if client else None,
+                )
         except ChatPGTError as exc:
             await problems.from_error(exc)(scope, receive, send)
             return
@@ -77,7 +79,11 @@ class KeyCheck:
                 raise
             await problems.database_unavailable()(scope, receive, send)
             return
-        scope.setdefault("state", {})["api_key"] = principal
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        if not ui:
+            scope.setdefault("state", {})["api_key"] = principal
         await self.app(scope, receive, send)
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from starlette.datastructures import Headers
-from starlette.responses import RedirectResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import RedirectResponse, Response
+from starlette.types import Scope
 
 from api import problems
 from api.ui.session import Signer, UiSession, cookie_from_headers
@@ -30,7 +30,9 @@ def is_ui(path: str) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
 
 
-async def gate(scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
+async def check(scope: Scope) -> Response | None:
+    """Leave the request's session and principal on its state; the answer to send instead of
+    the page when the request may not proceed (None when it may)."""
     access: AccessControl = scope["app"].state.access
     signer: Signer = scope["app"].state.ui_signer
     path: str = scope["path"]
@@ -45,24 +47,17 @@ async def gate(scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None
         state["ui_session"] = session
     state["api_key"] = who
     if path in OPEN or path.startswith(STATIC):
-        await app(scope, receive, send)
-        return
+        return None
     client = scope.get("client")
     if who is None and access.policy.key_needed(client[0] if client else None):
         if scope["method"] in ("GET", "HEAD"):
             target = path + (f"?{scope['query_string'].decode()}" if scope["query_string"] else "")
-            await RedirectResponse(f"/ui/login?next={quote(target)}", status_code=303)(
-                scope, receive, send
-            )
-            return
-        error = Unauthenticated("Sign in on /ui/login with an API key first.")
-        await problems.from_error(error)(scope, receive, send)
-        return
+            return RedirectResponse(f"/ui/login?next={quote(target)}", status_code=303)
+        return problems.from_error(Unauthenticated("Sign in on /ui/login with an API key first."))
     if who is not None and not scope_allows(who.scope, scope["method"]):
         refused = InsufficientScope(
             f"The API key {who.name!r} is read-only: it may view the review page, not label.",
             required="write",
         )
-        await problems.from_error(refused)(scope, receive, send)
-        return
-    await app(scope, receive, send)
+        return problems.from_error(refused)
+    return None
