@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chatpgt.auth import service as auth_service
 from chatpgt.review.models import PairLabel
 from tests import review_world
 from tests.test_auth import assert_problem, new_key
@@ -232,3 +233,30 @@ async def test_the_list_pages_by_keyset_and_filters_flipped_verdicts_and_labels(
     for bad in ({"min_confidence": "high"}, {"max_confidence": "11"}, {"kind": "tie"}):
         assert_problem(await api.get("/ui/pairs", params=bad), 422)
     assert_problem(await api.get("/ui/pairs", params={"cursor": "nonsense"}), 400)
+
+
+async def test_a_forged_cookie_or_a_revoked_key_ends_the_session(
+    browser_like: httpx.AsyncClient,
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    writer = await new_key(sessionmaker, "write", "ann")
+    await sign_in(browser_like, writer)
+    assert (await browser_like.get("/ui/pairs")).status_code == 200
+    real = browser_like.cookies.get("chatpgt_ui", path="/ui")
+    assert real
+    # Tampered with (the key id changed by hand, or any byte): not a session at all.
+    browser_like.cookies.clear()
+    browser_like.cookies.set(
+        "chatpgt_ui", real[:-2] + ("AA" if real[-2:] != "AA" else "BB"), path="/ui"
+    )
+    assert (await browser_like.get("/ui/pairs")).status_code == 303
+    browser_like.cookies.clear()
+    browser_like.cookies.set("chatpgt_ui", real, path="/ui")
+    assert (await browser_like.get("/ui/pairs")).status_code == 200
+    # Revoked: its sessions end (no key cache in this API).
+    async with sessionmaker() as s:
+        await auth_service.revoke_key(s, writer)
+        await s.commit()
+    answer = await browser_like.get("/ui/pairs")
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/ui/login")
