@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import problems
 from api.routers import health
+from api.ui import gate as ui_gate
 from chatpgt.auth.service import AccessControl
 from chatpgt.db.session import is_unavailable
 from chatpgt.errors import ChatPGTError
@@ -57,12 +58,19 @@ class KeyCheck:
             return
         access: AccessControl = scope["app"].state.access
         client = scope.get("client")
+        key = _bearer_token(Headers(scope=scope).get("authorization"))
+        # The review page: without a bearer key, its signed-in session stands for one (api.ui.gate).
+        ui = key is None and ui_gate.is_ui(scope["path"])
+        refusal = None
         try:
-            principal = await access.check(
-                key=_bearer_token(Headers(scope=scope).get("authorization")),
-                method=scope["method"],
-                peer=client[0] if client else None,
-            )
+            if ui:
+                refusal = await ui_gate.check(scope)
+            else:
+                principal = await access.check(
+                    key=key,
+                    method=scope["method"],
+                    peer=client[0] if client else None,
+                )
         except ChatPGTError as exc:
             await problems.from_error(exc)(scope, receive, send)
             return
@@ -71,7 +79,11 @@ class KeyCheck:
                 raise
             await problems.database_unavailable()(scope, receive, send)
             return
-        scope.setdefault("state", {})["api_key"] = principal
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        if not ui:
+            scope.setdefault("state", {})["api_key"] = principal
         await self.app(scope, receive, send)
 
 

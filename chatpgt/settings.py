@@ -187,6 +187,11 @@ class Settings(BaseSettings):
     # Seconds an API process trusts a key it has checked (and remembers a refused one): a
     # revocation takes effect everywhere within this time; 0 checks the database every request.
     auth_cache_ttl_s: float = Field(5.0, ge=0)
+    # The review page (/ui) signs its session cookies with this secret. Unset: a random one per
+    # API process (sessions end when it restarts; several API processes need a shared secret).
+    ui_session_secret: SecretStr | None = None
+    # Seconds a review-page sign-in lasts.
+    ui_session_max_age_s: int = Field(8 * 3600, ge=60)
     # Directories a request may name files in (topic imports, training corpora, local datasets
     # and models), comma-separated. Unset: any path the process can read while the API is open to
     # loopback clients only (auth "auto" on a loopback api_host); otherwise artifacts_dir and

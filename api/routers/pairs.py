@@ -19,8 +19,10 @@ from chatpgt.datagen import inspect
 from chatpgt.pairs import service
 from chatpgt.pairs.export import MEDIA_TYPES, iter_export
 from chatpgt.pairs.repository import PairFilters
-from chatpgt.pairs.schemas import ExportFormat, PairOut, PairPage, PairSource, PairStats
+from chatpgt.pairs.schemas import ExportFormat, PairOut, PairPage, PairSource
 from chatpgt.pairs.stats import pair_stats
+from chatpgt.review import service as review
+from chatpgt.review.schemas import PairStatsWithLabels
 
 router = APIRouter(tags=["pairs"])
 
@@ -57,11 +59,12 @@ async def list_pairs(
     return Response(body, media_type=JSON)
 
 
-@router.get("/pairs/stats", response_model=PairStats)
-async def get_pair_stats(session: Session, filters: Filters) -> PairStats:
+@router.get("/pairs/stats", response_model=PairStatsWithLabels)
+async def get_pair_stats(session: Session, filters: Filters) -> PairStatsWithLabels:
     stats = await pair_stats(session, filters)
+    labels = await review.stats_calibration(session, filters)
     await session.commit()  # keeps the summaries of finished jobs it computed
-    return stats
+    return PairStatsWithLabels(**dict(stats), human_labels=labels)
 
 
 @router.get(

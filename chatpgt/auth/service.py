@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatpgt.auth import repository
 from chatpgt.auth.errors import InsufficientScope, Unauthenticated
+from chatpgt.auth.models import ApiKey
 from chatpgt.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, Scope
 from chatpgt.db.base import utcnow
 from chatpgt.errors import NotFound
@@ -164,6 +165,11 @@ class AccessPolicy:
         )
 
 
+def _principal(row: ApiKey) -> Principal:
+    scope: Scope = "write" if row.scope == "write" else "read"
+    return Principal(key_id=row.id, name=row.name, scope=scope)
+
+
 @dataclass
 class _Verdict:
     principal: Principal | None  # None: the key is unknown, wrong or revoked
@@ -203,6 +209,20 @@ class KeyVerifier:
         # shield: a client that hangs up does not cancel the lookup others are waiting on
         return await asyncio.shield(pending)
 
+    async def verify_id(self, key_id: int) -> Principal | None:
+        """The principal of the key with this id (a signed-in review session's key), or None
+        when it is revoked or gone; cached like :meth:`verify`."""
+        cache_key = f"id:{key_id}"
+        verdict = self._cache.get(cache_key)
+        if verdict is not None and verdict.expires_at > self._clock():
+            return verdict.principal
+        self.lookups += 1
+        async with self._sessionmaker() as session:
+            row = await repository.by_id(session, key_id)
+            principal = None if row is None or row.revoked_at is not None else _principal(row)
+        self._remember(cache_key, principal)
+        return principal
+
     async def _load(self, key: str, digest: str) -> Principal | None:
         principal = None
         prefix = key_prefix(key)
@@ -224,8 +244,7 @@ class KeyVerifier:
         now = utcnow()
         if row.last_used_at is None or row.last_used_at < now - LAST_USED_RESOLUTION:
             await repository.touch(session, row.id, now, now - LAST_USED_RESOLUTION)
-        scope: Scope = "write" if row.scope == "write" else "read"
-        return Principal(key_id=row.id, name=row.name, scope=scope)
+        return _principal(row)
 
     def _remember(self, digest: str, principal: Principal | None) -> None:
         if self._ttl_s <= 0:

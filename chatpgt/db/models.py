@@ -4,6 +4,7 @@ from chatpgt.auth.models import ApiKey
 from chatpgt.datagen.models import DatagenJob, Generation, JobTopic, Judgment
 from chatpgt.db.base import Base
 from chatpgt.pairs.models import Pair
+from chatpgt.review.models import PairLabel
 from chatpgt.topics.models import Topic
 from chatpgt.training.models import RegisteredModel, TrainingRun
 
@@ -15,6 +16,7 @@ __all__ = [
     "JobTopic",
     "Judgment",
     "Pair",
+    "PairLabel",
     "RegisteredModel",
     "Topic",
     "TrainingRun",

@@ -28,8 +28,8 @@ MEDIA_TYPES: dict[str, str] = {"jsonl": "application/jsonl", "csv": "text/csv; c
 
 
 def jsonl_line(row: AnyRow) -> bytes:
-    """One export line: TRL's conversational preference record plus id, topic, confidence and
-    the two model names."""
+    """One export line: TRL's conversational preference record plus id, topic, confidence, the
+    two model names and the reviewers' verdict (``human_label``, null when unlabelled)."""
     record = trl_record(row.prompt, row.chosen, row.rejected)
     record.update(
         id=row.id,
@@ -37,6 +37,7 @@ def jsonl_line(row: AnyRow) -> bytes:
         confidence=row.confidence,
         chosen_model=row.chosen_model,
         rejected_model=row.rejected_model,
+        human_label=row.human_label,
     )
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 

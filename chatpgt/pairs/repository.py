@@ -20,6 +20,7 @@ from sqlalchemy import (
     Row,
     Select,
     Text,
+    case,
     cast,
     func,
     literal_column,
@@ -35,6 +36,7 @@ from chatpgt.datagen.models import DatagenJob, Generation, Judgment
 from chatpgt.datagen.state import JOB_TERMINAL
 from chatpgt.db.helpers import dialect_insert
 from chatpgt.pairs.models import JobWorkSummary, Pair
+from chatpgt.review.consensus import DECIDED, consensus_of, pair_consensus
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +47,20 @@ class PairFilters:
     job_ids: tuple[int, ...] = ()
     model: str | None = None  # matches the chosen or the rejected model
     source: str | None = None  # "judged" or "corpus"
+    # "prefer": the reviewers' verdict (chatpgt.review.consensus) overrides the judge: a pair
+    # they decided is kept whatever its confidence (and reversed on export when they preferred
+    # the rejected essay), one they called a tie or bad is left out. "ignore": labels are not read.
+    labels: str = "ignore"
 
 
 def _conditions(filters: PairFilters) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
+    human = consensus_of(Pair.id) if filters.labels == "prefer" else None
+    if human is not None:
+        conditions.append(or_(human.is_(None), human.in_(DECIDED)))
     if filters.min_confidence is not None:
-        conditions.append(Pair.confidence >= filters.min_confidence)
+        by_judge = Pair.confidence >= filters.min_confidence
+        conditions.append(by_judge if human is None else or_(by_judge, human.in_(DECIDED)))
     if filters.job_ids:
         conditions.append(Pair.job_id.in_(filters.job_ids))
     if filters.model:
@@ -107,7 +117,26 @@ EXPORT_COLUMNS: tuple[_Column, ...] = (
     Pair.rejected_model,
     Pair.judgment_reasoning,
     Pair.confidence,
+    pair_consensus(),
 )
+
+
+def _preferring_labels(columns: tuple[_Column, ...]) -> tuple[_Column, ...]:
+    """``columns`` with chosen and rejected swapped where the reviewers preferred the rejected
+    essay (whose ``human_label`` then reads "chosen")."""
+    human = consensus_of(Pair.id)
+    reversed_ = human == "rejected"
+    swap = {"chosen": Pair.rejected, "rejected": Pair.chosen,
+            "chosen_model": Pair.rejected_model, "rejected_model": Pair.chosen_model}  # fmt: skip
+    out: list[_Column] = []
+    for column in columns:
+        if column.key in swap:
+            out.append(case((reversed_, swap[column.key]), else_=column).label(column.key))
+        elif column.key == "human_label":
+            out.append(case((reversed_, "chosen"), else_=human).label("human_label"))
+        else:
+            out.append(column)
+    return tuple(out)
 
 
 def page_statement(filters: PairFilters, *, after_id: int | None, limit: int) -> Select[Any]:
@@ -139,8 +168,9 @@ async def stream_export_rows(
     """Every matching pair as ``EXPORT_COLUMNS`` rows, ascending id, in batches of at most
     ``batch_size``, read through a server-side cursor: memory stays flat in the row count.
     The session holds an open transaction until the iteration ends."""
+    columns = _preferring_labels(EXPORT_COLUMNS) if filters.labels == "prefer" else EXPORT_COLUMNS
     stmt = (
-        select(*EXPORT_COLUMNS)
+        select(*columns)
         .where(*_conditions(filters))
         .order_by(Pair.id)
         .execution_options(yield_per=batch_size)

@@ -37,4 +37,5 @@ def filters_from_request(selection: dict[str, Any]) -> PairFilters:
         min_confidence=selection.get("min_confidence"),
         job_ids=tuple(selection.get("job_ids") or ()),
         source=selection.get("source"),
+        labels=selection.get("labels") or "ignore",
     )

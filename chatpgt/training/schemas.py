@@ -187,6 +187,12 @@ class PairSelection(BaseModel):
     min_confidence: float = Field(6, ge=0, le=10)
     job_ids: list[RowId] = Field(default_factory=list, max_length=1000)
     source: Literal["judged", "corpus"] | None = None
+    labels: Literal["ignore", "prefer"] = Field(
+        "ignore",
+        description="prefer: the reviewers' verdict overrides the judge (a pair they preferred "
+        "the other way is trained reversed and kept whatever its confidence; one they called a "
+        "tie or a bad pair is left out); ignore: labels play no part",
+    )
 
 
 class DPORequest(BaseModel):
