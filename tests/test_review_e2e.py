@@ -17,8 +17,8 @@ from playwright.async_api import Browser, Page, async_playwright
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chatpgt.pairs.labels import PairLabel
 from chatpgt.review import service as review
-from chatpgt.review.models import PairLabel
 from chatpgt.review.schemas import LabelIn
 from tests import factories, procs, review_world
 from tests.test_auth import new_key

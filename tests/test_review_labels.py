@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chatpgt.review.models import PairLabel
+from chatpgt.pairs.labels import PairLabel
 from chatpgt.review.schemas import NOTE_MAX_CHARS
 from tests import review_world
 from tests.test_auth import assert_problem, bearer, new_key

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatpgt.auth import service as auth_service
-from chatpgt.review.models import PairLabel
+from chatpgt.pairs.labels import PairLabel
 from tests import review_world
 from tests.test_auth import assert_problem, new_key
 

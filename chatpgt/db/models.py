@@ -3,8 +3,8 @@
 from chatpgt.auth.models import ApiKey
 from chatpgt.datagen.models import DatagenJob, Generation, JobTopic, Judgment
 from chatpgt.db.base import Base
+from chatpgt.pairs.labels import PairLabel
 from chatpgt.pairs.models import Pair
-from chatpgt.review.models import PairLabel
 from chatpgt.topics.models import Topic
 from chatpgt.training.models import RegisteredModel, TrainingRun
 

@@ -13,7 +13,7 @@ SEED_CSV_COLUMNS = (
     "rejected_model",
     "judgment_reasoning",
     "confidence",
-    "human_label",  # the reviewers' verdict (chatpgt.review.consensus); empty when unlabelled
+    "human_label",  # the reviewers' verdict (chatpgt.pairs.consensus); empty when unlabelled
 )
 
 

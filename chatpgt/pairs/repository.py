@@ -35,8 +35,8 @@ from chatpgt.datagen import repository as datagen_repo
 from chatpgt.datagen.models import DatagenJob, Generation, Judgment
 from chatpgt.datagen.state import JOB_TERMINAL
 from chatpgt.db.helpers import dialect_insert
+from chatpgt.pairs.consensus import DECIDED, consensus_of, pair_consensus
 from chatpgt.pairs.models import JobWorkSummary, Pair
-from chatpgt.review.consensus import DECIDED, consensus_of, pair_consensus
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,7 @@ class PairFilters:
     job_ids: tuple[int, ...] = ()
     model: str | None = None  # matches the chosen or the rejected model
     source: str | None = None  # "judged" or "corpus"
-    # "prefer": the reviewers' verdict (chatpgt.review.consensus) overrides the judge: a pair
+    # "prefer": the reviewers' verdict (chatpgt.pairs.consensus) overrides the judge: a pair
     # they decided is kept whatever its confidence (and reversed on export when they preferred
     # the rejected essay), one they called a tie or bad is left out. "ignore": labels are not read.
     labels: str = "ignore"

@@ -16,10 +16,10 @@ from chatpgt.datagen import repository as datagen_repo
 from chatpgt.datagen.models import DatagenJob, Judgment
 from chatpgt.db.base import utcnow
 from chatpgt.db.helpers import dialect_insert
+from chatpgt.pairs.consensus import consensus_of
+from chatpgt.pairs.labels import PairLabel
 from chatpgt.pairs.models import Pair
 from chatpgt.pairs.repository import PairFilters, _conditions
-from chatpgt.review.consensus import consensus_of
-from chatpgt.review.models import PairLabel
 
 LABEL_FIELDS = ("choice", "shown_order", "preferred", "note")
 

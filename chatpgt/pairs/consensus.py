@@ -5,7 +5,8 @@ plurality of the labels' ``preferred``: "bad" when bad has at least as many vote
 verdict (in doubt, a pair reported unusable is left out); "chosen" or "rejected" when it has
 strictly more votes than each of the other two; otherwise "tie". NULL for an unlabelled pair.
 
-This module imports only ORM models, so ``chatpgt.pairs.repository`` can use it without a cycle.
+It lives with the pairs (it imports only their ORM models), so the pair repository and the
+review service both use it without a cycle.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, func, select
 
+from chatpgt.pairs.labels import PairLabel
 from chatpgt.pairs.models import Pair
-from chatpgt.review.models import PairLabel
 
 VERDICTS = ("chosen", "rejected", "tie", "bad")
 DECIDED = ("chosen", "rejected")  # verdicts that pick an essay

@@ -1,4 +1,7 @@
-"""The ``pair_labels`` table: one reviewer's verdict on one pair (at most one per reviewer)."""
+"""The ``pair_labels`` table: one reviewer's verdict on one pair (at most one per reviewer).
+
+Labels are facts about pairs (exports and DPO selection read them), so the model lives with
+the pairs; ``chatpgt.review`` (calibration, the review pages' service) sits above both."""
 
 from __future__ import annotations
 
