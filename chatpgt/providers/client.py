@@ -265,8 +265,9 @@ class ProviderPool:
         """Send one chat completion, retrying what is worth retrying.
 
         Returns the answer's text ("" when the model produced none: the caller decides whether
-        that is a failure), usage (estimated when the server reports none), cost, latency of the
-        whole call including waits and retries, and the number of attempts.
+        that is a failure), usage (estimated when the server reports none), cost, latency (from
+        the moment the first attempt got its permit: retries and their backoff count, queueing
+        behind this provider's concurrency and rate limits does not), and the number of attempts.
 
         Raises ProviderError: ``retryable=False`` for an unknown provider, a 4xx other than 408
         and 429 (bad request, wrong key, ...) or a 200 whose body is not a chat completion;
@@ -526,7 +527,7 @@ class _Call:
         self.prompt_estimate = estimate_prompt_tokens(req.messages)
         # OpenAI charges max_tokens against the tokens-per-minute limit when the request arrives.
         self.token_estimate = self.prompt_estimate + (req.max_tokens or DEFAULT_MAX_TOKENS_ESTIMATE)
-        self.started = time.perf_counter()
+        self.started = 0.0  # set when the first attempt gets its permit
         self.attempts = 0
         self.encoding_faults = 0
 
@@ -536,6 +537,8 @@ class _Call:
         p, cfg = self.p, self.p.config
         cap = cfg.max_response_bytes
         permit = await p.limiter.acquire(self.token_estimate)
+        if self.attempts == 1:
+            self.started = time.perf_counter()
         try:
             request = httpx.Request(
                 "POST",
