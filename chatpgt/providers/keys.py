@@ -32,10 +32,7 @@ def needs_key(config: ProviderConfig) -> bool:
 
 def missing_key(config: ProviderConfig) -> str | None:
     """None when ``config`` needs no key or its key is there now; else why it is missing."""
-    if not needs_key(config):
-        return None
-    key = config.api_key()
-    if key is not None and key.get_secret_value():
+    if not needs_key(config) or config.api_key() is not None:
         return None
     return missing_key_reason(config)
 
