@@ -5,6 +5,14 @@ time per item (this process: the job runner, its provider client and its databas
 fake server and Postgres run in other processes).
 
     python bench/datagen_throughput.py --topics 3000 --concurrency 500 --latency-ms 2000
+    python bench/datagen_throughput.py --topics 3000 --concurrency 1000 --floor
+
+``--floor`` first runs the bare client (``httpx.AsyncClient`` on the aiohttp transport, no
+limiter, retries or database) against the same server in the same process run: 2N essay
+requests, ``--concurrency`` in flight. Then the job, and it prints the job's generation phase
+(from the start until the last essay is in: every request the provider answered in that window,
+essays and judgments alike, per second) as a ratio to the floor, and CPU per item of both.
+The event loop's lag (how late a 50 ms timer fires) is sampled during the job.
 
 Needs Postgres (CHATPGT_BENCH_PG_ADMIN, default postgresql://postgres@127.0.0.1:5432/postgres).
 A fresh database is created, migrated and dropped.
@@ -22,6 +30,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 from alembic import command
@@ -36,12 +45,143 @@ from chatpgt.datagen.runner import JobRunner  # noqa: E402
 from chatpgt.datagen.schemas import DatagenJobCreate  # noqa: E402
 from chatpgt.db.session import make_engine, make_sessionmaker, transaction  # noqa: E402
 from chatpgt.providers.client import ProviderPool  # noqa: E402
+from chatpgt.providers.types import ChatRequest  # noqa: E402
 from chatpgt.settings import Settings, get_settings  # noqa: E402
 
 
 def cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+async def floor(args: argparse.Namespace, port: int, n: int) -> dict[str, float]:
+    """The bare client: ``n`` essay requests, ``args.concurrency`` in flight, nothing else."""
+    from httpx_aiohttp import AiohttpTransport
+
+    c = args.concurrency
+    limits = httpx.Limits(max_connections=c, max_keepalive_connections=c)
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    left = iter(range(n))
+    failures = 0
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal failures
+        for i in left:
+            body = {
+                "model": "writer-a" if i % 2 else "writer-b",
+                "messages": [{"role": "user", "content": f"Write an essay on bench topic {i}."}],
+                "max_tokens": args.max_tokens,
+            }
+            r = await client.post(url, json=body)
+            if r.status_code != 200 or not r.json()["choices"][0]["message"]["content"]:
+                failures += 1
+
+    async with httpx.AsyncClient(
+        transport=AiohttpTransport(limits=limits), timeout=60, trust_env=False
+    ) as client:
+        cpu0, t0 = cpu_s(), time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(c)))
+        wall, cpu = time.perf_counter() - t0, cpu_s() - cpu0
+    return {
+        "floor_requests": n,
+        "floor_failures": failures,
+        "floor_wall_s": wall,
+        "floor_items_per_s": n / wall,
+        "floor_cpu_ms_per_item": cpu / n * 1000,
+    }
+
+
+async def pool_only(
+    args: argparse.Namespace, configs: dict[str, Any], n: int
+) -> dict[str, float]:
+    """Our provider client alone (ProviderPool.chat: limiter, retries, parsing, costs), no runner
+    or database: the same requests as the floor, to split the job's CPU into client and runner."""
+    left = iter(range(n))
+
+    async def worker(pool: ProviderPool) -> None:
+        for i in left:
+            req = ChatRequest(
+                provider="bench",
+                model="writer-a" if i % 2 else "writer-b",
+                messages=[{"role": "user", "content": f"Write an essay on bench topic {i}."}],
+                max_tokens=args.max_tokens,
+            )
+            assert (await pool.chat(req)).text
+
+    async with ProviderPool(configs) as pool:
+        cpu0, t0 = cpu_s(), time.perf_counter()
+        await asyncio.gather(*(worker(pool) for _ in range(args.concurrency)))
+        wall, cpu = time.perf_counter() - t0, cpu_s() - cpu0
+    return {
+        "pool_items_per_s": n / wall,
+        "pool_wall_s": wall,
+        "pool_cpu_ms_per_item": cpu / n * 1000,
+    }
+
+
+class LoopLag:
+    """How late a 50 ms timer fires on this loop: a busy loop delays every response it reads."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(0.05)
+            self.samples.append((loop.time() - t - 0.05) * 1000)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    def stop(self) -> dict[str, float]:
+        if self._task is not None:
+            self._task.cancel()
+        xs = sorted(self.samples) or [0.0]
+        return {
+            "loop_lag_p50_ms": xs[len(xs) // 2],
+            "loop_lag_p99_ms": xs[min(len(xs) - 1, int(len(xs) * 0.99))],
+            "loop_lag_max_ms": xs[-1],
+        }
+
+
+async def generation_phase(sm: object, job_id: int, t0_wall: float) -> dict[str, float]:
+    """Requests answered from the job's start until its last essay was in, and essay latency."""
+    from sqlalchemy import text as sql
+
+    async with transaction(sm) as s:  # type: ignore[arg-type]
+        row = (
+            await s.execute(
+                sql(
+                    "SELECT max(finished_at) AS last, "
+                    "percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50, "
+                    "percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS p99, "
+                    "count(*) AS n FROM generations WHERE job_id = :j AND status = 'succeeded'"
+                ),
+                {"j": job_id},
+            )
+        ).one()
+        judged = (
+            await s.execute(
+                sql(
+                    "SELECT count(*) FROM judgments WHERE job_id = :j AND status = 'succeeded' "
+                    "AND finished_at <= :last"
+                ),
+                {"j": job_id, "last": row.last},
+            )
+        ).scalar_one()
+    window = row.last.timestamp() - t0_wall
+    return {
+        "gen_window_s": window,
+        "gen_essays": row.n,
+        "gen_judgments_in_window": judged,
+        "gen_items_per_s": (row.n + judged) / window,
+        "gen_essays_per_s": row.n / window,
+        "essay_latency_p50_ms": float(row.p50),
+        "essay_latency_p99_ms": float(row.p99),
+    }
 
 
 def free_port() -> int:
@@ -84,6 +224,11 @@ async def run(args: argparse.Namespace, db_url: str, port: int) -> dict[str, flo
     )
     async with transaction(sm) as s:
         job, _ = await service.create_job(s, settings, req, None)
+    extra: dict[str, float] = {}
+    if args.floor:
+        extra.update(await floor(args, port, 2 * args.topics))
+        extra.update(await pool_only(args, settings.provider_configs(), 2 * args.topics))
+    lag = LoopLag()
     async with ProviderPool(settings.provider_configs()) as pool:
         runner = JobRunner(job.id, sm, pool, settings)
         profiler = None
@@ -92,14 +237,19 @@ async def run(args: argparse.Namespace, db_url: str, port: int) -> dict[str, flo
 
             profiler = cProfile.Profile()
             profiler.enable()
-        cpu0, t0 = cpu_s(), time.perf_counter()
+        lag.start()
+        cpu0, t0, t0_wall = cpu_s(), time.perf_counter(), time.time()
         status = await runner.run()
         wall, cpu = time.perf_counter() - t0, cpu_s() - cpu0
+        extra.update(lag.stop())
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.profile)
     async with transaction(sm) as s:
         view = await service.get_job_view(s, job.id)
+    extra.update(await generation_phase(sm, job.id, t0_wall))
+    if args.floor:
+        extra["gen_ratio_to_floor"] = extra["gen_items_per_s"] / extra["floor_items_per_s"]
     await engine.dispose()
     items = view.generations.total + view.judgments.total
     done = view.generations.done + view.judgments.done
@@ -117,6 +267,8 @@ async def run(args: argparse.Namespace, db_url: str, port: int) -> dict[str, flo
         "ratio_to_bound": items / wall / bound,
         "cpu_s": cpu,
         "cpu_ms_per_item": cpu / items * 1000,
+        "load_avg_1m": os.getloadavg()[0],
+        **extra,
     }
 
 
@@ -131,6 +283,9 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=300)
     p.add_argument("--json", action="store_true", help="print one JSON line only")
     p.add_argument("--profile", metavar="PATH", help="write a cProfile of the job run to PATH")
+    p.add_argument(
+        "--floor", action="store_true", help="first run the bare client, then compare (see above)"
+    )
     args = p.parse_args()
 
     admin_url = os.environ.get(
@@ -207,6 +362,28 @@ def main() -> None:
         f"{result['server_max_in_flight']} in flight, outcomes {result['server_outcomes']}"
     )
     print(f"  service CPU  {result['cpu_ms_per_item']:8.3f} ms/item ({result['cpu_s']:.1f} s)")
+    print(
+        f"  generation   {result['gen_items_per_s']:8.1f} requests/s answered until the last "
+        f"essay ({result['gen_window_s']:.1f} s; {result['gen_essays_per_s']:.1f} essays/s), "
+        f"essay latency p50 {result['essay_latency_p50_ms']:.0f} ms, "
+        f"p99 {result['essay_latency_p99_ms']:.0f} ms"
+    )
+    print(
+        f"  loop lag     p50 {result['loop_lag_p50_ms']:.1f} ms, p99 "
+        f"{result['loop_lag_p99_ms']:.1f} ms, max {result['loop_lag_max_ms']:.1f} ms"
+    )
+    if args.floor:
+        print(
+            f"  floor        {result['floor_items_per_s']:8.1f} requests/s bare client "
+            f"({result['floor_requests']} in {result['floor_wall_s']:.1f} s, "
+            f"{result['floor_failures']} failed), CPU {result['floor_cpu_ms_per_item']:.3f} ms/item"
+        )
+        print(
+            f"  our client   {result['pool_items_per_s']:8.1f} requests/s ProviderPool.chat alone "
+            f"({result['pool_wall_s']:.1f} s), CPU {result['pool_cpu_ms_per_item']:.3f} ms/item"
+        )
+        print(f"  project/floor {result['gen_ratio_to_floor']:7.1%} (generation phase)")
+    print(f"  load average {result['load_avg_1m']:.2f} (1 min, at the end)")
 
 
 if __name__ == "__main__":

@@ -79,8 +79,9 @@ class ProviderConfig(BaseModel):
             path = Path(self.api_key_file)
             if path.is_file():
                 value = path.read_text().strip()
-                add_secret(value)
-                return SecretStr(value)
+                if value:  # an empty file holds no key
+                    add_secret(value)
+                    return SecretStr(value)
         return None
 
     def price_for(self, model: str) -> ModelPrice:

@@ -105,6 +105,14 @@ def providers_config(fake_provider_port: int) -> list[dict[str, object]]:
             "backoff_base_s": 0.01,
             "backoff_max_s": 0.1,
         },
+        # A declared provider whose secret file does not exist: refused at submit (issue 10).
+        {
+            "name": "fake-keyfile",
+            "max_concurrency": 4,
+            **common,
+            "api_key_env": None,
+            "api_key_file": "/nonexistent/chatpgt-test/fake-provider.key",
+        },
     ]
 
 
@@ -130,6 +138,8 @@ def service_env(
         "CHATPGT_JOB_HEARTBEAT_S": "1",
         "CHATPGT_BROKER_VISIBILITY_TIMEOUT_S": "3600",
         "FAKE_PROVIDER_KEY": FAKE_PROVIDER_KEY,
+        # The predefined openai provider has no key in tests, whatever the shell has.
+        "OPENAI_API_KEY": "",
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }

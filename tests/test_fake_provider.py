@@ -13,7 +13,7 @@ import httpx
 import pytest
 from httpx_aiohttp import AiohttpTransport
 
-from chatpgt.testing.fake_openai import judge_verdict
+from chatpgt.testing.fake_content import judge_verdict
 from tests.conftest import FAKE_PROVIDER_KEY
 from tests.fakes import control
 

@@ -24,7 +24,7 @@ from chatpgt.providers.local import LocalProvider
 from chatpgt.providers.smollm2 import SMOLLM2_ALIAS, SMOLLM2_DIRNAME, ensure_smollm2
 from chatpgt.providers.types import ChatRequest, LocalOptions, ProviderError
 from chatpgt.settings import ProviderConfig
-from chatpgt.testing.fake_openai import judge_verdict
+from chatpgt.testing.fake_content import judge_verdict
 from tests.local_model_fixtures import (
     STOP_AFTER,
     STOP_PROBE,

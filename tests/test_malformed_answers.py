@@ -16,7 +16,8 @@ import orjson
 import pytest
 
 from chatpgt.datagen.judging import JudgeParseError, parse_verdict
-from chatpgt.providers.client import ProviderPool, _MalformedBody, _parse_completion
+from chatpgt.providers.answers import MalformedBody, parse_completion
+from chatpgt.providers.client import ProviderPool
 from chatpgt.providers.types import ChatRequest, ProviderError
 from chatpgt.settings import ProviderConfig
 from tests.fakes import control, stats
@@ -187,8 +188,8 @@ async def test_default_cap_and_declared_length(
 
 def test_parse_completion_reasons() -> None:
     def reason(raw: bytes) -> tuple[str, str]:
-        with pytest.raises(_MalformedBody) as caught:
-            _parse_completion(raw)
+        with pytest.raises(MalformedBody) as caught:
+            parse_completion(raw)
         return caught.value.kind, caught.value.reason
 
     def body(content: Any) -> bytes:
@@ -205,7 +206,7 @@ def test_parse_completion_reasons() -> None:
     assert reason(b'{"choices": []}')[0] == "shape"
     assert reason(body(12))[1] == "message.content is a JSON number, not a string"
     # a null content is an empty answer (the caller decides), not a malformed one
-    assert _parse_completion(body(None))[2] == ""
+    assert parse_completion(body(None))[2] == ""
 
 
 @pytest.mark.parametrize(

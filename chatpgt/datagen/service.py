@@ -14,6 +14,7 @@ from chatpgt.datagen import state
 from chatpgt.datagen.models import DatagenJob
 from chatpgt.datagen.schemas import DatagenJobCreate, DatagenJobView, StageCounts
 from chatpgt.errors import Conflict, InvalidInput
+from chatpgt.providers.keys import missing_keys
 from chatpgt.settings import Settings
 from chatpgt.topics import service as topics_service
 
@@ -47,6 +48,9 @@ async def create_job(
         raise InvalidInput(
             f"unknown provider(s): {', '.join(unknown)}; configured: {', '.join(sorted(providers))}"
         )
+    keyless = missing_keys(providers, wanted)
+    if keyless:
+        raise InvalidInput("; ".join(keyless))
     topic_ids = await topics_service.resolve_topics(
         session,
         titles=req.topics.titles,

@@ -16,6 +16,14 @@ process that uses the same key, so that a provider's limits hold across Celery w
 Buckets refill continuously and hold ``burst_s`` seconds' worth of capacity (one second by
 default), not a whole minute: providers enforce per-minute limits over shorter windows, and a
 minute-sized burst would send a whole minute's requests at once and then stall.
+
+Which bucket does what (figures in docs/benchmarks.md, ``bench/limiter_bench.py``): requests per
+minute in one process are ``aiolimiter``'s leaky bucket (:class:`LeakyBucket`), as fast as ours at
+1,000 waiting tasks. Tokens per minute keep :class:`LocalBucket`: a request is charged its
+estimate (prompt + ``max_tokens``) and refunded what it did not use once the usage is known,
+and aiolimiter has no way to give capacity back. Shared through Redis, both stay
+:class:`RedisBucket` (a Lua script): ``limits``' async Redis storage measured faster, but it
+counts hits without refunds and opens its own connection from a URI; see docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import TYPE_CHECKING, Protocol
+
+from aiolimiter import AsyncLimiter
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -84,6 +94,27 @@ class LocalBucket:
     async def adjust(self, delta: float) -> None:
         self._refill()
         self.level = min(self.capacity, self.level + delta)
+
+
+class LeakyBucket:
+    """``aiolimiter.AsyncLimiter`` as a :class:`RateBucket` without refunds: for requests per
+    minute, where what is charged (one request) is what is spent. Holds ``burst_s`` seconds'
+    worth (at least one request), like :class:`LocalBucket`."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, per_minute: float, burst_s: float = 1.0) -> None:
+        if per_minute <= 0:
+            raise ValueError("per_minute must be positive")
+        rate = per_minute / 60.0
+        capacity = max(1.0, rate * burst_s)
+        self._limiter = AsyncLimiter(capacity, capacity / rate)
+
+    async def take(self, amount: float) -> None:
+        await self._limiter.acquire(amount)
+
+    async def adjust(self, delta: float) -> None:
+        raise NotImplementedError("a leaky bucket gives nothing back: use LocalBucket")
 
 
 # KEYS[1]: the bucket hash. ARGV: rate per second, capacity, amount, need, ttl ms.
@@ -227,7 +258,7 @@ class ProviderLimiter:
             self._rpm = (
                 RedisBucket(redis, f"{key}:rpm", requests_per_minute, burst_s)
                 if redis is not None
-                else LocalBucket(requests_per_minute, burst_s)
+                else LeakyBucket(requests_per_minute, burst_s)
             )
         if tokens_per_minute:
             self._tpm = (

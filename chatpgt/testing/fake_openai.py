@@ -38,7 +38,9 @@ essays inside ``<essay_a>``/``<essay_b>`` tags, each essay gets a score from a h
 and the higher score wins, so the verdict is deterministic and consistent across both orders.
 Asked for ``max_tokens=1``, a judge answers with the winning letter alone, and with
 ``top_logprobs`` the first token's alternatives hold "A"/" A" and "B"/" B" with probabilities
-derived from the verdict's confidence (:func:`ab_probabilities`), as a logprob judge reads them.
+derived from the verdict's confidence (:func:`chatpgt.testing.fake_content.ab_probabilities`),
+as a logprob judge reads them. What the server says (words, verdicts, logprobs, the request
+checks) is in :mod:`chatpgt.testing.fake_content`; this module serves it and injects the faults.
 Every other model writes a pseudo-random essay that starts with the model name and the first line
 of the user prompt.
 
@@ -50,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import hmac
 import itertools
 import math
@@ -66,27 +67,22 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from chatpgt.testing.fake_content import (
+    MALFORMED_KINDS,
+    WORDS,
+    judge_first_token_logprobs,
+    judge_verdict,
+    logprobs_for,
+    malformed_judge_content,
+    validate_request,
+    validate_top_logprobs,
+    verdict_json,
+)
+
 MODELS = ("writer-a", "writer-b", "judge", "judge-strict", "gpt-4o-mini")
 
 _ESSAY_A = re.compile(r"<essay_a>(.*?)</essay_a>", re.DOTALL)
 _ESSAY_B = re.compile(r"<essay_b>(.*?)</essay_b>", re.DOTALL)
-
-# A fixed vocabulary keeps essays cheap to build: choices() over a tuple is one C call.
-_WORDS = tuple(
-    """the of and to in that is was for on with as by it at from this be are an which or have
-    not had but were his her they their one all would there been has more when will who its into
-    only other than some time could these two may first then do any like my now over such our man
-    me even most made after also did many before must through back years where much your way well
-    down should because each just those people how too little state good very make world still own
-    see men work long get here between both life being under never day same another know while last
-    might us great old year off come since against go came right used take three light garden river
-    memory quiet harbour winter letter window market evening morning village patience silence
-    kindness argument evidence history practice language teacher student journey question answer
-    reason story city mountain coast field forest bridge road window table lamp paper ink voice hand
-    heart mind thought habit craft season harvest weather music""".split()
-)
-
-_MALFORMED_KINDS = ("truncated", "prose", "wrong_field", "winner_c", "confidence_range")
 
 # Faults in the HTTP body of a 200 answer (any model); script outcomes and stats names alike.
 BODY_FAULTS = (
@@ -175,76 +171,6 @@ def apply_control(profile: Profile, body: dict[str, Any]) -> Profile:
     return replace(profile, **changes)
 
 
-def essay_score(text: str) -> int:
-    """The fake judge's score of one essay, 0-99, from a hash of its stripped text."""
-    return int(hashlib.sha256(text.strip().encode()).hexdigest()[:8], 16) % 100
-
-
-def judge_verdict(essay_a: str, essay_b: str) -> tuple[str, int]:
-    """(winner, confidence) the honest fake judge gives; swapping the essays swaps the winner.
-
-    Equal scores are broken by the full hash so the verdict never depends on the order shown.
-    Confidence is 1-10 and grows with the score gap.
-    """
-    score_a, score_b = essay_score(essay_a), essay_score(essay_b)
-    if score_a == score_b:
-        hash_a = hashlib.sha256(essay_a.strip().encode()).hexdigest()
-        hash_b = hashlib.sha256(essay_b.strip().encode()).hexdigest()
-        a_wins = hash_a > hash_b
-    else:
-        a_wins = score_a > score_b
-    confidence = 1 + (abs(score_a - score_b) * 9) // 99
-    return ("A" if a_wins else "B"), confidence
-
-
-# The share of the next-token probability the fake judge puts on the letters, and how it splits
-# each letter between its variants "A" and " A" (the rest goes to other words).
-_LETTER_MASS = 0.9
-_BARE_LETTER_SHARE = 0.8
-_OTHER_FIRST_TOKENS = (("The", 0.06), ("Essay", 0.04))
-
-
-def ab_probabilities(winner: str, confidence: int) -> dict[str, float]:
-    """The probabilities (summing to ``_LETTER_MASS``) the fake judge gives "A" and "B" for a
-    verdict: the winner's share ``r = 0.5 + (confidence - 1) / 18`` (at least 0.52, at most
-    0.995), so that ``confidence_from_ab`` reads the same confidence back."""
-    r = min(0.995, max(0.52, 0.5 + (confidence - 1) / 18))
-    loser = "B" if winner == "A" else "A"
-    return {winner: _LETTER_MASS * r, loser: _LETTER_MASS * (1 - r)}
-
-
-def _judge_first_token_logprobs(winner: str, confidence: int, top: int) -> dict[str, Any]:
-    """The logprobs entry of a one-letter verdict, with ``top`` alternatives."""
-    alternatives: list[tuple[str, float]] = []
-    for letter, p in ab_probabilities(winner, confidence).items():
-        alternatives.append((letter, p * _BARE_LETTER_SHARE))
-        alternatives.append((" " + letter, p * (1 - _BARE_LETTER_SHARE)))
-    alternatives.extend(_OTHER_FIRST_TOKENS)
-    alternatives.sort(key=lambda item: -item[1])
-    logprobs = {token: math.log(p) for token, p in alternatives}
-    return {
-        "token": winner,
-        "logprob": logprobs[winner],
-        "bytes": list(winner.encode()),
-        "top_logprobs": [
-            {"token": t, "logprob": lp, "bytes": list(t.encode())}
-            for t, lp in list(logprobs.items())[:top]
-        ],
-    }
-
-
-def _malformed_judge_content(kind: str) -> str:
-    if kind == "truncated":
-        return '{"winner": "A", "reasoning": "Essay A develops its argument with more'
-    if kind == "prose":
-        return "Both essays have merit, but on balance I prefer the first one for its clarity."
-    if kind == "wrong_field":
-        return '{"verdict": "A", "reasoning": "The first essay is clearer.", "confidence": 6}'
-    if kind == "winner_c":
-        return '{"winner": "C", "reasoning": "Neither essay answers the prompt.", "confidence": 5}'
-    return '{"winner": "B", "reasoning": "The second essay is more vivid.", "confidence": 42}'
-
-
 def _error_body(message: str, type_: str, code: str | None = None) -> bytes:
     return orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}})
 
@@ -275,7 +201,7 @@ class FakeOpenAI:
         self.seed = seed
         self.rng = random.Random(seed)
         self.script: list[str] = []
-        self._malformed = itertools.cycle(_MALFORMED_KINDS)
+        self._malformed = itertools.cycle(MALFORMED_KINDS)
         self._body_faults = itertools.cycle(BODY_FAULTS)
         # Bumped by reset: requests from an older epoch neither count as in flight nor keep hanging.
         self.epoch = 0
@@ -295,7 +221,7 @@ class FakeOpenAI:
         self.profile = replace(self.start_profile)
         self.script.clear()
         self.rng = random.Random(self.seed)
-        self._malformed = itertools.cycle(_MALFORMED_KINDS)
+        self._malformed = itertools.cycle(MALFORMED_KINDS)
         self._body_faults = itertools.cycle(BODY_FAULTS)
         self.epoch += 1
         self._release.set()
@@ -380,8 +306,8 @@ class FakeOpenAI:
 
         try:
             body = orjson.loads(await request.read())
-            model, messages, max_tokens = _validate(body)
-            top_logprobs = _validate_top_logprobs(body)
+            model, messages, max_tokens = validate_request(body)
+            top_logprobs = validate_top_logprobs(body)
         except (orjson.JSONDecodeError, ValueError) as exc:
             return "bad_request", 400, _error(400, str(exc), "invalid_request_error")
 
@@ -441,7 +367,7 @@ class FakeOpenAI:
                 forced is None and rng.random() < profile.rate_malformed_judge
             )
             if malformed:
-                content = _malformed_judge_content(next(self._malformed))
+                content = malformed_judge_content(next(self._malformed))
             else:
                 verdict = self._verdict(messages, rng, profile.position_bias)
                 if verdict is None:
@@ -453,7 +379,7 @@ class FakeOpenAI:
                     content = verdict[0]
                     finish_reason = "length"
                 else:
-                    content = _verdict_json(*verdict)
+                    content = verdict_json(*verdict)
         else:
             content, finish_reason = self._essay(model, messages, max_tokens, rng)
         if forced == KEY_IN_CONTENT:
@@ -470,9 +396,9 @@ class FakeOpenAI:
             "logprobs": None,
         }
         if body.get("logprobs"):
-            entries = _logprobs(content, top_logprobs)
+            entries = logprobs_for(content, top_logprobs)
             if letter_verdict is not None and top_logprobs:
-                entries[0] = _judge_first_token_logprobs(*letter_verdict, top_logprobs)
+                entries[0] = judge_first_token_logprobs(*letter_verdict, top_logprobs)
             choice["logprobs"] = {"content": entries}
         payload = {
             "id": f"chatcmpl-{rng.getrandbits(64):016x}",
@@ -562,7 +488,7 @@ class FakeOpenAI:
         finish_reason = "length" if max_tokens is not None and max_tokens < target else "stop"
         # A fresh nonce per sample: two samples of the same prompt differ.
         words_rng = random.Random(rng.getrandbits(64))
-        body = words_rng.choices(_WORDS, k=max(0, limit - len(header)))
+        body = words_rng.choices(WORDS, k=max(0, limit - len(header)))
         sentences = []
         for start in range(0, len(body), 12):
             chunk = body[start : start + 12]
@@ -612,68 +538,6 @@ def _broken_body(kind: str, payload: dict[str, Any]) -> web.Response:
     return web.Response(
         body=raw, status=200, headers={"Content-Type": "application/json; charset=utf-8"}
     )
-
-
-def _verdict_json(winner: str, confidence: int) -> str:
-    reasoning = f"Essay {winner} is better organised and argues its point more clearly."
-    return orjson.dumps(
-        {"winner": winner, "reasoning": reasoning, "confidence": confidence}
-    ).decode()
-
-
-def _validate_top_logprobs(body: dict[str, Any]) -> int:
-    """``top_logprobs`` as OpenAI checks it: 0-20, and only together with ``logprobs``."""
-    top = body.get("top_logprobs")
-    if top is None:
-        return 0
-    if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20:
-        raise ValueError(f"Invalid 'top_logprobs': {top!r} is not an integer from 0 to 20")
-    if not body.get("logprobs"):
-        raise ValueError("'logprobs' must be set to true when 'top_logprobs' is used")
-    return top
-
-
-def _validate(body: Any) -> tuple[str, list[dict[str, Any]], int | None]:
-    """Checks OpenAI would make; a ValueError becomes a 400 like the real API's."""
-    if not isinstance(body, dict):
-        raise ValueError("request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise ValueError("'model' is required")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ValueError("'messages' must be a non-empty array")
-    for m in messages:
-        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "tool"):
-            raise ValueError("each message needs a valid 'role'")
-    temperature = body.get("temperature")
-    if temperature is not None and not (0 <= temperature <= 2):
-        raise ValueError(f"Invalid 'temperature': {temperature} is not between 0 and 2")
-    top_p = body.get("top_p")
-    if top_p is not None and not (0 <= top_p <= 1):
-        raise ValueError(f"Invalid 'top_p': {top_p} is not between 0 and 1")
-    max_tokens = body.get("max_tokens")
-    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-        raise ValueError(f"Invalid 'max_tokens': {max_tokens}")
-    return model, messages, max_tokens
-
-
-def _logprobs(content: str, top: int = 0) -> list[dict[str, Any]]:
-    """One entry per word; with ``top`` > 0 each lists the word itself and ``top - 1`` less
-    likely alternatives, as OpenAI's top_logprobs does (without ``top``, an empty list)."""
-    entries: list[dict[str, Any]] = []
-    for w in content.split():
-        logprob = -0.05 * (len(w) % 7)
-        alternatives: list[dict[str, Any]] = []
-        if top:
-            alternatives.append({"token": w, "logprob": logprob, "bytes": None})
-            others = (a for a in _WORDS if a != w)
-            for k, alt in zip(range(top - 1), others, strict=False):
-                alternatives.append({"token": alt, "logprob": logprob - 2.0 - k, "bytes": None})
-        entries.append(
-            {"token": w, "logprob": logprob, "bytes": None, "top_logprobs": alternatives}
-        )
-    return entries
 
 
 def build_app(profile: Profile, seed: int | None = None) -> web.Application:
