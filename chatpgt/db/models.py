@@ -3,7 +3,7 @@
 from chatpgt.auth.models import ApiKey
 from chatpgt.datagen.models import DatagenJob, Generation, JobTopic, Judgment
 from chatpgt.db.base import Base
-from chatpgt.pairs.models import Pair
+from chatpgt.pairs.models import JobWorkSummary, NearDuplicate, Pair
 from chatpgt.topics.models import Topic
 from chatpgt.training.models import RegisteredModel, TrainingRun
 
@@ -13,7 +13,9 @@ __all__ = [
     "DatagenJob",
     "Generation",
     "JobTopic",
+    "JobWorkSummary",
     "Judgment",
+    "NearDuplicate",
     "Pair",
     "RegisteredModel",
     "Topic",

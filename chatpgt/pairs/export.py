@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.errors import InvalidInput
 from chatpgt.pairs import repository
-from chatpgt.pairs.formats import SEED_CSV_COLUMNS, trl_record
+from chatpgt.pairs.formats import SEED_CSV_COLUMNS, prompt_messages, trl_record
 from chatpgt.pairs.repository import AnyRow, PairFilters
 from chatpgt.pairs.schemas import ExportFormat
 
@@ -28,11 +28,12 @@ MEDIA_TYPES: dict[str, str] = {"jsonl": "application/jsonl", "csv": "text/csv; c
 
 
 def jsonl_line(row: AnyRow) -> bytes:
-    """One export line: TRL's conversational preference record plus id, topic, confidence and
-    the two model names."""
-    record = trl_record(row.prompt, row.chosen, row.rejected)
+    """One export line: TRL's conversational preference record (``prompt`` = the generation
+    messages) plus id, job id, topic, confidence and the two model names."""
+    record = trl_record(prompt_messages(row), row.chosen, row.rejected)
     record.update(
         id=row.id,
+        job_id=row.job_id,
         topic=row.topic,
         confidence=row.confidence,
         chosen_model=row.chosen_model,

@@ -34,7 +34,7 @@ from chatpgt.datagen import repository as datagen_repo
 from chatpgt.datagen.models import DatagenJob, Generation, Judgment
 from chatpgt.datagen.state import JOB_TERMINAL
 from chatpgt.db.helpers import dialect_insert
-from chatpgt.pairs.models import JobWorkSummary, Pair
+from chatpgt.pairs.models import JobWorkSummary, NearDuplicate, Pair
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +45,8 @@ class PairFilters:
     job_ids: tuple[int, ...] = ()
     model: str | None = None  # matches the chosen or the rejected model
     source: str | None = None  # "judged" or "corpus"
+    # leave out pairs with an essay flagged as a near-duplicate at or above this similarity
+    dedup_threshold: float | None = None
 
 
 def _conditions(filters: PairFilters) -> list[ColumnElement[bool]]:
@@ -59,7 +61,20 @@ def _conditions(filters: PairFilters) -> list[ColumnElement[bool]]:
         )
     if filters.source:
         conditions.append(Pair.source == filters.source)
+    if filters.dedup_threshold is not None:
+        flagged = select(NearDuplicate.generation_id).where(
+            NearDuplicate.similarity >= filters.dedup_threshold
+        )
+        conditions.append(Pair.rejected_generation_id.not_in(flagged))
+        conditions.append(
+            or_(Pair.chosen_generation_id.is_(None), Pair.chosen_generation_id.not_in(flagged))
+        )
     return conditions
+
+
+# The generation whose messages a pair's prompt shows: the rejected essay's (never null; both
+# essays of a pair were asked for with the same messages).
+_PROMPT_GENERATION = Generation.id == Pair.rejected_generation_id
 
 
 def select_pairs(filters: PairFilters) -> Select[Pair]:
@@ -79,6 +94,7 @@ PAIR_COLUMNS: tuple[_Column, ...] = (
     Pair.topic_id,
     Pair.topic,
     Pair.prompt,
+    Generation.system_prompt,
     Pair.chosen,
     Pair.rejected,
     Pair.chosen_model,
@@ -96,24 +112,34 @@ PAIR_COLUMNS: tuple[_Column, ...] = (
 PAIR_KEYS: tuple[str, ...] = tuple(c.key or "" for c in PAIR_COLUMNS)
 JSON_TEXT_KEYS = frozenset({"judgment_ids", "verdicts"})
 
-# What an export line needs (TRL record and seed CSV), nothing more.
+# What an export line needs (TRL record, seed CSV, Parquet, length balancing), nothing more.
 EXPORT_COLUMNS: tuple[_Column, ...] = (
     Pair.id,
+    Pair.job_id,
     Pair.topic,
     Pair.prompt,
+    Generation.system_prompt,
     Pair.chosen,
     Pair.rejected,
     Pair.chosen_model,
     Pair.rejected_model,
     Pair.judgment_reasoning,
     Pair.confidence,
+    Pair.chosen_chars,
+    Pair.rejected_chars,
 )
 
 
 def page_statement(filters: PairFilters, *, after_id: int | None, limit: int) -> Select[Any]:
     """The keyset page query: up to ``limit`` matching pairs with id > ``after_id``, ascending
     id, as ``PAIR_COLUMNS`` (the planner walks the primary key from ``after_id``)."""
-    stmt = select(*PAIR_COLUMNS).where(*_conditions(filters)).order_by(Pair.id).limit(limit)
+    stmt = (
+        select(*PAIR_COLUMNS)
+        .select_from(Pair).join(Generation, _PROMPT_GENERATION)
+        .where(*_conditions(filters))
+        .order_by(Pair.id)
+        .limit(limit)
+    )
     if after_id is not None:
         stmt = stmt.where(Pair.id > after_id)
     return stmt
@@ -129,7 +155,12 @@ async def pair_page(
 
 async def pair_by_id(session: AsyncSession, pair_id: int) -> AnyRow | None:
     """One pair as a ``PAIR_COLUMNS`` row, or None."""
-    stmt = select(*PAIR_COLUMNS).where(Pair.id == pair_id)
+    stmt = (
+        select(*PAIR_COLUMNS)
+        .select_from(Pair)
+        .join(Generation, _PROMPT_GENERATION)
+        .where(Pair.id == pair_id)
+    )
     return (await session.execute(stmt)).first()
 
 
@@ -141,6 +172,7 @@ async def stream_export_rows(
     The session holds an open transaction until the iteration ends."""
     stmt = (
         select(*EXPORT_COLUMNS)
+        .select_from(Pair).join(Generation, _PROMPT_GENERATION)
         .where(*_conditions(filters))
         .order_by(Pair.id)
         .execution_options(yield_per=batch_size)

@@ -27,12 +27,22 @@ class VerdictOut(BaseModel):
     reasoning: str | None
 
 
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
 class PairOut(BaseModel):
     id: int
     job_id: int
     topic_id: int
     topic: str
-    prompt: str
+    prompt: str = Field(description="the user prompt the essays answer")
+    system_prompt: str | None = Field(description="the system prompt of the generations, if any")
+    prompt_messages: list[ChatMessage] = Field(
+        description="the exact messages both essays were generated with (system?, user): the "
+        "export's `prompt`"
+    )
     chosen: str
     rejected: str
     chosen_model: str = Field(description="'corpus' when the chosen essay is the real one")
