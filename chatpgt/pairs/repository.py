@@ -135,7 +135,8 @@ def page_statement(filters: PairFilters, *, after_id: int | None, limit: int) ->
     id, as ``PAIR_COLUMNS`` (the planner walks the primary key from ``after_id``)."""
     stmt = (
         select(*PAIR_COLUMNS)
-        .select_from(Pair).join(Generation, _PROMPT_GENERATION)
+        .select_from(Pair)
+        .join(Generation, _PROMPT_GENERATION)
         .where(*_conditions(filters))
         .order_by(Pair.id)
         .limit(limit)
@@ -172,7 +173,8 @@ async def stream_export_rows(
     The session holds an open transaction until the iteration ends."""
     stmt = (
         select(*EXPORT_COLUMNS)
-        .select_from(Pair).join(Generation, _PROMPT_GENERATION)
+        .select_from(Pair)
+        .join(Generation, _PROMPT_GENERATION)
         .where(*_conditions(filters))
         .order_by(Pair.id)
         .execution_options(yield_per=batch_size)
@@ -183,6 +185,100 @@ async def stream_export_rows(
             yield batch
     finally:
         await result.close()
+
+
+async def length_sides(session: AsyncSession, filters: PairFilters) -> tuple[int, int]:
+    """(pairs whose chosen essay is longer, pairs whose chosen essay is shorter) among the
+    matching pairs, from the stored lengths."""
+    stmt = (
+        select(
+            func.count().filter(Pair.chosen_chars > Pair.rejected_chars),
+            func.count().filter(Pair.chosen_chars < Pair.rejected_chars),
+        )
+        .select_from(Pair)
+        .where(*_conditions(filters))
+    )
+    longer, shorter = (await session.execute(stmt)).one()
+    return int(longer), int(shorter)
+
+
+@dataclass(frozen=True, slots=True)
+class JobLengthCounts:
+    job_id: int
+    total: int
+    chosen_longer: int
+    chosen_shorter: int
+
+
+async def job_length_counts(session: AsyncSession, filters: PairFilters) -> list[JobLengthCounts]:
+    """Per job (id order): the matching pairs, and those whose chosen essay is longer/shorter."""
+    stmt = (
+        select(
+            Pair.job_id,
+            func.count(),
+            func.count().filter(Pair.chosen_chars > Pair.rejected_chars),
+            func.count().filter(Pair.chosen_chars < Pair.rejected_chars),
+        )
+        .where(*_conditions(filters))
+        .group_by(Pair.job_id)
+        .order_by(Pair.job_id)
+    )
+    return [JobLengthCounts(*map(int, row)) for row in await session.execute(stmt)]
+
+
+async def job_matchup_counts(
+    session: AsyncSession, filters: PairFilters
+) -> list[tuple[int, str, str, int]]:
+    """(job id, chosen model, rejected model, pairs) of the matching pairs."""
+    stmt = (
+        select(Pair.job_id, Pair.chosen_model, Pair.rejected_model, func.count())
+        .where(*_conditions(filters))
+        .group_by(Pair.job_id, Pair.chosen_model, Pair.rejected_model)
+    )
+    return [(int(j), c, r, int(n)) for j, c, r, n in await session.execute(stmt)]
+
+
+async def position_wins(
+    session: AsyncSession, job_ids: Sequence[int]
+) -> dict[int, tuple[int, int]]:
+    """``{job id: (verdicts for the essay shown first, verdicts for the one shown second)}``
+    over the successful judgments of the given jobs (every job when empty)."""
+    stmt = (
+        select(
+            Judgment.job_id,
+            func.count().filter(Judgment.winner == "A"),
+            func.count().filter(Judgment.winner == "B"),
+        )
+        .where(Judgment.status == "succeeded")
+        .group_by(Judgment.job_id)
+    )
+    if job_ids:
+        stmt = stmt.where(Judgment.job_id.in_(job_ids))
+    return {int(j): (int(a), int(b)) for j, a, b in await session.execute(stmt)}
+
+
+async def near_duplicate_counts(
+    session: AsyncSession, job_ids: Sequence[int], threshold: float | None
+) -> dict[str, int]:
+    """Flagged essays of the given jobs (every job when empty) by kind (``essay``, ``corpus``),
+    at or above ``threshold`` when given."""
+    stmt = select(NearDuplicate.kind, func.count()).group_by(NearDuplicate.kind)
+    if job_ids:
+        stmt = stmt.where(NearDuplicate.job_id.in_(job_ids))
+    if threshold is not None:
+        stmt = stmt.where(NearDuplicate.similarity >= threshold)
+    return {kind: int(n) for kind, n in await session.execute(stmt)}
+
+
+async def count_pairs(session: AsyncSession, filters: PairFilters) -> int:
+    stmt = select(func.count()).select_from(Pair).where(*_conditions(filters))
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def selection_job_ids(session: AsyncSession, filters: PairFilters) -> list[int]:
+    """The jobs that have matching pairs, ascending."""
+    stmt = select(Pair.job_id).where(*_conditions(filters)).distinct().order_by(Pair.job_id)
+    return [int(j) for j in (await session.execute(stmt)).scalars()]
 
 
 def _bucket(sqlite: bool) -> ColumnElement[int]:
