@@ -120,7 +120,6 @@ class NearDuplicateIndex:
             similarity=similarity,
         )
 
-
     def check_many(self, rows: Sequence[tuple[int, int, str]]) -> list[Flag]:
         """:meth:`check` each (generation id, job id, text) in order; the flags."""
         return [f for g, j, text in rows if (f := self.check(g, j, text)) is not None]

@@ -34,10 +34,13 @@ ROW_GROUP_ROWS = 1000
 
 def hf_features() -> list[dict[str, Any]]:
     """``SCHEMA`` as the ``dataset_info.features`` of a Hugging Face dataset card."""
-    message = [{"name": "role", "dtype": "string"}, {"name": "content", "dtype": "string"}]
     dtypes = {pa.int64(): "int64", pa.float64(): "float64", pa.string(): "string"}
+    # fresh dicts per column: a YAML dump would write shared ones as anchors and aliases
     return [
-        {"name": f.name, "list": message}
+        {
+            "name": f.name,
+            "list": [{"name": "role", "dtype": "string"}, {"name": "content", "dtype": "string"}],
+        }
         if f.type == pa.list_(MESSAGE)
         else {"name": f.name, "dtype": dtypes[f.type]}
         for f in SCHEMA

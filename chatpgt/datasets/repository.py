@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatpgt.datagen.models import DatagenJob, Generation, JobTopic
+from chatpgt.datagen.models import DatagenJob, Generation
 from chatpgt.pairs.models import NearDuplicate
 from chatpgt.topics.models import Topic
 
@@ -60,12 +60,11 @@ async def all_job_ids(session: AsyncSession) -> list[int]:
 
 
 async def corpus_texts(session: AsyncSession, job_ids: Sequence[int]) -> list[tuple[int, str]]:
-    """(topic id, reference text) of the corpus topics of the given jobs."""
+    """(topic id, reference text) of the corpus topics the given jobs wrote essays on."""
+    topics = select(Generation.topic_id).where(Generation.job_id.in_(job_ids)).distinct()
     stmt = (
         select(Topic.id, Topic.reference_text)
-        .join(JobTopic, JobTopic.topic_id == Topic.id)
-        .where(JobTopic.job_id.in_(job_ids), Topic.reference_text.is_not(None))
-        .distinct()
+        .where(Topic.id.in_(topics), Topic.reference_text.is_not(None))
         .order_by(Topic.id)
     )
     return [(int(t), text or "") for t, text in await session.execute(stmt)]
