@@ -391,3 +391,72 @@ async def test_bad_input_is_a_problem_and_writes_nothing(
     done = cli(api_url, env, "export", "--out", str(tmp_path / "full"))
     assert done.returncode == 2 and "not an empty directory" in done.stderr
     assert os.listdir(tmp_path / "full") == ["x"]
+
+
+def _preference_rows() -> list[dict[str, Any]]:
+    system = {"role": "system", "content": "Be brief."}
+    return [
+        {
+            "prompt": [system, {"role": "user", "content": f"Write about tides {i}."}],
+            "chosen": [{"role": "assistant", "content": f'Tides, kept {i}, "quoted".'}],
+            "rejected": [{"role": "assistant", "content": f"Dropped essay {i}."}],
+            "confidence": 6.0 + i,
+        }
+        for i in range(3)
+    ]
+
+
+async def test_import_preference_dataset_as_a_job(
+    api: httpx.AsyncClient, session: AsyncSession, tmp_path: Path
+) -> None:
+    import datasets
+
+    rows = _preference_rows()
+    folder = tmp_path / "prefs"
+    datasets.Dataset.from_list(rows).save_to_disk(str(folder))
+    plain = tmp_path / "plain.parquet"
+    datasets.Dataset.from_list(
+        [{"prompt": "Say hi.", "chosen": "Hi.", "rejected": "Go away.", "topic": "Greetings"}]
+    ).to_parquet(str(plain))
+
+    resp = await api.post("/pairs/import", json={"dataset": str(folder)})
+    assert resp.status_code == 201, resp.text
+    result = resp.json()
+    assert (result["pairs"], result["topics"], result["topics_created"]) == (3, 3, 3)
+    export = await api.get("/pairs/export", params={"job_id": result["job_id"]})
+    got = [json.loads(line) for line in export.text.splitlines()]
+    assert [{k: r[k] for k in ("prompt", "chosen", "rejected", "confidence")} for r in got] == rows
+    job = (await api.get(f"/datagen/jobs/{result['job_id']}")).json()
+    assert job["status"] == "succeeded" and job["request"]["import"]["rows"] == 3
+
+    resp = await api.post("/pairs/import", json={"dataset": str(plain), "confidence": 7})
+    assert resp.status_code == 201, resp.text
+    second = resp.json()
+    stats = (await api.get("/pairs/stats", params={"job_id": second["job_id"]})).json()
+    assert stats["counts"] == {"total": 1, "judged": 0, "corpus": 0, "imported": 1}
+    page = (await api.get("/pairs", params={"job_id": second["job_id"]})).json()
+    (item,) = page["items"]
+    assert (item["topic"], item["confidence"], item["source"]) == ("Greetings", 7.0, "imported")
+    assert item["prompt_messages"] == [{"role": "user", "content": "Say hi."}]
+    card = (await api.get("/pairs/card", params={"job_id": second["job_id"]})).text
+    assert f"1 pairs imported from `{plain}` (split train)" in card
+
+    # bad input: nothing is written
+    before = (await api.get("/pairs/stats")).json()["counts"]
+    no_rejected = tmp_path / "bad.parquet"
+    datasets.Dataset.from_list([{"prompt": "x", "chosen": "y"}]).to_parquet(str(no_rejected))
+    body = _problem(await api.post("/pairs/import", json={"dataset": str(no_rejected)}), 400)
+    assert "rejected" in body["detail"]
+    multi = tmp_path / "multi.jsonl"
+    turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    multi.write_text(
+        json.dumps({"prompt": "ok", "chosen": "c", "rejected": "r"})
+        + "\n"
+        + json.dumps({"prompt": turns, "chosen": "c", "rejected": "r"})
+        + "\n"
+    )
+    body = _problem(await api.post("/pairs/import", json={"dataset": str(multi)}), 400)
+    assert body["detail"].startswith("row 1: prompt")
+    _problem(await api.post("/pairs/import", json={"dataset": str(tmp_path / "missing")}), 400)
+    _problem(await api.post("/pairs/import", json={"dataset": str(folder), "confidence": 0}), 422)
+    assert (await api.get("/pairs/stats")).json()["counts"] == before

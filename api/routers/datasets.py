@@ -6,9 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api import problems
-from api.deps import Session
-from chatpgt.datasets import dedup
-from chatpgt.datasets.schemas import DedupRequest, DedupResult
+from api.deps import Roots, Session
+from chatpgt.datasets import dedup, imports
+from chatpgt.datasets.schemas import DedupRequest, DedupResult, PairImport, PairImportResult
 
 router = APIRouter(tags=["datasets"])
 
@@ -27,3 +27,19 @@ async def scan_near_duplicates(session: Session, body: DedupRequest) -> DedupRes
         corpus_essays=result.corpus_essays,
         flagged=result.flagged,
     )
+
+
+@router.post(
+    "/pairs/import",
+    response_model=PairImportResult,
+    status_code=201,
+    responses=problems.responses(400, 403),
+)
+async def import_pairs(session: Session, roots: Roots, body: PairImport) -> PairImportResult:
+    """Import the prompt/chosen/rejected rows of a Hugging Face preference dataset as a job of
+    their own (pairs of source `imported`). Every row is checked first: a bad row, a missing
+    column or an unreadable dataset is a 400 and writes nothing; a path outside the API's data
+    roots is refused."""
+    result = await imports.import_pairs(session, body, roots=roots)
+    await session.commit()
+    return result

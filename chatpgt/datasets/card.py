@@ -284,7 +284,11 @@ def render_card(
 
 def _describe_job(job: dict[str, Any]) -> str:
     if "imported_from" in job:
-        return f"imported from `{job['imported_from']}`"
+        source = job["imported_from"]
+        return (
+            f"{source.get('rows')} pairs imported from `{source.get('dataset')}` "
+            f"(split {source.get('split')})"
+        )
     gens = ", ".join(
         f"{g.get('provider')}:{g.get('model')} ×{g.get('samples_per_topic', 1)} "
         f"(t={g.get('temperature')})"

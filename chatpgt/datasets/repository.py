@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatpgt.datagen.models import DatagenJob, Generation
-from chatpgt.pairs.models import NearDuplicate
+from chatpgt.datagen.models import DatagenJob, Generation, JobTopic
+from chatpgt.pairs.models import NearDuplicate, Pair
 from chatpgt.topics.models import Topic
 
 
@@ -100,3 +100,40 @@ async def replace_flags(
     for i in range(0, len(rows), 1000):
         await session.execute(insert(NearDuplicate), list(rows[i : i + 1000]))
     await session.flush()
+
+
+async def insert_import_job(
+    session: AsyncSession, *, request: dict[str, Any], request_hash: str, at: datetime
+) -> int:
+    """A finished (``succeeded``) job standing for an import; its id."""
+    stmt = (
+        insert(DatagenJob)
+        .values(
+            status="succeeded",
+            request=request,
+            request_hash=request_hash,
+            errors=[],
+            attempts=0,
+            cancel_requested=False,
+            started_at=at,
+            finished_at=at,
+            updated_at=at,
+        )
+        .returning(DatagenJob.id)
+    )
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def insert_job_topics(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    for i in range(0, len(rows), 1000):
+        await session.execute(insert(JobTopic), list(rows[i : i + 1000]))
+
+
+async def insert_generations(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert the generations; their ids in the order of ``rows``."""
+    stmt = insert(Generation).returning(Generation.id, sort_by_parameter_order=True)
+    return [int(i) for i in (await session.execute(stmt, list(rows))).scalars()]
+
+
+async def insert_pairs(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    await session.execute(insert(Pair), list(rows))

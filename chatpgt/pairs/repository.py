@@ -324,6 +324,7 @@ async def sqlite_pair_totals(session: AsyncSession, filters: PairFilters) -> Sim
         func.count().label("total"),
         func.count().filter(Pair.source == "judged").label("judged"),
         func.count().filter(Pair.source == "corpus").label("corpus"),
+        func.count().filter(Pair.source == "imported").label("imported"),
     ]
     for name, length in (("chosen", chosen_len), ("rejected", rejected_len)):
         columns += [

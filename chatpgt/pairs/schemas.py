@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PairSource = Literal["judged", "corpus"]
+PairSource = Literal["judged", "corpus", "imported"]
 ExportFormat = Literal["jsonl", "csv", "parquet"]
 
 
@@ -69,6 +69,7 @@ class PairCounts(BaseModel):
     total: int
     judged: int
     corpus: int
+    imported: int = Field(0, description="pairs imported from a dataset (POST /pairs/import)")
 
 
 class ConfidenceBucket(BaseModel):

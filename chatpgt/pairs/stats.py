@@ -166,6 +166,7 @@ def _totals(agg: repository.PairAggregates) -> SimpleNamespace:
         "total": sum(agg.buckets.values()),
         "judged": agg.sources.get("judged", 0),
         "corpus": agg.sources.get("corpus", 0),
+        "imported": agg.sources.get("imported", 0),
     }
     for prefix, hist in (("chosen", agg.chosen_lengths), ("rejected", agg.rejected_lengths)):
         for key, value in _histogram_stats(hist).items():
@@ -235,7 +236,12 @@ async def pair_stats(session: AsyncSession, filters: PairFilters) -> PairStats:
         for name, (n, cost, p, c) in costs.items()
     }
     return PairStats(
-        counts=PairCounts(total=totals.total, judged=totals.judged, corpus=totals.corpus),
+        counts=PairCounts(
+            total=totals.total,
+            judged=totals.judged,
+            corpus=totals.corpus,
+            imported=totals.imported,
+        ),
         confidence_histogram=[
             ConfidenceBucket(bucket=b, count=buckets.get(b, 0)) for b in range(1, 11)
         ],
