@@ -18,7 +18,6 @@ estimated similarity near 0.83, well above the default threshold 0.7.
 from __future__ import annotations
 
 import re
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +25,7 @@ from typing import Any
 
 import anyio
 import numpy as np
-from datasketch import MinHash, MinHashLSH
+from datasketch import LeanMinHash, MinHash, MinHashLSH
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.errors import InvalidInput
@@ -50,19 +49,24 @@ def check_threshold(threshold: float) -> None:
 
 
 def shingle_hashes(text: str) -> np.ndarray[Any, np.dtype[np.uint64]]:
-    """The 32-bit hashes of the word 3-shingles of ``text`` (a shorter text: of its words)."""
-    words = np.fromiter(
-        (zlib.crc32(w.encode()) for w in _WORD.findall(text.lower())), dtype=np.uint64
-    )
+    """The 32-bit hashes of the word 3-shingles of ``text`` (a shorter text: of its words),
+    repeats included (a MinHash ignores them). Words are hashed with Python's ``hash``: fast,
+    and salted per process, so signatures are compared only within one scan, never stored."""
+    words = np.fromiter(map(hash, _WORD.findall(text.lower())), dtype=np.int64).view(np.uint64)
+    words &= _MASK
     if len(words) < SHINGLE:
         return words
     n = len(words) - SHINGLE + 1
     mixed = words[:n] * _MIX[0] + words[1 : n + 1] * _MIX[1] + words[2 : n + 2] * _MIX[2]
-    return np.unique(mixed & _MASK)
+    return mixed & _MASK
+
+
+# Built once: a MinHash computes its permutations on creation (~1 ms), a copy reuses them.
+_TEMPLATE = MinHash(num_perm=NUM_PERM, hashfunc=_identity)
 
 
 def minhash(text: str) -> MinHash:
-    m = MinHash(num_perm=NUM_PERM, hashfunc=_identity)
+    m = _TEMPLATE.copy()
     m.update_batch(shingle_hashes(text).tolist())
     return m
 
@@ -83,16 +87,18 @@ class NearDuplicateIndex:
 
     threshold: float = DEFAULT_THRESHOLD
     lsh: MinHashLSH = field(init=False)
-    signatures: dict[str, MinHash] = field(default_factory=dict)
+    signatures: dict[str, LeanMinHash] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_threshold(self.threshold)
-        self.lsh = MinHashLSH(threshold=self.threshold, num_perm=NUM_PERM)
+        # Candidates are verified by their estimated similarity, so the banding is tuned for
+        # few false negatives (a missed copy) at the cost of more false candidates.
+        self.lsh = MinHashLSH(threshold=self.threshold, num_perm=NUM_PERM, weights=(0.1, 0.9))
 
     def add_corpus(self, topic_id: int, text: str) -> None:
         key = f"c{topic_id}"
         if key not in self.signatures:
-            m = minhash(text)
+            m = LeanMinHash(minhash(text))
             self.signatures[key] = m
             self.lsh.insert(key, m)
 
@@ -105,8 +111,9 @@ class NearDuplicateIndex:
             if similarity >= self.threshold and (best is None or similarity > best[0]):
                 best = (similarity, key)
         key = f"g{generation_id}"
-        self.signatures[key] = m
-        self.lsh.insert(key, m)
+        lean = LeanMinHash(m)  # no permutations kept: ~0.5 KB an essay
+        self.signatures[key] = lean
+        self.lsh.insert(key, lean)
         if best is None:
             return None
         similarity, other = best
