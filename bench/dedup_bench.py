@@ -21,24 +21,19 @@ RSS (VmHWM) per format. Sizes below the table's select its first jobs.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import random
 import resource
 import sys
-import threading
 import time
 from pathlib import Path
-
-import aiohttp
-import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from api_load import Api, loadavg  # noqa: E402
-from export_bench import job_filter, status_kb  # noqa: E402
+from api_load import loadavg  # noqa: E402
+from export_bench import api_export, job_filter  # noqa: E402
 from seed_pairs import CORPUS, ensure_seeded  # noqa: E402
 
 from chatpgt.datasets.dedup import DEFAULT_THRESHOLD, NearDuplicateIndex  # noqa: E402
@@ -92,47 +87,15 @@ def dedup_run(pool: list[str], n: int, words: int, threshold: float) -> None:
     )
 
 
-async def _stream(base: str, fmt: str, job_ids: list[int]) -> tuple[int, float]:
-    params = [("format", fmt), *(("job_id", str(j)) for j in job_ids)]
-    timeout = aiohttp.ClientTimeout(total=7200, sock_read=300)
-    async with aiohttp.ClientSession(timeout=timeout) as http:
-        t0 = time.perf_counter()
-        async with http.get(f"{base}/pairs/export", params=params) as resp:
-            if resp.status != 200:
-                raise SystemExit(f"export got {resp.status}: {(await resp.read())[:300]!r}")
-            size = 0
-            async for chunk in resp.content.iter_chunked(1 << 20):
-                size += len(chunk)
-        return size, time.perf_counter() - t0
-
-
 def export_run(async_url: str, fmt: str, rows: int, job_ids: list[int]) -> None:
-    api = Api(async_url, workers=1)
-    try:
-        api.wait_ready()
-        proc = psutil.Process(api.proc.pid)
-        before = status_kb(proc.pid, "VmRSS")
-        samples: list[int] = []
-        done = threading.Event()
-
-        def sample() -> None:
-            while not done.wait(0.2):
-                samples.append(status_kb(proc.pid, "VmRSS"))
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        size, wall = asyncio.run(_stream(api.base, fmt, job_ids))
-        done.set()
-        sampler.join()
-        print(
-            f"  API {fmt:<8} {rows:>9,} rows  {size / 1e6:8.0f} MB  {wall:7.1f} s  "
-            f"{size / wall / 1e6:6.1f} MB/s  {rows / wall:7.0f} rows/s  RSS before "
-            f"{before / 1024:.0f} MB, peak {status_kb(proc.pid, 'VmHWM') / 1024:.0f} MB "
-            f"(sampled max {max(samples or [0]) / 1024:.0f} MB)  load {loadavg()}",
-            flush=True,
-        )
-    finally:
-        api.stop()
+    r = api_export(async_url, job_ids, fmt)
+    print(
+        f"  API {fmt:<8} {rows:>9,} rows  {r['bytes'] / 1e6:8.0f} MB  {r['wall_s']:7.1f} s  "
+        f"{r['bytes'] / r['wall_s'] / 1e6:6.1f} MB/s  {rows / r['wall_s']:7.0f} rows/s  RSS before "
+        f"{r['rss_before_mb']:.0f} MB, peak {r['peak_rss_mb']:.0f} MB (sampled max "
+        f"{r['rss_max_sampled_mb']:.0f} MB)  API CPU {r['api_cpu_s']:.1f} s  load {loadavg()}",
+        flush=True,
+    )
 
 
 def main() -> None:

@@ -20,12 +20,12 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.datasets import repository as dataset_repo
+from chatpgt.datasets.loading import load_split
 from chatpgt.datasets.schemas import PairImport, PairImportResult
 from chatpgt.errors import InvalidInput
 from chatpgt.paths import DataRoots
@@ -50,49 +50,15 @@ class ImportedRow:
 
 
 def load_rows(request: PairImport) -> list[dict[str, Any]]:
-    """The rows of the dataset's split (a ``save_to_disk`` folder, a Parquet/JSON(L) file or a
-    folder of them, or a Hub id), at most ``request.limit``."""
-    import datasets
-
-    datasets.disable_progress_bars()
-    ref = request.dataset
-    local = Path(ref)
-    try:
-        if (local / "state.json").is_file() or (local / "dataset_dict.json").is_file():
-            loaded = datasets.load_from_disk(str(local))
-            if isinstance(loaded, datasets.DatasetDict):
-                if request.split not in loaded:
-                    raise InvalidInput(
-                        f"{ref!r} has no split {request.split!r}; its splits are "
-                        f"{', '.join(map(repr, loaded))}.",
-                        dataset=ref,
-                    )
-                loaded = loaded[request.split]
-            ds = loaded
-        elif local.is_file() and local.suffix in (".parquet", ".jsonl", ".json"):
-            builder = "parquet" if local.suffix == ".parquet" else "json"
-            ds = datasets.load_dataset(builder, data_files=str(local), split="train")
-        else:
-            ds = datasets.load_dataset(ref, request.config, split=request.split)
-    except InvalidInput:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure to load a named dataset is bad input
-        raise InvalidInput(
-            f"Cannot load dataset {ref!r} (split {request.split!r}): "
-            f"{type(exc).__name__}: {str(exc)[:300]}",
-            dataset=ref,
-        ) from None
-    if not isinstance(ds, datasets.Dataset):
-        raise InvalidInput(f"{ref!r} did not load as one split; name it with 'split'.")
+    """The rows of the dataset's split, at most ``request.limit`` (see ``load_split``)."""
+    ds = load_split(request.dataset, request.split, request.config, request.limit)
     missing = [c for c in REQUIRED if c not in ds.column_names]
     if missing:
         raise InvalidInput(
-            f"{ref!r} lacks the column(s) {', '.join(missing)}; a preference dataset has "
-            f"prompt, chosen and rejected (it has {', '.join(ds.column_names)}).",
-            dataset=ref,
+            f"{request.dataset!r} lacks the column(s) {', '.join(missing)}; a preference "
+            f"dataset has prompt, chosen and rejected (it has {', '.join(ds.column_names)}).",
+            dataset=request.dataset,
         )
-    if request.limit is not None and len(ds) > request.limit:
-        ds = ds.select(range(request.limit))
     return list(ds)
 
 
