@@ -314,6 +314,7 @@ def _expected_stats(world: World, f: PairFilters) -> dict[str, Any]:
             "total": len(pairs),
             "judged": sum(p.source == "judged" for p in pairs),
             "corpus": sum(p.source == "corpus" for p in pairs),
+            "imported": sum(p.source == "imported" for p in pairs),
         },
         "confidence_histogram": {b: buckets.get(b, 0) for b in range(1, 11)},
         "models": {m: (wins[m], losses[m]) for m in wins.keys() | losses.keys()},
