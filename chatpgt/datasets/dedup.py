@@ -33,6 +33,7 @@ from chatpgt.errors import InvalidInput
 NUM_PERM = 64
 SHINGLE = 3
 DEFAULT_THRESHOLD = 0.7
+LSH_MAX_THRESHOLD = 0.95
 _WORD = re.compile(r"\w+")
 # Multipliers that mix three word hashes into one shingle hash (odd 32-bit constants).
 _MIX = (np.uint64(0x9E3779B1), np.uint64(0x85EBCA77), np.uint64(0xC2B2AE3D))
@@ -93,7 +94,11 @@ class NearDuplicateIndex:
         check_threshold(self.threshold)
         # Candidates are verified by their estimated similarity, so the banding is tuned for
         # few false negatives (a missed copy) at the cost of more false candidates.
-        self.lsh = MinHashLSH(threshold=self.threshold, num_perm=NUM_PERM, weights=(0.1, 0.9))
+        # Its banding needs a threshold below ~0.95 (at least two bands); above, it gathers
+        # candidates at 0.95 and the check keeps those that reach ``threshold``.
+        self.lsh = MinHashLSH(
+            threshold=min(self.threshold, LSH_MAX_THRESHOLD), num_perm=NUM_PERM, weights=(0.1, 0.9)
+        )
 
     def add_corpus(self, topic_id: int, text: str) -> None:
         key = f"c{topic_id}"
