@@ -77,37 +77,27 @@ async def test_exported_prompt_is_what_the_writers_received(
 
 def test_sft_examples_carry_the_system_prompt() -> None:
     essays = [corpus.Essay(title="Cities", text="One two three.\n\nFour five six seven eight.")]
-    seen: list[str] = []
-
-    def measure(prompt: str, completion: str) -> int:
-        seen.append(prompt)
-        return len(completion.split()) + 5
-
     spec = PromptSpec()
-    rows = corpus.build_examples(
-        essays,
-        measure=measure,
-        count=lambda text: len(text.split()),
-        max_length=500,
-        templates=spec.templates,
-        continuation_template=spec.continuation_template,
-        context_words=3,
-        seed=1,
-        system_prompt=spec.system_prompt,
-    )
+
+    def build(system_prompt: str | None) -> list[dict[str, object]]:
+        return corpus.build_examples(
+            essays,
+            measure=lambda prompt, completion: len(completion.split()) + 5,
+            count=lambda text: len(text.split()),
+            max_length=500,
+            templates=spec.templates,
+            continuation_template=spec.continuation_template,
+            context_words=3,
+            seed=1,
+            system_prompt=system_prompt,
+        )
+
+    rows = build(spec.system_prompt)
     assert len(rows) == 1
     prompt = rows[0]["prompt"]
     assert prompt in [title_messages("Cities", t) for t in spec.templates]
+    assert isinstance(prompt, list)
     assert prompt[0] == {"role": "system", "content": DEFAULT_SYSTEM_PROMPT}
-    none = corpus.build_examples(
-        essays,
-        measure=measure,
-        count=lambda text: len(text.split()),
-        max_length=500,
-        templates=spec.templates,
-        continuation_template=spec.continuation_template,
-        context_words=3,
-        seed=1,
-        system_prompt=None,
-    )
-    assert [m["role"] for m in none[0]["prompt"]] == ["user"]
+    none = build(None)[0]["prompt"]
+    assert isinstance(none, list)
+    assert [m["role"] for m in none] == ["user"]
