@@ -8,6 +8,7 @@ default conversations use the same system prompt and templates.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from chatpgt.training import corpus
 from chatpgt.training.schemas import PromptSpec, SampleSpec
 from tests import procs
 from tests.datagen_helpers import job_body, wait_job
+from tests.fixtures_training import tiny_model_dir  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -101,3 +103,23 @@ def test_sft_examples_carry_the_system_prompt() -> None:
     none = build(None)[0]["prompt"]
     assert isinstance(none, list)
     assert [m["role"] for m in none] == ["user"]
+
+
+def test_sft_lengths_count_the_system_prompt(tiny_model_dir: Path) -> None:  # noqa: F811
+    """SFT measures its examples with the system prompt it trains with (no hidden overflow)."""
+    from transformers import AutoTokenizer
+
+    from chatpgt.training.recipes import token_counters
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    bare, _ = token_counters(tokenizer)
+    measure, _ = token_counters(tokenizer, DEFAULT_SYSTEM_PROMPT)
+    messages = [
+        *title_messages("Cities", "Write an essay about {title}."),
+        {"role": "assistant", "content": "An essay."},
+    ]
+    encoded = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)
+    assert measure("Write an essay about Cities.", "An essay.") == len(encoded["input_ids"])
+    assert measure("Write an essay about Cities.", "An essay.") > bare(
+        "Write an essay about Cities.", "An essay."
+    )
