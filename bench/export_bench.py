@@ -87,8 +87,10 @@ def job_filter(rows: int, total: int, per_job: int) -> list[int]:
     return list(range(1, rows // per_job + 1))
 
 
-async def stream_export(base: str, job_ids: list[int]) -> tuple[int, int, float]:
-    params = [("format", "jsonl"), *(("job_id", str(j)) for j in job_ids)]
+async def stream_export(
+    base: str, job_ids: list[int], fmt: str = "jsonl"
+) -> tuple[int, int, float]:
+    params = [("format", fmt), *(("job_id", str(j)) for j in job_ids)]
     timeout = aiohttp.ClientTimeout(total=3600, sock_read=120)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         t0 = time.perf_counter()
@@ -102,7 +104,9 @@ async def stream_export(base: str, job_ids: list[int]) -> tuple[int, int, float]
         return size, lines, time.perf_counter() - t0
 
 
-def api_export(async_url: str, job_ids: list[int]) -> dict[str, float]:
+def api_export(async_url: str, job_ids: list[int], fmt: str = "jsonl") -> dict[str, float]:
+    """``GET /pairs/export?format=fmt`` from a fresh API process: bytes, newlines, wall time and
+    the process's memory and CPU."""
     api = Api(async_url, workers=1)
     try:
         api.wait_ready()
@@ -119,7 +123,7 @@ def api_export(async_url: str, job_ids: list[int]) -> dict[str, float]:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         cpu0 = sum(proc.cpu_times()[:2])
-        size, lines, wall = asyncio.run(stream_export(api.base, job_ids))
+        size, lines, wall = asyncio.run(stream_export(api.base, job_ids, fmt))
         done.set()
         sampler.join()
         cpu = sum(proc.cpu_times()[:2]) - cpu0

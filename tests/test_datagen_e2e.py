@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.datagen.models import DatagenJob, Generation, Judgment
+from chatpgt.datagen.prompts import DEFAULT_SYSTEM_PROMPT
 from chatpgt.pairs.models import Pair
 from tests import procs
 from tests.conftest import FAKE_PROVIDER_KEY
@@ -126,7 +127,9 @@ async def test_job_makes_pairs_despite_faults(
     ds = datasets.load_dataset("json", data_files=str(path), split="train")
     assert len(ds) == len(pairs)
     row = ds[0]
-    assert row["prompt"][0]["role"] == "user" and len(row["prompt"]) == 1
+    # the generation's messages: the default system prompt, then the user prompt
+    assert [m["role"] for m in row["prompt"]] == ["system", "user"]
+    assert row["prompt"][0]["content"] == DEFAULT_SYSTEM_PROMPT
     assert row["chosen"][0]["role"] == row["rejected"][0]["role"] == "assistant"
     assert len(row["chosen"]) == len(row["rejected"]) == 1
 

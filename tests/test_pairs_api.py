@@ -199,8 +199,15 @@ async def test_pair_fields_match_the_row_and_the_schema(
     assert [item.id for item in page.items] == sorted(by_id)
     for item in page.items:
         row = by_id[item.id]
-        expected = {name: getattr(row, name) for name in PairOut.model_fields if name != "verdicts"}
-        assert item.model_dump(exclude={"verdicts"}) == expected
+        derived = {"verdicts", "system_prompt", "prompt_messages"}
+        fields = [name for name in PairOut.model_fields if name not in derived]
+        expected = {name: getattr(row, name) for name in fields}
+        assert item.model_dump(exclude=derived) == expected
+        # the factories' generations have no system prompt: the messages are the user prompt
+        assert item.system_prompt is None
+        assert [m.model_dump() for m in item.prompt_messages] == [
+            {"role": "user", "content": row.prompt}
+        ]
         assert [v.model_dump() for v in item.verdicts] == row.verdicts
     judged = next(item for item in page.items if item.source == "judged")
     assert len(judged.judgment_ids) == 2
@@ -307,6 +314,7 @@ def _expected_stats(world: World, f: PairFilters) -> dict[str, Any]:
             "total": len(pairs),
             "judged": sum(p.source == "judged" for p in pairs),
             "corpus": sum(p.source == "corpus" for p in pairs),
+            "imported": sum(p.source == "imported" for p in pairs),
         },
         "confidence_histogram": {b: buckets.get(b, 0) for b in range(1, 11)},
         "models": {m: (wins[m], losses[m]) for m in wins.keys() | losses.keys()},

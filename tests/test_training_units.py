@@ -263,7 +263,7 @@ async def test_dpo_export_is_trl_conversational_preference_format(
     pairs = (await session.scalars(query)).all()
     assert [row["id"] for row in rows] == [p.id for p in pairs]  # ascending id
     for row, pair in zip(rows, pairs, strict=True):
-        want = trl_record(pair.prompt, pair.chosen, pair.rejected)
+        want = trl_record([{"role": "user", "content": pair.prompt}], pair.chosen, pair.rejected)
         assert {k: row[k] for k in ("prompt", "chosen", "rejected")} == want
         assert row["prompt"] == [{"role": "user", "content": pair.prompt}]
         assert row["chosen"] == [{"role": "assistant", "content": pair.chosen}]

@@ -16,8 +16,9 @@ from api import problems
 from api.deps import Session
 from api.pagination import MAX_ID, IdPath, PageLimit
 from chatpgt.datagen import inspect
+from chatpgt.datasets.hf import Layout
 from chatpgt.pairs import service
-from chatpgt.pairs.export import MEDIA_TYPES, iter_export
+from chatpgt.pairs.export import MEDIA_TYPES, export_card, iter_export
 from chatpgt.pairs.repository import PairFilters
 from chatpgt.pairs.schemas import ExportFormat, PairOut, PairPage, PairSource
 from chatpgt.pairs.stats import pair_stats
@@ -38,12 +39,22 @@ async def pair_filters(
     job_id: Annotated[list[Id] | None, Query(description="repeat to select several jobs")] = None,
     model: Annotated[str | None, Query(description="chosen or rejected model")] = None,
     source: PairSource | None = None,
+    dedup_threshold: Annotated[
+        float | None,
+        Query(
+            gt=0,
+            le=1,
+            description="leave out pairs with an essay flagged as a near-duplicate at or above "
+            "this similarity (0 < t ≤ 1; see POST /pairs/dedup)",
+        ),
+    ] = None,
 ) -> PairFilters:
     return PairFilters(
         min_confidence=min_confidence,
         job_ids=tuple(dict.fromkeys(job_id or ())),
         model=model,
         source=source,
+        dedup_threshold=dedup_threshold,
     )
 
 
@@ -72,7 +83,8 @@ async def get_pair_stats(session: Session, filters: Filters) -> PairStatsWithLab
     response_class=StreamingResponse,
     responses={
         200: {
-            "description": "TRL conversational preference JSONL, or the seed CSV columns",
+            "description": "TRL conversational preference JSONL or Parquet, or the seed CSV "
+            "columns",
             "content": {media: {} for media in MEDIA_TYPES.values()},
         }
     },
@@ -81,13 +93,42 @@ async def export_pairs(
     session: Session,
     filters: Filters,
     fmt: Annotated[ExportFormat, Query(alias="format")] = "jsonl",
+    balance_length: Annotated[
+        bool, Query(description="drop pairs so the chosen essay is longer in half of them")
+    ] = False,
 ) -> StreamingResponse:
-    """Every matching pair, streamed (memory flat in the number of pairs)."""
+    """Every matching pair, streamed (memory flat in the number of pairs). Its dataset card is
+    `GET /pairs/card` with the same parameters."""
     return StreamingResponse(
-        iter_export(session, filters, fmt),
+        iter_export(session, filters, fmt, balance_length=balance_length),
         media_type=MEDIA_TYPES[fmt],
         headers={"Content-Disposition": f'attachment; filename="pairs.{fmt}"'},
     )
+
+
+@router.get(
+    "/pairs/card",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "README.md (Hugging Face dataset card)",
+            "content": {"text/markdown": {}},
+        }
+    },
+)
+async def get_pair_card(
+    session: Session,
+    filters: Filters,
+    layout: Annotated[
+        Layout, Query(description="where the card's configs point: parquet, jsonl or hf files")
+    ] = "parquet",
+    balance_length: bool = False,
+) -> Response:
+    """The dataset card of the export with the same parameters: provenance, counts, bias,
+    dedup and cost figures of the selection (`docs/datasets.md`)."""
+    card = await export_card(session, filters, layout=layout, balance_length=balance_length)
+    await session.commit()  # keeps the summaries of finished jobs it computed
+    return Response(card, media_type="text/markdown; charset=utf-8")
 
 
 @router.get("/pairs/{pair_id}", response_model=PairOut, responses=problems.responses(404))

@@ -72,6 +72,29 @@ def render_prompt(template: str, title: str) -> str:
     return template.replace("{title}", title)
 
 
+def generation_messages(prompt: str, system_prompt: str | None) -> list[dict[str, str]]:
+    """The chat messages an essay is asked for with: the system prompt (none when empty or
+    None), then the user prompt. The one definition shared by datagen's requests, the pairs'
+    exported ``prompt``, SFT's training conversations and evaluation's sampling, so that the
+    model is trained, sampled and preference-tuned on exactly the same conversation."""
+    messages = [{"role": "user", "content": prompt}]
+    if system_prompt:
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return messages
+
+
+def title_messages(
+    title: str, template: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+) -> list[dict[str, str]]:
+    """:func:`generation_messages` for an essay titled ``title`` asked for with ``template``."""
+    return generation_messages(render_prompt(template, title), system_prompt)
+
+
+def text_hash(text: str) -> str:
+    """A short stable digest of a prompt or template (dataset cards, provenance)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def judge_messages(
     prompt: str, essay_a: str, essay_b: str, *, one_letter: bool = False
 ) -> list[dict[str, str]]:

@@ -4,7 +4,7 @@ from chatpgt.auth.models import ApiKey
 from chatpgt.datagen.models import DatagenJob, Generation, JobTopic, Judgment
 from chatpgt.db.base import Base
 from chatpgt.pairs.labels import PairLabel
-from chatpgt.pairs.models import Pair
+from chatpgt.pairs.models import JobWorkSummary, NearDuplicate, Pair
 from chatpgt.topics.models import Topic
 from chatpgt.training.models import RegisteredModel, TrainingRun
 
@@ -14,7 +14,9 @@ __all__ = [
     "DatagenJob",
     "Generation",
     "JobTopic",
+    "JobWorkSummary",
     "Judgment",
+    "NearDuplicate",
     "Pair",
     "PairLabel",
     "RegisteredModel",

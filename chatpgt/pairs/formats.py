@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from chatpgt.datagen.prompts import generation_messages
+
 SEED_CSV_COLUMNS = (
     "topic",
     "prompt",
@@ -17,10 +19,17 @@ SEED_CSV_COLUMNS = (
 )
 
 
-def trl_record(prompt: str, chosen: str, rejected: str) -> dict[str, Any]:
-    """One DPO row: the prompt as user messages, each answer as one assistant message."""
+def trl_record(prompt: list[dict[str, str]], chosen: str, rejected: str) -> dict[str, Any]:
+    """One DPO row: the prompt as the exact messages the essays were generated with (system,
+    if any, then user; see ``generation_messages``), each answer as one assistant message."""
     return {
-        "prompt": [{"role": "user", "content": prompt}],
+        "prompt": prompt,
         "chosen": [{"role": "assistant", "content": chosen}],
         "rejected": [{"role": "assistant", "content": rejected}],
     }
+
+
+def prompt_messages(row: Any) -> list[dict[str, str]]:
+    """The generation messages of a pair row carrying ``prompt`` and ``system_prompt`` (the
+    system prompt of its rejected essay's generation: both essays of a pair share it)."""
+    return generation_messages(row.prompt, row.system_prompt)

@@ -115,3 +115,31 @@ class JobWorkSummary(Base):
     judgments_cost_usd: Mapped[Decimal] = mapped_column(Money)
     judgments_prompt_tokens: Mapped[int] = mapped_column(BigInteger)
     judgments_completion_tokens: Mapped[int] = mapped_column(BigInteger)
+
+
+class NearDuplicate(Base):
+    """A candidate essay found to be a near-duplicate (MinHash-LSH, estimated Jaccard
+    similarity of word shingles) of an earlier essay, or of the corpus essay of its topic.
+
+    One row per flagged generation, holding its highest similarity; the essay it resembles is
+    ``similar_generation_id`` (kind ``essay``) or the reference text of ``similar_topic_id``
+    (kind ``corpus``). Exports and statistics leave out pairs with a flagged essay when asked
+    (``PairFilters.dedup_threshold``). See ``chatpgt.datasets.dedup``.
+    """
+
+    __tablename__ = "near_duplicates"
+
+    generation_id: Mapped[int] = mapped_column(
+        ForeignKey("generations.id", ondelete="CASCADE"), primary_key=True
+    )
+    job_id: Mapped[int] = mapped_column(ForeignKey("datagen_jobs.id", ondelete="CASCADE"))
+    # essay | corpus
+    kind: Mapped[str] = mapped_column(String(16))
+    similar_generation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("generations.id", ondelete="CASCADE"), nullable=True
+    )
+    similar_topic_id: Mapped[int | None] = mapped_column(ForeignKey("topics.id"), nullable=True)
+    similarity: Mapped[float] = mapped_column(Float)
+    scanned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_near_duplicates_job_id", "job_id"),)

@@ -36,7 +36,7 @@ from chatpgt.datagen.models import DatagenJob, Generation, Judgment
 from chatpgt.datagen.state import JOB_TERMINAL
 from chatpgt.db.helpers import dialect_insert
 from chatpgt.pairs.consensus import DECIDED, consensus_of, pair_consensus
-from chatpgt.pairs.models import JobWorkSummary, Pair
+from chatpgt.pairs.models import JobWorkSummary, NearDuplicate, Pair
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,8 @@ class PairFilters:
     # they decided is kept whatever its confidence (and reversed on export when they preferred
     # the rejected essay), one they called a tie or bad is left out. "ignore": labels are not read.
     labels: str = "ignore"
+    # leave out pairs with an essay flagged as a near-duplicate at or above this similarity
+    dedup_threshold: float | None = None
 
 
 def _conditions(filters: PairFilters) -> list[ColumnElement[bool]]:
@@ -69,7 +71,20 @@ def _conditions(filters: PairFilters) -> list[ColumnElement[bool]]:
         )
     if filters.source:
         conditions.append(Pair.source == filters.source)
+    if filters.dedup_threshold is not None:
+        flagged = select(NearDuplicate.generation_id).where(
+            NearDuplicate.similarity >= filters.dedup_threshold
+        )
+        conditions.append(Pair.rejected_generation_id.not_in(flagged))
+        conditions.append(
+            or_(Pair.chosen_generation_id.is_(None), Pair.chosen_generation_id.not_in(flagged))
+        )
     return conditions
+
+
+# The generation whose messages a pair's prompt shows: the rejected essay's (never null; both
+# essays of a pair were asked for with the same messages).
+_PROMPT_GENERATION = Generation.id == Pair.rejected_generation_id
 
 
 def select_pairs(filters: PairFilters) -> Select[Pair]:
@@ -89,6 +104,7 @@ PAIR_COLUMNS: tuple[_Column, ...] = (
     Pair.topic_id,
     Pair.topic,
     Pair.prompt,
+    Generation.system_prompt,
     Pair.chosen,
     Pair.rejected,
     Pair.chosen_model,
@@ -106,17 +122,21 @@ PAIR_COLUMNS: tuple[_Column, ...] = (
 PAIR_KEYS: tuple[str, ...] = tuple(c.key or "" for c in PAIR_COLUMNS)
 JSON_TEXT_KEYS = frozenset({"judgment_ids", "verdicts"})
 
-# What an export line needs (TRL record and seed CSV), nothing more.
+# What an export line needs (TRL record, seed CSV, Parquet, length balancing), nothing more.
 EXPORT_COLUMNS: tuple[_Column, ...] = (
     Pair.id,
+    Pair.job_id,
     Pair.topic,
     Pair.prompt,
+    Generation.system_prompt,
     Pair.chosen,
     Pair.rejected,
     Pair.chosen_model,
     Pair.rejected_model,
     Pair.judgment_reasoning,
     Pair.confidence,
+    Pair.chosen_chars,
+    Pair.rejected_chars,
     pair_consensus(),
 )
 
@@ -127,7 +147,8 @@ def _preferring_labels(columns: tuple[_Column, ...]) -> tuple[_Column, ...]:
     human = consensus_of(Pair.id)
     reversed_ = human == "rejected"
     swap = {"chosen": Pair.rejected, "rejected": Pair.chosen,
-            "chosen_model": Pair.rejected_model, "rejected_model": Pair.chosen_model}  # fmt: skip
+            "chosen_model": Pair.rejected_model, "rejected_model": Pair.chosen_model,
+            "chosen_chars": Pair.rejected_chars, "rejected_chars": Pair.chosen_chars}  # fmt: skip
     out: list[_Column] = []
     for column in columns:
         if column.key in swap:
@@ -142,7 +163,14 @@ def _preferring_labels(columns: tuple[_Column, ...]) -> tuple[_Column, ...]:
 def page_statement(filters: PairFilters, *, after_id: int | None, limit: int) -> Select[Any]:
     """The keyset page query: up to ``limit`` matching pairs with id > ``after_id``, ascending
     id, as ``PAIR_COLUMNS`` (the planner walks the primary key from ``after_id``)."""
-    stmt = select(*PAIR_COLUMNS).where(*_conditions(filters)).order_by(Pair.id).limit(limit)
+    stmt = (
+        select(*PAIR_COLUMNS)
+        .select_from(Pair)
+        .join(Generation, _PROMPT_GENERATION)
+        .where(*_conditions(filters))
+        .order_by(Pair.id)
+        .limit(limit)
+    )
     if after_id is not None:
         stmt = stmt.where(Pair.id > after_id)
     return stmt
@@ -158,7 +186,12 @@ async def pair_page(
 
 async def pair_by_id(session: AsyncSession, pair_id: int) -> AnyRow | None:
     """One pair as a ``PAIR_COLUMNS`` row, or None."""
-    stmt = select(*PAIR_COLUMNS).where(Pair.id == pair_id)
+    stmt = (
+        select(*PAIR_COLUMNS)
+        .select_from(Pair)
+        .join(Generation, _PROMPT_GENERATION)
+        .where(Pair.id == pair_id)
+    )
     return (await session.execute(stmt)).first()
 
 
@@ -171,6 +204,8 @@ async def stream_export_rows(
     columns = _preferring_labels(EXPORT_COLUMNS) if filters.labels == "prefer" else EXPORT_COLUMNS
     stmt = (
         select(*columns)
+        .select_from(Pair)
+        .join(Generation, _PROMPT_GENERATION)
         .where(*_conditions(filters))
         .order_by(Pair.id)
         .execution_options(yield_per=batch_size)
@@ -181,6 +216,100 @@ async def stream_export_rows(
             yield batch
     finally:
         await result.close()
+
+
+async def length_sides(session: AsyncSession, filters: PairFilters) -> tuple[int, int]:
+    """(pairs whose chosen essay is longer, pairs whose chosen essay is shorter) among the
+    matching pairs, from the stored lengths."""
+    stmt = (
+        select(
+            func.count().filter(Pair.chosen_chars > Pair.rejected_chars),
+            func.count().filter(Pair.chosen_chars < Pair.rejected_chars),
+        )
+        .select_from(Pair)
+        .where(*_conditions(filters))
+    )
+    longer, shorter = (await session.execute(stmt)).one()
+    return int(longer), int(shorter)
+
+
+@dataclass(frozen=True, slots=True)
+class JobLengthCounts:
+    job_id: int
+    total: int
+    chosen_longer: int
+    chosen_shorter: int
+
+
+async def job_length_counts(session: AsyncSession, filters: PairFilters) -> list[JobLengthCounts]:
+    """Per job (id order): the matching pairs, and those whose chosen essay is longer/shorter."""
+    stmt = (
+        select(
+            Pair.job_id,
+            func.count(),
+            func.count().filter(Pair.chosen_chars > Pair.rejected_chars),
+            func.count().filter(Pair.chosen_chars < Pair.rejected_chars),
+        )
+        .where(*_conditions(filters))
+        .group_by(Pair.job_id)
+        .order_by(Pair.job_id)
+    )
+    return [JobLengthCounts(*map(int, row)) for row in await session.execute(stmt)]
+
+
+async def job_matchup_counts(
+    session: AsyncSession, filters: PairFilters
+) -> list[tuple[int, str, str, int]]:
+    """(job id, chosen model, rejected model, pairs) of the matching pairs."""
+    stmt = (
+        select(Pair.job_id, Pair.chosen_model, Pair.rejected_model, func.count())
+        .where(*_conditions(filters))
+        .group_by(Pair.job_id, Pair.chosen_model, Pair.rejected_model)
+    )
+    return [(int(j), c, r, int(n)) for j, c, r, n in await session.execute(stmt)]
+
+
+async def position_wins(
+    session: AsyncSession, job_ids: Sequence[int]
+) -> dict[int, tuple[int, int]]:
+    """``{job id: (verdicts for the essay shown first, verdicts for the one shown second)}``
+    over the successful judgments of the given jobs (every job when empty)."""
+    stmt = (
+        select(
+            Judgment.job_id,
+            func.count().filter(Judgment.winner == "A"),
+            func.count().filter(Judgment.winner == "B"),
+        )
+        .where(Judgment.status == "succeeded")
+        .group_by(Judgment.job_id)
+    )
+    if job_ids:
+        stmt = stmt.where(Judgment.job_id.in_(job_ids))
+    return {int(j): (int(a), int(b)) for j, a, b in await session.execute(stmt)}
+
+
+async def near_duplicate_counts(
+    session: AsyncSession, job_ids: Sequence[int], threshold: float | None
+) -> dict[str, int]:
+    """Flagged essays of the given jobs (every job when empty) by kind (``essay``, ``corpus``),
+    at or above ``threshold`` when given."""
+    stmt = select(NearDuplicate.kind, func.count()).group_by(NearDuplicate.kind)
+    if job_ids:
+        stmt = stmt.where(NearDuplicate.job_id.in_(job_ids))
+    if threshold is not None:
+        stmt = stmt.where(NearDuplicate.similarity >= threshold)
+    return {kind: int(n) for kind, n in await session.execute(stmt)}
+
+
+async def count_pairs(session: AsyncSession, filters: PairFilters) -> int:
+    stmt = select(func.count()).select_from(Pair).where(*_conditions(filters))
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def selection_job_ids(session: AsyncSession, filters: PairFilters) -> list[int]:
+    """The jobs that have matching pairs, ascending."""
+    stmt = select(Pair.job_id).where(*_conditions(filters)).distinct().order_by(Pair.job_id)
+    return [int(j) for j in (await session.execute(stmt)).scalars()]
 
 
 def _bucket(sqlite: bool) -> ColumnElement[int]:
@@ -226,6 +355,7 @@ async def sqlite_pair_totals(session: AsyncSession, filters: PairFilters) -> Sim
         func.count().label("total"),
         func.count().filter(Pair.source == "judged").label("judged"),
         func.count().filter(Pair.source == "corpus").label("corpus"),
+        func.count().filter(Pair.source == "imported").label("imported"),
     ]
     for name, length in (("chosen", chosen_len), ("rejected", rejected_len)):
         columns += [

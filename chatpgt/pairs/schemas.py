@@ -11,8 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PairSource = Literal["judged", "corpus"]
-ExportFormat = Literal["jsonl", "csv"]
+PairSource = Literal["judged", "corpus", "imported"]
+ExportFormat = Literal["jsonl", "csv", "parquet"]
 
 
 class VerdictOut(BaseModel):
@@ -27,12 +27,22 @@ class VerdictOut(BaseModel):
     reasoning: str | None
 
 
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
 class PairOut(BaseModel):
     id: int
     job_id: int
     topic_id: int
     topic: str
-    prompt: str
+    prompt: str = Field(description="the user prompt the essays answer")
+    system_prompt: str | None = Field(description="the system prompt of the generations, if any")
+    prompt_messages: list[ChatMessage] = Field(
+        description="the exact messages both essays were generated with (system?, user): the "
+        "export's `prompt`"
+    )
     chosen: str
     rejected: str
     chosen_model: str = Field(description="'corpus' when the chosen essay is the real one")
@@ -59,6 +69,7 @@ class PairCounts(BaseModel):
     total: int
     judged: int
     corpus: int
+    imported: int = Field(0, description="pairs imported from a dataset (POST /pairs/import)")
 
 
 class ConfidenceBucket(BaseModel):
@@ -114,6 +125,50 @@ class CostSummary(BaseModel):
     total_cost_usd: float
 
 
+class LengthBias(BaseModel):
+    """Whether the chosen essay tends to be the longer one."""
+
+    chosen_longer: int
+    chosen_shorter: int
+    equal_length: int
+    chosen_longer_share: float | None = Field(
+        description="chosen_longer / (chosen_longer + chosen_shorter); null when every pair is "
+        "of equal length or none matches"
+    )
+
+
+class PositionBias(BaseModel):
+    """Whether the judge favours the essay it was shown first (over every successful verdict
+    of the jobs, both orders: an unbiased judge is near 0.5)."""
+
+    a_wins: int = Field(description="verdicts for the essay shown first (A)")
+    b_wins: int
+    a_win_share: float | None = Field(description="a_wins / (a_wins + b_wins)")
+
+
+class JobBias(BaseModel):
+    job_id: int
+    pairs: int
+    length: LengthBias
+    position: PositionBias
+    models: list[ModelRecord] = Field(description="generator win rates in this job's pairs")
+
+
+class DedupFigures(BaseModel):
+    flagged_essays: dict[str, int] = Field(
+        description="near-duplicate essays of the jobs by kind (essay: of another candidate; "
+        "corpus: of the real essay), at or above `threshold` when one is given"
+    )
+    threshold: float | None = Field(description="the dedup threshold of the selection, if any")
+    pairs_excluded: int = Field(description="pairs the threshold leaves out (0 without one)")
+
+
+class BiasStats(BaseModel):
+    length: LengthBias
+    position: PositionBias
+    per_job: list[JobBias] = Field(description="jobs with matching pairs, by id")
+
+
 class PairStats(BaseModel):
     """Statistics of the pairs matching the filters. ``judge`` and ``cost`` describe the
     judgments and generations of the filtered jobs (all jobs without a job filter); the other
@@ -126,3 +181,5 @@ class PairStats(BaseModel):
     lengths: Lengths
     judge: JudgeConsistency
     cost: CostSummary
+    bias: BiasStats
+    dedup: DedupFigures

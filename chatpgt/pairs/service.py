@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatpgt.datagen.prompts import generation_messages
 from chatpgt.db.keyset import decode_cursor, encode_cursor
 from chatpgt.errors import NotFound
 from chatpgt.pairs import repository
@@ -26,7 +27,9 @@ def _item(row: AnyRow | Sequence[Any]) -> dict[str, Any]:
     values = list(row)
     for i in _JSON_POSITIONS:
         values[i] = orjson.Fragment(values[i])
-    return dict(zip(_KEYS, values, strict=True))
+    item = dict(zip(_KEYS, values, strict=True))
+    item["prompt_messages"] = generation_messages(item["prompt"], item["system_prompt"])
+    return item
 
 
 async def pairs_page_json(

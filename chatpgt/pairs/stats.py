@@ -7,6 +7,7 @@ medians need no sort); the judge and cost part of a finished job is computed onc
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from decimal import Decimal
@@ -19,17 +20,107 @@ from chatpgt.db.helpers import is_sqlite
 from chatpgt.pairs import repository
 from chatpgt.pairs.repository import WORK_FIELDS, PairFilters
 from chatpgt.pairs.schemas import (
+    BiasStats,
     ConfidenceBucket,
     CostSummary,
+    DedupFigures,
+    JobBias,
     JudgeConsistency,
+    LengthBias,
     Lengths,
     LengthStats,
     Matchup,
     ModelRecord,
     PairCounts,
     PairStats,
+    PositionBias,
     WorkCost,
 )
+
+
+def model_records(matchup_counts: Sequence[tuple[str, str, int]]) -> list[ModelRecord]:
+    """Wins, losses and win rate per model from (chosen, rejected, count), most wins first."""
+    wins: Counter[str] = Counter()
+    losses: Counter[str] = Counter()
+    for chosen, rejected, count in matchup_counts:
+        wins[chosen] += count
+        losses[rejected] += count
+    models = [
+        ModelRecord(
+            model=model,
+            wins=wins[model],
+            losses=losses[model],
+            win_rate=wins[model] / (wins[model] + losses[model]),
+        )
+        for model in sorted(wins.keys() | losses.keys())
+    ]
+    models.sort(key=lambda m: (-m.wins, m.losses, m.model))
+    return models
+
+
+def _share(part: int, other: int) -> float | None:
+    return part / (part + other) if part + other else None
+
+
+def _length_bias(total: int, longer: int, shorter: int) -> LengthBias:
+    return LengthBias(
+        chosen_longer=longer,
+        chosen_shorter=shorter,
+        equal_length=total - longer - shorter,
+        chosen_longer_share=_share(longer, shorter),
+    )
+
+
+def _position_bias(a: int, b: int) -> PositionBias:
+    return PositionBias(a_wins=a, b_wins=b, a_win_share=_share(a, b))
+
+
+async def bias_stats(session: AsyncSession, filters: PairFilters) -> BiasStats:
+    """Length and position bias and generator win rates, over the selection and per job.
+
+    Length and win rates are over the matching pairs; position over the successful verdicts of
+    the filtered jobs (every job without a job filter), as the judge's flip rate is."""
+    per_job_lengths = await repository.job_length_counts(session, filters)
+    positions = await repository.position_wins(session, filters.job_ids)
+    matchups: dict[int, list[tuple[str, str, int]]] = {}
+    for job_id, chosen, rejected, n in await repository.job_matchup_counts(session, filters):
+        matchups.setdefault(job_id, []).append((chosen, rejected, n))
+    per_job = [
+        JobBias(
+            job_id=c.job_id,
+            pairs=c.total,
+            length=_length_bias(c.total, c.chosen_longer, c.chosen_shorter),
+            position=_position_bias(*positions.get(c.job_id, (0, 0))),
+            models=model_records(matchups.get(c.job_id, [])),
+        )
+        for c in per_job_lengths
+    ]
+    return BiasStats(
+        length=_length_bias(
+            sum(c.total for c in per_job_lengths),
+            sum(c.chosen_longer for c in per_job_lengths),
+            sum(c.chosen_shorter for c in per_job_lengths),
+        ),
+        position=_position_bias(
+            sum(a for a, _ in positions.values()), sum(b for _, b in positions.values())
+        ),
+        per_job=per_job,
+    )
+
+
+async def dedup_figures(session: AsyncSession, filters: PairFilters) -> DedupFigures:
+    threshold = filters.dedup_threshold
+    excluded = 0
+    if threshold is not None:
+        everything = dataclasses.replace(filters, dedup_threshold=None)
+        excluded = await repository.count_pairs(session, everything) - await repository.count_pairs(
+            session, filters
+        )
+    return DedupFigures(
+        flagged_essays=await repository.near_duplicate_counts(session, filters.job_ids, threshold),
+        threshold=threshold,
+        pairs_excluded=excluded,
+    )
 
 
 def _lengths(totals: object, prefix: str) -> LengthStats | None:
@@ -75,6 +166,7 @@ def _totals(agg: repository.PairAggregates) -> SimpleNamespace:
         "total": sum(agg.buckets.values()),
         "judged": agg.sources.get("judged", 0),
         "corpus": agg.sources.get("corpus", 0),
+        "imported": agg.sources.get("imported", 0),
     }
     for prefix, hist in (("chosen", agg.chosen_lengths), ("rejected", agg.rejected_lengths)):
         for key, value in _histogram_stats(hist).items():
@@ -137,28 +229,19 @@ async def pair_stats(session: AsyncSession, filters: PairFilters) -> PairStats:
         for name in ("generations", "judgments")
     }
 
-    wins: Counter[str] = Counter()
-    losses: Counter[str] = Counter()
-    for chosen, rejected, count in matchup_counts:
-        wins[chosen] += count
-        losses[rejected] += count
-    models = [
-        ModelRecord(
-            model=model,
-            wins=wins[model],
-            losses=losses[model],
-            win_rate=wins[model] / (wins[model] + losses[model]),
-        )
-        for model in sorted(wins.keys() | losses.keys())
-    ]
-    models.sort(key=lambda m: (-m.wins, m.losses, m.model))
+    models = model_records(matchup_counts)
 
     work = {
         name: WorkCost(count=n, cost_usd=cost, prompt_tokens=p, completion_tokens=c)
         for name, (n, cost, p, c) in costs.items()
     }
     return PairStats(
-        counts=PairCounts(total=totals.total, judged=totals.judged, corpus=totals.corpus),
+        counts=PairCounts(
+            total=totals.total,
+            judged=totals.judged,
+            corpus=totals.corpus,
+            imported=totals.imported,
+        ),
         confidence_histogram=[
             ConfidenceBucket(bucket=b, count=buckets.get(b, 0)) for b in range(1, 11)
         ],
@@ -176,4 +259,6 @@ async def pair_stats(session: AsyncSession, filters: PairFilters) -> PairStats:
             judgments=work["judgments"],
             total_cost_usd=work["generations"].cost_usd + work["judgments"].cost_usd,
         ),
+        bias=await bias_stats(session, filters),
+        dedup=await dedup_figures(session, filters),
     )

@@ -16,7 +16,10 @@ and injects faults on demand. Tests change the fault profile while it runs:
   is kept for the next request to a judge model, or to any other model, and skipped by the rest.
 - ``POST /_control/reset`` restores the start-up profile, clears the script, re-seeds the random
   source, zeroes the statistics and releases requests that are hanging in a simulated timeout.
-- ``GET /_control`` shows the profile; ``GET /_stats`` shows the counters.
+- ``GET /_control`` shows the profile; ``GET /_stats`` shows the counters; ``GET /_requests``
+  lists the ``{"model", "messages"}`` of the last :data:`RECORDED_REQUESTS` valid requests to
+  writer models (not judges), oldest first, so a test can compare what a model was asked with
+  what the project says it asked (cleared by reset).
 
 Key echo faults (:data:`KEY_ECHO_FAULTS`, script only): ``echo_key_400``, ``echo_key_401`` and
 ``echo_key_500`` answer with that status and an error message that quotes the request's whole
@@ -60,7 +63,7 @@ import random
 import re
 import signal
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -94,6 +97,8 @@ BODY_FAULTS = (
     "latin1_body",
     "huge_body",
 )
+# How many writer requests GET /_requests keeps.
+RECORDED_REQUESTS = 1000
 # A provider or proxy that quotes the request's whole Authorization header in its error message,
 # answering with this status: what secret redaction (chatpgt.redact) must catch.
 KEY_ECHO_FAULTS = {"echo_key_400": 400, "echo_key_401": 401, "echo_key_500": 500}
@@ -216,6 +221,7 @@ class FakeOpenAI:
         self.json_mode = 0
         self.in_flight = 0
         self.max_concurrent = 0
+        self.requests: deque[dict[str, Any]] = deque(maxlen=RECORDED_REQUESTS)
 
     def reset(self) -> None:
         self.profile = replace(self.start_profile)
@@ -240,6 +246,9 @@ class FakeOpenAI:
         }
 
     # --- handlers -----------------------------------------------------------------------------
+
+    async def get_requests(self, request: web.Request) -> web.Response:
+        return _json(list(self.requests))
 
     async def models(self, request: web.Request) -> web.Response:
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in MODELS]
@@ -312,6 +321,8 @@ class FakeOpenAI:
             return "bad_request", 400, _error(400, str(exc), "invalid_request_error")
 
         self.by_model[model] += 1
+        if not model.startswith("judge"):
+            self.requests.append({"model": model, "messages": messages})
         rf = body.get("response_format")
         if isinstance(rf, dict) and rf.get("type") == "json_object":
             self.json_mode += 1
@@ -551,6 +562,7 @@ def build_app(profile: Profile, seed: int | None = None) -> web.Application:
     app.router.add_post("/_control", fake.post_control)
     app.router.add_post("/_control/reset", fake.post_reset)
     app.router.add_get("/_stats", fake.get_stats)
+    app.router.add_get("/_requests", fake.get_requests)
     return app
 
 

@@ -276,44 +276,11 @@ def _check_columns(
 
 def _read_hf(request: HFImport) -> tuple[list[_Row], int]:
     # Imported here: only an import from a dataset needs the datasets library loaded.
-    import datasets
+    from chatpgt.datasets.loading import load_split
 
-    datasets.disable_progress_bars()
-    local = Path(request.dataset)
-    try:
-        if (local / "state.json").is_file() or (local / "dataset_dict.json").is_file():
-            loaded = datasets.load_from_disk(str(local))
-            if isinstance(loaded, datasets.DatasetDict):
-                if request.split not in loaded:
-                    raise InvalidInput(
-                        f"{request.dataset!r} has no split {request.split!r}; "
-                        f"its splits are {', '.join(map(repr, loaded))}.",
-                        dataset=request.dataset,
-                    )
-                loaded = loaded[request.split]
-            ds = loaded
-        else:
-            split = request.split
-            if request.limit is not None:
-                split = f"{split}[:{request.limit}]"
-            ds = datasets.load_dataset(request.dataset, request.config, split=split)
-    except InvalidInput:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure to load a named dataset is bad input
-        raise InvalidInput(
-            f"Cannot load dataset {request.dataset!r} (split {request.split!r}): "
-            f"{type(exc).__name__}: {_clip(str(exc))}",
-            dataset=request.dataset,
-        ) from None
-    if not isinstance(ds, datasets.Dataset):
-        raise InvalidInput(
-            f"{request.dataset!r} did not load as one split; name it with 'split'.",
-            dataset=request.dataset,
-        )
+    ds = load_split(request.dataset, request.split, request.config, request.limit)
     essay_column = request.essay_column()
     _check_columns(ds.column_names, request.column, essay_column, request.dataset)
-    if request.limit is not None and len(ds) > request.limit:
-        ds = ds.select(range(request.limit))
     titles = ds[request.column]
     texts = ds[essay_column] if essay_column else [None] * len(titles)
     rows = []

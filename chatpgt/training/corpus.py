@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chatpgt.datagen.prompts import generation_messages
 from chatpgt.paths import looks_like_hub_id
 from chatpgt.training.errors import CorpusUnreadable, TrainingDataError
 
@@ -245,8 +246,12 @@ def build_examples(
     context_words: int,
     seed: int,
     report: SplitReport | None = None,
+    system_prompt: str | None = None,
 ) -> list[dict[str, Any]]:
     """Conversational prompt-completion rows (TRL's format) that each fit ``max_length``.
+
+    Each row's ``prompt`` is ``generation_messages(user prompt, system_prompt)``: the messages
+    datagen asks for essays with, so ``measure`` must count the same system prompt.
 
     Each row also carries ``tokens``, its measured length, so the worker can prove TRL cut none.
 
@@ -284,7 +289,7 @@ def build_examples(
             report.longest_example_tokens = max(report.longest_example_tokens, length)
             rows.append(
                 {
-                    "prompt": [{"role": "user", "content": prompt}],
+                    "prompt": generation_messages(prompt, system_prompt),
                     "completion": [{"role": "assistant", "content": completion}],
                     "tokens": length,
                 }

@@ -30,6 +30,7 @@ from transformers import (
 from transformers.integrations import is_tensorboard_available
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
+from chatpgt.datagen.prompts import generation_messages
 from chatpgt.training import corpus
 from chatpgt.training.callbacks import RunProgressCallback
 from chatpgt.training.errors import TrainingDataError
@@ -156,7 +157,7 @@ def _prepare_sft_data(
     if not essays:
         raise TrainingDataError(f"the corpus {request.corpus!r} holds no essays")
     train_essays, eval_essays = corpus.split_train_eval(essays, hp.eval_fraction, hp.split_seed)
-    measure, count = token_counters(tokenizer)
+    measure, count = token_counters(tokenizer, request.prompts.system_prompt)
     split = corpus.SplitReport()
 
     def examples(essays: list[corpus.Essay]) -> list[dict[str, Any]]:
@@ -166,6 +167,7 @@ def _prepare_sft_data(
             count=count,
             max_length=hp.max_length,
             templates=request.prompts.templates,
+            system_prompt=request.prompts.system_prompt,
             continuation_template=request.prompts.continuation_template,
             context_words=request.prompts.continuation_context_words,
             seed=hp.split_seed,
@@ -188,14 +190,15 @@ def _prepare_sft_data(
 
 
 def token_counters(
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: PreTrainedTokenizerBase, system_prompt: str | None = None
 ) -> tuple[corpus.MeasureFn, corpus.CountFn]:
-    """``measure(prompt, completion)``: tokens of the rendered conversation, as TRL tokenizes
-    it; ``count(text)``: tokens of a bare text."""
+    """``measure(prompt, completion)``: tokens of the rendered conversation (the generation
+    messages with ``system_prompt``, then the completion), as TRL tokenizes it;
+    ``count(text)``: tokens of a bare text."""
 
     def measure(prompt: str, completion: str) -> int:
         messages = [
-            {"role": "user", "content": prompt},
+            *generation_messages(prompt, system_prompt),
             {"role": "assistant", "content": completion},
         ]
         encoded: Any = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)
@@ -506,7 +509,7 @@ def generate_samples(
     out = []
     for prompt in spec.prompts:
         encoded: Any = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}],
+            generation_messages(prompt, spec.system_prompt),
             add_generation_prompt=True,
             return_tensors="pt",
             return_dict=True,

@@ -8,18 +8,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from chatpgt.datagen.prompts import DEFAULT_PROMPT_TEMPLATES as DATAGEN_PROMPT_TEMPLATES
+from chatpgt.datagen.prompts import DEFAULT_SYSTEM_PROMPT
 from chatpgt.db.ids import RowId
 
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM3-3B"
 DEFAULT_CORPUS = "sgoel9/paul_graham_essays"
 
-# The seed's three user prompts around an essay's title; each essay gets one, chosen with the
-# split seed. Override them per request with ``prompts.templates``.
-DEFAULT_PROMPT_TEMPLATES = (
-    'Write an essay titled "{title}".',
-    "Write a Paul Graham essay about {title}.",
-    "Write an essay on the topic: {title}",
-)
+# The user prompts around an essay's title: datagen's (``chatpgt.datagen.prompts``), so that the SFT
+# model is trained on the conversations it is later sampled and preference-tuned with; each essay
+# gets one, chosen with the split seed. Override them per request with ``prompts.templates``.
+DEFAULT_PROMPT_TEMPLATES = DATAGEN_PROMPT_TEMPLATES
 # The prompt of the second and later parts of an essay that does not fit ``max_length``.
 DEFAULT_CONTINUATION_TEMPLATE = (
     'Continue the essay titled "{title}" (part {part}). The previous part ended:\n\n{previous}'
@@ -125,6 +124,13 @@ class PromptSpec(BaseModel):
     templates: list[str] = Field(
         default_factory=lambda: list(DEFAULT_PROMPT_TEMPLATES), min_length=1, max_length=50
     )
+    system_prompt: str | None = Field(
+        DEFAULT_SYSTEM_PROMPT,
+        max_length=20_000,
+        description="the system message of every training conversation; datagen's default, so "
+        "SFT, datagen and DPO see the same conversation (null or empty: none). Set it to the "
+        "datagen job's `system_prompt` when that job overrides it.",
+    )
     continuation_template: str = DEFAULT_CONTINUATION_TEMPLATE
     continuation_context_words: int = Field(
         30, ge=0, le=500, description="words of the previous part quoted in {previous}"
@@ -154,6 +160,9 @@ class SampleSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_SAMPLE_PROMPTS), max_length=20)
+    system_prompt: str | None = Field(
+        DEFAULT_SYSTEM_PROMPT, max_length=20_000, description="as in `prompts.system_prompt`"
+    )
     max_new_tokens: int = Field(200, ge=1, le=8192)
     temperature: float = Field(0.7, gt=0, le=5)
     top_p: float = Field(0.9, gt=0, le=1)

@@ -1,0 +1,464 @@
+"""Datasets through the real API, CLI and Postgres: Parquet and Hugging Face formats that
+``datasets`` and TRL load unchanged, the dataset card against GET /pairs/stats, exact bias
+figures, length balancing, near-duplicate flags and bad input.
+
+Rows are written straight into Postgres (tests/factories.py) with figures chosen in advance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatpgt.datagen.models import DatagenJob, Generation
+from chatpgt.pairs.models import NearDuplicate
+from tests import factories, procs
+from tests.fixtures_training import tiny_model_dir  # noqa: F401 - fixture
+
+PROBLEM = "application/problem+json"
+
+
+def words(n: int, seed: int) -> str:
+    rng = random.Random(seed)
+    return " ".join(f"w{rng.randrange(5000)}" for _ in range(n))
+
+
+def chars(n: int, tag: str) -> str:
+    """A text of exactly ``n`` characters."""
+    return (tag + " " + "x" * n)[:n]
+
+
+async def _gen(
+    session: AsyncSession, job: DatagenJob, topic: Any, model: str, text: str, sample: int = 0
+) -> Generation:
+    return await factories.generation(session, job, topic, model, text, sample_index=sample)
+
+
+async def bias_world(session: AsyncSession) -> tuple[DatagenJob, DatagenJob]:
+    """Two jobs whose length, position and win figures are known (see the test)."""
+    job1 = await factories.job(session)
+    job2 = await factories.job(session)
+    spec1 = [(100, 50, "writer-a"), (80, 120, "writer-a"), (200, 10, "writer-b")]
+    spec2 = [(30, 60, "writer-a"), (40, 40, "writer-b")]
+    gens: dict[int, list[Generation]] = {job1.id: [], job2.id: []}
+    for job, spec in ((job1, spec1), (job2, spec2)):
+        for i, (chosen_len, rejected_len, winner) in enumerate(spec):
+            topic = await factories.topic(session, f"Bias {job.id} {i}")
+            loser = "writer-b" if winner == "writer-a" else "writer-a"
+            chosen = await _gen(session, job, topic, winner, chars(chosen_len, "c"))
+            rejected = await _gen(session, job, topic, loser, chars(rejected_len, "r"))
+            gens[job.id] += [chosen, rejected]
+            await factories.judged_pair(session, chosen, rejected, 7.0, topic_title=topic.title)
+    g = gens[job1.id]
+    for a, b, winner in [
+        (0, 1, "A"),
+        (1, 0, "A"),
+        (2, 3, "A"),
+        (3, 2, "A"),
+        (4, 5, "B"),
+        (5, 4, "B"),
+        (0, 2, "A"),
+    ][:6]:
+        await factories.judgment(session, g[a], g[b], winner)
+    await factories.judgment(session, g[0], g[2], None, status="failed")
+    g = gens[job2.id]
+    await factories.judgment(session, g[0], g[1], "A")
+    await factories.judgment(session, g[1], g[0], "B")
+    await session.commit()
+    return job1, job2
+
+
+async def test_bias_figures_are_exact(api: httpx.AsyncClient, session: AsyncSession) -> None:
+    job1, job2 = await bias_world(session)
+    resp = await api.get("/pairs/stats")
+    assert resp.status_code == 200, resp.text
+    bias = resp.json()["bias"]
+    assert bias["length"] == {
+        "chosen_longer": 2,
+        "chosen_shorter": 2,
+        "equal_length": 1,
+        "chosen_longer_share": 0.5,
+    }
+    assert bias["position"] == {"a_wins": 5, "b_wins": 3, "a_win_share": 0.625}
+    one, two = bias["per_job"]
+    assert (one["job_id"], one["pairs"], two["job_id"], two["pairs"]) == (job1.id, 3, job2.id, 2)
+    assert one["length"]["chosen_longer_share"] == pytest.approx(2 / 3)
+    assert one["position"] == {"a_wins": 4, "b_wins": 2, "a_win_share": pytest.approx(4 / 6)}
+    assert [(m["model"], m["wins"], m["losses"]) for m in one["models"]] == [
+        ("writer-a", 2, 1),
+        ("writer-b", 1, 2),
+    ]
+    assert two["length"] == {
+        "chosen_longer": 0,
+        "chosen_shorter": 1,
+        "equal_length": 1,
+        "chosen_longer_share": 0.0,
+    }
+    assert two["position"]["a_win_share"] == 0.5
+    assert [(m["model"], m["win_rate"]) for m in two["models"]] == [
+        ("writer-a", 0.5),
+        ("writer-b", 0.5),
+    ]
+    only_two = (await api.get("/pairs/stats", params={"job_id": job2.id})).json()["bias"]
+    assert only_two["per_job"] == [two]
+    assert only_two["position"] == two["position"]
+
+
+def _card_header(card: str) -> dict[str, Any]:
+    assert card.startswith("---\n")
+    header = yaml.safe_load(card.split("---\n")[1])
+    assert isinstance(header, dict)
+    return header
+
+
+async def test_card_numbers_are_the_databases(
+    api: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    job1, job2 = await bias_world(session)
+    for params in ({}, {"job_id": job1.id}, {"min_confidence": 8}):
+        stats = (await api.get("/pairs/stats", params=params)).json()
+        resp = await api.get("/pairs/card", params=params)
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["content-type"].startswith("text/markdown")
+        card = resp.text
+        header = _card_header(card)
+        assert header["chatpgt"]["stats"] == stats
+        assert header["license"] == "unknown"
+        assert header["configs"][0]["data_files"][0]["path"] == "data/train-*.parquet"
+        names = [f["name"] for f in header["dataset_info"]["features"]]
+        assert names[:3] == ["prompt", "chosen", "rejected"]
+        assert header["dataset_info"]["splits"][0]["num_examples"] == stats["counts"]["total"]
+        counts = stats["counts"]
+        assert f"| {counts['total']} | {counts['judged']} | {counts['corpus']} |" in card
+        for bucket in stats["confidence_histogram"]:
+            assert f"| {bucket['bucket']} | {bucket['count']} |" in card
+        assert f"order flips: {stats['judge']['flips']}" in card
+        expected_jobs = sorted({j["job_id"] for j in stats["bias"]["per_job"]})
+        assert header["chatpgt"]["job_ids"] == expected_jobs
+        assert f"Total: ${stats['cost']['total_cost_usd']:.4f}." in card
+        assert "## Prompts" in card
+
+
+def _dpo_step(model_dir: Path, dataset: Any, out: Path) -> float:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    args = DPOConfig(
+        output_dir=str(out),
+        max_steps=1,
+        per_device_train_batch_size=2,
+        max_length=512,
+        precompute_ref_log_probs=True,
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+    )
+    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    result = trainer.train()
+    return float(result.training_loss)
+
+
+def _partials(folder: Path) -> list[str]:
+    """Hidden (partial) files and directories an export left behind."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def cli(api_url: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "chatpgt.cli", "--api", api_url, "datasets", *args],
+        cwd=procs.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    return done
+
+
+async def test_parquet_and_hf_folder_load_and_train(
+    api: httpx.AsyncClient,
+    api_url: str,
+    service_env: dict[str, str],
+    session: AsyncSession,
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    import datasets
+
+    job1, _ = await bias_world(session)
+    jsonl = await api.get("/pairs/export", params={"format": "jsonl"})
+    want = [json.loads(line) for line in jsonl.text.splitlines()]
+    assert len(want) == 5
+
+    resp = await api.get("/pairs/export", params={"format": "parquet"})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"] == "application/vnd.apache.parquet"
+    parquet = tmp_path / "pairs.parquet"
+    parquet.write_bytes(resp.content)
+    from_parquet = datasets.load_dataset("parquet", data_files=str(parquet), split="train")
+    assert from_parquet.to_list() == want
+
+    env = {**service_env, "HF_HUB_OFFLINE": "1"}
+    hf_dir = tmp_path / "hf"
+    done = cli(api_url, env, "export", "--format", "hf", "--out", str(hf_dir))
+    assert done.returncode == 0, done.stderr
+    assert "wrote 5 pairs" in done.stdout
+    from_disk = datasets.load_from_disk(str(hf_dir))
+    assert from_disk.to_list() == want
+    card = (hf_dir / "README.md").read_text()
+    assert _card_header(card)["configs"][0]["data_files"][0]["path"] == "data-*.arrow"
+
+    hub_dir = tmp_path / "hub-layout"
+    done = cli(api_url, env, "export", "--format", "parquet", "--out", str(hub_dir))
+    assert done.returncode == 0, done.stderr
+    # the Hub layout loads by its card's configs alone
+    from_card = datasets.load_dataset(str(hub_dir), split="train")
+    assert from_card.to_list() == want
+    assert _partials(tmp_path) == []
+
+    for name, ds in (("parquet", from_parquet), ("hf", from_disk)):
+        loss = _dpo_step(tiny_model_dir, ds, tmp_path / f"dpo-{name}")
+        assert loss == loss  # a number, not NaN
+
+
+async def _length_skewed(session: AsyncSession, n: int, longer: int) -> DatagenJob:
+    job = await factories.job(session)
+    topic = await factories.topic(session, "Skewed lengths")
+    rng = random.Random(5)
+    for i in range(n):
+        a, b = rng.randint(50, 400), rng.randint(50, 400)
+        short, long_ = sorted((a, b + 401))  # never equal
+        chosen_len, rejected_len = (long_, short) if i < longer else (short, long_)
+        chosen = await _gen(session, job, topic, "writer-a", chars(chosen_len, "c"), 2 * i)
+        rejected = await _gen(session, job, topic, "writer-b", chars(rejected_len, "r"), 2 * i + 1)
+        await factories.judged_pair(session, chosen, rejected, 5 + i % 5, topic_title=topic.title)
+    await session.commit()
+    return job
+
+
+async def test_balanced_export_has_chosen_longer_in_half(
+    api: httpx.AsyncClient, session: AsyncSession, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    await _length_skewed(session, 200, longer=160)
+    stats = (await api.get("/pairs/stats")).json()
+    assert stats["bias"]["length"]["chosen_longer_share"] == 0.8
+    resp = await api.get("/pairs/export", params={"balance_length": "true"})
+    rows = [json.loads(line) for line in resp.text.splitlines()]
+    longer = sum(len(r["chosen"][0]["content"]) > len(r["rejected"][0]["content"]) for r in rows)
+    share = longer / len(rows)
+    assert abs(share - 0.5) <= 0.05, share
+    assert len(rows) == 80  # all 40 shorter ones, 40 of the 160 longer ones
+    # Parquet balances the same pairs
+    resp = await api.get("/pairs/export", params={"balance_length": "true", "format": "parquet"})
+    path = tmp_path / "b.parquet"
+    path.write_bytes(resp.content)
+    assert pq.read_table(path).column("id").to_pylist() == [r["id"] for r in rows]
+    card = (await api.get("/pairs/card", params={"balance_length": "true"})).text
+    header = _card_header(card)
+    assert header["chatpgt"]["length_balancing"] == {
+        "pairs_before": 200,
+        "dropped": 120,
+        "pairs_after": 80,
+    }
+    assert header["dataset_info"]["splits"][0]["num_examples"] == 80
+
+
+def _mutate(text: str, share: float, seed: int) -> str:
+    tokens = text.split()
+    rng = random.Random(seed)
+    for i in rng.sample(range(len(tokens)), round(share * len(tokens))):
+        tokens[i] = f"changed{i}"
+    return " ".join(tokens)
+
+
+async def test_planted_near_duplicate_is_flagged_and_excluded(
+    api: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    real = words(800, seed=1)
+    corpus_topic = await factories.topic(
+        session, "The real one", source="corpus", reference_text=real
+    )
+    job = await factories.job(session)
+    copy = await _gen(session, job, corpus_topic, "writer-a", _mutate(real, 0.03, 2))
+    own = await _gen(session, job, corpus_topic, "writer-b", words(700, seed=3))
+    other = await _gen(session, job, corpus_topic, "writer-c", words(750, seed=4))
+    topic2 = await factories.topic(session, "Second topic")
+    first = await _gen(session, job, topic2, "writer-a", words(600, seed=5))
+    echo = await _gen(session, job, topic2, "writer-b", _mutate(first.text or "", 0.03, 6))
+    title = corpus_topic.title
+    await factories.judged_pair(session, copy, own, 8.0, topic_title=title)
+    keep = await factories.judged_pair(session, own, other, 8.0, topic_title=title)
+    await factories.corpus_pair(session, corpus_topic, copy)
+    await factories.judged_pair(session, echo, first, 8.0, topic_title=topic2.title)
+    await session.commit()
+
+    resp = await api.post("/pairs/dedup", json={"job_ids": [job.id]})
+    assert resp.status_code == 200, resp.text
+    result = resp.json()
+    assert result["essays"] == 5 and result["corpus_essays"] == 1
+    assert result["flagged"] == {"essay": 1, "corpus": 1}
+    flags = {f.generation_id: f for f in (await session.execute(select(NearDuplicate))).scalars()}
+    assert set(flags) == {copy.id, echo.id}
+    assert flags[copy.id].kind == "corpus" and flags[copy.id].similar_topic_id == corpus_topic.id
+    assert flags[echo.id].kind == "essay" and flags[echo.id].similar_generation_id == first.id
+    for flag in flags.values():
+        assert 0.7 <= flag.similarity < 1.0
+
+    export = await api.get("/pairs/export", params={"dedup_threshold": 0.7})
+    ids = [json.loads(line)["id"] for line in export.text.splitlines()]
+    assert ids == [keep.id]
+    everything = await api.get("/pairs/export")
+    assert len(everything.text.splitlines()) == 4
+    stats = (await api.get("/pairs/stats", params={"dedup_threshold": 0.7})).json()
+    assert stats["counts"]["total"] == 1
+    assert stats["dedup"] == {
+        "flagged_essays": {"essay": 1, "corpus": 1},
+        "threshold": 0.7,
+        "pairs_excluded": 3,
+    }
+    # a threshold above both similarities keeps everything
+    high = (await api.get("/pairs/stats", params={"dedup_threshold": 1.0})).json()
+    assert high["counts"]["total"] == 4
+    # rescanning replaces the flags instead of adding to them
+    for threshold in (0.95, 1.0):  # 1.0: only exact copies (the LSH bands stop at 0.95)
+        again = await api.post("/pairs/dedup", json={"job_ids": [job.id], "threshold": threshold})
+        assert again.status_code == 200, again.text
+        assert again.json()["flagged"] == {"essay": 0, "corpus": 0}
+    assert (await session.execute(select(NearDuplicate))).first() is None
+
+
+def _problem(resp: httpx.Response, status: int) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith(PROBLEM)
+    body = resp.json()
+    assert isinstance(body, dict)
+    return body
+
+
+async def test_bad_input_is_a_problem_and_writes_nothing(
+    api: httpx.AsyncClient,
+    api_url: str,
+    service_env: dict[str, str],
+    session: AsyncSession,
+    tmp_path: Path,
+) -> None:
+    await bias_world(session)
+    _problem(await api.get("/pairs/export", params={"format": "xml"}), 422)
+    for bad in ("0", "-0.5", "1.01", "nan"):
+        for path in ("/pairs/export", "/pairs/stats", "/pairs/card"):
+            _problem(await api.get(path, params={"dedup_threshold": bad}), 422)
+    for bad_body in ({"threshold": 0}, {"threshold": 1.5}, {"job_ids": [0]}):
+        _problem(await api.post("/pairs/dedup", json=bad_body), 422)
+    assert (await session.execute(select(NearDuplicate))).first() is None
+    _problem(await api.get("/pairs/card", params={"layout": "zip"}), 422)
+
+    # --push-to-hub without a token: a clear error before anything is exported or written
+    env = {k: v for k, v in service_env.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    env.update(HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="1")
+    out = tmp_path / "pushed"
+    done = cli(api_url, env, "export", "--out", str(out), "--push-to-hub", "someone/pairs")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "No Hugging Face token" in done.stderr
+    assert not out.exists()
+    assert _partials(tmp_path) == []
+    # an API error (bad threshold) mid-way leaves no partial directory either
+    done = cli(api_url, env, "export", "--out", str(out), "--dedup-threshold", "2")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "dedup_threshold" in done.stderr
+    assert not out.exists()
+    assert _partials(tmp_path) == []
+    # a non-empty target is refused
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("keep me")
+    done = cli(api_url, env, "export", "--out", str(tmp_path / "full"))
+    assert done.returncode == 2 and "not an empty directory" in done.stderr
+    assert os.listdir(tmp_path / "full") == ["x"]
+
+
+def _preference_rows() -> list[dict[str, Any]]:
+    system = {"role": "system", "content": "Be brief."}
+    return [
+        {
+            "prompt": [system, {"role": "user", "content": f"Write about tides {i}."}],
+            "chosen": [{"role": "assistant", "content": f'Tides, kept {i}, "quoted".'}],
+            "rejected": [{"role": "assistant", "content": f"Dropped essay {i}."}],
+            "confidence": 6.0 + i,
+        }
+        for i in range(3)
+    ]
+
+
+async def test_import_preference_dataset_as_a_job(
+    api: httpx.AsyncClient, session: AsyncSession, tmp_path: Path
+) -> None:
+    import datasets
+
+    rows = _preference_rows()
+    folder = tmp_path / "prefs"
+    datasets.Dataset.from_list(rows).save_to_disk(str(folder))
+    plain = tmp_path / "plain.parquet"
+    datasets.Dataset.from_list(
+        [{"prompt": "Say hi.", "chosen": "Hi.", "rejected": "Go away.", "topic": "Greetings"}]
+    ).to_parquet(str(plain))
+
+    resp = await api.post("/pairs/import", json={"dataset": str(folder)})
+    assert resp.status_code == 201, resp.text
+    result = resp.json()
+    assert (result["pairs"], result["topics"], result["topics_created"]) == (3, 3, 3)
+    export = await api.get("/pairs/export", params={"job_id": result["job_id"]})
+    got = [json.loads(line) for line in export.text.splitlines()]
+    assert [{k: r[k] for k in ("prompt", "chosen", "rejected", "confidence")} for r in got] == rows
+    job = (await api.get(f"/datagen/jobs/{result['job_id']}")).json()
+    assert job["status"] == "succeeded" and job["request"]["import"]["rows"] == 3
+
+    resp = await api.post("/pairs/import", json={"dataset": str(plain), "confidence": 7})
+    assert resp.status_code == 201, resp.text
+    second = resp.json()
+    stats = (await api.get("/pairs/stats", params={"job_id": second["job_id"]})).json()
+    assert stats["counts"] == {"total": 1, "judged": 0, "corpus": 0, "imported": 1}
+    page = (await api.get("/pairs", params={"job_id": second["job_id"]})).json()
+    (item,) = page["items"]
+    assert (item["topic"], item["confidence"], item["source"]) == ("Greetings", 7.0, "imported")
+    assert item["prompt_messages"] == [{"role": "user", "content": "Say hi."}]
+    card = (await api.get("/pairs/card", params={"job_id": second["job_id"]})).text
+    assert f"1 pairs imported from `{plain}` (split train)" in card
+
+    # bad input: nothing is written
+    before = (await api.get("/pairs/stats")).json()["counts"]
+    no_rejected = tmp_path / "bad.parquet"
+    datasets.Dataset.from_list([{"prompt": "x", "chosen": "y"}]).to_parquet(str(no_rejected))
+    body = _problem(await api.post("/pairs/import", json={"dataset": str(no_rejected)}), 400)
+    assert "rejected" in body["detail"]
+    multi = tmp_path / "multi.jsonl"
+    turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    multi.write_text(
+        json.dumps({"prompt": "ok", "chosen": "c", "rejected": "r"})
+        + "\n"
+        + json.dumps({"prompt": turns, "chosen": "c", "rejected": "r"})
+        + "\n"
+    )
+    body = _problem(await api.post("/pairs/import", json={"dataset": str(multi)}), 400)
+    assert body["detail"].startswith("row 1: prompt")
+    _problem(await api.post("/pairs/import", json={"dataset": str(tmp_path / "missing")}), 400)
+    _problem(await api.post("/pairs/import", json={"dataset": str(folder), "confidence": 0}), 422)
+    assert (await api.get("/pairs/stats")).json()["counts"] == before
