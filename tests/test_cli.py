@@ -21,12 +21,15 @@ from typing import Any
 
 import httpx
 import pytest
-import typer
 from rich.console import Console, RenderableType
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatpgt import cli
-from chatpgt.client import ApiError, ChatPGTClient, UnexpectedAnswer
+from chatpgt import launch
+from chatpgt.api_client import ApiError, ChatPGTClient, InvalidRequest, UnexpectedAnswer
+from chatpgt.api_client import requests as build
+from chatpgt.cli import datagen as datagen_cli
+from chatpgt.cli import pairs as pairs_cli
+from chatpgt.cli import train as train_cli
 from chatpgt.datagen.pairing import PairingRule
 from chatpgt.datagen.schemas import DatagenJobView, StageCounts
 from chatpgt.training.models import RegisteredModel
@@ -401,17 +404,17 @@ def test_migrate_serve_and_worker_commands(
     ],
 )
 def test_parse_generator(spec: str, expected: dict[str, Any]) -> None:
-    assert cli.parse_generator(spec) == expected
+    assert build.parse_generator(spec) == expected
 
 
 @pytest.mark.parametrize("spec", ["fake", "fake:", ":model", "fake:writer-a:0.5"])
 def test_parse_generator_refuses(spec: str) -> None:
     with pytest.raises(ValueError):
-        cli.parse_generator(spec)
+        build.parse_generator(spec)
 
 
 def test_job_request_sends_only_what_was_given() -> None:
-    request = cli.build_job_request(
+    request = build.build_job_request(
         sample=5,
         seed=7,
         generators=["fake:writer-a:2:0.5", "fake:writer-b"],
@@ -437,12 +440,12 @@ def test_job_request_sends_only_what_was_given() -> None:
 
 
 def test_training_requests_mirror_the_schemas() -> None:
-    assert cli.build_sft_request().model_dump(exclude_unset=True) == {}
-    sft = cli.build_sft_request(
+    assert build.build_sft_request().model_dump(exclude_unset=True) == {}
+    sft = build.build_sft_request(
         base_model="HuggingFaceTB/SmolLM2-135M-Instruct",
         corpus="essays.csv",
         name="smol-graham",
-        options=cli.TrainingOptions(
+        options=build.TrainingOptions(
             epochs=1, batch_size=4, grad_accum=2, learning_rate=2e-5, max_steps=10, lora_r=8
         ),
         sample_prompts=["Write an essay titled 'Taste'."],
@@ -463,13 +466,13 @@ def test_training_requests_mirror_the_schemas() -> None:
     }
     # Server defaults apply where nothing was given.
     assert sft.hyperparameters.warmup_ratio == 0.03 and sft.hyperparameters.lora is not None
-    dpo = cli.build_dpo_request(
+    dpo = build.build_dpo_request(
         model="3",
         min_confidence=7,
         job_ids=[1, 2],
         beta=0.2,
         loss_type="ipo",
-        options=cli.TrainingOptions(lora=True, lr_scheduler="cosine"),
+        options=build.TrainingOptions(lora=True, lr_scheduler="cosine"),
         no_samples=True,
     )
     assert dpo.model_dump(mode="json", exclude_unset=True) == {
@@ -479,13 +482,12 @@ def test_training_requests_mirror_the_schemas() -> None:
         "samples": {"prompts": []},
     }
     for bad in (
-        lambda: cli.build_dpo_request(model="m", min_confidence=11),
-        lambda: cli.build_sft_request(options=cli.TrainingOptions(epochs=0)),
-        lambda: cli.build_sft_request(no_samples=True, sample_prompts=["x"]),
+        lambda: build.build_dpo_request(model="m", min_confidence=11),
+        lambda: build.build_sft_request(options=build.TrainingOptions(epochs=0)),
+        lambda: build.build_sft_request(no_samples=True, sample_prompts=["x"]),
     ):
-        with pytest.raises(typer.Exit) as exit_info:
+        with pytest.raises(InvalidRequest):
             bad()
-        assert exit_info.value.exit_code == 2
 
 
 def test_client_errors_are_one_line() -> None:
@@ -517,7 +519,7 @@ def test_client_errors_are_one_line() -> None:
 
 
 def test_import_requests(tmp_path: Path) -> None:
-    hf = cli.build_import_request(
+    hf = build.build_import_request(
         path=None, hf="sgoel9/paul_graham_essays", split="train", column="title", as_corpus=True
     )
     assert hf.model_dump(exclude_unset=True) == {
@@ -529,7 +531,7 @@ def test_import_requests(tmp_path: Path) -> None:
     }
     local = tmp_path / "titles.txt"
     local.write_text("A title\n")
-    sent = cli.build_import_request(path=str(local), hf=None, file_format="txt", limit=5)
+    sent = build.build_import_request(path=str(local), hf=None, file_format="txt", limit=5)
     assert sent.model_dump(exclude_unset=True) == {
         "source": "file",
         "path": str(local.resolve()),
@@ -542,18 +544,18 @@ def test_import_requests(tmp_path: Path) -> None:
         {"path": "a.txt", "hf": None, "split": "train"},
         {"path": None, "hf": "x/y", "file_format": "csv"},
     ):
-        with pytest.raises(typer.Exit):
-            cli.build_import_request(**bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidRequest):
+            build.build_import_request(**bad)  # type: ignore[arg-type]
 
 
 def test_worker_arguments() -> None:
-    gpu = cli.worker_argv("gpu", None)
+    gpu = launch.worker_argv("gpu", None)
     assert gpu[:5] == ["worker", "-Q", "gpu", "-n", "gpu@%h"]
     assert gpu[-4:] == ["--pool", "solo", "-c", "1"] and "--without-mingle" in gpu
-    assert cli.worker_argv("datagen", 8)[-4:] == ["--pool", "prefork", "-c", "8"]
-    assert cli.worker_argv("datagen", None)[-2:] == ["--pool", "prefork"]
+    assert launch.worker_argv("datagen", 8)[-4:] == ["--pool", "prefork", "-c", "8"]
+    assert launch.worker_argv("datagen", None)[-2:] == ["--pool", "prefork"]
     with pytest.raises(ValueError):
-        cli.worker_argv("gpu", 4)
+        launch.worker_argv("gpu", 4)
 
 
 def chunked(data: bytes, size: int) -> Sequence[bytes]:
@@ -568,11 +570,11 @@ def test_row_counter_counts_csv_rows_not_lines() -> None:
     writer.writerows(rows)
     data = buffer.getvalue().encode()
     for size in (1, 3, 7, len(data)):
-        counter = cli.RowCounter("csv")
+        counter = pairs_cli.RowCounter("csv")
         for chunk in chunked(data, size):
             counter.feed(chunk)
         assert counter.rows == len(rows)
-    jsonl = cli.RowCounter("jsonl")
+    jsonl = pairs_cli.RowCounter("jsonl")
     for chunk in chunked(b'{"a": 1}\n{"a": 2}\n', 5):
         jsonl.feed(chunk)
     assert jsonl.rows == 2
@@ -607,12 +609,12 @@ def test_job_display() -> None:
         errors=[],
         request={},
     )
-    display = cli.JobDisplay()
+    display = datagen_cli.JobDisplay()
     display.update(job, elapsed_s=5)
     screen = render(display.renderable())
     assert re.search(r"generations .* 8/9 +1 failed", screen), screen
     assert "job 7 running · 2 pairs · 1 tie · $0.0123 of $2.00 · 5s" in screen
-    assert cli.job_summary(job) == (
+    assert datagen_cli.job_summary(job) == (
         "job 7 running: 2 pairs (1 tie) from 3 topics · generations 7/9 (1 failed) · "
         "judgments 0/0 · $0.0123 of $2.00"
     )
@@ -641,7 +643,7 @@ def test_run_display_and_summary() -> None:
         finished_at=None,
         updated_at=now,
     )
-    display = cli.RunDisplay()
+    display = train_cli.RunDisplay()
     assert display.plain(run) == (
         "dpo run 4 running: step 3/12, loss 0.6931 · epoch 0.25 · ETA 1m 35s"
     )
@@ -657,7 +659,7 @@ def test_run_display_and_summary() -> None:
             "metrics": {"final": {"train_loss": 0.5, "eval_loss": 0.61}},
         }
     )
-    assert cli.run_summary(finished) == (
+    assert train_cli.run_summary(finished) == (
         "dpo run 4 succeeded: model 'smol-dpo' (id 9) · step 12/12 · train_loss 0.5000 · "
         "eval_loss 0.6100"
     )
