@@ -192,6 +192,11 @@ class Settings(BaseSettings):
     # loopback clients only (auth "auto" on a loopback api_host); otherwise artifacts_dir and
     # model_cache_dir alone. A path resolving (symlinks followed) outside them is a 403.
     data_roots: Annotated[list[Path] | None, NoDecode] = None
+    # The demo (`python -m chatpgt.demo`, chatpgt.demo_corpus): its corpus, a local CSV/JSONL
+    # file, a folder of essays, a Hugging Face dataset id or a local dataset directory; unset,
+    # demo_dataset through `datasets` (cached), then ../shared/data/paul_graham_essays.csv.
+    demo_corpus: str | None = None
+    demo_dataset: str = "sgoel9/paul_graham_essays"
 
     @field_validator(
         "embedded_worker",
@@ -199,6 +204,7 @@ class Settings(BaseSettings):
         "providers_file",
         "local_device",
         "local_torch_threads",
+        "demo_corpus",
         mode="before",
     )
     @classmethod
