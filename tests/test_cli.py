@@ -302,6 +302,63 @@ def test_errors_are_one_line(
     assert (http.get("/datagen/jobs")).json()["items"] == []
 
 
+def test_typer_usage_errors_are_one_line(cli_env: dict[str, str]) -> None:
+    """Click's own errors (missing option, bad value, unknown command or option) look like ours:
+    one line, exit code 2, no boxed panel."""
+    cases = [
+        (["datagen", "run", "-t", "x"], "Missing option '--generator'", "chatpgt datagen run"),
+        (["pairs", "export", "-o", "x", "-f", "xml"], "'xml' is not one", "chatpgt pairs export"),
+        (["train", "status", "abc"], "Invalid value for 'run_id'", "chatpgt train status"),
+        (["models", "list", "--bogus"], "No such option: --bogus", "chatpgt models list"),
+        (["nope"], "No such command 'nope'", "chatpgt"),
+    ]
+    for args, message, command in cases:
+        done = run_cli(cli_env, "http://unused", *args)
+        assert done.returncode == 2, (args, done.stderr)
+        line = one_error_line(done)
+        assert message in line and line.endswith(f"(see `{command} --help`)"), line
+        assert done.stdout == "" and "╭" not in done.stderr
+    # A group without its command still shows the group's help.
+    bare = run_cli(cli_env, "http://unused", "datagen")
+    assert bare.returncode == 2 and "Usage: chatpgt datagen" in bare.stdout + bare.stderr
+
+
+def test_a_job_that_produces_nothing_exits_1_with_its_outcome(
+    http: httpx.Client,
+    clean_db: None,
+    datagen_worker: procs.Proc,
+    faults: httpx.Client,
+    cli_env: dict[str, str],
+    api_url: str,
+) -> None:
+    # Every verdict is malformed: every judgment fails, and the job makes no pair.
+    faults.post("/_control", json={"rate_malformed_judge": 1.0})
+    done = run_cli(
+        cli_env, api_url, "datagen", "run", "-t", "On taste", "-t", "On focus", *WRITERS,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    (job,) = http.get("/datagen/jobs").json()["items"]
+    assert job["pairs"] == 0 and job["judgments"]["failed"] == job["judgments"]["total"] > 0
+    assert job.get("outcome") in (None, "nothing_produced")
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"job {job['id']} {job['status']}: 0 pairs"), done.stdout
+    assert "outcome: nothing_produced" in lines
+    assert any(line.startswith("  judgment") for line in lines), done.stdout
+
+    status = run_cli(cli_env, api_url, "datagen", "status", str(job["id"]))
+    assert status.returncode == 1 and status.stdout.splitlines()[0] == lines[0]
+    assert "outcome: nothing_produced" in status.stdout
+    as_json = run_cli(cli_env, api_url, "datagen", "status", str(job["id"]), "--json")
+    assert as_json.returncode == 1 and json.loads(as_json.stdout)["id"] == job["id"]
+
+    # The same topics with good verdicts: pairs, exit 0, no outcome line.
+    faults.post("/_control/reset")
+    good = run_cli(cli_env, api_url, "datagen", "run", "-t", "On taste", *WRITERS, timeout=120)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "outcome:" not in good.stdout
+
+
 def test_train_dpo_refusal_is_the_api_detail(
     http: httpx.Client, clean_db: None, cli_env: dict[str, str], api_url: str
 ) -> None:
@@ -663,3 +720,56 @@ def test_run_display_and_summary() -> None:
         "dpo run 4 succeeded: model 'smol-dpo' (id 9) · step 12/12 · train_loss 0.5000 · "
         "eval_loss 0.6100"
     )
+
+
+class JobWithOutcome(DatagenJobView):
+    """A job view as an API with the job-outcome contract (issue 10) sends it."""
+
+    outcome: str | None = None
+    failure_summary: list[dict[str, Any]] = []
+
+
+def a_job(status: str, pairs: int, failed: int = 0, **extra: Any) -> JobWithOutcome:
+    now = datetime.now(UTC)
+    return JobWithOutcome(
+        id=3, status=status, stop_reason=None, error=None, created_at=now, started_at=now,
+        finished_at=None, topics=2, generations=StageCounts(total=6, done=6),
+        judgments=StageCounts(total=4, done=4 - failed, failed=failed), pairs=pairs, ties=0,
+        prompt_tokens=0, completion_tokens=0, cost_usd=0.0, budget_usd=None, errors=[],
+        request={}, **extra,
+    )  # fmt: skip
+
+
+def test_job_outcome_decides_the_exit_code() -> None:
+    code, outcome = datagen_cli.job_exit_code, datagen_cli.job_outcome
+    # The API's outcome, when it sends one, decides.
+    nothing = a_job("succeeded", 0, outcome="nothing_produced")
+    assert outcome(nothing) == "nothing_produced" and code(nothing) == 1
+    partly = a_job("succeeded", 3, outcome="produced_with_failures")
+    assert code(partly) == 0 and datagen_cli.followed_exit_code(partly) == 0
+    assert code(a_job("failed", 0, outcome="nothing_produced")) == 1
+    assert code(a_job("failed", 2)) == 1
+    # A running job has no outcome yet and is not a failure; a cancelled one is when followed.
+    assert outcome(a_job("running", 0)) is None and code(a_job("running", 0)) == 0
+    cancelled = a_job("cancelled", 2, outcome="produced")
+    assert code(cancelled) == 0 and datagen_cli.followed_exit_code(cancelled) == 1
+    # An API without the field: the same rule from the counts of a finished job.
+    assert outcome(a_job("succeeded", 0)) == "nothing_produced"
+    assert outcome(a_job("succeeded", 2, failed=1)) == "produced_with_failures"
+    assert outcome(a_job("succeeded", 2)) == "produced"
+
+    summary = [
+        {"stage": "judgment", "provider": "fake", "model": "judge", "reason": "bad  verdict",
+         "count": 4},
+        {"stage": "generation", "provider": "fake", "model": "writer-a", "reason": "HTTP 500",
+         "count": 1},
+    ]  # fmt: skip
+    failed = a_job("failed", 0, outcome="nothing_produced", failure_summary=summary)
+    assert datagen_cli.failure_reasons(failed) == [
+        "judgment fake/judge: bad verdict (×4)",
+        "generation fake/writer-a: HTTP 500 (×1)",
+    ]
+    kept = a_job("failed", 0).model_copy(
+        update={"errors": [{"kind": "judgment", "id": 9, "error": "no verdict\nfound"}]}
+    )
+    assert datagen_cli.failure_reasons(kept) == ["judgment: no verdict found"]
