@@ -613,6 +613,14 @@ def test_worker_arguments() -> None:
     assert launch.worker_argv("datagen", None)[-2:] == ["--pool", "prefork"]
     with pytest.raises(ValueError):
         launch.worker_argv("gpu", 4)
+    # Started by module name: the library never imports the api or workers packages.
+    worker = launch.worker_command("datagen", 2, python="py")
+    assert worker[:6] == ["py", "-m", "celery", "-A", "workers.app", "worker"]
+    assert worker[-2:] == ["-c", "2"]
+    assert launch.api_command(host="0.0.0.0", port=9, python="py") == [
+        "py", "-m", "uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "9",
+        "--log-level", "info",
+    ]  # fmt: skip
 
 
 def chunked(data: bytes, size: int) -> Sequence[bytes]:
