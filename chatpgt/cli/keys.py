@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from chatpgt.auth.service import KeyAdmin
 
 app = typer.Typer(
-    help="API keys for clients, in the database (CHATPGT_DATABASE_URL) directly.",
+    help="API keys for clients, in the database (CHATPGT_DATABASE_URL); no API needed.",
     no_args_is_help=True,
 )
 
