@@ -38,8 +38,10 @@ class CliApp(typer.Typer):
         try:
             code = super().__call__(*args, **kwargs)
         except click_errors.NoArgsIsHelpError as exc:
-            # A group called without a command: its help (printed to stdout as the error is
-            # made), exit code 2.
+            # A group called without a command: its help, exit code 2. (Typer's rich help is
+            # printed to stdout as the error is made; a plain one is the error's message.)
+            if exc.format_message().strip():
+                typer.echo(exc.format_message())
             sys.exit(exc.exit_code)
         except click_errors.UsageError as exc:
             command = exc.ctx.command_path if exc.ctx is not None else PROG_NAME
