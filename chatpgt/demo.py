@@ -131,8 +131,14 @@ def check(response: httpx.Response) -> dict[str, Any]:
     return response.json()
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # SIGTERM (`timeout`, a service manager) unwinds like Ctrl-C, so the children are stopped.
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     started = time.monotonic()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     WORK.mkdir(parents=True, exist_ok=True)
     # Embedded defaults: a SQLite file and an in-memory broker served by a worker thread in the
     # API process. Set CHATPGT_DATABASE_URL / CHATPGT_BROKER_URL to use Postgres and Redis
