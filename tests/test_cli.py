@@ -21,12 +21,15 @@ from typing import Any
 
 import httpx
 import pytest
-import typer
 from rich.console import Console, RenderableType
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatpgt import cli
-from chatpgt.client import ApiError, ChatPGTClient, UnexpectedAnswer
+from chatpgt import launch
+from chatpgt.api_client import ApiError, ChatPGTClient, InvalidRequest, UnexpectedAnswer
+from chatpgt.api_client import requests as build
+from chatpgt.cli import datagen as datagen_cli
+from chatpgt.cli import pairs as pairs_cli
+from chatpgt.cli import train as train_cli
 from chatpgt.datagen.pairing import PairingRule
 from chatpgt.datagen.schemas import DatagenJobView, StageCounts
 from chatpgt.training.models import RegisteredModel
@@ -299,6 +302,63 @@ def test_errors_are_one_line(
     assert (http.get("/datagen/jobs")).json()["items"] == []
 
 
+def test_typer_usage_errors_are_one_line(cli_env: dict[str, str]) -> None:
+    """Click's own errors (missing option, bad value, unknown command or option) look like ours:
+    one line, exit code 2, no boxed panel."""
+    cases = [
+        (["datagen", "run", "-t", "x"], "Missing option '--generator'", "chatpgt datagen run"),
+        (["pairs", "export", "-o", "x", "-f", "xml"], "'xml' is not one", "chatpgt pairs export"),
+        (["train", "status", "abc"], "Invalid value for 'run_id'", "chatpgt train status"),
+        (["models", "list", "--bogus"], "No such option: --bogus", "chatpgt models list"),
+        (["nope"], "No such command 'nope'", "chatpgt"),
+    ]
+    for args, message, command in cases:
+        done = run_cli(cli_env, "http://unused", *args)
+        assert done.returncode == 2, (args, done.stderr)
+        line = one_error_line(done)
+        assert message in line and line.endswith(f"(see `{command} --help`)"), line
+        assert done.stdout == "" and "╭" not in done.stderr
+    # A group without its command still shows the group's help.
+    bare = run_cli(cli_env, "http://unused", "datagen")
+    assert bare.returncode == 2 and "Usage: chatpgt datagen" in bare.stdout + bare.stderr
+
+
+def test_a_job_that_produces_nothing_exits_1_with_its_outcome(
+    http: httpx.Client,
+    clean_db: None,
+    datagen_worker: procs.Proc,
+    faults: httpx.Client,
+    cli_env: dict[str, str],
+    api_url: str,
+) -> None:
+    # Every verdict is malformed: every judgment fails, and the job makes no pair.
+    faults.post("/_control", json={"rate_malformed_judge": 1.0})
+    done = run_cli(
+        cli_env, api_url, "datagen", "run", "-t", "On taste", "-t", "On focus", *WRITERS,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    (job,) = http.get("/datagen/jobs").json()["items"]
+    assert job["pairs"] == 0 and job["judgments"]["failed"] == job["judgments"]["total"] > 0
+    assert job.get("outcome") in (None, "nothing_produced")
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"job {job['id']} {job['status']}: 0 pairs"), done.stdout
+    assert "outcome: nothing_produced" in lines
+    assert any(line.startswith("  judgment") for line in lines), done.stdout
+
+    status = run_cli(cli_env, api_url, "datagen", "status", str(job["id"]))
+    assert status.returncode == 1 and status.stdout.splitlines()[0] == lines[0]
+    assert "outcome: nothing_produced" in status.stdout
+    as_json = run_cli(cli_env, api_url, "datagen", "status", str(job["id"]), "--json")
+    assert as_json.returncode == 1 and json.loads(as_json.stdout)["id"] == job["id"]
+
+    # The same topics with good verdicts: pairs, exit 0, no outcome line.
+    faults.post("/_control/reset")
+    good = run_cli(cli_env, api_url, "datagen", "run", "-t", "On taste", *WRITERS, timeout=120)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "outcome:" not in good.stdout
+
+
 def test_train_dpo_refusal_is_the_api_detail(
     http: httpx.Client, clean_db: None, cli_env: dict[str, str], api_url: str
 ) -> None:
@@ -401,17 +461,17 @@ def test_migrate_serve_and_worker_commands(
     ],
 )
 def test_parse_generator(spec: str, expected: dict[str, Any]) -> None:
-    assert cli.parse_generator(spec) == expected
+    assert build.parse_generator(spec) == expected
 
 
 @pytest.mark.parametrize("spec", ["fake", "fake:", ":model", "fake:writer-a:0.5"])
 def test_parse_generator_refuses(spec: str) -> None:
     with pytest.raises(ValueError):
-        cli.parse_generator(spec)
+        build.parse_generator(spec)
 
 
 def test_job_request_sends_only_what_was_given() -> None:
-    request = cli.build_job_request(
+    request = build.build_job_request(
         sample=5,
         seed=7,
         generators=["fake:writer-a:2:0.5", "fake:writer-b"],
@@ -437,12 +497,12 @@ def test_job_request_sends_only_what_was_given() -> None:
 
 
 def test_training_requests_mirror_the_schemas() -> None:
-    assert cli.build_sft_request().model_dump(exclude_unset=True) == {}
-    sft = cli.build_sft_request(
+    assert build.build_sft_request().model_dump(exclude_unset=True) == {}
+    sft = build.build_sft_request(
         base_model="HuggingFaceTB/SmolLM2-135M-Instruct",
         corpus="essays.csv",
         name="smol-graham",
-        options=cli.TrainingOptions(
+        options=build.TrainingOptions(
             epochs=1, batch_size=4, grad_accum=2, learning_rate=2e-5, max_steps=10, lora_r=8
         ),
         sample_prompts=["Write an essay titled 'Taste'."],
@@ -463,13 +523,13 @@ def test_training_requests_mirror_the_schemas() -> None:
     }
     # Server defaults apply where nothing was given.
     assert sft.hyperparameters.warmup_ratio == 0.03 and sft.hyperparameters.lora is not None
-    dpo = cli.build_dpo_request(
+    dpo = build.build_dpo_request(
         model="3",
         min_confidence=7,
         job_ids=[1, 2],
         beta=0.2,
         loss_type="ipo",
-        options=cli.TrainingOptions(lora=True, lr_scheduler="cosine"),
+        options=build.TrainingOptions(lora=True, lr_scheduler="cosine"),
         no_samples=True,
     )
     assert dpo.model_dump(mode="json", exclude_unset=True) == {
@@ -479,13 +539,12 @@ def test_training_requests_mirror_the_schemas() -> None:
         "samples": {"prompts": []},
     }
     for bad in (
-        lambda: cli.build_dpo_request(model="m", min_confidence=11),
-        lambda: cli.build_sft_request(options=cli.TrainingOptions(epochs=0)),
-        lambda: cli.build_sft_request(no_samples=True, sample_prompts=["x"]),
+        lambda: build.build_dpo_request(model="m", min_confidence=11),
+        lambda: build.build_sft_request(options=build.TrainingOptions(epochs=0)),
+        lambda: build.build_sft_request(no_samples=True, sample_prompts=["x"]),
     ):
-        with pytest.raises(typer.Exit) as exit_info:
+        with pytest.raises(InvalidRequest):
             bad()
-        assert exit_info.value.exit_code == 2
 
 
 def test_client_errors_are_one_line() -> None:
@@ -517,7 +576,7 @@ def test_client_errors_are_one_line() -> None:
 
 
 def test_import_requests(tmp_path: Path) -> None:
-    hf = cli.build_import_request(
+    hf = build.build_import_request(
         path=None, hf="sgoel9/paul_graham_essays", split="train", column="title", as_corpus=True
     )
     assert hf.model_dump(exclude_unset=True) == {
@@ -529,7 +588,7 @@ def test_import_requests(tmp_path: Path) -> None:
     }
     local = tmp_path / "titles.txt"
     local.write_text("A title\n")
-    sent = cli.build_import_request(path=str(local), hf=None, file_format="txt", limit=5)
+    sent = build.build_import_request(path=str(local), hf=None, file_format="txt", limit=5)
     assert sent.model_dump(exclude_unset=True) == {
         "source": "file",
         "path": str(local.resolve()),
@@ -542,18 +601,26 @@ def test_import_requests(tmp_path: Path) -> None:
         {"path": "a.txt", "hf": None, "split": "train"},
         {"path": None, "hf": "x/y", "file_format": "csv"},
     ):
-        with pytest.raises(typer.Exit):
-            cli.build_import_request(**bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidRequest):
+            build.build_import_request(**bad)  # type: ignore[arg-type]
 
 
 def test_worker_arguments() -> None:
-    gpu = cli.worker_argv("gpu", None)
+    gpu = launch.worker_argv("gpu", None)
     assert gpu[:5] == ["worker", "-Q", "gpu", "-n", "gpu@%h"]
     assert gpu[-4:] == ["--pool", "solo", "-c", "1"] and "--without-mingle" in gpu
-    assert cli.worker_argv("datagen", 8)[-4:] == ["--pool", "prefork", "-c", "8"]
-    assert cli.worker_argv("datagen", None)[-2:] == ["--pool", "prefork"]
+    assert launch.worker_argv("datagen", 8)[-4:] == ["--pool", "prefork", "-c", "8"]
+    assert launch.worker_argv("datagen", None)[-2:] == ["--pool", "prefork"]
     with pytest.raises(ValueError):
-        cli.worker_argv("gpu", 4)
+        launch.worker_argv("gpu", 4)
+    # Started by module name: the library never imports the api or workers packages.
+    worker = launch.worker_command("datagen", 2, python="py")
+    assert worker[:6] == ["py", "-m", "celery", "-A", "workers.app", "worker"]
+    assert worker[-2:] == ["-c", "2"]
+    assert launch.api_command(host="0.0.0.0", port=9, python="py") == [
+        "py", "-m", "uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "9",
+        "--log-level", "info",
+    ]  # fmt: skip
 
 
 def chunked(data: bytes, size: int) -> Sequence[bytes]:
@@ -568,11 +635,11 @@ def test_row_counter_counts_csv_rows_not_lines() -> None:
     writer.writerows(rows)
     data = buffer.getvalue().encode()
     for size in (1, 3, 7, len(data)):
-        counter = cli.RowCounter("csv")
+        counter = pairs_cli.RowCounter("csv")
         for chunk in chunked(data, size):
             counter.feed(chunk)
         assert counter.rows == len(rows)
-    jsonl = cli.RowCounter("jsonl")
+    jsonl = pairs_cli.RowCounter("jsonl")
     for chunk in chunked(b'{"a": 1}\n{"a": 2}\n', 5):
         jsonl.feed(chunk)
     assert jsonl.rows == 2
@@ -607,12 +674,12 @@ def test_job_display() -> None:
         errors=[],
         request={},
     )
-    display = cli.JobDisplay()
+    display = datagen_cli.JobDisplay()
     display.update(job, elapsed_s=5)
     screen = render(display.renderable())
     assert re.search(r"generations .* 8/9 +1 failed", screen), screen
     assert "job 7 running · 2 pairs · 1 tie · $0.0123 of $2.00 · 5s" in screen
-    assert cli.job_summary(job) == (
+    assert datagen_cli.job_summary(job) == (
         "job 7 running: 2 pairs (1 tie) from 3 topics · generations 7/9 (1 failed) · "
         "judgments 0/0 · $0.0123 of $2.00"
     )
@@ -641,7 +708,7 @@ def test_run_display_and_summary() -> None:
         finished_at=None,
         updated_at=now,
     )
-    display = cli.RunDisplay()
+    display = train_cli.RunDisplay()
     assert display.plain(run) == (
         "dpo run 4 running: step 3/12, loss 0.6931 · epoch 0.25 · ETA 1m 35s"
     )
@@ -657,7 +724,60 @@ def test_run_display_and_summary() -> None:
             "metrics": {"final": {"train_loss": 0.5, "eval_loss": 0.61}},
         }
     )
-    assert cli.run_summary(finished) == (
+    assert train_cli.run_summary(finished) == (
         "dpo run 4 succeeded: model 'smol-dpo' (id 9) · step 12/12 · train_loss 0.5000 · "
         "eval_loss 0.6100"
     )
+
+
+class JobWithOutcome(DatagenJobView):
+    """A job view as an API with the job-outcome contract (issue 10) sends it."""
+
+    outcome: str | None = None
+    failure_summary: list[dict[str, Any]] = []
+
+
+def a_job(status: str, pairs: int, failed: int = 0, **extra: Any) -> JobWithOutcome:
+    now = datetime.now(UTC)
+    return JobWithOutcome(
+        id=3, status=status, stop_reason=None, error=None, created_at=now, started_at=now,
+        finished_at=None, topics=2, generations=StageCounts(total=6, done=6),
+        judgments=StageCounts(total=4, done=4 - failed, failed=failed), pairs=pairs, ties=0,
+        prompt_tokens=0, completion_tokens=0, cost_usd=0.0, budget_usd=None, errors=[],
+        request={}, **extra,
+    )  # fmt: skip
+
+
+def test_job_outcome_decides_the_exit_code() -> None:
+    code, outcome = datagen_cli.job_exit_code, datagen_cli.job_outcome
+    # The API's outcome, when it sends one, decides.
+    nothing = a_job("succeeded", 0, outcome="nothing_produced")
+    assert outcome(nothing) == "nothing_produced" and code(nothing) == 1
+    partly = a_job("succeeded", 3, outcome="produced_with_failures")
+    assert code(partly) == 0 and datagen_cli.followed_exit_code(partly) == 0
+    assert code(a_job("failed", 0, outcome="nothing_produced")) == 1
+    assert code(a_job("failed", 2)) == 1
+    # A running job has no outcome yet and is not a failure; a cancelled one is when followed.
+    assert outcome(a_job("running", 0)) is None and code(a_job("running", 0)) == 0
+    cancelled = a_job("cancelled", 2, outcome="produced")
+    assert code(cancelled) == 0 and datagen_cli.followed_exit_code(cancelled) == 1
+    # An API without the field: the same rule from the counts of a finished job.
+    assert outcome(a_job("succeeded", 0)) == "nothing_produced"
+    assert outcome(a_job("succeeded", 2, failed=1)) == "produced_with_failures"
+    assert outcome(a_job("succeeded", 2)) == "produced"
+
+    summary = [
+        {"stage": "judgment", "provider": "fake", "model": "judge", "reason": "bad  verdict",
+         "count": 4},
+        {"stage": "generation", "provider": "fake", "model": "writer-a", "reason": "HTTP 500",
+         "count": 1},
+    ]  # fmt: skip
+    failed = a_job("failed", 0, outcome="nothing_produced", failure_summary=summary)
+    assert datagen_cli.failure_reasons(failed) == [
+        "judgment fake/judge: bad verdict (×4)",
+        "generation fake/writer-a: HTTP 500 (×1)",
+    ]
+    kept = a_job("failed", 0).model_copy(
+        update={"errors": [{"kind": "judgment", "id": 9, "error": "no verdict\nfound"}]}
+    )
+    assert datagen_cli.failure_reasons(kept) == ["judgment: no verdict found"]

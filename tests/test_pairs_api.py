@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.datagen.inspect import EssayPage, JudgmentPage
 from chatpgt.datagen.models import DatagenJob, Generation, Judgment
-from chatpgt.pairs.export import write_jsonl
+from chatpgt.datasets.export import write_jsonl
 from chatpgt.pairs.formats import SEED_CSV_COLUMNS
 from chatpgt.pairs.models import Pair
 from chatpgt.pairs.repository import PairFilters

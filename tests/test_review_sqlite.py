@@ -14,8 +14,8 @@ import pytest
 from alembic import command
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatpgt.datasets.export import write_jsonl
 from chatpgt.db.session import make_engine, make_sessionmaker
-from chatpgt.pairs.export import write_jsonl
 from chatpgt.pairs.repository import PairFilters
 from chatpgt.review import service
 from chatpgt.review.repository import ReviewFilters

@@ -16,9 +16,9 @@ from api import problems
 from api.deps import Session
 from api.pagination import MAX_ID, IdPath, PageLimit
 from chatpgt.datagen import inspect
+from chatpgt.datasets.export import MEDIA_TYPES, export_card, iter_export
 from chatpgt.datasets.hf import Layout
 from chatpgt.pairs import service
-from chatpgt.pairs.export import MEDIA_TYPES, export_card, iter_export
 from chatpgt.pairs.repository import PairFilters
 from chatpgt.pairs.schemas import ExportFormat, PairOut, PairPage, PairSource
 from chatpgt.pairs.stats import pair_stats

@@ -18,10 +18,10 @@ import hmac
 import ipaddress
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from typing import Literal, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -30,7 +30,7 @@ from chatpgt.auth.errors import InsufficientScope, Unauthenticated
 from chatpgt.auth.models import ApiKey
 from chatpgt.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, Scope
 from chatpgt.db.base import utcnow
-from chatpgt.errors import NotFound
+from chatpgt.errors import ChatPGTError, NotFound
 
 AuthMode = Literal["auto", "required"]
 KEY_TAG = "cpgt"
@@ -42,6 +42,7 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 MAX_CACHED = 10_000
 READ_METHODS = frozenset({"GET", "HEAD"})
 CREATE_KEY_HINT = "chatpgt keys create --name NAME --scope read|write"
+T = TypeVar("T")
 
 
 # --- keys ---------------------------------------------------------------------------------------
@@ -285,3 +286,62 @@ class AccessControl:
                 required="write",
             )
         return principal
+
+
+# --- keys on a database named by URL (the operator's `chatpgt keys`; no API process needed) -----
+
+
+class KeyDatabaseUnavailable(ChatPGTError):
+    """The keys' database cannot be used (unreachable, or not migrated)."""
+
+    status_code = 503
+    title = "Database unavailable"
+
+
+class KeyAdmin:
+    """Create, list and revoke the keys of the database at ``database_url``, each call one
+    transaction on an engine of its own. An embedded SQLite database is migrated first, as the
+    API does at start-up. Raises NotFound (revoke) and KeyDatabaseUnavailable."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+
+    def create(self, request: ApiKeyCreate) -> ApiKeyCreated:
+        return self._run(lambda session: create_key(session, request))
+
+    def all_keys(self) -> list[ApiKeyOut]:
+        return self._run(list_keys)
+
+    def revoke(self, id_or_prefix: str) -> tuple[ApiKeyOut, bool]:
+        return self._run(lambda session: revoke_key(session, id_or_prefix))
+
+    def _run(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import DBAPIError
+
+        from chatpgt.db.session import make_engine, make_sessionmaker
+
+        url = self.database_url
+
+        async def run() -> T:
+            engine = make_engine(url, pool_size=1)
+            try:
+                async with make_sessionmaker(engine)() as session:
+                    result = await work(session)
+                    await session.commit()
+                    return result
+            finally:
+                await engine.dispose()
+
+        try:
+            if url.startswith("sqlite"):
+                from chatpgt.db.migrate import upgrade
+
+                upgrade(url)
+            return asyncio.run(run())
+        except DBAPIError as exc:
+            shown = make_url(url).render_as_string(hide_password=True)
+            reason = " ".join(str(exc.orig if exc.orig is not None else exc).split())
+            raise KeyDatabaseUnavailable(
+                f"database {shown}: {reason} (is it migrated? `chatpgt migrate`)"
+            ) from exc

@@ -25,10 +25,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.datasets import repository as dataset_repo
-from chatpgt.datasets.loading import load_split
 from chatpgt.datasets.schemas import PairImport, PairImportResult
 from chatpgt.errors import InvalidInput
 from chatpgt.paths import DataRoots
+from chatpgt.sources import load_split
 from chatpgt.topics import repository as topics_repo
 from chatpgt.topics.normalize import display_title, normalize_title
 

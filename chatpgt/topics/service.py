@@ -276,7 +276,7 @@ def _check_columns(
 
 def _read_hf(request: HFImport) -> tuple[list[_Row], int]:
     # Imported here: only an import from a dataset needs the datasets library loaded.
-    from chatpgt.datasets.loading import load_split
+    from chatpgt.sources import load_split
 
     ds = load_split(request.dataset, request.split, request.config, request.limit)
     essay_column = request.essay_column()

@@ -6,15 +6,15 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from chatpgt.datasets.export import write_jsonl
 from chatpgt.db.session import make_engine, make_sessionmaker
-from chatpgt.pairs.export import write_jsonl
 from chatpgt.pairs.repository import PairFilters
 
 
 def export_pairs(database_url: str, filters: PairFilters, path: Path) -> int:
     """Write every pair matching ``filters`` (ascending id) to ``path``; returns how many.
 
-    Rows are ``chatpgt.pairs.export`` JSONL lines: ``prompt`` (user messages), ``chosen`` and
+    Rows are ``chatpgt.datasets.export`` JSONL lines: ``prompt`` (user messages), ``chosen`` and
     ``rejected`` (one assistant message each) plus id/topic/confidence/model columns, which the
     trainer ignores. The file appears only when complete, so a resumed run can trust it. Sync:
     for the worker, with its own event loop and engine for this one export.

@@ -1,8 +1,7 @@
 """``chatpgt datasets ...``: exports with a dataset card (Hugging Face folder, Parquet, JSONL),
 ``--push-to-hub``, near-duplicate scans and pair imports, through the API.
 
-A typer app of its own (registered in ``chatpgt/cli.py`` as ``datasets``) so that it can move into
-the CLI package unchanged. Every command talks to the API at the root ``--api`` (and sends
+Every command talks to the API at the root ``--api`` (and sends
 ``--api-key``); the Hugging Face conversion and the upload run here, from the exported Parquet.
 """
 
@@ -13,12 +12,13 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal
 
 import httpx
 import typer
 
-from chatpgt.client import DEFAULT_API_URL, EXPORT_TIMEOUT, _problem_detail
+from chatpgt.api_client.client import DEFAULT_API_URL, EXPORT_TIMEOUT, _problem_detail
+from chatpgt.cli.output import EXIT_USAGE, fail
 from chatpgt.datasets.hf import (
     DATA_FILE_NAMES,
     check_target,
@@ -30,19 +30,11 @@ from chatpgt.datasets.hf import (
 )
 from chatpgt.errors import InvalidInput
 
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-
-datasets_app = typer.Typer(
+app = typer.Typer(
     help="Datasets: export with a card (Hugging Face, Parquet, JSONL), push to the Hub, "
     "near-duplicate scans, imports.",
     no_args_is_help=True,
 )
-
-
-def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 @contextmanager
@@ -55,14 +47,14 @@ def _api(ctx: typer.Context) -> Iterator[httpx.Client]:
         with httpx.Client(base_url=base, headers=headers, timeout=EXPORT_TIMEOUT) as client:
             yield client
     except httpx.RequestError as exc:
-        _fail(f"cannot reach the API at {base}: {type(exc).__name__}: {exc}")
+        fail(f"cannot reach the API at {base}: {type(exc).__name__}: {exc}")
 
 
 def _check(response: httpx.Response) -> None:
     if response.is_error:
         response.read()
         detail, _ = _problem_detail(response)
-        _fail(f"{response.status_code}: {detail}")
+        fail(f"{response.status_code}: {detail}")
 
 
 def _params(
@@ -104,7 +96,7 @@ def _card(client: httpx.Client, params: dict[str, Any], layout: str) -> str:
     return response.text
 
 
-@datasets_app.command("export")
+@app.command("export")
 def export(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="directory to create (or empty)")],
@@ -146,12 +138,12 @@ def export(
     """Export the matching pairs with their dataset card; the directory appears whole or not
     at all."""
     if push_to_hub_repo and fmt == "jsonl":
-        _fail("--push-to-hub uploads Parquet: use --format hf or parquet", EXIT_USAGE)
+        fail("--push-to-hub uploads Parquet: use --format hf or parquet", EXIT_USAGE)
     try:
         token = hub_token(hf_token) if push_to_hub_repo else None
         check_target(out)
     except InvalidInput as exc:
-        _fail(exc.detail, EXIT_USAGE)
+        fail(exc.detail, EXIT_USAGE)
     params = _params(min_confidence, job, model, source, dedup_threshold, balance_length)
     built = partial_dir(out)
     try:
@@ -187,7 +179,7 @@ def _count_rows(path: Path, fmt: str) -> int:
     return int(pq.ParquetFile(path).metadata.num_rows)
 
 
-@datasets_app.command("dedup")
+@app.command("dedup")
 def dedup(
     ctx: typer.Context,
     job: Annotated[
@@ -202,7 +194,7 @@ def dedup(
     typer.echo(json.dumps(response.json()))
 
 
-@datasets_app.command("import")
+@app.command("import")
 def import_pairs(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="Hub id, or a path the API can read")],

@@ -1,4 +1,5 @@
-"""A small typed client of the ChatPGT HTTP API; the ``chatpgt`` CLI talks to the service with it.
+"""A small typed client of the ChatPGT HTTP API; the ``chatpgt`` CLI talks to the service with it
+(request bodies from loose values: ``chatpgt.api_client.requests``).
 
 Synchronous httpx. Answers are parsed into the pydantic schemas the API itself declares, and
 requests are sent as those schemas dumped with ``exclude_unset``, so the server's defaults stay the

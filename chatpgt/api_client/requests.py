@@ -1,0 +1,324 @@
+"""Request bodies of the ChatPGT API built from loose values (a command line's options).
+
+Each builder sets only the values it was given, so the server's defaults stay the only defaults,
+and validates the body against the schema the API declares. A combination that cannot make a
+valid request raises :class:`InvalidRequest`, whose ``str()`` is one line (the CLI shows it as a
+usage error, exit code 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from chatpgt.datagen.pairing import PairingRule
+from chatpgt.datagen.schemas import DatagenJobCreate
+from chatpgt.topics.schemas import FileImport, HFImport
+from chatpgt.training.schemas import DPORequest, SFTRequest
+
+# How many validation errors are named in an InvalidRequest's message.
+SHOWN_ERRORS = 3
+
+
+class InvalidRequest(ValueError):
+    """Values that do not make a valid request; ``str()`` is one line."""
+
+
+def validation_message(exc: ValidationError) -> str:
+    """Pydantic errors as one line: ``field.path: message; ...``."""
+    parts = []
+    for error in exc.errors()[:SHOWN_ERRORS]:
+        loc = ".".join(str(p) for p in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {message}" if loc else message)
+    more = exc.error_count() - SHOWN_ERRORS
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def _invalid(exc: ValidationError) -> InvalidRequest:
+    return InvalidRequest(validation_message(exc))
+
+
+# -- topics -------------------------------------------------------------------------------------
+
+
+def build_import_request(
+    *,
+    path: str | None,
+    hf: str | None,
+    split: str | None = None,
+    config: str | None = None,
+    column: str | None = None,
+    text_column: str | None = None,
+    as_corpus: bool = False,
+    file_format: Literal["txt", "csv"] | None = None,
+    limit: int | None = None,
+) -> FileImport | HFImport:
+    """The ``POST /topics/import`` body for a file ``path`` or a dataset ``hf`` (exactly one).
+
+    A path that exists here is sent absolute: the API process reads it, and when it runs on this
+    machine it resolves paths against its own working directory."""
+    if (path is None) == (hf is None):
+        raise InvalidRequest("give a file PATH or --hf DATASET (one of them)")
+    common: dict[str, Any] = {"as_corpus": as_corpus}
+    for key, value in (("column", column), ("text_column", text_column), ("limit", limit)):
+        if value is not None:
+            common[key] = value
+    try:
+        if hf is not None:
+            if file_format is not None:
+                raise InvalidRequest("--format is for files; a dataset's format is known")
+            body = {"source": "hf", "dataset": hf, **common}
+            if split is not None:
+                body["split"] = split
+            if config is not None:
+                body["config"] = config
+            return HFImport.model_validate(body)
+        assert path is not None
+        if split is not None or config is not None:
+            raise InvalidRequest("--split and --config are for --hf datasets")
+        local = Path(path).expanduser()
+        sent = str(local.resolve()) if local.exists() else path
+        body = {"source": "file", "path": sent, **common}
+        if file_format is not None:
+            body["format"] = file_format
+        return FileImport.model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+# -- datagen ------------------------------------------------------------------------------------
+
+
+def parse_generator(spec: str) -> dict[str, Any]:
+    """``provider:model[:samples[:temperature]]`` as a generator body. A model name may hold
+    colons (``openrouter:org/model:free``); trailing numbers are read as samples, then
+    temperature."""
+    provider, sep, rest = spec.partition(":")
+    if not sep or not provider or not rest:
+        raise InvalidRequest(f"{spec!r} is not provider:model[:samples[:temperature]]")
+    parts = rest.split(":")
+    numbers: list[str] = []
+    while len(parts) > 1 and len(numbers) < 2 and _is_number(parts[-1]):
+        numbers.insert(0, parts.pop())
+    body: dict[str, Any] = {"provider": provider, "model": ":".join(parts)}
+    if numbers:
+        if not numbers[0].isdigit():
+            raise InvalidRequest(f"{spec!r}: samples must be a whole number, got {numbers[0]!r}")
+        body["samples_per_topic"] = int(numbers[0])
+    if len(numbers) == 2:
+        body["temperature"] = float(numbers[1])
+    return body
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.replace(".", "", 1).isdigit()
+
+
+def parse_judge(spec: str) -> dict[str, Any]:
+    """``provider:model`` as a judge body (the model name may hold colons)."""
+    provider, sep, model = spec.partition(":")
+    if not sep or not provider or not model:
+        raise InvalidRequest(f"{spec!r} is not provider:model")
+    return {"provider": provider, "model": model}
+
+
+def build_job_request(
+    *,
+    titles: Sequence[str] = (),
+    topic_ids: Sequence[int] = (),
+    sample: int | None = None,
+    seed: int | None = None,
+    generators: Sequence[str],
+    judge: str,
+    pairing: PairingRule | None = None,
+    budget_usd: float | None = None,
+    max_tokens: int | None = None,
+    corpus_pairs: bool = False,
+) -> DatagenJobCreate:
+    """The ``POST /datagen/jobs`` body from command-line values."""
+    chosen = [name for name, given in (("titles", titles), ("ids", topic_ids)) if given]
+    if sample is not None:
+        chosen.append("sample")
+    if len(chosen) != 1:
+        raise InvalidRequest(
+            "choose topics one way: --topic/--topics-file, --topic-id, or --sample N"
+        )
+    if seed is not None and sample is None:
+        raise InvalidRequest("--seed goes with --sample")
+    topics: dict[str, Any] = {"titles": list(titles)} if titles else {}
+    if topic_ids:
+        topics = {"ids": list(topic_ids)}
+    if sample is not None:
+        topics = {"sample": sample} | ({"seed": seed} if seed is not None else {})
+    generator_bodies = [parse_generator(spec) for spec in generators]
+    judge_body = parse_judge(judge)
+    if max_tokens is not None:
+        for body in generator_bodies:
+            body["max_tokens"] = max_tokens
+    request: dict[str, Any] = {
+        "topics": topics,
+        "generators": generator_bodies,
+        "judge": judge_body,
+    }
+    if pairing is not None:
+        request["pairing"] = pairing.value
+    if budget_usd is not None:
+        request["budget_usd"] = budget_usd
+    if corpus_pairs:
+        request["include_corpus_pairs"] = True
+    try:
+        return DatagenJobCreate.model_validate(request)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+# -- training -----------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingOptions:
+    """Values of the settings common to SFT and DPO; None means "server default"."""
+
+    epochs: float | None = None
+    batch_size: int | None = None
+    grad_accum: int | None = None
+    learning_rate: float | None = None
+    lr_scheduler: str | None = None
+    warmup_ratio: float | None = None
+    max_length: int | None = None
+    max_steps: int | None = None
+    eval_fraction: float | None = None
+    seed: int | None = None
+    save_steps: int | None = None
+    logging_steps: int | None = None
+    lora: bool = False
+    lora_r: int | None = None
+    lora_alpha: int | None = None
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The ``hyperparameters`` object with the values that were given."""
+        names = {
+            "epochs": self.epochs,
+            "per_device_batch_size": self.batch_size,
+            "gradient_accumulation_steps": self.grad_accum,
+            "learning_rate": self.learning_rate,
+            "lr_scheduler": self.lr_scheduler,
+            "warmup_ratio": self.warmup_ratio,
+            "max_length": self.max_length,
+            "max_steps": self.max_steps,
+            "eval_fraction": self.eval_fraction,
+            "seed": self.seed,
+            "save_steps": self.save_steps,
+            "logging_steps": self.logging_steps,
+        }
+        body: dict[str, Any] = {key: value for key, value in names.items() if value is not None}
+        lora = {
+            key: value
+            for key, value in (("r", self.lora_r), ("alpha", self.lora_alpha))
+            if value is not None
+        }
+        if self.lora or lora:
+            body["lora"] = lora
+        return body
+
+
+def _samples_body(
+    prompts: Sequence[str] | None, no_samples: bool, max_new_tokens: int | None
+) -> dict[str, Any] | None:
+    if no_samples and prompts:
+        raise InvalidRequest("--no-samples and --sample-prompt contradict each other")
+    body: dict[str, Any] = {}
+    if no_samples:
+        body["prompts"] = []
+    elif prompts:
+        body["prompts"] = list(prompts)
+    if max_new_tokens is not None:
+        body["max_new_tokens"] = max_new_tokens
+    return body or None
+
+
+def _training_body(
+    body: dict[str, Any],
+    hyper: dict[str, Any],
+    sample_prompts: Sequence[str] | None,
+    no_samples: bool,
+    max_new_tokens: int | None,
+) -> dict[str, Any]:
+    if hyper:
+        body["hyperparameters"] = hyper
+    samples = _samples_body(sample_prompts, no_samples, max_new_tokens)
+    if samples is not None:
+        body["samples"] = samples
+    return body
+
+
+def build_sft_request(
+    *,
+    base_model: str | None = None,
+    corpus: str | None = None,
+    name: str | None = None,
+    options: TrainingOptions | None = None,
+    sample_prompts: Sequence[str] | None = None,
+    no_samples: bool = False,
+    max_new_tokens: int | None = None,
+) -> SFTRequest:
+    """The ``POST /train/sft`` body with only the given values set."""
+    body: dict[str, Any] = {}
+    for key, value in (("base_model", base_model), ("corpus", corpus), ("name", name)):
+        if value is not None:
+            body[key] = value
+    hyper = (options or TrainingOptions()).hyperparameters()
+    body = _training_body(body, hyper, sample_prompts, no_samples, max_new_tokens)
+    try:
+        return SFTRequest.model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def build_dpo_request(
+    *,
+    model: str,
+    min_confidence: float | None = None,
+    job_ids: Sequence[int] = (),
+    source: Literal["judged", "corpus"] | None = None,
+    name: str | None = None,
+    beta: float | None = None,
+    loss_type: str | None = None,
+    options: TrainingOptions | None = None,
+    sample_prompts: Sequence[str] | None = None,
+    no_samples: bool = False,
+    max_new_tokens: int | None = None,
+) -> DPORequest:
+    """The ``POST /train/dpo`` body with only the given values set. ``model`` is a finished SFT
+    run id, a registered model name, a directory or a hub id."""
+    body: dict[str, Any] = {"model": model}
+    pairs: dict[str, Any] = {}
+    if min_confidence is not None:
+        pairs["min_confidence"] = min_confidence
+    if job_ids:
+        pairs["job_ids"] = list(job_ids)
+    if source is not None:
+        pairs["source"] = source
+    if pairs:
+        body["pairs"] = pairs
+    if name is not None:
+        body["name"] = name
+    hyper = (options or TrainingOptions()).hyperparameters()
+    if beta is not None:
+        hyper["beta"] = beta
+    if loss_type is not None:
+        hyper["loss_type"] = loss_type
+    body = _training_body(body, hyper, sample_prompts, no_samples, max_new_tokens)
+    try:
+        return DPORequest.model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(exc) from None

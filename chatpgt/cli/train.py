@@ -1,0 +1,309 @@
+"""``chatpgt train``: submit SFT and DPO runs and follow them, show their status, cancel them."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Annotated, Any, Literal
+
+import typer
+from rich.console import Group, RenderableType
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.text import Text
+
+from chatpgt.api_client.requests import TrainingOptions, build_dpo_request, build_sft_request
+from chatpgt.cli.context import api
+from chatpgt.cli.options import AsJson, JobFilter, SourceFilter
+from chatpgt.cli.output import (
+    EXIT_FAILED,
+    EXIT_OK,
+    TERMINAL_STATUSES,
+    Follower,
+    duration,
+    err,
+    one_line,
+    out,
+)
+from chatpgt.training.schemas import TrainingRunOut
+
+app = typer.Typer(help="SFT and DPO training runs.", no_args_is_help=True)
+
+
+def _options(values: dict[str, Any]) -> TrainingOptions:
+    """The training options among a command's parameters (named as TrainingOptions' fields)."""
+    return TrainingOptions(**{f.name: values[f.name] for f in fields(TrainingOptions)})
+
+
+def _latest_loss(run: TrainingRunOut) -> float | None:
+    latest = run.metrics.get("latest") or {}
+    loss = latest.get("loss", latest.get("train_loss"))
+    return float(loss) if isinstance(loss, int | float) else None
+
+
+class RunDisplay:
+    """A bar of step/total with loss, epoch and the server's ETA, and a status line."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("step {task.fields[step]}/{task.fields[total_text]}"),
+            TextColumn("{task.fields[note]}"),
+            console=err,
+        )
+        self.task = self.progress.add_task("", total=None, step=0, total_text="?", note="")
+        self.line = Text()
+
+    def renderable(self) -> RenderableType:
+        return Group(self.progress, self.line)
+
+    def update(self, run: TrainingRunOut, elapsed_s: float) -> None:
+        p = run.progress
+        self.progress.update(
+            self.task,
+            description=f"{run.kind} run {run.id}",
+            total=p.total_steps,
+            completed=p.step,
+            step=p.step,
+            total_text="?" if p.total_steps is None else p.total_steps,
+            note=self._note(run),
+        )
+        waiting = " (waiting for a gpu worker)" if run.status == "queued" else ""
+        self.line.plain = f"{run.status}{waiting} · {run.name} · {duration(elapsed_s)}"
+
+    @staticmethod
+    def _note(run: TrainingRunOut) -> str:
+        p = run.progress
+        loss = _latest_loss(run)
+        parts = []
+        if loss is not None:
+            parts.append(f"loss {loss:.4f}")
+        if p.epoch is not None:
+            parts.append(f"epoch {p.epoch:.2f}")
+        if p.eta_s is not None and run.status == "running":
+            parts.append(f"ETA {duration(p.eta_s)}")
+        return " · ".join(parts)
+
+    def plain(self, run: TrainingRunOut) -> str:
+        p = run.progress
+        total = p.total_steps if p.total_steps is not None else "?"
+        note = self._note(run)
+        return f"{run.kind} run {run.id} {run.status}: step {p.step}/{total}" + (
+            f", {note}" if note else ""
+        )
+
+
+def run_summary(run: TrainingRunOut) -> str:
+    """The final line of a run: status, model, steps and final losses."""
+    p = run.progress
+    parts = [f"{run.kind} run {run.id} {run.status}"]
+    detail = [f"step {p.step}/{p.total_steps if p.total_steps is not None else '?'}"]
+    final = run.metrics.get("final") or {}
+    for key in ("train_loss", "eval_loss"):
+        value = final.get(key)
+        if isinstance(value, int | float):
+            detail.append(f"{key} {value:.4f}")
+    if run.model_id is not None:
+        detail.insert(0, f"model {run.name!r} (id {run.model_id})")
+    return f"{parts[0]}: " + " · ".join(detail)
+
+
+def _finish_run(run: TrainingRunOut) -> int:
+    out.print(escape(run_summary(run)), soft_wrap=True)
+    model_dir = run.artifacts.get("model_dir")
+    if run.status == "succeeded" and model_dir:
+        out.print(f"model directory: {escape(str(model_dir))}", soft_wrap=True)
+    if run.error:
+        err.print(f"error: {escape(one_line(run.error))}", soft_wrap=True)
+    return EXIT_OK if run.status == "succeeded" else EXIT_FAILED
+
+
+def _follow_run(ctx: typer.Context, run: TrainingRunOut) -> int:
+    client = api(ctx)
+    final = Follower(
+        label=f"{run.kind} run {run.id}",
+        fetch=lambda: client.get_run(run.id),
+        cancel=lambda: client.cancel_run(run.id),
+        display=RunDisplay(),
+        resume_hint=f"chatpgt train status {run.id} --follow",
+        interval_s=1.0,
+    ).run()
+    return _finish_run(final)
+
+
+def _submitted(ctx: typer.Context, run: TrainingRunOut, follow: bool) -> None:
+    err.print(f"submitted {run.kind} run {run.id} ({escape(run.name)})")
+    if not follow:
+        out.print(f"{run.kind} run {run.id} {run.status}")
+        return
+    raise typer.Exit(_follow_run(ctx, run))
+
+
+Epochs = Annotated[float | None, typer.Option(help="passes over the data", show_default=False)]
+BatchSize = Annotated[int | None, typer.Option(help="per-device batch size", show_default=False)]
+GradAccum = Annotated[int | None, typer.Option(help="gradient accumulation steps")]
+LearningRate = Annotated[float | None, typer.Option("--lr", "--learning-rate", help="peak LR")]
+Scheduler = Annotated[
+    Literal["linear", "cosine", "cosine_with_restarts", "constant", "constant_with_warmup"] | None,
+    typer.Option("--lr-scheduler", help="learning-rate schedule"),
+]
+WarmupRatio = Annotated[float | None, typer.Option(help="share of steps warming up")]
+MaxLength = Annotated[int | None, typer.Option(help="tokens per training sequence")]
+MaxSteps = Annotated[int | None, typer.Option(help="stop after this many steps")]
+EvalFraction = Annotated[float | None, typer.Option(help="share held out for evaluation")]
+Seed = Annotated[int | None, typer.Option(help="training seed")]
+SaveSteps = Annotated[int | None, typer.Option(help="checkpoint every N steps")]
+LoggingSteps = Annotated[int | None, typer.Option(help="log metrics every N steps")]
+Lora = Annotated[bool, typer.Option("--lora", help="train a LoRA adapter (merged at the end)")]
+LoraR = Annotated[int | None, typer.Option(help="LoRA rank (implies --lora)")]
+LoraAlpha = Annotated[int | None, typer.Option(help="LoRA alpha (implies --lora)")]
+RunName = Annotated[str | None, typer.Option(help="registry name of the trained model")]
+SamplePrompt = Annotated[
+    list[str] | None,
+    typer.Option("--sample-prompt", help="prompt for a sample essay after training, repeatable"),
+]
+NoSamples = Annotated[bool, typer.Option("--no-samples", help="generate no sample essays")]
+MaxNewTokens = Annotated[int | None, typer.Option(help="tokens of each sample essay")]
+Follow = Annotated[bool, typer.Option("--follow/--no-follow", help="follow the run to its end")]
+
+
+@app.command("sft")
+def train_sft(
+    ctx: typer.Context,
+    base_model: Annotated[
+        str | None,
+        typer.Option(help="Hugging Face id or model directory (server default if omitted)"),
+    ] = None,
+    corpus: Annotated[
+        str | None,
+        typer.Option(
+            help="dataset id, CSV/JSONL file or folder of essays (server default if omitted)"
+        ),
+    ] = None,
+    name: RunName = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    grad_accum: GradAccum = None,
+    learning_rate: LearningRate = None,
+    lr_scheduler: Scheduler = None,
+    warmup_ratio: WarmupRatio = None,
+    max_length: MaxLength = None,
+    max_steps: MaxSteps = None,
+    eval_fraction: EvalFraction = None,
+    seed: Seed = None,
+    save_steps: SaveSteps = None,
+    logging_steps: LoggingSteps = None,
+    lora: Lora = False,
+    lora_r: LoraR = None,
+    lora_alpha: LoraAlpha = None,
+    sample_prompt: SamplePrompt = None,
+    no_samples: NoSamples = False,
+    max_new_tokens: MaxNewTokens = None,
+    follow: Follow = True,
+) -> None:
+    """Fine-tune a base model on a corpus of essays (SFT) and follow the run."""
+    request = build_sft_request(
+        base_model=base_model,
+        corpus=corpus,
+        name=name,
+        options=_options(locals()),
+        sample_prompts=sample_prompt,
+        no_samples=no_samples,
+        max_new_tokens=max_new_tokens,
+    )
+    _submitted(ctx, api(ctx).submit_sft(request), follow)
+
+
+@app.command("dpo")
+def train_dpo(
+    ctx: typer.Context,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="SFT run id, registered model name, model directory or hub id",
+            show_default=False,
+        ),
+    ],
+    min_confidence: Annotated[
+        float | None, typer.Option(help="pairs with confidence ≥ this (server default: 6)")
+    ] = None,
+    job: JobFilter = None,
+    source: SourceFilter = None,
+    name: RunName = None,
+    beta: Annotated[float | None, typer.Option(help="DPO beta")] = None,
+    loss_type: Annotated[
+        Literal["sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "apo_zero"] | None,
+        typer.Option(help="DPO loss"),
+    ] = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    grad_accum: GradAccum = None,
+    learning_rate: LearningRate = None,
+    lr_scheduler: Scheduler = None,
+    warmup_ratio: WarmupRatio = None,
+    max_length: MaxLength = None,
+    max_steps: MaxSteps = None,
+    eval_fraction: EvalFraction = None,
+    seed: Seed = None,
+    save_steps: SaveSteps = None,
+    logging_steps: LoggingSteps = None,
+    lora: Lora = False,
+    lora_r: LoraR = None,
+    lora_alpha: LoraAlpha = None,
+    sample_prompt: SamplePrompt = None,
+    no_samples: NoSamples = False,
+    max_new_tokens: MaxNewTokens = None,
+    follow: Follow = True,
+) -> None:
+    """Train a model on the preference pairs with DPO and follow the run."""
+    request = build_dpo_request(
+        model=model,
+        min_confidence=min_confidence,
+        job_ids=job or [],
+        source=source,
+        name=name,
+        beta=beta,
+        loss_type=loss_type,
+        options=_options(locals()),
+        sample_prompts=sample_prompt,
+        no_samples=no_samples,
+        max_new_tokens=max_new_tokens,
+    )
+    _submitted(ctx, api(ctx).submit_dpo(request), follow)
+
+
+@app.command("status")
+def train_status(
+    ctx: typer.Context,
+    run_id: Annotated[int, typer.Argument(min=1, help="run id", show_default=False)],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="follow it to its end")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Show a training run; with --follow, follow it (exit 0 succeeded, 1 failed/cancelled)."""
+    run = api(ctx).get_run(run_id)
+    if as_json:
+        typer.echo(run.model_dump_json(indent=2))
+        return
+    if follow and run.status not in TERMINAL_STATUSES:
+        raise typer.Exit(_follow_run(ctx, run))
+    if run.status in TERMINAL_STATUSES:
+        code = _finish_run(run)
+    else:
+        out.print(escape(RunDisplay().plain(run)), soft_wrap=True)
+        code = EXIT_OK
+    for sample in run.samples[:3]:
+        out.print(f"\n[bold]{escape(sample.prompt)}[/bold]\n{escape(sample.text)}", soft_wrap=True)
+    if follow:
+        raise typer.Exit(code)
+
+
+@app.command("cancel")
+def train_cancel(
+    ctx: typer.Context,
+    run_id: Annotated[int, typer.Argument(min=1, help="run id", show_default=False)],
+) -> None:
+    """Stop a run at its next step (a queued run at once); its last checkpoint is kept."""
+    run = api(ctx).cancel_run(run_id)
+    note = "" if run.status in TERMINAL_STATUSES else " (stopping at the next step)"
+    out.print(f"{run.kind} run {run.id} {run.status}{note}")
+
