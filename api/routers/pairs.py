@@ -21,7 +21,6 @@ from chatpgt.datasets.hf import Layout
 from chatpgt.pairs import service
 from chatpgt.pairs.repository import PairFilters
 from chatpgt.pairs.schemas import ExportFormat, PairOut, PairPage, PairSource
-from chatpgt.pairs.stats import pair_stats
 from chatpgt.review import service as review
 from chatpgt.review.schemas import PairStatsWithLabels
 
@@ -72,10 +71,9 @@ async def list_pairs(
 
 @router.get("/pairs/stats", response_model=PairStatsWithLabels)
 async def get_pair_stats(session: Session, filters: Filters) -> PairStatsWithLabels:
-    stats = await pair_stats(session, filters)
-    labels = await review.stats_calibration(session, filters)
+    stats = await review.stats_with_labels(session, filters)
     await session.commit()  # keeps the summaries of finished jobs it computed
-    return PairStatsWithLabels(**dict(stats), human_labels=labels)
+    return stats
 
 
 @router.get(

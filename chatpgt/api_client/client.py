@@ -25,7 +25,8 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from chatpgt.datagen.schemas import DatagenJobCreate, DatagenJobView
-from chatpgt.pairs.schemas import ExportFormat, PairSource, PairStats
+from chatpgt.pairs.schemas import ExportFormat, PairSource
+from chatpgt.review.schemas import PairStatsWithLabels
 from chatpgt.topics.schemas import FileImport, HFImport, ImportResult, TopicsCreated
 from chatpgt.training.schemas import DPORequest, ModelOut, ModelPage, SFTRequest, TrainingRunOut
 
@@ -250,11 +251,11 @@ class ChatPGTClient:
         job_ids: Sequence[int] = (),
         model: str | None = None,
         source: PairSource | None = None,
-    ) -> PairStats:
+    ) -> PairStatsWithLabels:
         params = _pair_params(
             min_confidence=min_confidence, job_ids=job_ids, model=model, source=source
         )
-        return self._get("/pairs/stats", PairStats, params)
+        return self._get("/pairs/stats", PairStatsWithLabels, params)
 
     @contextmanager
     def export_pairs(

@@ -18,6 +18,7 @@ estimated similarity near 0.83, well above the default threshold 0.7.
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,10 +52,12 @@ def check_threshold(threshold: float) -> None:
 
 def shingle_hashes(text: str) -> np.ndarray[Any, np.dtype[np.uint64]]:
     """The 32-bit hashes of the word 3-shingles of ``text`` (a shorter text: of its words),
-    repeats included (a MinHash ignores them). Words are hashed with Python's ``hash``: fast,
-    and salted per process, so signatures are compared only within one scan, never stored."""
-    words = np.fromiter(map(hash, _WORD.findall(text.lower())), dtype=np.int64).view(np.uint64)
-    words &= _MASK
+    repeats included (a MinHash ignores them). Words are hashed with CRC-32: the same in every
+    process (Python's ``hash`` is salted per process, which made whether a borderline copy was
+    caught depend on the process that scanned it)."""
+    words = np.fromiter(
+        (zlib.crc32(w.encode()) for w in _WORD.findall(text.lower())), dtype=np.uint64
+    )
     if len(words) < SHINGLE:
         return words
     n = len(words) - SHINGLE + 1

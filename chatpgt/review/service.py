@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chatpgt.db.keyset import decode_cursor, encode_cursor
 from chatpgt.errors import NotFound
 from chatpgt.pairs.repository import PairFilters
+from chatpgt.pairs.stats import pair_stats
 from chatpgt.review import repository as repo
 from chatpgt.review.schemas import (
     DEFAULT_MIN_LABELS,
@@ -33,6 +34,7 @@ from chatpgt.review.schemas import (
     LabelOut,
     PairLabels,
     PairStatsCalibration,
+    PairStatsWithLabels,
     Rate,
     Threshold,
 )
@@ -254,6 +256,13 @@ async def stats_calibration(
 
 
 # --- the review page ------------------------------------------------------------------------
+
+
+async def stats_with_labels(session: AsyncSession, filters: PairFilters) -> PairStatsWithLabels:
+    """GET /pairs/stats: the pair statistics of ``filters`` and what the human labels say."""
+    stats = await pair_stats(session, filters)
+    labels = await stats_calibration(session, filters)
+    return PairStatsWithLabels(**dict(stats), human_labels=labels)
 
 
 async def review_page(
