@@ -27,8 +27,8 @@ from chatpgt.datagen import repository, service
 from chatpgt.datagen.models import DatagenJob, Generation, Judgment
 from chatpgt.datagen.runner import JobRunner
 from chatpgt.datagen.schemas import DatagenJobCreate
-from chatpgt.datagen.state import ITEM_TERMINAL
 from chatpgt.db.session import is_unavailable, make_engine, make_sessionmaker, transaction
+from chatpgt.orchestration.status import ITEM_TERMINAL
 from chatpgt.pairs.models import Pair
 from chatpgt.providers.client import ProviderPool
 from chatpgt.settings import Settings

@@ -10,10 +10,17 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.datagen import repository as repo
-from chatpgt.datagen import state
 from chatpgt.datagen.models import DatagenJob
-from chatpgt.datagen.schemas import DatagenJobCreate, DatagenJobView, StageCounts
+from chatpgt.datagen.schemas import (
+    DatagenJobCreate,
+    DatagenJobView,
+    FailureReason,
+    JobStatus,
+    StageCounts,
+)
+from chatpgt.datagen.summaries import JobOutcome
 from chatpgt.errors import Conflict, InvalidInput
+from chatpgt.orchestration.status import DATAGEN_JOB, TERMINAL, RunStatus
 from chatpgt.settings import Settings
 from chatpgt.topics import service as topics_service
 
@@ -93,7 +100,7 @@ async def get_job_view(session: AsyncSession, job_id: int) -> DatagenJobView:
 
 
 async def list_job_views(
-    session: AsyncSession, *, status: str | None, before_id: int | None, limit: int
+    session: AsyncSession, *, status: JobStatus | None, before_id: int | None, limit: int
 ) -> tuple[list[DatagenJobView], int | None]:
     jobs = await repo.list_jobs(session, status=status, before_id=before_id, limit=limit + 1)
     more = len(jobs) > limit
@@ -105,10 +112,10 @@ async def cancel_job(session: AsyncSession, job_id: int) -> DatagenJobView:
     """Ask a job to stop. A queued job is cancelled at once; a running one stops within seconds,
     keeping what is done. Cancelling a finished job is an InvalidState (409)."""
     job = await repo.get_job(session, job_id, for_update=True)
-    if job.status in state.JOB_TERMINAL:
+    if job.status in TERMINAL:
         if job.status == "cancelled":
             return await get_job_view(session, job_id)
-        state.check_transition(job.status, "cancelled")
+        DATAGEN_JOB.check(job.status, RunStatus.CANCELLED)
     await repo.request_cancel(session, job_id)
     if job.status == "queued":
         await repo.transition(session, job_id, "cancelled", stop_reason="cancelled")
@@ -137,9 +144,11 @@ async def _views(session: AsyncSession, jobs: list[DatagenJob]) -> list[DatagenJ
         views.append(
             DatagenJobView(
                 id=job.id,
-                status=job.status,  # type: ignore[arg-type]
-                stop_reason=job.stop_reason,
+                status=RunStatus(job.status),
+                outcome=JobOutcome(job.outcome) if job.outcome else None,
+                stop_reason=job.stop_reason,  # type: ignore[arg-type]
                 error=job.error,
+                failure_summary=[FailureReason(**r) for r in job.failure_summary or []],
                 created_at=job.created_at,
                 started_at=job.started_at,
                 finished_at=job.finished_at,

@@ -32,8 +32,8 @@ from sqlalchemy.orm import QueryableAttribute
 
 from chatpgt.datagen import repository as datagen_repo
 from chatpgt.datagen.models import DatagenJob, Generation, Judgment
-from chatpgt.datagen.state import JOB_TERMINAL
 from chatpgt.db.helpers import dialect_insert
+from chatpgt.orchestration.status import TERMINAL as JOB_TERMINAL
 from chatpgt.pairs.models import JobWorkSummary, Pair
 
 
