@@ -9,7 +9,21 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, distinct, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Row,
+    Table,
+    bindparam,
+    case,
+    distinct,
+    func,
+    select,
+    update,
+)
+from sqlalchemy import (
+    cast as sql_cast,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.datagen.models import DatagenJob, Generation, JobTopic, Judgment
@@ -444,3 +458,52 @@ async def failure_summary(
 
 async def insert_pairs(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     await insert_ignore(session, Pair, rows)
+
+
+# --- reading the work of jobs (GET /essays, GET /judgments) ----------------------------------
+
+WorkModel = type[Generation] | type[Judgment]
+
+
+def _work_columns(model: WorkModel, names: Sequence[str]) -> list[ColumnElement[Any]]:
+    columns: list[ColumnElement[Any]] = []
+    for name in names:
+        column = getattr(model, name)
+        # Money is NUMERIC; the API shows a float, like every other figure.
+        columns.append(sql_cast(column, Float).label(name) if name == "cost_usd" else column)
+    return columns
+
+
+async def work_page(
+    session: AsyncSession,
+    model: WorkModel,
+    names: Sequence[str],
+    *,
+    after_id: int | None,
+    limit: int,
+    job_id: int | None = None,
+    topic_id: int | None = None,
+    status: str | None = None,
+    model_name: str | None = None,
+) -> list[Row[Any]]:
+    """Up to ``limit`` generation or judgment rows (the columns ``names``) in id order after
+    ``after_id``, filtered by job, topic, status and (generations) model."""
+    stmt = select(*_work_columns(model, names)).order_by(model.id).limit(limit)
+    if after_id is not None:
+        stmt = stmt.where(model.id > after_id)
+    if job_id is not None:
+        stmt = stmt.where(model.job_id == job_id)
+    if topic_id is not None:
+        stmt = stmt.where(model.topic_id == topic_id)
+    if status:
+        stmt = stmt.where(model.status == status)
+    if model_name and model is Generation:
+        stmt = stmt.where(Generation.model == model_name)
+    return list((await session.execute(stmt)).all())
+
+
+async def work_item(
+    session: AsyncSession, model: WorkModel, names: Sequence[str], item_id: int
+) -> Row[Any] | None:
+    stmt = select(*_work_columns(model, names)).where(model.id == item_id)
+    return (await session.execute(stmt)).first()

@@ -199,3 +199,62 @@ class DatagenJobView(BaseModel):
 class DatagenJobPage(BaseModel):
     items: list[DatagenJobView]
     next_cursor: str | None
+
+
+# --- the work of a job, as GET /essays and GET /judgments show it ---------------------------
+
+
+class _WorkOut(BaseModel):
+    status: WorkStatus
+    attempts: int
+    error: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    latency_ms: int | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class EssayOut(_WorkOut):
+    """One candidate essay (a generation row)."""
+
+    id: int
+    job_id: int
+    topic_id: int
+    generator_key: str
+    provider: str
+    model: str
+    params: dict[str, Any]
+    sample_index: int
+    system_prompt: str | None
+    prompt: str
+    text: str | None = Field(description="null until the generation succeeded")
+    finish_reason: str | None
+
+
+class JudgmentOut(_WorkOut):
+    """One verdict on an ordered pair: essay A is ``generation_a_id``, B ``generation_b_id``."""
+
+    id: int
+    job_id: int
+    topic_id: int
+    generation_a_id: int
+    generation_b_id: int
+    judge_provider: str
+    judge_model: str
+    winner: str | None = Field(description="'A' or 'B' as shown to the judge")
+    winner_generation_id: int | None
+    reasoning: str | None
+    confidence: int | None
+    raw_answer: str | None
+
+
+class EssayPage(BaseModel):
+    items: list[EssayOut]
+    next_cursor: str | None
+
+
+class JudgmentPage(BaseModel):
+    items: list[JudgmentOut]
+    next_cursor: str | None

@@ -1,4 +1,5 @@
-"""Datagen jobs as the API sees them: create (idempotently), read with counts, list, cancel."""
+"""Datagen jobs as the API sees them: create (idempotently), read with counts, list, cancel;
+and their work (essays, judgments), read-only and keyset-paginated on id."""
 
 from __future__ import annotations
 
@@ -10,16 +11,22 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.datagen import repository as repo
-from chatpgt.datagen.models import DatagenJob
+from chatpgt.datagen.models import DatagenJob, Generation, Judgment
 from chatpgt.datagen.schemas import (
     DatagenJobCreate,
     DatagenJobView,
+    EssayOut,
+    EssayPage,
     FailureReason,
     JobStatus,
+    JudgmentOut,
+    JudgmentPage,
     StageCounts,
+    WorkStatus,
 )
 from chatpgt.datagen.summaries import JobOutcome
-from chatpgt.errors import Conflict, InvalidInput
+from chatpgt.db.keyset import decode_cursor, encode_cursor
+from chatpgt.errors import Conflict, InvalidInput, NotFound
 from chatpgt.orchestration.status import DATAGEN_JOB, TERMINAL, RunStatus
 from chatpgt.settings import Settings
 from chatpgt.topics import service as topics_service
@@ -166,3 +173,75 @@ async def _views(session: AsyncSession, jobs: list[DatagenJob]) -> list[DatagenJ
             )
         )
     return views
+
+
+# --- the work of jobs ------------------------------------------------------------------------
+
+
+async def list_essays(
+    session: AsyncSession,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    job_id: int | None = None,
+    topic_id: int | None = None,
+    status: WorkStatus | None = None,
+    model: str | None = None,
+) -> EssayPage:
+    """One page of essays in id order. Raises InvalidInput for a cursor this API did not issue."""
+    rows = await repo.work_page(
+        session,
+        Generation,
+        list(EssayOut.model_fields),
+        after_id=decode_cursor(cursor),
+        limit=limit + 1,
+        job_id=job_id,
+        topic_id=topic_id,
+        status=status,
+        model_name=model,
+    )
+    items = [EssayOut.model_validate(row._mapping) for row in rows[:limit]]
+    more = len(rows) > limit
+    return EssayPage(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
+
+
+async def get_essay(session: AsyncSession, essay_id: int) -> EssayOut:
+    """One essay; raises NotFound."""
+    row = await repo.work_item(session, Generation, list(EssayOut.model_fields), essay_id)
+    if row is None:
+        raise NotFound(f"No essay with id {essay_id}.", essay_id=essay_id)
+    return EssayOut.model_validate(row._mapping)
+
+
+async def list_judgments(
+    session: AsyncSession,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    job_id: int | None = None,
+    topic_id: int | None = None,
+    status: WorkStatus | None = None,
+) -> JudgmentPage:
+    """One page of judgments in id order. Raises InvalidInput for a cursor this API did not
+    issue."""
+    rows = await repo.work_page(
+        session,
+        Judgment,
+        list(JudgmentOut.model_fields),
+        after_id=decode_cursor(cursor),
+        limit=limit + 1,
+        job_id=job_id,
+        topic_id=topic_id,
+        status=status,
+    )
+    items = [JudgmentOut.model_validate(row._mapping) for row in rows[:limit]]
+    more = len(rows) > limit
+    return JudgmentPage(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
+
+
+async def get_judgment(session: AsyncSession, judgment_id: int) -> JudgmentOut:
+    """One judgment; raises NotFound."""
+    row = await repo.work_item(session, Judgment, list(JudgmentOut.model_fields), judgment_id)
+    if row is None:
+        raise NotFound(f"No judgment with id {judgment_id}.", judgment_id=judgment_id)
+    return JudgmentOut.model_validate(row._mapping)
