@@ -400,6 +400,16 @@ class RunStore:
             )
         return found is not None
 
+    def kinds(self, run_ids: Sequence[int]) -> dict[int, str]:
+        """``{run id: kind}`` ("sft", "dpo") of these runs."""
+        if not run_ids:
+            return {}
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(TrainingRun.id, TrainingRun.kind).where(TrainingRun.id.in_(run_ids))
+            )
+            return {int(run_id): kind for run_id, kind in rows}
+
     def orphaned_runs(self, queued_for_s: float) -> list[tuple[int, float]]:
         """Runs a starting worker should (re)enqueue, with the seconds to wait first: every
         running run (0 when its lease has expired, else until it expires — a worker restarted

@@ -41,8 +41,6 @@ from chatpgt.training.schemas import (
     TrainingRunPage,
 )
 
-TASK_NAMES = {"sft": "chatpgt.train.sft", "dpo": "chatpgt.train.dpo"}
-
 
 async def submit_sft(
     session: AsyncSession, request: SFTRequest, *, roots: DataRoots
@@ -271,8 +269,9 @@ def execute_run(run_id: int, settings: Settings | None = None) -> str:
     return _execute(run_id, settings)
 
 
-def recoverable_runs(settings: Settings | None = None) -> list[tuple[int, float]]:
-    """Runs a starting GPU worker re-enqueues, with the seconds to wait (see RunStore)."""
+def recoverable_runs(settings: Settings | None = None) -> list[tuple[int, str, float]]:
+    """Runs a starting GPU worker re-enqueues: ``(run id, kind, seconds to wait)`` (see
+    RunStore.orphaned_runs)."""
     from chatpgt.training.worker import recoverable_runs as _recoverable
 
     return _recoverable(settings)

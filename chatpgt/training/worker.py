@@ -268,14 +268,18 @@ def describe(exc: BaseException) -> str:
     return ("".join(lines).strip() + ("\n" + where if where else ""))[:_MAX_ERROR_CHARS]
 
 
-def recoverable_runs(settings: Settings | None = None) -> list[tuple[int, float]]:
+def recoverable_runs(settings: Settings | None = None) -> list[tuple[int, str, float]]:
     """Runs a starting GPU worker should (re)enqueue: running with an expired lease (their worker
     died, and Redis would redeliver only after its visibility timeout), or queued for over
     ``ORPHAN_QUEUED_AFTER_S`` (their message may be lost). A duplicate message is harmless: the
-    run's lease makes the second delivery a no-op."""
+    run's lease makes the second delivery a no-op. Each comes with its kind, which names the task
+    that runs it."""
     settings = settings or get_settings()
     engine = make_sync_engine(settings)
     try:
-        return RunStore(engine).orphaned_runs(ORPHAN_QUEUED_AFTER_S)
+        store = RunStore(engine)
+        runs = store.orphaned_runs(ORPHAN_QUEUED_AFTER_S)
+        kinds = store.kinds([run_id for run_id, _ in runs])
+        return [(run_id, kinds[run_id], wait_s) for run_id, wait_s in runs]
     finally:
         engine.dispose()
