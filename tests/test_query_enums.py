@@ -62,3 +62,24 @@ async def test_an_unknown_value_is_a_422_problem(
 
     ok = await api.get(path, params={param: allowed})
     assert ok.status_code == 200, ok.text
+
+
+def test_the_job_schema_documents_its_outcome(openapi: dict[str, Any]) -> None:
+    schemas = openapi["components"]["schemas"]
+    view = schemas["DatagenJobView"]["properties"]
+    assert _enum(view["outcome"], openapi) == {
+        "produced",
+        "produced_with_failures",
+        "nothing_produced",
+    }
+    assert _enum(view["stop_reason"], openapi) == {
+        "budget_exhausted",
+        "cancelled",
+        "max_failure_rate",
+    }
+    reason = schemas["FailureReason"]["properties"]
+    assert set(reason) == {"stage", "provider", "model", "reason", "count"}
+    rate = schemas["DatagenJobCreate"]["properties"]["max_failure_rate"]
+    bounds = next(o for o in rate["anyOf"] if o.get("type") == "number")
+    assert (bounds["minimum"], bounds["maximum"]) == (0, 1)
+    assert {"json", "ab_probability"} <= set(schemas["JudgeSpec"]["properties"]["method"]["enum"])

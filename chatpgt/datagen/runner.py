@@ -183,6 +183,9 @@ class JobRunner:
             else:
                 await repo.close_orphans(s, self.job_id, ORPHAN_REASON)
             counts = (await repo.job_counts(s, [self.job_id]))[self.job_id]
+            failures = await repo.failure_summary(s, self.job_id)
+            # A resumed run may not have seen the first failure itself: then the commonest.
+            first_error = first_error or (failures[0]["reason"] if failures else None)
             exhausted = plan.budget.exhausted
             error = summaries.failure_error(
                 counts,
@@ -209,7 +212,7 @@ class JobRunner:
                 stop_reason=stop_reason,
                 error=error,
                 outcome=summaries.outcome_of(counts).value,
-                failure_summary=await repo.failure_summary(s, self.job_id),
+                failure_summary=failures,
             )
             return target.value if ok else await self._refused(s)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -189,28 +189,15 @@ async def list_essays(
     model: str | None = None,
 ) -> EssayPage:
     """One page of essays in id order. Raises InvalidInput for a cursor this API did not issue."""
-    rows = await repo.work_page(
-        session,
-        Generation,
-        list(EssayOut.model_fields),
-        after_id=decode_cursor(cursor),
-        limit=limit + 1,
-        job_id=job_id,
-        topic_id=topic_id,
-        status=status,
-        model_name=model,
+    items, next_cursor = await _work_page(
+        session, Generation, EssayOut, limit, cursor, job_id, topic_id, status, model
     )
-    items = [EssayOut.model_validate(row._mapping) for row in rows[:limit]]
-    more = len(rows) > limit
-    return EssayPage(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
+    return EssayPage(items=items, next_cursor=next_cursor)
 
 
 async def get_essay(session: AsyncSession, essay_id: int) -> EssayOut:
     """One essay; raises NotFound."""
-    row = await repo.work_item(session, Generation, list(EssayOut.model_fields), essay_id)
-    if row is None:
-        raise NotFound(f"No essay with id {essay_id}.", essay_id=essay_id)
-    return EssayOut.model_validate(row._mapping)
+    return await _work_item(session, Generation, EssayOut, essay_id, "essay")
 
 
 async def list_judgments(
@@ -224,24 +211,51 @@ async def list_judgments(
 ) -> JudgmentPage:
     """One page of judgments in id order. Raises InvalidInput for a cursor this API did not
     issue."""
+    items, next_cursor = await _work_page(
+        session, Judgment, JudgmentOut, limit, cursor, job_id, topic_id, status, None
+    )
+    return JudgmentPage(items=items, next_cursor=next_cursor)
+
+
+async def get_judgment(session: AsyncSession, judgment_id: int) -> JudgmentOut:
+    """One judgment; raises NotFound."""
+    return await _work_item(session, Judgment, JudgmentOut, judgment_id, "judgment")
+
+
+_Out = TypeVar("_Out", EssayOut, JudgmentOut)
+
+
+async def _work_page(
+    session: AsyncSession,
+    model: repo.WorkModel,
+    schema: type[_Out],
+    limit: int,
+    cursor: str | None,
+    job_id: int | None,
+    topic_id: int | None,
+    status: WorkStatus | None,
+    model_name: str | None,
+) -> tuple[list[_Out], str | None]:
     rows = await repo.work_page(
         session,
-        Judgment,
-        list(JudgmentOut.model_fields),
+        model,
+        list(schema.model_fields),
         after_id=decode_cursor(cursor),
         limit=limit + 1,
         job_id=job_id,
         topic_id=topic_id,
         status=status,
+        model_name=model_name,
     )
-    items = [JudgmentOut.model_validate(row._mapping) for row in rows[:limit]]
+    items = [schema.model_validate(row._mapping) for row in rows[:limit]]
     more = len(rows) > limit
-    return JudgmentPage(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
+    return items, encode_cursor(items[-1].id) if more else None
 
 
-async def get_judgment(session: AsyncSession, judgment_id: int) -> JudgmentOut:
-    """One judgment; raises NotFound."""
-    row = await repo.work_item(session, Judgment, list(JudgmentOut.model_fields), judgment_id)
+async def _work_item(
+    session: AsyncSession, model: repo.WorkModel, schema: type[_Out], item_id: int, what: str
+) -> _Out:
+    row = await repo.work_item(session, model, list(schema.model_fields), item_id)
     if row is None:
-        raise NotFound(f"No judgment with id {judgment_id}.", judgment_id=judgment_id)
-    return JudgmentOut.model_validate(row._mapping)
+        raise NotFound(f"No {what} with id {item_id}.", **{f"{what}_id": item_id})
+    return schema.model_validate(row._mapping)
