@@ -8,19 +8,14 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-from chatpgt.datagen.judges.base import (
-    JudgeCall,
-    JudgmentItem,
-    blank_result,
-    register,
-    verdict,
-    winner_id,
-)
+from chatpgt.datagen.judges.base import JudgeCall, JudgmentItem, blank_result, register
+from chatpgt.datagen.judges.base import verdict as verdict_of
+from chatpgt.datagen.judges.base import winner_id as winner_of
 from chatpgt.datagen.judging import MatchupResult, combine, combine_probabilities
 from chatpgt.datagen.prompts import judge_messages
 from chatpgt.db.base import utcnow
 from chatpgt.providers.ab import confidence_from_ab
-from chatpgt.providers.types import ABResult, ChatRequest
+from chatpgt.providers.types import ABResult
 
 
 @register
@@ -31,13 +26,8 @@ class ABProbability:
         self, call: JudgeCall, j: JudgmentItem, prompt: str, text_a: str, text_b: str
     ) -> dict[str, Any] | None:
         judge = call.spec
-        req = ChatRequest(
-            provider=judge.provider,
-            model=call.model,
-            messages=judge_messages(prompt, text_a, text_b, one_letter=True),
-            temperature=0.0,
-            max_tokens=1,
-        )
+        messages = judge_messages(prompt, text_a, text_b, one_letter=True)
+        req = call.request(messages, temperature=0.0, max_tokens=1)
         update = blank_result(j)
         issued = await call.issue(req, call.judge_ab)
         if issued.stopped:
@@ -73,7 +63,7 @@ class ABProbability:
                 update.update(
                     status="succeeded",
                     winner=letter,
-                    winner_generation_id=winner_id(j, letter),
+                    winner_generation_id=winner_of(j, letter),
                     confidence=confidence,
                     reasoning=(
                         f"next-token probabilities A {ab.p_a:.3f}, B {ab.p_b:.3f} "
@@ -85,8 +75,10 @@ class ABProbability:
 
     def combine(self, first: JudgmentItem, second: JudgmentItem | None) -> MatchupResult:
         if second is None:
-            return combine(verdict(first), None)
-        return combine_probabilities(verdict(first), _p_a(first), verdict(second), _p_a(second))
+            return combine(verdict_of(first), None)
+        return combine_probabilities(
+            verdict_of(first), _p_a(first), verdict_of(second), _p_a(second)
+        )
 
 
 def _p_a(j: JudgmentItem) -> float:

@@ -54,6 +54,17 @@ class JudgeCall:
     judge_ab: Call
     parse_retries: int
 
+    def request(self, messages: list[dict[str, str]], **overrides: Any) -> ChatRequest:
+        """A request to the judge with its temperature and max_tokens unless overridden."""
+        values: dict[str, Any] = {
+            "temperature": self.spec.temperature,
+            "max_tokens": self.spec.max_tokens,
+            **overrides,
+        }
+        return ChatRequest(
+            provider=self.spec.provider, model=self.model, messages=messages, **values
+        )
+
 
 @dataclass(slots=True)
 class JudgmentItem:

@@ -6,38 +6,23 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from chatpgt.datagen.judges.base import (
-    JudgeCall,
-    JudgmentItem,
-    blank_result,
-    register,
-    verdict,
-    winner_id,
-)
+from chatpgt.datagen.judges import base
+from chatpgt.datagen.judges.base import JudgeCall, JudgmentItem
 from chatpgt.datagen.judging import JudgeParseError, MatchupResult, combine, parse_verdict
 from chatpgt.datagen.prompts import judge_messages
 from chatpgt.db.base import utcnow
-from chatpgt.providers.types import ChatRequest
 
 
-@register
+@base.register
 class VerdictJson:
     name: ClassVar[str] = "json"
 
     async def judge(
         self, call: JudgeCall, j: JudgmentItem, prompt: str, text_a: str, text_b: str
     ) -> dict[str, Any] | None:
-        judge = call.spec
-        req = ChatRequest(
-            provider=judge.provider,
-            model=call.model,
-            messages=judge_messages(prompt, text_a, text_b),
-            temperature=judge.temperature,
-            max_tokens=judge.max_tokens,
-            json_mode=True,
-        )
+        req = call.request(judge_messages(prompt, text_a, text_b), json_mode=True)
         attempts, pt, ct, cost = j.attempts, 0, 0, Decimal(0)
-        update = blank_result(j)
+        update = base.blank_result(j)
         for _ in range(call.parse_retries + 1):
             issued = await call.issue(req, None)
             if issued.stopped:
@@ -71,7 +56,7 @@ class VerdictJson:
                 status="succeeded",
                 error=None,
                 winner=parsed.winner,
-                winner_generation_id=winner_id(j, parsed.winner),
+                winner_generation_id=base.winner_id(j, parsed.winner),
                 reasoning=parsed.reasoning,
                 confidence=parsed.confidence,
             )
@@ -86,4 +71,4 @@ class VerdictJson:
         return update
 
     def combine(self, first: JudgmentItem, second: JudgmentItem | None) -> MatchupResult:
-        return combine(verdict(first), verdict(second) if second is not None else None)
+        return combine(base.verdict(first), base.verdict(second) if second else None)
