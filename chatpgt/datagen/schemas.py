@@ -172,13 +172,15 @@ class DatagenJobView(BaseModel):
     id: int
     status: JobStatus
     outcome: JobOutcome | None = Field(
+        None,
         description="null until the job is terminal: produced (at least one pair, no failed "
         "item), produced_with_failures (pairs, and some items failed), nothing_produced"
     )
     stop_reason: StopReason | None
     error: str | None
     failure_summary: list[FailureReason] = Field(
-        description="the most common reasons its items failed, most frequent first"
+        default_factory=list,
+        description="the most common reasons its items failed, most frequent first",
     )
     created_at: datetime
     started_at: datetime | None
