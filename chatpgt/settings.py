@@ -166,11 +166,13 @@ class Settings(BaseSettings):
     # datagen
     job_lease_s: float = Field(30.0, gt=0)
     job_heartbeat_s: float = Field(5.0, gt=0)
-    # Every datagen worker looks this often for running jobs whose lease ran out (their worker
-    # died) and re-enqueues them, so another live worker takes them over; 0 turns it off (then
-    # only a worker's start, or Redis' visibility timeout, brings them back).
+    # Celery beat sends the sweep this often: it re-enqueues running jobs whose lease ran out
+    # (their worker died), so another live worker takes them over; 0 turns it off (then only a
+    # worker's start, or Redis' visibility timeout, brings them back).
     job_sweep_interval_s: float = Field(60.0, ge=0)
     db_flush_interval_s: float = Field(0.05, gt=0)
+    # A job's max_failure_rate is checked once this many of its items have finished.
+    job_failure_rate_min_items: int = Field(10, ge=1)
     max_job_errors_kept: int = 20
     judge_parse_retries: int = Field(2, ge=0, le=10)
     corpus_pair_confidence: float = Field(10.0, ge=1, le=10)

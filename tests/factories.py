@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatpgt.datagen import repository as datagen_repo
 from chatpgt.datagen.models import DatagenJob, Generation, Judgment
 from chatpgt.pairs.models import Pair
 from chatpgt.topics.models import Topic
@@ -35,17 +36,36 @@ async def topic(
     return row
 
 
-async def job(session: AsyncSession, **overrides: Any) -> DatagenJob:
+# The statuses a new job passes through to reach each status (chatpgt.orchestration).
+_JOB_PATHS: dict[str, tuple[str, ...]] = {
+    "queued": (),
+    "running": ("running",),
+    "succeeded": ("running", "succeeded"),
+    "failed": ("running", "failed"),
+    "cancelled": ("cancelled",),
+}
+# Columns the last transition writes (a terminal one stamps finished_at unless given).
+_AT_THE_END = ("finished_at", "stop_reason", "error", "outcome", "failure_summary")
+
+
+async def job(session: AsyncSession, *, status: str = "succeeded", **overrides: Any) -> DatagenJob:
+    """A job created queued and moved to ``status`` through the one transition function."""
+    at_end = {k: overrides.pop(k) for k in _AT_THE_END if k in overrides}
     values: dict[str, Any] = {
-        "status": "succeeded",
         "request": {"test": True},
         "request_hash": "0" * 64,
         "errors": [],
         **overrides,
+        "status": "queued",
     }
     row = DatagenJob(**values)
     session.add(row)
     await session.flush()
+    steps = _JOB_PATHS[status]
+    for i, target in enumerate(steps):
+        fields = at_end if i == len(steps) - 1 else {}
+        assert await datagen_repo.transition(session, row.id, target, **fields), target
+    await session.refresh(row)
     return row
 
 

@@ -149,6 +149,30 @@ def start_worker(
     return proc
 
 
+def start_beat(env: Mapping[str, str], log_dir: Path, name: str = "beat") -> Proc:
+    """Celery beat, sending the periodic tasks of workers/app.py (its schedule file in
+    ``log_dir``)."""
+    proc = Proc(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.app",
+            "beat",
+            "--loglevel",
+            "INFO",
+            "-s",
+            str(log_dir / f"{name}-{time.monotonic_ns()}.schedule"),
+        ],
+        env,
+        log_dir,
+    )
+    wait_log(proc, "beat: Starting")
+    return proc
+
+
 def start_fake_provider(env: Mapping[str, str], log_dir: Path, port: int, *extra: str) -> Proc:
     proc = Proc(
         "fake-provider",

@@ -40,7 +40,7 @@ DOCKERFILE = ROOT / "docker" / "Dockerfile"
 ENV_EXAMPLE = ROOT / ".env.example"
 COMPOSE = shutil.which("docker-compose")
 
-APP_SERVICES = ("migrate", "api", "datagen-worker", "gpu-worker")
+APP_SERVICES = ("migrate", "api", "datagen-worker", "beat", "gpu-worker")
 LONG_RUNNING = ("api", "datagen-worker", "gpu-worker")
 SETTING_VARS = {
     f"{Settings.model_config.get('env_prefix', '')}{name}".upper(): name
@@ -98,7 +98,7 @@ def _env(service: dict[str, Any]) -> dict[str, Any]:
 # --- commands --------------------------------------------------------------------------------
 
 # Values a deployment picks for itself; everything else on the command line must be identical.
-DEPLOYMENT_KNOBS = {"--host", "--port", "-n", "-c", "--log-level", "--loglevel"}
+DEPLOYMENT_KNOBS = {"--host", "--port", "-n", "-c", "--log-level", "--loglevel", "-s"}
 BOOLEAN_FLAGS = {"--without-gossip", "--without-mingle", "--without-heartbeat"}
 
 
@@ -141,9 +141,10 @@ def test_commands() -> dict[str, list[str]]:
         procs.start_api({}, Path("."))
         procs.start_worker({}, Path("."), queue="datagen", concurrency=2)
         procs.start_worker({}, Path("."), queue="gpu")
+        procs.start_beat({}, Path("."))
     finally:
         mp.undo()
-    return dict(zip(["api", "datagen-worker", "gpu-worker"], started, strict=True))
+    return dict(zip(["api", "datagen-worker", "gpu-worker", "beat"], started, strict=True))
 
 
 def _dockerfile_cmds() -> dict[str, list[str]]:
@@ -165,6 +166,16 @@ def test_compose_runs_the_commands_the_tests_run(
     assert _without_knobs(command) == _without_knobs(test_commands[name])
     # The image run on its own (docker run) does the same as under compose.
     assert _dockerfile_cmds()[services[name]["build"]["target"]] == command
+
+
+def test_one_beat_sends_the_periodic_tasks(
+    services: dict[str, dict[str, Any]], test_commands: dict[str, list[str]]
+) -> None:
+    beat = services["beat"]
+    assert _without_knobs(beat["command"]) == _without_knobs(test_commands["beat"])
+    assert _parse(beat["command"])[1] == ["beat"]
+    assert beat["build"] == services["datagen-worker"]["build"]  # the same code and tasks
+    assert "deploy" not in beat and "profiles" not in beat  # exactly one, always on
 
 
 def test_deployment_knobs_of_the_commands(services: dict[str, dict[str, Any]]) -> None:

@@ -114,12 +114,14 @@ async def test_a_running_worker_takes_over_a_dead_workers_job(
     log_dir: Path,
 ) -> None:
     """Both workers run before the job exists, so no start-up recovery can help: after the
-    one holding the job is killed, the other finds the expired lease in its sweep."""
+    one holding the job is killed, the other takes the sweep Celery beat sends, finds the
+    expired lease and re-enqueues the job, which it then runs."""
     env = {**service_env, "CHATPGT_JOB_SWEEP_INTERVAL_S": "1"}
     workers = [
         procs.start_worker(env, log_dir, "datagen", concurrency=1, name=f"sweeper-{i}")
         for i in range(2)
     ]
+    beat = procs.start_beat(env, log_dir)
     try:
         await asyncio.sleep(3)  # both are consuming (and past their start-up recovery)
         titles = [f"Sweep topic {i}" for i in range(16)]
@@ -136,8 +138,10 @@ async def test_a_running_worker_takes_over_a_dead_workers_job(
         assert job["status"] == "succeeded", job
         assert "lease ran out; re-enqueuing it" in survivor.log()
     finally:
+        beat.stop()
         for w in workers:
             w.stop()
+    assert "Sending due task datagen-orphan-sweep" in beat.log()
     gens = (
         (await session.execute(select(Generation).where(Generation.job_id == job_id)))
         .scalars()

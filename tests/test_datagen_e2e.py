@@ -64,6 +64,9 @@ async def test_job_makes_pairs_despite_faults(
     assert created.status_code == 201, created.text
     job = await wait_job(api, created.json()["id"])
     assert job["status"] == "succeeded", job
+    failed = job["generations"]["failed"] + job["judgments"]["failed"]
+    assert job["outcome"] == ("produced_with_failures" if failed else "produced"), job
+    assert sum(r["count"] for r in job["failure_summary"]) <= failed
 
     # Every planned item is terminal, counted once, and the counts reconcile with the rows.
     gens = job["generations"]
@@ -214,9 +217,17 @@ async def test_malformed_judge_output_is_retried_then_failed_never_a_winner(
     await fake.post("/_control", json={"rate_malformed_judge": 1.0})
     created = await api.post("/datagen/jobs", json=job_body(["On malformed judges", "On JSON"]))
     job = await wait_job(api, created.json()["id"])
-    assert job["status"] == "succeeded"
+    # Every judgment failed: the job says it produced nothing, and why (issue 10).
+    assert job["status"] == "failed" and job["outcome"] == "nothing_produced", job
     assert job["judgments"]["failed"] == job["judgments"]["total"] == 4
     assert job["pairs"] == 0
+    assert job["error"].startswith("no judgment succeeded (4 failed); first error: ")
+    assert "unparseable judge answer" in job["error"]
+    summary = job["failure_summary"]
+    assert summary and all(r["stage"] == "judgment" for r in summary)
+    assert all(r["provider"] == "fake" and r["model"] == "judge" for r in summary)
+    assert all("unparseable judge answer" in r["reason"] for r in summary)
+    assert sum(r["count"] for r in summary) == 4
     judgments = (await session.execute(select(Judgment))).scalars().all()
     for j in judgments:
         assert j.winner is None and j.winner_generation_id is None and j.confidence is None
@@ -224,6 +235,58 @@ async def test_malformed_judge_output_is_retried_then_failed_never_a_winner(
         assert j.attempts == 3  # the first answer and two parse retries
         assert j.raw_answer
     assert any(e["kind"] == "judgment" for e in job["errors"])
+
+
+async def test_a_failure_rate_over_the_threshold_stops_the_job_early(
+    api: httpx.AsyncClient,
+    session: AsyncSession,
+    datagen_worker: procs.Proc,
+    fake: httpx.AsyncClient,
+) -> None:
+    """A broken provider (every essay empty) and max_failure_rate 0.5: the job stops once the
+    first items are in instead of spending the budget; the rest is cancelled, nothing lost."""
+    await fake.post("/_control", json={"rate_empty": 1.0, "latency_ms": 100})
+    titles = [f"Failure rate topic {i}" for i in range(30)]
+    body = {**job_body(titles, provider="fake-slow"), "max_failure_rate": 0.5}
+    job = await wait_job(api, (await api.post("/datagen/jobs", json=body)).json()["id"])
+    assert job["status"] == "failed" and job["stop_reason"] == "max_failure_rate", job
+    assert job["outcome"] == "nothing_produced"
+    assert "over max_failure_rate 0.5" in job["error"]
+    assert "the provider returned an empty essay" in job["error"]
+    g = job["generations"]
+    assert g["total"] == 60 and g["pending"] == 0
+    assert g["done"] + g["failed"] + g["skipped"] + g["cancelled"] == g["total"]
+    assert 10 <= g["failed"] < g["total"] and g["cancelled"] > 0
+    # Nothing lost: the counts are the rows', every row terminal.
+    rows = dict(
+        (
+            await session.execute(
+                select(Generation.status, func.count())
+                .where(Generation.job_id == job["id"])
+                .group_by(Generation.status)
+            )
+        ).all()
+    )
+    assert rows == {k: v for k, v in (("failed", g["failed"]), ("cancelled", g["cancelled"])) if v}
+    assert job["failure_summary"] == [
+        {
+            "stage": "generation",
+            "provider": "fake-slow",
+            "model": m,
+            "reason": "the provider returned an empty essay",
+            "count": n,
+        }
+        for m, n in sorted(
+            (
+                await session.execute(
+                    select(Generation.model, func.count())
+                    .where(Generation.job_id == job["id"], Generation.status == "failed")
+                    .group_by(Generation.model)
+                )
+            ).all(),
+            key=lambda r: (-r[1], r[0]),
+        )
+    ]
 
 
 async def test_budget_stops_new_requests_and_says_so(
@@ -236,6 +299,7 @@ async def test_budget_stops_new_requests_and_says_so(
     body = job_body(titles, budget_usd=0.012)
     job = await wait_job(api, (await api.post("/datagen/jobs", json=body)).json()["id"])
     assert job["status"] == "succeeded"
+    assert (job["outcome"] == "nothing_produced") == (job["pairs"] == 0), job
     assert job["stop_reason"] == "budget_exhausted"
     assert "budget_usd" in job["error"]
     assert 0 < job["cost_usd"] <= 0.012

@@ -21,8 +21,8 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatpgt.datagen.inspect import EssayPage, JudgmentPage
 from chatpgt.datagen.models import DatagenJob, Generation, Judgment
+from chatpgt.datagen.schemas import EssayPage, JudgmentPage
 from chatpgt.datasets.export import write_jsonl
 from chatpgt.pairs.formats import SEED_CSV_COLUMNS
 from chatpgt.pairs.models import Pair

@@ -15,10 +15,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatpgt.orchestration.status import TERMINAL, TRAINING_RUN, RunStatus
 from chatpgt.pairs.formats import trl_record
 from chatpgt.pairs.models import Pair
 from chatpgt.pairs.repository import PairFilters
-from chatpgt.training import corpus, states
+from chatpgt.training import corpus
 from chatpgt.training.errors import CorpusUnreadable, TrainingDataError
 from chatpgt.training.export import export_pairs
 from chatpgt.training.schemas import DEFAULT_CONTINUATION_TEMPLATE, DEFAULT_PROMPT_TEMPLATES
@@ -235,14 +236,15 @@ def test_unreadable_corpus_is_refused(
 
 
 def test_run_state_table() -> None:
-    assert states.allowed_sources(states.RUNNING) == [states.QUEUED, states.RUNNING]
-    assert states.allowed_sources(states.CANCELLED) == [states.QUEUED, states.RUNNING]
-    assert states.allowed_sources(states.SUCCEEDED) == [states.RUNNING]
-    for terminal in states.TERMINAL:
-        assert not any(states.can_transition(terminal, t) for t in states.STATUSES)
-    assert not states.can_transition(states.QUEUED, states.SUCCEEDED)
+    runs, s = TRAINING_RUN, RunStatus
+    assert runs.sources_for(s.RUNNING) == {s.QUEUED, s.RUNNING}
+    assert runs.sources_for(s.CANCELLED) == {s.QUEUED, s.RUNNING}
+    assert runs.sources_for(s.SUCCEEDED) == {s.RUNNING}
+    for terminal in TERMINAL:
+        assert not any(runs.allows(terminal, t) for t in RunStatus)
+    assert not runs.allows(s.QUEUED, s.SUCCEEDED)
     with pytest.raises(ValueError):
-        states.allowed_sources("paused")
+        runs.sources_for("paused")
 
 
 # ------------------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
 Queues: ``datagen`` (I/O-bound provider fan-out, prefork) and ``gpu`` (training, ``--pool solo``,
 concurrency 1). State lives in Postgres; Redis carries only the queue.
+
+Periodic tasks run from Celery beat (``celery -A workers.app beat``, or ``worker -B`` on one
+worker): the datagen orphan sweep every ``CHATPGT_JOB_SWEEP_INTERVAL_S``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
 
 from chatpgt.metrics import configure as configure_metrics
+from chatpgt.orchestration.tasks import DATAGEN_SWEEP
 from chatpgt.redact import install_log_redaction, known_secret_count, register_provider_keys
 from chatpgt.settings import get_settings
 
@@ -47,8 +51,23 @@ def make_celery() -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         imports=["workers.datagen_tasks", "workers.training_tasks"],
+        beat_schedule=beat_schedule(settings.job_sweep_interval_s),
     )
     return app
+
+
+def beat_schedule(sweep_interval_s: float) -> dict[str, dict[str, Any]]:
+    """What Celery beat sends: the datagen orphan sweep (none when the interval is 0). A sweep
+    not picked up within its interval expires, so a backlog of sweeps never builds up."""
+    if sweep_interval_s <= 0:
+        return {}
+    return {
+        "datagen-orphan-sweep": {
+            "task": DATAGEN_SWEEP,
+            "schedule": sweep_interval_s,
+            "options": {"queue": DATAGEN_QUEUE, "expires": sweep_interval_s},
+        }
+    }
 
 
 celery_app = make_celery()

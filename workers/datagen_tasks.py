@@ -1,4 +1,10 @@
-"""Datagen tasks (queue ``datagen``): thin wrappers around chatpgt.datagen.runner."""
+"""Datagen tasks (queue ``datagen``): thin wrappers around chatpgt.datagen.runner.
+
+``run_job`` runs a job; ``sweep_orphans`` is sent by Celery beat every
+``CHATPGT_JOB_SWEEP_INTERVAL_S`` (see workers/app.py) and re-enqueues running jobs whose lease
+ran out, so a job whose worker died is taken over by a live worker without waiting for a worker
+to start. A starting datagen worker re-enqueues the active jobs once as well.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +19,17 @@ from celery.signals import worker_ready
 
 from chatpgt.datagen import runner
 from chatpgt.db.session import is_unavailable
+from chatpgt.orchestration.tasks import DATAGEN_RUN_JOB, DATAGEN_SWEEP
 from chatpgt.settings import get_settings
 from workers.app import DATAGEN_QUEUE, celery_app
 
 log = logging.getLogger(__name__)
 
-RUN_JOB = "chatpgt.datagen.run_job"
 # The longest wait between two tries to recover jobs while the database is unreachable at start.
 RECOVERY_RETRY_MAX_S = 30.0
 
 
-@celery_app.task(name=RUN_JOB, bind=True, max_retries=20)
+@celery_app.task(name=DATAGEN_RUN_JOB, bind=True, max_retries=20)
 def run_job(self: Task, job_id: int) -> str:
     """Run a datagen job to the end. When another live worker holds the job, check back after a
     lease period so a job whose worker dies is always picked up again."""
@@ -38,6 +44,25 @@ def run_job(self: Task, job_id: int) -> str:
     return outcome
 
 
+@celery_app.task(name=DATAGEN_SWEEP, ignore_result=True)
+def sweep_orphans() -> int:
+    """Re-enqueue running jobs whose lease ran out. Only expired leases: a job with a live owner
+    is never touched, and a queued backlog is left to the queue. A duplicate delivery finds the
+    job claimed and steps back. While the database is unreachable a sweep does nothing (the
+    next one looks again)."""
+    try:
+        orphans = asyncio.run(runner.orphaned_jobs(get_settings()))
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        log.warning("datagen sweep: database unreachable; the next sweep looks again")
+        return 0
+    for job_id in orphans:
+        log.warning("datagen job %s: its worker's lease ran out; re-enqueuing it", job_id)
+        run_job.apply_async(args=[job_id])
+    return len(orphans)
+
+
 @worker_ready.connect
 def _recover_jobs(sender: Any = None, **_: Any) -> None:
     """On start-up, re-enqueue active jobs, e.g. those of a worker that was killed. Duplicate
@@ -45,11 +70,6 @@ def _recover_jobs(sender: Any = None, **_: Any) -> None:
     queues = {q.name for q in sender.app.amqp.queues.consume_from.values()} if sender else set()
     if DATAGEN_QUEUE not in queues:
         return
-    interval = get_settings().job_sweep_interval_s
-    if interval > 0:
-        threading.Thread(
-            target=_sweep_orphans, args=(interval,), name="datagen-sweep", daemon=True
-        ).start()
     try:
         _recover_once()
     except Exception as exc:
@@ -81,21 +101,3 @@ def _recover_when_back() -> None:
             continue
         log.info("database back: datagen jobs recovered")
         return
-
-
-def _sweep_orphans(interval_s: float) -> None:
-    """Every ``interval_s``, re-enqueue running jobs whose lease ran out, so a job whose worker
-    died is taken over by a live worker without waiting for a worker to start. Only expired
-    leases: a job with a live owner is never touched, and a queued backlog is left to the queue.
-    Every worker sweeps; the duplicates a round may send find the job claimed and step back."""
-    while True:
-        time.sleep(interval_s)
-        try:
-            orphans = asyncio.run(runner.orphaned_jobs(get_settings()))
-        except Exception as exc:
-            if not is_unavailable(exc):
-                log.exception("datagen sweep failed; trying again in %.0fs", interval_s)
-            continue
-        for job_id in orphans:
-            log.warning("datagen job %s: its worker's lease ran out; re-enqueuing it", job_id)
-            run_job.apply_async(args=[job_id])

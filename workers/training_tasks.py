@@ -13,20 +13,32 @@ from typing import Any
 
 from celery.signals import worker_ready
 
+from chatpgt.orchestration.tasks import TRAIN_DPO, TRAIN_SFT, training_task
+from chatpgt.settings import Settings
 from chatpgt.training import service
 from workers.app import GPU_QUEUE, celery_app
 
 log = logging.getLogger(__name__)
 
 
-@celery_app.task(name="chatpgt.train.sft", acks_late=True, ignore_result=True)
+@celery_app.task(name=TRAIN_SFT, acks_late=True, ignore_result=True)
 def train_sft(run_id: int) -> str:
     return service.execute_run(run_id)
 
 
-@celery_app.task(name="chatpgt.train.dpo", acks_late=True, ignore_result=True)
+@celery_app.task(name=TRAIN_DPO, acks_late=True, ignore_result=True)
 def train_dpo(run_id: int) -> str:
     return service.execute_run(run_id)
+
+
+def recovery_messages(settings: Settings | None = None) -> list[tuple[str, int, float | None]]:
+    """``(task name, run id, countdown)`` for each run to re-enqueue: the run's kind names its
+    task (an SFT run under ``chatpgt.train.sft``, a DPO run under ``chatpgt.train.dpo``). A run
+    another live worker holds stays its own: that delivery finds the lease and does nothing."""
+    return [
+        (training_task(kind), run_id, wait_s + 0.5 if wait_s else None)
+        for run_id, kind, wait_s in service.recoverable_runs(settings)
+    ]
 
 
 @worker_ready.connect
@@ -35,14 +47,10 @@ def _resume_orphaned_runs(sender: Any = None, **_: Any) -> None:
     if GPU_QUEUE not in app.amqp.queues.consume_from:
         return
     try:
-        runs = service.recoverable_runs()
+        messages = recovery_messages()
     except Exception:
         log.exception("could not look for orphaned training runs")
         return
-    for run_id, wait_s in runs:
-        log.info("re-enqueueing training run %s in %.0f s", run_id, wait_s)
-        # The row's kind decides the recipe; the task name only routes to the gpu queue. A run
-        # another live worker holds stays its own: that delivery finds the lease and does nothing.
-        celery_app.send_task(
-            "chatpgt.train.sft", args=[run_id], countdown=wait_s + 0.5 if wait_s else None
-        )
+    for task, run_id, countdown in messages:
+        log.info("re-enqueueing training run %s (%s) in %.0f s", run_id, task, countdown or 0)
+        celery_app.send_task(task, args=[run_id], countdown=countdown)

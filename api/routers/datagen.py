@@ -10,10 +10,9 @@ from api.pagination import IdPath, PageLimit
 from chatpgt.datagen import service
 from chatpgt.datagen.schemas import DatagenJobCreate, DatagenJobPage, DatagenJobView, JobStatus
 from chatpgt.db.keyset import decode_cursor, encode_cursor
+from chatpgt.orchestration.tasks import DATAGEN_RUN_JOB
 
 router = APIRouter(prefix="/datagen/jobs", tags=["datagen"])
-
-RUN_JOB = "chatpgt.datagen.run_job"
 
 
 @router.post(
@@ -36,7 +35,7 @@ async def create_job(
     job, created = await service.create_job(session, settings, body, idempotency_key)
     await session.commit()
     if created:
-        await enqueue(RUN_JOB, job.id)
+        await enqueue(DATAGEN_RUN_JOB, job.id)
     else:
         response.status_code = status.HTTP_200_OK
     return job

@@ -15,7 +15,8 @@ from pydantic import Field
 from api import problems
 from api.deps import Session
 from api.pagination import MAX_ID, IdPath, PageLimit
-from chatpgt.datagen import inspect
+from chatpgt.datagen import service as datagen_service
+from chatpgt.datagen.schemas import EssayOut, EssayPage, JudgmentOut, JudgmentPage, WorkStatus
 from chatpgt.datasets.export import MEDIA_TYPES, export_card, iter_export
 from chatpgt.datasets.hf import Layout
 from chatpgt.pairs import service
@@ -136,7 +137,7 @@ async def get_pair(pair_id: IdPath, session: Session) -> Response:
 
 @router.get(
     "/essays",
-    response_model=inspect.EssayPage,
+    response_model=EssayPage,
     tags=["inspect"],
     responses=problems.responses(400),
 )
@@ -146,11 +147,11 @@ async def list_essays(
     cursor: str | None = None,
     job_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     topic_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-    status: str | None = None,
+    status: WorkStatus | None = None,
     model: str | None = None,
-) -> inspect.EssayPage:
+) -> EssayPage:
     """Candidate essays (generations) in id order."""
-    return await inspect.list_essays(
+    return await datagen_service.list_essays(
         session,
         limit=limit,
         cursor=cursor,
@@ -163,17 +164,17 @@ async def list_essays(
 
 @router.get(
     "/essays/{essay_id}",
-    response_model=inspect.EssayOut,
+    response_model=EssayOut,
     tags=["inspect"],
     responses=problems.responses(404),
 )
-async def get_essay(essay_id: IdPath, session: Session) -> inspect.EssayOut:
-    return await inspect.get_essay(session, essay_id)
+async def get_essay(essay_id: IdPath, session: Session) -> EssayOut:
+    return await datagen_service.get_essay(session, essay_id)
 
 
 @router.get(
     "/judgments",
-    response_model=inspect.JudgmentPage,
+    response_model=JudgmentPage,
     tags=["inspect"],
     responses=problems.responses(400),
 )
@@ -183,19 +184,19 @@ async def list_judgments(
     cursor: str | None = None,
     job_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     topic_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-    status: str | None = None,
-) -> inspect.JudgmentPage:
+    status: WorkStatus | None = None,
+) -> JudgmentPage:
     """Judge verdicts in id order; each matchup has two rows, one per order."""
-    return await inspect.list_judgments(
+    return await datagen_service.list_judgments(
         session, limit=limit, cursor=cursor, job_id=job_id, topic_id=topic_id, status=status
     )
 
 
 @router.get(
     "/judgments/{judgment_id}",
-    response_model=inspect.JudgmentOut,
+    response_model=JudgmentOut,
     tags=["inspect"],
     responses=problems.responses(404),
 )
-async def get_judgment(judgment_id: IdPath, session: Session) -> inspect.JudgmentOut:
-    return await inspect.get_judgment(session, judgment_id)
+async def get_judgment(judgment_id: IdPath, session: Session) -> JudgmentOut:
+    return await datagen_service.get_judgment(session, judgment_id)

@@ -10,6 +10,8 @@ from api import problems
 from api.deps import AppSettings, Queue, Roots, Session
 from api.pagination import IdPath
 from chatpgt.db.ids import MAX_ID
+from chatpgt.orchestration.status import RunStatus
+from chatpgt.orchestration.tasks import training_task
 from chatpgt.training import service
 from chatpgt.training.schemas import (
     DPORequest,
@@ -38,7 +40,7 @@ async def submit_sft(
     API's data roots (`CHATPGT_DATA_ROOTS`) is a 403."""
     run = await service.submit_sft(session, body, roots=roots)
     await session.commit()
-    await enqueue(service.TASK_NAMES["sft"], run.id)
+    await enqueue(training_task("sft"), run.id)
     return await service.get_run(session, run.id)
 
 
@@ -55,7 +57,7 @@ async def submit_dpo(
     outside the API's data roots (`CHATPGT_DATA_ROOTS`) is a 403."""
     run = await service.submit_dpo(session, body, roots=roots)
     await session.commit()
-    await enqueue(service.TASK_NAMES["dpo"], run.id)
+    await enqueue(training_task("dpo"), run.id)
     return await service.get_run(session, run.id)
 
 
@@ -68,7 +70,7 @@ async def list_runs(
         int | None, Query(ge=1, le=MAX_ID, description="next_before of the last page")
     ] = None,
     kind: Literal["sft", "dpo"] | None = None,
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
+    status: RunStatus | None = None,
 ) -> TrainingRunPage:
     """Runs, newest first."""
     limit = min(limit, settings.api_max_page_size)

@@ -91,7 +91,7 @@ class Verdict:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class MatchupResult:
     """The result of one matchup: a decisive win, or a tie when the two orders disagree."""
 
     winner_id: int | None
@@ -107,7 +107,7 @@ class Outcome:
 
 def combine_probabilities(
     first: Verdict, p_first_a: float, second: Verdict, p_second_a: float
-) -> Outcome:
+) -> MatchupResult:
     """Combine two probability verdicts (``p_*_a``: the probability the judge gave to "A").
 
     The probability that ``first.a_id`` is the better essay is averaged over the two orders
@@ -116,27 +116,27 @@ def combine_probabilities(
     """
     p_first_wins = debiased_first_wins(p_first_a, p_second_a)
     if p_first_wins == 0.5:
-        return Outcome(None, None, None, "", (first, second))
+        return MatchupResult(None, None, None, "", (first, second))
     winner, loser = (first.a_id, first.b_id) if p_first_wins > 0.5 else (first.b_id, first.a_id)
     _, confidence = confidence_from_ab(p_first_wins, 1.0 - p_first_wins)
     reasoning = (
         f"order-averaged probability that the chosen essay is better: "
         f"{max(p_first_wins, 1 - p_first_wins):.3f}"
     )
-    return Outcome(winner, loser, float(confidence), reasoning, (first, second))
+    return MatchupResult(winner, loser, float(confidence), reasoning, (first, second))
 
 
-def combine(first: Verdict, second: Verdict | None) -> Outcome:
+def combine(first: Verdict, second: Verdict | None) -> MatchupResult:
     """Combine the A/B verdict with the B/A verdict (None when only one order is judged).
 
     Agreeing verdicts win with the mean confidence; disagreeing verdicts are a tie.
     """
     if second is None:
-        return Outcome(
+        return MatchupResult(
             first.winner_id, first.loser_id, float(first.confidence), first.reasoning, (first,)
         )
     if first.winner_id != second.winner_id:
-        return Outcome(None, None, None, "", (first, second))
+        return MatchupResult(None, None, None, "", (first, second))
     confidence = (first.confidence + second.confidence) / 2
     reasoning = first.reasoning if first.confidence >= second.confidence else second.reasoning
-    return Outcome(first.winner_id, first.loser_id, confidence, reasoning, (first, second))
+    return MatchupResult(first.winner_id, first.loser_id, confidence, reasoning, (first, second))

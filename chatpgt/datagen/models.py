@@ -31,9 +31,14 @@ class DatagenJob(Timestamped, Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     budget_usd: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    # null, "budget_exhausted" or "cancelled": why a job stopped before doing all its work
+    # null, "budget_exhausted", "cancelled" or "max_failure_rate": why a job stopped before
+    # doing all its work
     stop_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # null until terminal: produced, produced_with_failures or nothing_produced
+    outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # the most common failure reasons: [{stage, provider, model, reason, count}]
+    failure_summary: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, nullable=True)
     errors: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)

@@ -1,12 +1,24 @@
-"""Pairing rules: which decided matchups of a topic become preference pairs."""
+"""Pairing: which decided matchups of a topic become preference pairs, and their rows."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from itertools import combinations
+from typing import Any, Protocol
 
-from chatpgt.datagen.judging import Outcome
+from chatpgt.datagen.judges.base import JudgeMethod, JudgmentItem
+from chatpgt.datagen.judging import MatchupResult
+from chatpgt.datagen.models import Generation
+
+
+class TopicView(Protocol):
+    """What a pair row needs of its topic."""
+
+    topic_id: int
+    title: str
+    prompt: str
+    reference_text: str | None
 
 
 class PairingRule(StrEnum):
@@ -20,8 +32,8 @@ def matchups(candidate_ids: Iterable[int]) -> list[tuple[int, int]]:
 
 
 def select_pairs(
-    rule: PairingRule, candidate_ids: list[int], outcomes: Mapping[tuple[int, int], Outcome]
-) -> list[Outcome]:
+    rule: PairingRule, candidate_ids: list[int], outcomes: Mapping[tuple[int, int], MatchupResult]
+) -> list[MatchupResult]:
     """The decided outcomes that become pairs (chosen = winner, rejected = loser).
 
     ``outcomes`` is keyed by (lower id, higher id); a matchup missing from it was not decided
@@ -50,3 +62,90 @@ def select_pairs(
     if outcome is None or outcome.is_tie or outcome.winner_id != best:
         return []
     return [outcome]
+
+
+CORPUS_REASONING = "The original essay from the corpus is preferred to a generated essay."
+
+
+def decided_matchups(
+    method: JudgeMethod,
+    judgments: Iterable[JudgmentItem],
+    candidates: Iterable[int],
+    *,
+    both_orders: bool,
+) -> dict[tuple[int, int], MatchupResult]:
+    """The result of every matchup among ``candidates`` whose verdicts are in, keyed by (lower
+    id, higher id). A failed verdict decides nothing; with ``both_orders``, both must be in."""
+    by_order = {
+        (j.generation_a_id, j.generation_b_id): j for j in judgments if j.status == "succeeded"
+    }
+    results: dict[tuple[int, int], MatchupResult] = {}
+    for low, high in matchups(candidates):
+        first = by_order.get((low, high))
+        second = by_order.get((high, low))
+        if first is None or (both_orders and second is None):
+            continue
+        results[(low, high)] = method.combine(first, second)
+    return results
+
+
+def judged_pair_row(
+    job_id: int,
+    topic: TopicView,
+    result: MatchupResult,
+    gens: Mapping[int, Generation],
+    judge_model: str,
+) -> dict[str, Any]:
+    """The pair row of a decided matchup: the winner chosen over the loser."""
+    assert result.winner_id is not None and result.loser_id is not None
+    assert result.confidence is not None
+    win, lose = gens[result.winner_id], gens[result.loser_id]
+    return {
+        "job_id": job_id,
+        "topic_id": topic.topic_id,
+        "source": "judged",
+        "topic": topic.title,
+        "prompt": topic.prompt,
+        "chosen": win.text,
+        "rejected": lose.text,
+        "chosen_model": win.model,
+        "rejected_model": lose.model,
+        "chosen_generation_id": win.id,
+        "rejected_generation_id": lose.id,
+        "judgment_reasoning": result.reasoning,
+        "confidence": result.confidence,
+        "judge_model": judge_model,
+        "judgment_ids": [v.judgment_id for v in result.verdicts],
+        "verdicts": [
+            v.as_json(order) for v, order in zip(result.verdicts, ("AB", "BA"), strict=False)
+        ],
+    }
+
+
+def corpus_pair_rows(
+    job_id: int, topic: TopicView, ok: Iterable[Generation], confidence: float
+) -> list[dict[str, Any]]:
+    """The corpus essay chosen over each generated essay (none when the topic has none)."""
+    if not topic.reference_text:
+        return []
+    return [
+        {
+            "job_id": job_id,
+            "topic_id": topic.topic_id,
+            "source": "corpus",
+            "topic": topic.title,
+            "prompt": topic.prompt,
+            "chosen": topic.reference_text,
+            "rejected": g.text,
+            "chosen_model": "corpus",
+            "rejected_model": g.model,
+            "chosen_generation_id": None,
+            "rejected_generation_id": g.id,
+            "judgment_reasoning": CORPUS_REASONING,
+            "confidence": confidence,
+            "judge_model": None,
+            "judgment_ids": [],
+            "verdicts": [],
+        }
+        for g in ok
+    ]

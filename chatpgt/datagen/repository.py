@@ -6,25 +6,35 @@ Functions flush; the caller's unit of work commits.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, distinct, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Row,
+    Table,
+    bindparam,
+    case,
+    distinct,
+    func,
+    select,
+    update,
+)
+from sqlalchemy import (
+    cast as sql_cast,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatpgt.datagen import state
 from chatpgt.datagen.models import DatagenJob, Generation, JobTopic, Judgment
+from chatpgt.db.base import utcnow
 from chatpgt.db.helpers import dialect_insert, insert_ignore, insert_one_ignore
 from chatpgt.errors import InvalidState, NotFound
+from chatpgt.orchestration import leases
+from chatpgt.orchestration.status import DATAGEN_JOB, ITEM_TERMINAL, TERMINAL, ItemStatus, RunStatus
 from chatpgt.pairs.models import Pair
 from chatpgt.topics.models import Topic
 from chatpgt.training.models import RegisteredModel
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
 
 # --- jobs -------------------------------------------------------------------------------------
 
@@ -42,7 +52,7 @@ async def insert_job(
         session,
         DatagenJob,
         {
-            "status": "queued",
+            "status": RunStatus.QUEUED.value,
             "request": request,
             "request_hash": request_hash,
             "idempotency_key": idempotency_key,
@@ -50,7 +60,7 @@ async def insert_job(
             "cancel_requested": False,
             "errors": [],
             "attempts": 0,
-            "updated_at": _now(),
+            "updated_at": utcnow(),
         },
     )
 
@@ -88,85 +98,48 @@ async def transition(
 ) -> bool:
     """Move a job to ``target`` if its current state allows it (and ``owner`` holds its lease).
 
-    The one way a job's status changes. Returns False when the job was not in an allowed state.
+    The one way a job's status changes (chatpgt.orchestration.leases.transition with the
+    datagen job's lifecycle). Returns False when the job was not in an allowed state.
     """
-    now = _now()
-    values: dict[str, Any] = {"status": target, "updated_at": now, **fields}
-    if target in state.JOB_TERMINAL:
-        values.setdefault("finished_at", now)
-        values.update(lease_owner=None, lease_expires_at=None)
-    stmt = (
-        update(DatagenJob)
-        .where(DatagenJob.id == job_id, DatagenJob.status.in_(state.sources_for(target)))
-        .values(**values)
-        .returning(DatagenJob.id)
+    return await leases.transition(
+        session, DatagenJob, DATAGEN_JOB, job_id, target, owner=owner, **fields
     )
-    if owner is not None:
-        stmt = stmt.where(DatagenJob.lease_owner == owner)
-    return (await session.execute(stmt)).first() is not None
 
 
 async def claim(session: AsyncSession, job_id: int, owner: str, lease_s: float) -> str:
     """Take the job's lease: "claimed", "busy" (another live owner) or the terminal status."""
-    now = _now()
     row = (
-        await session.execute(
-            update(DatagenJob)
-            .where(
-                DatagenJob.id == job_id,
-                DatagenJob.status.in_(state.JOB_ACTIVE),
-                (DatagenJob.lease_expires_at.is_(None))
-                | (DatagenJob.lease_expires_at < now)
-                | (DatagenJob.lease_owner == owner),
-            )
-            .values(
-                lease_owner=owner,
-                lease_expires_at=now + timedelta(seconds=lease_s),
-                attempts=DatagenJob.attempts + 1,
-                updated_at=now,
-            )
-            .returning(DatagenJob.status)
-        )
+        await session.execute(leases.take_lease_stmt(DatagenJob, job_id, owner, lease_s))
     ).first()
     if row is not None:
-        if row.status == "queued":
-            ok = await transition(session, job_id, "running", owner=owner, started_at=now)
+        if row.status == RunStatus.QUEUED:
+            ok = await transition(
+                session, job_id, RunStatus.RUNNING, owner=owner, started_at=utcnow()
+            )
             if not ok:
                 raise InvalidState(f"datagen job {job_id} changed state while being claimed")
         return "claimed"
     job = await get_job(session, job_id)
-    return job.status if job.status in state.JOB_TERMINAL else "busy"
+    return job.status if job.status in TERMINAL else "busy"
 
 
 async def renew_lease(
     session: AsyncSession, job_id: int, owner: str, lease_s: float
 ) -> tuple[bool, bool]:
     """Extend the lease. Returns (still ours, cancel requested)."""
-    now = _now()
-    row = (
-        await session.execute(
-            update(DatagenJob)
-            .where(DatagenJob.id == job_id, DatagenJob.lease_owner == owner)
-            .values(lease_expires_at=now + timedelta(seconds=lease_s), updated_at=now)
-            .returning(DatagenJob.cancel_requested)
-        )
-    ).first()
+    row = (await session.execute(leases.renew_stmt(DatagenJob, job_id, owner, lease_s))).first()
     return (row is not None, bool(row.cancel_requested) if row else False)
 
 
 async def release_lease(session: AsyncSession, job_id: int, owner: str) -> None:
-    await session.execute(
-        update(DatagenJob)
-        .where(DatagenJob.id == job_id, DatagenJob.lease_owner == owner)
-        .values(lease_owner=None, lease_expires_at=None)
-    )
+    await session.execute(leases.release_stmt(DatagenJob, job_id, owner))
 
 
 async def request_cancel(session: AsyncSession, job_id: int) -> None:
     await session.execute(
         update(DatagenJob)
         .where(DatagenJob.id == job_id)
-        .values(cancel_requested=True, updated_at=_now())
+        .values(cancel_requested=True, updated_at=utcnow())
     )
 
 
@@ -185,32 +158,15 @@ async def append_errors(
 async def recoverable_jobs(session: AsyncSession, queued_for_s: float) -> list[tuple[int, float]]:
     """Jobs to (re-)enqueue, with the seconds until each one's lease runs out (0 when free):
     every running job, and queued jobs older than ``queued_for_s`` (whose message may be lost)."""
-    now = _now()
-    rows = (
-        await session.execute(
-            select(DatagenJob.id, DatagenJob.lease_expires_at).where(
-                (DatagenJob.status == "running")
-                | (
-                    (DatagenJob.status == "queued")
-                    & (DatagenJob.created_at < now - timedelta(seconds=queued_for_s))
-                )
-            )
-        )
-    ).all()
-    out = []
-    for job_id, expires in rows:
-        wait = max(0.0, (expires - now).total_seconds()) if expires is not None else 0.0
-        out.append((job_id, wait))
-    return out
+    at = utcnow()
+    rows = (await session.execute(leases.recoverable_stmt(DatagenJob, queued_for_s))).all()
+    return [(job_id, leases.wait_until_free(expires, at)) for job_id, expires in rows]
 
 
 async def orphaned_jobs(session: AsyncSession) -> list[int]:
     """Running jobs whose lease has run out: their worker died (or lost the database for longer
     than the lease) and nobody has taken them over."""
-    stmt = select(DatagenJob.id).where(
-        DatagenJob.status == "running", DatagenJob.lease_expires_at < _now()
-    )
-    return list((await session.scalars(stmt.order_by(DatagenJob.id))).all())
+    return list((await session.scalars(leases.orphans_stmt(DatagenJob))).all())
 
 
 async def job_counts(session: AsyncSession, job_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
@@ -460,20 +416,94 @@ async def close_orphans(session: AsyncSession, job_id: int, reason: str) -> None
     for model in (Generation, Judgment):
         await session.execute(
             update(model)
-            .where(model.job_id == job_id, model.status.not_in(state.ITEM_TERMINAL))
-            .values(status="skipped", error=reason, finished_at=_now())
+            .where(model.job_id == job_id, model.status.not_in(ITEM_TERMINAL))
+            .values(status="skipped", error=reason, finished_at=utcnow())
         )
 
 
-async def cancel_pending_items(session: AsyncSession, job_id: int) -> None:
+async def cancel_pending_items(
+    session: AsyncSession, job_id: int, reason: str = "job cancelled"
+) -> None:
     """Mark every unfinished item of a job cancelled (its requests will not be made)."""
     for model in (Generation, Judgment):
         await session.execute(
             update(model)
-            .where(model.job_id == job_id, model.status.not_in(state.ITEM_TERMINAL))
-            .values(status="cancelled", error="job cancelled", finished_at=_now())
+            .where(model.job_id == job_id, model.status.not_in(ITEM_TERMINAL))
+            .values(status=ItemStatus.CANCELLED.value, error=reason, finished_at=utcnow())
         )
+
+
+async def failure_summary(
+    session: AsyncSession, job_id: int, limit: int = 5
+) -> list[dict[str, Any]]:
+    """The most common reasons the job's items failed: ``{stage, provider, model, reason,
+    count}``, most frequent first."""
+    out: list[dict[str, Any]] = []
+    for stage, model, provider, name in (
+        ("generation", Generation, Generation.provider, Generation.model),
+        ("judgment", Judgment, Judgment.judge_provider, Judgment.judge_model),
+    ):
+        rows = await session.execute(
+            select(provider, name, model.error, func.count())
+            .where(model.job_id == job_id, model.status == ItemStatus.FAILED.value)
+            .group_by(provider, name, model.error)
+        )
+        out += [
+            {"stage": stage, "provider": p, "model": m, "reason": (e or "")[:500], "count": n}
+            for p, m, e, n in rows
+        ]
+    out.sort(key=lambda r: (-r["count"], r["stage"], r["reason"], r["provider"], r["model"]))
+    return out[:limit]
 
 
 async def insert_pairs(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     await insert_ignore(session, Pair, rows)
+
+
+# --- reading the work of jobs (GET /essays, GET /judgments) ----------------------------------
+
+WorkModel = type[Generation] | type[Judgment]
+
+
+def _work_columns(model: WorkModel, names: Sequence[str]) -> list[ColumnElement[Any]]:
+    columns: list[ColumnElement[Any]] = []
+    for name in names:
+        column = getattr(model, name)
+        # Money is NUMERIC; the API shows a float, like every other figure.
+        columns.append(sql_cast(column, Float).label(name) if name == "cost_usd" else column)
+    return columns
+
+
+async def work_page(
+    session: AsyncSession,
+    model: WorkModel,
+    names: Sequence[str],
+    *,
+    after_id: int | None,
+    limit: int,
+    job_id: int | None = None,
+    topic_id: int | None = None,
+    status: str | None = None,
+    model_name: str | None = None,
+) -> list[Row[Any]]:
+    """Up to ``limit`` generation or judgment rows (the columns ``names``) in id order after
+    ``after_id``, filtered by job, topic, status and (generations) model."""
+    stmt = select(*_work_columns(model, names)).order_by(model.id).limit(limit)
+    if after_id is not None:
+        stmt = stmt.where(model.id > after_id)
+    if job_id is not None:
+        stmt = stmt.where(model.job_id == job_id)
+    if topic_id is not None:
+        stmt = stmt.where(model.topic_id == topic_id)
+    if status:
+        stmt = stmt.where(model.status == status)
+    if model_name and model is Generation:
+        stmt = stmt.where(Generation.model == model_name)
+    return list((await session.execute(stmt)).all())
+
+
+async def work_item(
+    session: AsyncSession, model: WorkModel, names: Sequence[str], item_id: int
+) -> Row[Any] | None:
+    stmt = select(*_work_columns(model, names)).where(model.id == item_id)
+    return (await session.execute(stmt)).first()

@@ -7,10 +7,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from chatpgt.datagen.judges import method_names
 from chatpgt.datagen.pairing import PairingRule
+from chatpgt.datagen.summaries import JobOutcome
 from chatpgt.db.ids import RowId
+from chatpgt.orchestration.status import ItemStatus, RunStatus
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobStatus = RunStatus
+WorkStatus = ItemStatus
+StopReason = Literal["budget_exhausted", "cancelled", "max_failure_rate"]
 
 
 class TopicSelection(BaseModel):
@@ -61,11 +66,12 @@ class JudgeSpec(BaseModel):
     provider: str = Field(min_length=1, max_length=64)
     model: str = Field(min_length=1, max_length=255)
     both_orders: bool = True
-    method: Literal["json", "ab_probability"] = Field(
+    method: str = Field(
         "json",
         description="json: the judge writes {winner, reasoning, confidence}; ab_probability: the "
         "verdict and confidence come from the probabilities the judge gives to answering A or B "
         "(local models, or APIs that return logprobs)",
+        json_schema_extra={"enum": list[Any](method_names())},
     )
     min_letter_mass: float = Field(
         0.1,
@@ -76,6 +82,14 @@ class JudgeSpec(BaseModel):
     )
     temperature: float = Field(0.0, ge=0, le=2)
     max_tokens: int = Field(512, ge=1, le=8_000)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        # The methods are the modules of chatpgt.datagen.judges.
+        if value not in method_names():
+            raise ValueError(f"method must be one of {', '.join(method_names())}")
+        return value
 
 
 class DatagenJobCreate(BaseModel):
@@ -104,6 +118,15 @@ class DatagenJobCreate(BaseModel):
     budget_usd: float | None = Field(None, gt=0, le=1_000_000)
     system_prompt: str | None = Field(None, max_length=20_000)
     prompt_templates: list[str] | None = Field(None, min_length=1, max_length=32)
+    max_failure_rate: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="stop the job early when more than this share of its finished generations "
+        "and judgments failed (checked once CHATPGT_JOB_FAILURE_RATE_MIN_ITEMS have finished): "
+        "the job ends failed with stop_reason max_failure_rate, its unstarted items cancelled, "
+        "everything done kept",
+    )
 
     @field_validator("prompt_templates")
     @classmethod
@@ -135,11 +158,30 @@ class StageCounts(BaseModel):
     pending: int = 0
 
 
+class FailureReason(BaseModel):
+    """One of a job's most common failure reasons."""
+
+    stage: Literal["generation", "judgment"]
+    provider: str
+    model: str
+    reason: str
+    count: int
+
+
 class DatagenJobView(BaseModel):
     id: int
     status: JobStatus
-    stop_reason: str | None
+    outcome: JobOutcome | None = Field(
+        None,
+        description="null until the job is terminal: produced (at least one pair, no failed "
+        "item), produced_with_failures (pairs, and some items failed), nothing_produced"
+    )
+    stop_reason: StopReason | None
     error: str | None
+    failure_summary: list[FailureReason] = Field(
+        default_factory=list,
+        description="the most common reasons its items failed, most frequent first",
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -158,4 +200,63 @@ class DatagenJobView(BaseModel):
 
 class DatagenJobPage(BaseModel):
     items: list[DatagenJobView]
+    next_cursor: str | None
+
+
+# --- the work of a job, as GET /essays and GET /judgments show it ---------------------------
+
+
+class _WorkOut(BaseModel):
+    status: WorkStatus
+    attempts: int
+    error: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    latency_ms: int | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class EssayOut(_WorkOut):
+    """One candidate essay (a generation row)."""
+
+    id: int
+    job_id: int
+    topic_id: int
+    generator_key: str
+    provider: str
+    model: str
+    params: dict[str, Any]
+    sample_index: int
+    system_prompt: str | None
+    prompt: str
+    text: str | None = Field(description="null until the generation succeeded")
+    finish_reason: str | None
+
+
+class JudgmentOut(_WorkOut):
+    """One verdict on an ordered pair: essay A is ``generation_a_id``, B ``generation_b_id``."""
+
+    id: int
+    job_id: int
+    topic_id: int
+    generation_a_id: int
+    generation_b_id: int
+    judge_provider: str
+    judge_model: str
+    winner: str | None = Field(description="'A' or 'B' as shown to the judge")
+    winner_generation_id: int | None
+    reasoning: str | None
+    confidence: int | None
+    raw_answer: str | None
+
+
+class EssayPage(BaseModel):
+    items: list[EssayOut]
+    next_cursor: str | None
+
+
+class JudgmentPage(BaseModel):
+    items: list[JudgmentOut]
     next_cursor: str | None

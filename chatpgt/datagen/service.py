@@ -1,19 +1,33 @@
-"""Datagen jobs as the API sees them: create (idempotently), read with counts, list, cancel."""
+"""Datagen jobs as the API sees them: create (idempotently), read with counts, list, cancel;
+and their work (essays, judgments), read-only and keyset-paginated on id."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.datagen import repository as repo
-from chatpgt.datagen import state
-from chatpgt.datagen.models import DatagenJob
-from chatpgt.datagen.schemas import DatagenJobCreate, DatagenJobView, StageCounts
-from chatpgt.errors import Conflict, InvalidInput
+from chatpgt.datagen.models import DatagenJob, Generation, Judgment
+from chatpgt.datagen.schemas import (
+    DatagenJobCreate,
+    DatagenJobView,
+    EssayOut,
+    EssayPage,
+    FailureReason,
+    JobStatus,
+    JudgmentOut,
+    JudgmentPage,
+    StageCounts,
+    WorkStatus,
+)
+from chatpgt.datagen.summaries import JobOutcome
+from chatpgt.db.keyset import decode_cursor, encode_cursor
+from chatpgt.errors import Conflict, InvalidInput, NotFound
+from chatpgt.orchestration.status import DATAGEN_JOB, TERMINAL, RunStatus
 from chatpgt.providers.keys import missing_keys
 from chatpgt.settings import Settings
 from chatpgt.topics import service as topics_service
@@ -97,7 +111,7 @@ async def get_job_view(session: AsyncSession, job_id: int) -> DatagenJobView:
 
 
 async def list_job_views(
-    session: AsyncSession, *, status: str | None, before_id: int | None, limit: int
+    session: AsyncSession, *, status: JobStatus | None, before_id: int | None, limit: int
 ) -> tuple[list[DatagenJobView], int | None]:
     jobs = await repo.list_jobs(session, status=status, before_id=before_id, limit=limit + 1)
     more = len(jobs) > limit
@@ -109,10 +123,10 @@ async def cancel_job(session: AsyncSession, job_id: int) -> DatagenJobView:
     """Ask a job to stop. A queued job is cancelled at once; a running one stops within seconds,
     keeping what is done. Cancelling a finished job is an InvalidState (409)."""
     job = await repo.get_job(session, job_id, for_update=True)
-    if job.status in state.JOB_TERMINAL:
+    if job.status in TERMINAL:
         if job.status == "cancelled":
             return await get_job_view(session, job_id)
-        state.check_transition(job.status, "cancelled")
+        DATAGEN_JOB.check(job.status, RunStatus.CANCELLED)
     await repo.request_cancel(session, job_id)
     if job.status == "queued":
         await repo.transition(session, job_id, "cancelled", stop_reason="cancelled")
@@ -141,9 +155,11 @@ async def _views(session: AsyncSession, jobs: list[DatagenJob]) -> list[DatagenJ
         views.append(
             DatagenJobView(
                 id=job.id,
-                status=job.status,  # type: ignore[arg-type]
-                stop_reason=job.stop_reason,
+                status=RunStatus(job.status),
+                outcome=JobOutcome(job.outcome) if job.outcome else None,
+                stop_reason=job.stop_reason,  # type: ignore[arg-type]
                 error=job.error,
+                failure_summary=[FailureReason(**r) for r in job.failure_summary or []],
                 created_at=job.created_at,
                 started_at=job.started_at,
                 finished_at=job.finished_at,
@@ -161,3 +177,89 @@ async def _views(session: AsyncSession, jobs: list[DatagenJob]) -> list[DatagenJ
             )
         )
     return views
+
+
+# --- the work of jobs ------------------------------------------------------------------------
+
+
+async def list_essays(
+    session: AsyncSession,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    job_id: int | None = None,
+    topic_id: int | None = None,
+    status: WorkStatus | None = None,
+    model: str | None = None,
+) -> EssayPage:
+    """One page of essays in id order. Raises InvalidInput for a cursor this API did not issue."""
+    items, next_cursor = await _work_page(
+        session, Generation, EssayOut, limit, cursor, job_id, topic_id, status, model
+    )
+    return EssayPage(items=items, next_cursor=next_cursor)
+
+
+async def get_essay(session: AsyncSession, essay_id: int) -> EssayOut:
+    """One essay; raises NotFound."""
+    return await _work_item(session, Generation, EssayOut, essay_id, "essay")
+
+
+async def list_judgments(
+    session: AsyncSession,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    job_id: int | None = None,
+    topic_id: int | None = None,
+    status: WorkStatus | None = None,
+) -> JudgmentPage:
+    """One page of judgments in id order. Raises InvalidInput for a cursor this API did not
+    issue."""
+    items, next_cursor = await _work_page(
+        session, Judgment, JudgmentOut, limit, cursor, job_id, topic_id, status, None
+    )
+    return JudgmentPage(items=items, next_cursor=next_cursor)
+
+
+async def get_judgment(session: AsyncSession, judgment_id: int) -> JudgmentOut:
+    """One judgment; raises NotFound."""
+    return await _work_item(session, Judgment, JudgmentOut, judgment_id, "judgment")
+
+
+_Out = TypeVar("_Out", EssayOut, JudgmentOut)
+
+
+async def _work_page(
+    session: AsyncSession,
+    model: repo.WorkModel,
+    schema: type[_Out],
+    limit: int,
+    cursor: str | None,
+    job_id: int | None,
+    topic_id: int | None,
+    status: WorkStatus | None,
+    model_name: str | None,
+) -> tuple[list[_Out], str | None]:
+    rows = await repo.work_page(
+        session,
+        model,
+        list(schema.model_fields),
+        after_id=decode_cursor(cursor),
+        limit=limit + 1,
+        job_id=job_id,
+        topic_id=topic_id,
+        status=status,
+        model_name=model_name,
+    )
+    items = [schema.model_validate(row._mapping) for row in rows[:limit]]
+    more = len(rows) > limit
+    return items, encode_cursor(items[-1].id) if more else None
+
+
+async def _work_item(
+    session: AsyncSession, model: repo.WorkModel, schema: type[_Out], item_id: int, what: str
+) -> _Out:
+    row = await repo.work_item(session, model, list(schema.model_fields), item_id)
+    if row is None:
+        raise NotFound(f"No {what} with id {item_id}.", **{f"{what}_id": item_id})
+    return schema.model_validate(row._mapping)

@@ -33,8 +33,8 @@ from sqlalchemy.orm import QueryableAttribute
 
 from chatpgt.datagen import repository as datagen_repo
 from chatpgt.datagen.models import DatagenJob, Generation, Judgment
-from chatpgt.datagen.state import JOB_TERMINAL
 from chatpgt.db.helpers import dialect_insert
+from chatpgt.orchestration.status import TERMINAL as JOB_TERMINAL
 from chatpgt.pairs.consensus import DECIDED, consensus_of, pair_consensus
 from chatpgt.pairs.models import JobWorkSummary, NearDuplicate, Pair
 

@@ -14,9 +14,10 @@ from chatpgt.db.base import Base, BigId, JSONType, Timestamped, UTCDateTime
 class TrainingRun(Timestamped, Base):
     """One SFT or DPO run: the request as submitted, its state, progress, metrics and artifacts.
 
-    ``status`` changes only through :func:`chatpgt.training.states.transition_stmt`. A worker holds
-    the run through a lease (``lease_owner``, ``lease_expires_at``) renewed by a heartbeat, so a
-    redelivered task finds the run busy, or takes it over once the lease has expired.
+    ``status`` changes only through :func:`chatpgt.training.repository.transition_stmt` (the
+    orchestration layer's, with the training run lifecycle). A worker holds the run through a
+    lease (``lease_owner``, ``lease_expires_at``) renewed by a heartbeat, so a redelivered task
+    finds the run busy, or takes it over once the lease has expired.
     """
 
     __tablename__ = "training_runs"

@@ -14,15 +14,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Engine, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from chatpgt.db.base import UTCDateTime, utcnow
 from chatpgt.db.helpers import insert_for
+from chatpgt.orchestration import leases
+from chatpgt.orchestration.status import TRAINING_RUN, RunStatus
 from chatpgt.pairs.repository import PairFilters, select_pairs
-from chatpgt.training import states
 from chatpgt.training.models import RegisteredModel, TrainingRun
 
 # --------------------------------------------------------------------------------------------
@@ -40,7 +41,7 @@ async def create_run(
     """Insert a queued run. Without ``output_name`` the result is registered as ``<kind>-<id>``."""
     run = TrainingRun(
         kind=kind,
-        status=states.QUEUED,
+        status=RunStatus.QUEUED,
         request=request,
         start_model=start_model,
         output_name=output_name or "",
@@ -83,10 +84,10 @@ async def list_runs(
 
 async def cancel_queued(session: AsyncSession, run_id: int) -> bool:
     """A queued run is cancelled at once; False when it is no longer queued."""
-    stmt = states.transition_stmt(
+    stmt = transition_stmt(
         run_id,
-        states.CANCELLED,
-        TrainingRun.status == states.QUEUED,
+        RunStatus.CANCELLED,
+        TrainingRun.status == RunStatus.QUEUED,
         cancel_requested=True,
         error=None,
     )
@@ -97,7 +98,7 @@ async def request_cancel(session: AsyncSession, run_id: int) -> bool:
     """Flag a running run; its worker stops at the next step. False when it is not running."""
     stmt = (
         update(TrainingRun)
-        .where(TrainingRun.id == run_id, TrainingRun.status == states.RUNNING)
+        .where(TrainingRun.id == run_id, TrainingRun.status == RunStatus.RUNNING)
         .values(cancel_requested=True, updated_at=utcnow())
         .returning(TrainingRun.id)
     )
@@ -201,6 +202,13 @@ class RunSnapshot:
 _MERGED_JSON = frozenset({"progress", "metrics", "data_report", "artifacts"})
 
 
+def transition_stmt(run_id: int, target: str, *where: ColumnElement[bool], **values: Any) -> Any:
+    """The one status change of a training run (chatpgt.orchestration.leases.transition_stmt with
+    the training run's lifecycle): ``where`` adds conditions (a lease owner, an expired lease),
+    ``values`` sets more columns; an empty result means "not allowed now"."""
+    return leases.transition_stmt(TrainingRun, TRAINING_RUN, run_id, target, *where, **values)
+
+
 def _sqlite_json_merge(column: Any, value: dict[str, Any]) -> ColumnElement[Any]:
     """SQLite's form of JSONB ``column || value``: each top-level key of ``value`` replaces the
     stored one (nested objects are replaced, not merged; a None value is stored as null)."""
@@ -260,11 +268,11 @@ class RunStore:
         attempts.
         """
         now = utcnow()
-        stmt = states.transition_stmt(
+        stmt = transition_stmt(
             run_id,
-            states.RUNNING,
+            RunStatus.RUNNING,
             or_(
-                TrainingRun.status == states.QUEUED,
+                TrainingRun.status == RunStatus.QUEUED,
                 TrainingRun.lease_expires_at.is_(None),
                 TrainingRun.lease_expires_at < now,
             ),
@@ -280,15 +288,8 @@ class RunStore:
 
     def heartbeat(self, run_id: int, owner: str, lease_s: float) -> bool | None:
         """Renew the lease. Returns the cancel flag, or None when the lease is no longer ours."""
-        stmt = (
-            update(TrainingRun)
-            .where(
-                TrainingRun.id == run_id,
-                TrainingRun.lease_owner == owner,
-                TrainingRun.status == states.RUNNING,
-            )
-            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
-            .returning(TrainingRun.cancel_requested)
+        stmt = leases.renew_stmt(
+            TrainingRun, run_id, owner, lease_s, TrainingRun.status == RunStatus.RUNNING
         )
         with self.engine.begin() as conn:
             row = conn.execute(stmt).first()
@@ -317,7 +318,7 @@ class RunStore:
             .where(
                 TrainingRun.id == run_id,
                 TrainingRun.lease_owner == owner,
-                TrainingRun.status == states.RUNNING,
+                TrainingRun.status == RunStatus.RUNNING,
             )
             .values(**sets)
             .returning(TrainingRun.cancel_requested)
@@ -339,7 +340,7 @@ class RunStore:
         """Move a run to a terminal status; with ``register``, add its model in the same
         transaction. ``owner`` None finishes a run nobody holds (out of attempts)."""
         guard = [] if owner is None else [TrainingRun.lease_owner == owner]
-        stmt = states.transition_stmt(run_id, status, *guard, error=error, **values)
+        stmt = transition_stmt(run_id, status, *guard, error=error, **values)
         with self.engine.begin() as conn:
             if conn.execute(stmt).first() is None:
                 return False
@@ -392,13 +393,23 @@ class RunStore:
             found = session.scalar(
                 select(TrainingRun.id)
                 .where(
-                    TrainingRun.status == states.RUNNING,
+                    TrainingRun.status == RunStatus.RUNNING,
                     TrainingRun.lease_owner.startswith(f"{host}:", autoescape=True),
                     TrainingRun.lease_expires_at > now,
                 )
                 .limit(1)
             )
         return found is not None
+
+    def kinds(self, run_ids: Sequence[int]) -> dict[int, str]:
+        """``{run id: kind}`` ("sft", "dpo") of these runs."""
+        if not run_ids:
+            return {}
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(TrainingRun.id, TrainingRun.kind).where(TrainingRun.id.in_(run_ids))
+            )
+            return {int(run_id): kind for run_id, kind in rows}
 
     def orphaned_runs(self, queued_for_s: float) -> list[tuple[int, float]]:
         """Runs a starting worker should (re)enqueue, with the seconds to wait first: every
@@ -407,20 +418,5 @@ class RunStore:
         ``queued_for_s`` (their message may be lost, e.g. Redis was flushed)."""
         now = utcnow()
         with Session(self.engine) as session:
-            rows = session.execute(
-                select(TrainingRun.id, TrainingRun.lease_expires_at)
-                .where(
-                    or_(
-                        TrainingRun.status == states.RUNNING,
-                        and_(
-                            TrainingRun.status == states.QUEUED,
-                            TrainingRun.created_at < now - timedelta(seconds=queued_for_s),
-                        ),
-                    )
-                )
-                .order_by(TrainingRun.id)
-            ).all()
-        return [
-            (int(run_id), max(0.0, (expires - now).total_seconds()) if expires else 0.0)
-            for run_id, expires in rows
-        ]
+            rows = session.execute(leases.recoverable_stmt(TrainingRun, queued_for_s)).all()
+        return [(int(run_id), leases.wait_until_free(expires, now)) for run_id, expires in rows]

@@ -16,10 +16,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.errors import Conflict
+from chatpgt.orchestration.status import TERMINAL, RunStatus
 from chatpgt.paths import DataRoots, looks_like_hub_id
 from chatpgt.settings import Settings
 from chatpgt.training import repository as repo
-from chatpgt.training import states
 from chatpgt.training.corpus import check_local_source
 from chatpgt.training.errors import (
     InvalidModelSource,
@@ -40,8 +40,6 @@ from chatpgt.training.schemas import (
     TrainingRunOut,
     TrainingRunPage,
 )
-
-TASK_NAMES = {"sft": "chatpgt.train.sft", "dpo": "chatpgt.train.dpo"}
 
 
 async def submit_sft(
@@ -127,7 +125,7 @@ async def _from_sft_run(session: AsyncSession, run_id: int) -> dict[str, Any]:
     run = await repo.get_run(session, run_id)
     if run is None:
         raise InvalidModelSource(f"Training run {run_id} does not exist.", model=run_id)
-    if run.kind != "sft" or run.status != states.SUCCEEDED:
+    if run.kind != "sft" or run.status != RunStatus.SUCCEEDED:
         raise InvalidModelSource(
             f"Training run {run_id} is a {run.status} {run.kind} run; DPO starts from a "
             "succeeded SFT run.",
@@ -183,15 +181,15 @@ async def cancel_run(session: AsyncSession, run_id: int) -> TrainingRunOut:
     run = await repo.get_run(session, run_id)
     if run is None:
         raise TrainingRunNotFound(run_id)
-    if run.status in states.TERMINAL:
-        if run.status != states.CANCELLED:
+    if run.status in TERMINAL:
+        if run.status != RunStatus.CANCELLED:
             raise RunNotCancellable(run_id, run.status)
     elif not await repo.cancel_queued(session, run_id) and not await repo.request_cancel(
         session, run_id
     ):
         # It finished between our read and our write.
         out = await get_run(session, run_id)
-        if out.status != states.CANCELLED:
+        if out.status != RunStatus.CANCELLED:
             raise RunNotCancellable(run_id, out.status)
         return out
     return await get_run(session, run_id)
@@ -271,8 +269,9 @@ def execute_run(run_id: int, settings: Settings | None = None) -> str:
     return _execute(run_id, settings)
 
 
-def recoverable_runs(settings: Settings | None = None) -> list[tuple[int, float]]:
-    """Runs a starting GPU worker re-enqueues, with the seconds to wait (see RunStore)."""
+def recoverable_runs(settings: Settings | None = None) -> list[tuple[int, str, float]]:
+    """Runs a starting GPU worker re-enqueues: ``(run id, kind, seconds to wait)`` (see
+    RunStore.orphaned_runs)."""
     from chatpgt.training.worker import recoverable_runs as _recoverable
 
     return _recoverable(settings)

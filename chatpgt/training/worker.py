@@ -12,21 +12,20 @@ This module does not import torch; :mod:`chatpgt.training.recipes` is imported w
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 import traceback
 import uuid
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Engine, create_engine
 
 from chatpgt.db.session import configure_sqlite, sqlite_connect_args
+from chatpgt.orchestration.heartbeat import ThreadHeartbeat
+from chatpgt.orchestration.leases import worker_identity
+from chatpgt.orchestration.status import TERMINAL, RunStatus
 from chatpgt.settings import Settings, get_settings
-from chatpgt.training import states
 from chatpgt.training.errors import TrainingDataError
 from chatpgt.training.repository import RunSnapshot, RunStore
 
@@ -111,41 +110,18 @@ class RunReporter:
         return self.cancelled.is_set() or self.lost.is_set()
 
 
-class Heartbeat:
-    """Renews the run's lease from a background thread while training blocks the main one."""
+def lease_heartbeat(reporter: RunReporter, *, lease_s: float, interval_s: float) -> ThreadHeartbeat:
+    """Renews the run's lease from a background thread while training blocks the main one
+    (chatpgt.orchestration.heartbeat.ThreadHeartbeat); stops once the lease is lost."""
 
-    def __init__(self, reporter: RunReporter, *, lease_s: float, interval_s: float) -> None:
-        self.reporter = reporter
-        self.lease_s = lease_s
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"lease-run-{reporter.run_id}", daemon=True
-        )
+    def beat() -> bool:
+        reporter.observe(reporter.store.heartbeat(reporter.run_id, reporter.owner, lease_s))
+        if reporter.lost.is_set():
+            log.warning("training run %s: lease lost, stopping", reporter.run_id)
+            return True
+        return False
 
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        r = self.reporter
-        while not self._stop.wait(self.interval_s):
-            try:
-                r.observe(r.store.heartbeat(r.run_id, r.owner, self.lease_s))
-            except Exception:  # a database blip: the next beat retries, the lease has slack
-                log.warning("heartbeat of training run %s failed", r.run_id, exc_info=True)
-            if r.lost.is_set():
-                log.warning("training run %s: lease lost, stopping", r.run_id)
-                return
+    return ThreadHeartbeat(beat, interval_s=interval_s, name=f"lease-run-{reporter.run_id}")
 
 
 def run_dir_for(settings: Settings, snapshot: RunSnapshot) -> Path:
@@ -176,17 +152,17 @@ def _execute(store: RunStore, run_id: int, settings: Settings) -> str:
     if snapshot is None:
         log.warning("training run %s does not exist", run_id)
         return "missing"
-    if snapshot.status in states.TERMINAL:
+    if snapshot.status in TERMINAL:
         return "finished"
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    owner = worker_identity()
     if not store.claim(run_id, owner, settings.job_lease_s, MAX_ATTEMPTS):
         return _not_claimed(store, run_id)
     snapshot = store.snapshot(run_id)
     assert snapshot is not None
     reporter = RunReporter(store, run_id, owner)
     if snapshot.cancel_requested:  # cancelled while its worker was dead
-        store.finish(run_id, owner, states.CANCELLED)
-        return states.CANCELLED
+        store.finish(run_id, owner, RunStatus.CANCELLED)
+        return RunStatus.CANCELLED
 
     run_dir = run_dir_for(settings, snapshot)
     reporter.report(
@@ -200,7 +176,9 @@ def _execute(store: RunStore, run_id: int, settings: Settings) -> str:
     log.info(
         "training run %s (%s): attempt %s in %s", run_id, snapshot.kind, snapshot.attempts, run_dir
     )
-    with Heartbeat(reporter, lease_s=settings.job_lease_s, interval_s=settings.job_heartbeat_s):
+    with lease_heartbeat(
+        reporter, lease_s=settings.job_lease_s, interval_s=settings.job_heartbeat_s
+    ):
         try:
             from chatpgt.training import recipes  # torch, transformers, TRL: worker only
 
@@ -209,22 +187,22 @@ def _execute(store: RunStore, run_id: int, settings: Settings) -> str:
             log.exception("training run %s failed", run_id)
             if reporter.lost.is_set():
                 return "lost"
-            store.finish(run_id, owner, states.FAILED, error=describe(exc))
-            return states.FAILED
+            store.finish(run_id, owner, RunStatus.FAILED, error=describe(exc))
+            return RunStatus.FAILED
 
     if outcome.status == "lost" or reporter.lost.is_set():
         return "lost"
     reporter.report(
         metrics={"final": outcome.final_metrics}, artifacts=outcome.artifacts, force=True
     )
-    if outcome.status == states.CANCELLED:
-        store.finish(run_id, owner, states.CANCELLED)
-        return states.CANCELLED
+    if outcome.status == RunStatus.CANCELLED:
+        store.finish(run_id, owner, RunStatus.CANCELLED)
+        return RunStatus.CANCELLED
     start = snapshot.start_model
     registered = store.finish(
         run_id,
         owner,
-        states.SUCCEEDED,
+        RunStatus.SUCCEEDED,
         samples=outcome.samples,
         register={
             "name": snapshot.output_name,
@@ -237,24 +215,24 @@ def _execute(store: RunStore, run_id: int, settings: Settings) -> str:
             else {"name": start["ref"], "path": start["path"]},
         },
     )
-    return states.SUCCEEDED if registered else "lost"
+    return RunStatus.SUCCEEDED if registered else "lost"
 
 
 def _not_claimed(store: RunStore, run_id: int) -> str:
     snapshot = store.snapshot(run_id)
     if snapshot is None:
         return "missing"
-    if snapshot.status in states.TERMINAL:
+    if snapshot.status in TERMINAL:
         return "finished"
     if snapshot.lease_expired and snapshot.attempts >= MAX_ATTEMPTS:
         store.finish(
             run_id,
             None,
-            states.FAILED,
+            RunStatus.FAILED,
             error=f"gave up after {snapshot.attempts} attempts: the worker stopped during each "
             "one (killed, or out of memory?)",
         )
-        return states.FAILED
+        return RunStatus.FAILED
     return "busy"
 
 
@@ -268,14 +246,18 @@ def describe(exc: BaseException) -> str:
     return ("".join(lines).strip() + ("\n" + where if where else ""))[:_MAX_ERROR_CHARS]
 
 
-def recoverable_runs(settings: Settings | None = None) -> list[tuple[int, float]]:
+def recoverable_runs(settings: Settings | None = None) -> list[tuple[int, str, float]]:
     """Runs a starting GPU worker should (re)enqueue: running with an expired lease (their worker
     died, and Redis would redeliver only after its visibility timeout), or queued for over
     ``ORPHAN_QUEUED_AFTER_S`` (their message may be lost). A duplicate message is harmless: the
-    run's lease makes the second delivery a no-op."""
+    run's lease makes the second delivery a no-op. Each comes with its kind, which names the task
+    that runs it."""
     settings = settings or get_settings()
     engine = make_sync_engine(settings)
     try:
-        return RunStore(engine).orphaned_runs(ORPHAN_QUEUED_AFTER_S)
+        store = RunStore(engine)
+        runs = store.orphaned_runs(ORPHAN_QUEUED_AFTER_S)
+        kinds = store.kinds([run_id for run_id, _ in runs])
+        return [(run_id, kinds[run_id], wait_s) for run_id, wait_s in runs]
     finally:
         engine.dispose()

@@ -1,0 +1,264 @@
+"""The executor of a job's work: each topic's essays, then its judgments (by the job's judging
+method), then its pairs — topics flow through independently (a pipeline), so a topic is judged
+as soon as its own essays are in. Results go to the flusher; nothing here touches the database.
+
+Every request is made within the job's budget (:meth:`Executor.issue`). A job that is stopping
+(cancelled, or over its ``max_failure_rate``) makes no new request: items not started are left
+as they are, and the finish step marks them cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from chatpgt.datagen.flusher import Flusher
+from chatpgt.datagen.judges import JudgeCall, JudgmentItem, judge_method
+from chatpgt.datagen.judges.base import Call, Issued
+from chatpgt.datagen.models import Generation
+from chatpgt.datagen.pairing import (
+    PairingRule,
+    corpus_pair_rows,
+    decided_matchups,
+    judged_pair_row,
+    select_pairs,
+)
+from chatpgt.datagen.planner import JobPlan, JudgmentPlanner, TopicState, judgment_rows
+from chatpgt.db.base import utcnow
+from chatpgt.orchestration.status import ITEM_TERMINAL, ItemStatus
+from chatpgt.providers.client import ProviderPool
+from chatpgt.providers.types import ChatRequest, ProviderError
+from chatpgt.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class StopFlag:
+    """Why the job is stopping (None while it is not): "cancelled", "max_failure_rate". The
+    first reason given wins; ``on_stop`` is called once, with it (the runner cancels the work
+    in flight: requests waiting for a provider's slot are not made)."""
+
+    def __init__(self, on_stop: Callable[[str], None] = lambda reason: None) -> None:
+        self.reason: str | None = None
+        self._on_stop = on_stop
+
+    def request(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+            self._on_stop(reason)
+
+
+class FailureWatch:
+    """Counts the items this run finished; past ``max_rate`` failed (once ``min_items`` have
+    finished) the job should stop. No limit when ``max_rate`` is None."""
+
+    def __init__(self, max_rate: float | None, min_items: int) -> None:
+        self.max_rate, self.min_items = max_rate, min_items
+        self.finished = self.failed = 0
+
+    def over(self, failed: bool) -> bool:
+        self.finished += 1
+        self.failed += failed
+        return (
+            self.max_rate is not None
+            and self.finished >= self.min_items
+            and self.failed / self.finished > self.max_rate
+        )
+
+
+class Executor:
+    def __init__(
+        self,
+        job_id: int,
+        plan: JobPlan,
+        pool: ProviderPool,
+        settings: Settings,
+        flusher: Flusher,
+        planner: JudgmentPlanner,
+        stop: StopFlag,
+    ) -> None:
+        self.job_id = job_id
+        self.req = plan.req
+        self.budget = plan.budget
+        self.model_paths = plan.model_paths
+        self.pool = pool
+        self.settings = settings
+        self.flusher = flusher
+        self.planner = planner
+        self.stop = stop
+        self.watch = FailureWatch(self.req.max_failure_rate, settings.job_failure_rate_min_items)
+        judge = self.req.judge
+        self.method = judge_method(judge.method)
+        self.judge_call = JudgeCall(
+            spec=judge,
+            model=self.model_paths.get(judge.model, judge.model),
+            issue=self.issue,
+            judge_ab=pool.judge_ab,
+            parse_retries=settings.judge_parse_retries,
+        )
+
+    async def execute(self, topics: list[TopicState]) -> None:
+        await asyncio.gather(*(self._topic(t) for t in topics if t.stage != "done"))
+
+    async def issue(self, req: ChatRequest, call: Call | None = None) -> Issued:
+        """Make one request (``pool.chat`` unless ``call`` says otherwise) within the budget."""
+        if self.stop.reason is not None or self.budget.exhausted:
+            return Issued(skip=self.stop.reason or "budget_exhausted")
+        estimate = self.pool.estimate_cost(req)
+        if not await self.budget.reserve(estimate):
+            return Issued(skip="budget_exhausted")
+        try:
+            result = await (call or self.pool.chat)(req)
+        except ProviderError as exc:
+            await self.budget.settle(estimate, exc.cost_usd)
+            return Issued(error=exc)
+        except BaseException:
+            await self.budget.settle(estimate, Decimal(0))
+            raise
+        await self.budget.settle(estimate, result.cost_usd)
+        return Issued(result=result)
+
+    def _finished(self, kind: str, item_id: int, update: dict[str, Any]) -> None:
+        """Book one finished item: its error for the job's row, and the failure rate."""
+        failed = update["status"] == ItemStatus.FAILED
+        if failed:
+            self.flusher.record_error(kind, item_id, update["error"] or "failed")
+        if update["status"] in (ItemStatus.SUCCEEDED, ItemStatus.FAILED) and self.watch.over(
+            failed
+        ):
+            if self.stop.reason is None:
+                log.warning(
+                    "job %s: %d of %d finished items failed, over max_failure_rate %s; stopping",
+                    self.job_id,
+                    self.watch.failed,
+                    self.watch.finished,
+                    self.req.max_failure_rate,
+                )
+            self.stop.request("max_failure_rate")
+
+    # --- one topic -------------------------------------------------------------------------
+
+    async def _topic(self, t: TopicState) -> None:
+        await asyncio.gather(
+            *(self._generate(g) for g in t.generations if g.status not in ITEM_TERMINAL)
+        )
+        ok = [g for g in t.generations if g.status == ItemStatus.SUCCEEDED]
+        pairs = []
+        if self.req.include_corpus_pairs:
+            pairs = corpus_pair_rows(self.job_id, t, ok, self.settings.corpus_pair_confidence)
+        if len(ok) >= 2:
+            pairs += await self._judge_topic(t, ok)
+        if not all(g.status in ITEM_TERMINAL for g in t.generations):
+            return  # stopping (budget, cancel, failure rate): leave it for the finish step
+        self.flusher.pairs += pairs
+        self.flusher.done_topics.append(t.topic_id)
+        for g in t.generations:  # the texts are in the pairs now; free them
+            g.text = None
+
+    async def _judge_topic(self, t: TopicState, ok: list[Generation]) -> list[dict[str, Any]]:
+        judge = self.req.judge
+        rows = judgment_rows(
+            self.job_id,
+            t.topic_id,
+            [g.id for g in ok],
+            provider=judge.provider,
+            model=judge.model,
+            both_orders=judge.both_orders,
+        )
+        # Planned rows only: if this run dies before its results are flushed, the next run
+        # redoes the essays and then judges these rows against the new texts.
+        judgments = await self.planner.plan(t.topic_id, rows)
+        texts = {g.id: g.text or "" for g in ok}
+        wanted = {(r["generation_a_id"], r["generation_b_id"]) for r in rows}
+        judgments = [j for j in judgments if (j.generation_a_id, j.generation_b_id) in wanted]
+        await asyncio.gather(
+            *(self._judge(j, t.prompt, texts) for j in judgments if j.status not in ITEM_TERMINAL)
+        )
+        if not all(j.status in ITEM_TERMINAL for j in judgments):
+            return []
+        results = decided_matchups(
+            self.method, judgments, (g.id for g in ok), both_orders=judge.both_orders
+        )
+        gens = {g.id: g for g in ok}
+        chosen = select_pairs(PairingRule(self.req.pairing), sorted(gens), results)
+        return [judged_pair_row(self.job_id, t, r, gens, judge.model) for r in chosen]
+
+    # --- one item --------------------------------------------------------------------------
+
+    async def _generate(self, g: Generation) -> None:
+        params = g.params
+        messages = [{"role": "user", "content": g.prompt}]
+        if g.system_prompt:
+            messages.insert(0, {"role": "system", "content": g.system_prompt})
+        req = ChatRequest(
+            provider=g.provider,
+            model=self.model_paths.get(g.model, g.model),
+            messages=messages,
+            temperature=params.get("temperature"),
+            top_p=params.get("top_p"),
+            max_tokens=params.get("max_tokens"),
+        )
+        issued = await self.issue(req)
+        if issued.stopped:
+            return  # the finish step marks it cancelled
+        update = _blank_generation_result(g)
+        if issued.skip is not None:
+            update.update(status="skipped", error=f"not requested: {issued.skip}")
+        elif issued.error is not None:
+            error = issued.error
+            update.update(
+                status="failed",
+                error=error.message,
+                attempts=g.attempts + error.attempts,
+                prompt_tokens=error.prompt_tokens,
+                completion_tokens=error.completion_tokens,
+                cost_usd=error.cost_usd,
+            )
+        else:
+            result = issued.result
+            text = result.text.strip()
+            update.update(
+                status="succeeded" if text else "failed",
+                error=None if text else "the provider returned an empty essay",
+                text=text or None,
+                attempts=g.attempts + result.attempts,
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                cost_usd=result.cost_usd,
+                latency_ms=result.latency_ms,
+                finish_reason=result.finish_reason,
+            )
+        for key, value in update.items():
+            setattr(g, key, value)
+        self.flusher.generations.append({"_id": g.id, **update})
+        self._finished("generation", g.id, update)
+
+    async def _judge(self, j: JudgmentItem, prompt: str, texts: dict[int, str]) -> None:
+        update = await self.method.judge(
+            self.judge_call, j, prompt, texts[j.generation_a_id], texts[j.generation_b_id]
+        )
+        if update is None:
+            return  # stopping: the finish step marks it cancelled
+        for key, value in update.items():
+            setattr(j, key, value)
+        self.flusher.judgments.append({"_id": j.id, **update})
+        self._finished("judgment", j.id, update)
+
+
+def _blank_generation_result(g: Generation) -> dict[str, Any]:
+    """Every result column (the batch update writes them all), as for a request not made."""
+    return {
+        "status": g.status,
+        "error": None,
+        "text": None,
+        "attempts": g.attempts,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost_usd": Decimal(0),
+        "latency_ms": None,
+        "finish_reason": None,
+        "finished_at": utcnow(),
+    }

@@ -1,0 +1,117 @@
+"""The flusher: results, pairs, finished topics and the first errors of a job, buffered in
+memory and written in one transaction every ``db_flush_interval_s``.
+
+Results, pairs and finished topics are written together and in order, so a crash never leaves a
+pair whose essays or verdicts are not on disk: it loses the whole batch, which the next run
+redoes. Each batch is fenced by the job's lease (see :meth:`Flusher.flush`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chatpgt.datagen import repository as repo
+from chatpgt.db.session import transaction
+from chatpgt.orchestration.leases import LeaseLost
+from chatpgt.orchestration.retry import until_reachable
+
+log = logging.getLogger(__name__)
+
+# Renews the job's lease inside a transaction; raises LeaseLost when another worker holds it.
+Fence = Callable[[AsyncSession], Awaitable[None]]
+
+
+class Flusher:
+    def __init__(
+        self,
+        job_id: int,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        fence: Fence,
+        *,
+        interval_s: float,
+        max_errors_kept: int,
+    ) -> None:
+        self.job_id = job_id
+        self.sm = sessionmaker
+        self.fence = fence
+        self.interval_s = interval_s
+        self.max_errors_kept = max_errors_kept
+        self.generations: list[dict[str, Any]] = []
+        self.judgments: list[dict[str, Any]] = []
+        self.pairs: list[dict[str, Any]] = []
+        self.done_topics: list[int] = []
+        self.first_error: str | None = None
+        self._errors: list[dict[str, Any]] = []
+        self._errors_seen = 0
+        self._errors_replayed = False
+        self._lock = asyncio.Lock()
+
+    def record_error(self, kind: str, item_id: int, message: str) -> None:
+        """Keep one of the job's first item errors (``max_job_errors_kept``) for its row."""
+        if self.first_error is None:
+            self.first_error = message
+        if self._errors_seen < self.max_errors_kept:
+            self._errors_seen += 1
+            self._errors.append({"kind": kind, "id": item_id, "error": message[:500]})
+
+    async def loop(self, on_lease_lost: Callable[[], None]) -> None:
+        """Flush every ``interval_s`` until cancelled. While the database is unreachable the
+        results stay buffered and the flush waits it out; a lost lease drops the batch and
+        calls ``on_lease_lost``."""
+        label = f"job {self.job_id}"
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await until_reachable(
+                    self.flush, label=label, what="flush", first_delay_s=self.interval_s
+                )
+            except LeaseLost:
+                log.warning("job %s: lease lost; the unwritten batch is dropped", self.job_id)
+                on_lease_lost()
+                return
+            except Exception:
+                log.exception("job %s: flush failed; will retry", self.job_id)
+
+    async def flush(self) -> None:
+        """Write what finished since the last flush in one transaction, one statement a table.
+
+        The transaction first renews the lease (raising LeaseLost, writing nothing, when another
+        worker holds it): the row lock it takes keeps a claimant out until the batch is
+        committed, so a batch is never written by a runner that lost the job. A failed batch
+        stays buffered for the next flush; replaying one whose commit went through unseen is
+        harmless (updates by id, inserts that ignore conflicts, errors not appended twice).
+        """
+        async with self._lock:
+            gens, self.generations = self.generations, []
+            judgments, self.judgments = self.judgments, []
+            pairs, self.pairs = self.pairs, []
+            topics, self.done_topics = self.done_topics, []
+            errors, self._errors = self._errors, []
+            if not (gens or judgments or pairs or topics or errors):
+                return
+            try:
+                async with transaction(self.sm) as s:
+                    await self.fence(s)
+                    if errors and self._errors_replayed:
+                        kept = (await repo.get_job(s, self.job_id, for_update=True)).errors
+                        errors = [e for e in errors if e not in kept]
+                    await repo.update_generations(s, gens)
+                    await repo.update_judgments(s, judgments)
+                    await repo.insert_pairs(s, pairs)
+                    await repo.mark_topics_done(s, self.job_id, topics)
+                    await repo.append_errors(s, self.job_id, errors, self.max_errors_kept)
+            except BaseException:
+                # Put them back so the next flush writes them.
+                self.generations[:0] = gens
+                self.judgments[:0] = judgments
+                self.pairs[:0] = pairs
+                self.done_topics[:0] = topics
+                self._errors[:0] = errors
+                self._errors_replayed = self._errors_replayed or bool(errors)
+                raise
+            self._errors_replayed = False

@@ -1,0 +1,22 @@
+"""Celery task names, in one place: the workers register their tasks under them, the API and
+the sweeps enqueue by name (the library never imports Celery)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+DATAGEN_RUN_JOB: Final = "chatpgt.datagen.run_job"
+# The periodic sweep (Celery beat) for running jobs whose lease ran out.
+DATAGEN_SWEEP: Final = "chatpgt.datagen.sweep_orphans"
+TRAIN_SFT: Final = "chatpgt.train.sft"
+TRAIN_DPO: Final = "chatpgt.train.dpo"
+
+TRAINING_TASKS: Final = {"sft": TRAIN_SFT, "dpo": TRAIN_DPO}
+
+
+def training_task(kind: str) -> str:
+    """The task that runs a training run of ``kind`` ("sft" or "dpo")."""
+    try:
+        return TRAINING_TASKS[kind]
+    except KeyError:
+        raise ValueError(f"no training task for kind {kind!r}") from None
