@@ -27,6 +27,7 @@ from chatpgt.datagen.pairing import (
     select_pairs,
 )
 from chatpgt.datagen.planner import JobPlan, JudgmentPlanner, TopicState, judgment_rows
+from chatpgt.datagen.prompts import generation_messages
 from chatpgt.db.base import utcnow
 from chatpgt.orchestration.status import ITEM_TERMINAL, ItemStatus
 from chatpgt.providers.client import ProviderPool
@@ -190,13 +191,10 @@ class Executor:
 
     async def _generate(self, g: Generation) -> None:
         params = g.params
-        messages = [{"role": "user", "content": g.prompt}]
-        if g.system_prompt:
-            messages.insert(0, {"role": "system", "content": g.system_prompt})
         req = ChatRequest(
             provider=g.provider,
             model=self.model_paths.get(g.model, g.model),
-            messages=messages,
+            messages=generation_messages(g.prompt, g.system_prompt),
             temperature=params.get("temperature"),
             top_p=params.get("top_p"),
             max_tokens=params.get("max_tokens"),
