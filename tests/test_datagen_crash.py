@@ -123,7 +123,8 @@ async def test_a_running_worker_takes_over_a_dead_workers_job(
     ]
     beat = procs.start_beat(env, log_dir)
     try:
-        await asyncio.sleep(3)  # both are consuming (and past their start-up recovery)
+        # No wait needed: start_worker returns once a worker logged "ready.", which Celery does
+        # after the worker_ready handlers (the start-up recovery) ran; the sweep is beat's.
         titles = [f"Sweep topic {i}" for i in range(16)]
         job = await start_job(api, titles, essays_done=6)
         job_id = job["id"]

@@ -22,8 +22,8 @@ from api.routers.labels import reviewer_of
 from api.ui import HERE, plots
 from api.ui import session as ui_session
 from api.ui.session import CSRF_FIELD, CsrfRefused, Signer
-from chatpgt.datagen import inspect
 from chatpgt.datagen import service as datagen
+from chatpgt.datagen import service as datagen_service
 from chatpgt.db.keyset import decode_cursor, encode_cursor
 from chatpgt.errors import InvalidInput
 from chatpgt.pairs.repository import PairFilters
@@ -304,7 +304,7 @@ async def jobs_list(
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 async def job_page(job_id: IdPath, request: Request, session: Session) -> Response:
     job = await datagen.get_job_view(session, job_id)
-    matchups, flips = await inspect.judge_flip_counts(session, [job_id])
+    matchups, flips = await datagen_service.judge_flip_counts(session, [job_id])
     return page(
         request,
         "job.html",

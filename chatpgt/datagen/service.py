@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -263,3 +264,10 @@ async def _work_item(
     if row is None:
         raise NotFound(f"No {what} with id {item_id}.", **{f"{what}_id": item_id})
     return schema.model_validate(row._mapping)
+
+
+async def judge_flip_counts(session: AsyncSession, job_ids: Sequence[int] = ()) -> tuple[int, int]:
+    """``(matchups, flips)`` over the given jobs (all jobs when empty): matchups whose two
+    orders both succeeded, and those where the two verdicts named different winners."""
+    per_job = await repo.flip_counts(session, job_ids)
+    return sum(m for m, _ in per_job.values()), sum(f for _, f in per_job.values())
