@@ -3,6 +3,7 @@
 from chatpgt.auth.models import ApiKey
 from chatpgt.datagen.models import DatagenJob, Generation, JobTopic, Judgment
 from chatpgt.db.base import Base
+from chatpgt.evaluation.models import EvalRun
 from chatpgt.pairs.models import Pair
 from chatpgt.topics.models import Topic
 from chatpgt.training.models import RegisteredModel, TrainingRun
@@ -11,6 +12,7 @@ __all__ = [
     "ApiKey",
     "Base",
     "DatagenJob",
+    "EvalRun",
     "Generation",
     "JobTopic",
     "Judgment",

@@ -219,6 +219,9 @@ class RunStore:
     worker that lost its lease (another took the run over) changes nothing.
     """
 
+    # The rows this store holds leases on; evaluation runs use a subclass with their own table.
+    table: Any = TrainingRun
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
@@ -259,20 +262,22 @@ class RunStore:
         Counts an attempt. False when the run is terminal, held by a live worker, or out of
         attempts.
         """
+        t = self.table
         now = utcnow()
         stmt = states.transition_stmt(
             run_id,
             states.RUNNING,
             or_(
-                TrainingRun.status == states.QUEUED,
-                TrainingRun.lease_expires_at.is_(None),
-                TrainingRun.lease_expires_at < now,
+                t.status == states.QUEUED,
+                t.lease_expires_at.is_(None),
+                t.lease_expires_at < now,
             ),
-            TrainingRun.attempts < max_attempts,
+            t.attempts < max_attempts,
+            table=t,
             lease_owner=owner,
             lease_expires_at=now + timedelta(seconds=lease_s),
-            attempts=TrainingRun.attempts + 1,
-            started_at=func.coalesce(TrainingRun.started_at, literal(now, UTCDateTime)),
+            attempts=t.attempts + 1,
+            started_at=func.coalesce(t.started_at, literal(now, UTCDateTime)),
             error=None,
         )
         with self.engine.begin() as conn:
@@ -280,15 +285,16 @@ class RunStore:
 
     def heartbeat(self, run_id: int, owner: str, lease_s: float) -> bool | None:
         """Renew the lease. Returns the cancel flag, or None when the lease is no longer ours."""
+        t = self.table
         stmt = (
-            update(TrainingRun)
+            update(t)
             .where(
-                TrainingRun.id == run_id,
-                TrainingRun.lease_owner == owner,
-                TrainingRun.status == states.RUNNING,
+                t.id == run_id,
+                t.lease_owner == owner,
+                t.status == states.RUNNING,
             )
             .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
-            .returning(TrainingRun.cancel_requested)
+            .returning(t.cancel_requested)
         )
         with self.engine.begin() as conn:
             row = conn.execute(stmt).first()
@@ -300,10 +306,11 @@ class RunStore:
         JSON columns given here are merged key by key into what is stored. Returns the cancel
         flag, or None when the lease is no longer ours.
         """
+        t = self.table
         sqlite = self.engine.dialect.name == "sqlite"
         sets: dict[str, Any] = {"updated_at": utcnow()}
         for key, value in values.items():
-            column = getattr(TrainingRun, key)
+            column = getattr(t, key)
             if key not in _MERGED_JSON:
                 sets[key] = value
             elif sqlite:
@@ -313,14 +320,14 @@ class RunStore:
                     literal(value, JSONB)
                 )
         stmt = (
-            update(TrainingRun)
+            update(t)
             .where(
-                TrainingRun.id == run_id,
-                TrainingRun.lease_owner == owner,
-                TrainingRun.status == states.RUNNING,
+                t.id == run_id,
+                t.lease_owner == owner,
+                t.status == states.RUNNING,
             )
             .values(**sets)
-            .returning(TrainingRun.cancel_requested)
+            .returning(t.cancel_requested)
         )
         with self.engine.begin() as conn:
             row = conn.execute(stmt).first()
@@ -338,8 +345,9 @@ class RunStore:
     ) -> bool:
         """Move a run to a terminal status; with ``register``, add its model in the same
         transaction. ``owner`` None finishes a run nobody holds (out of attempts)."""
-        guard = [] if owner is None else [TrainingRun.lease_owner == owner]
-        stmt = states.transition_stmt(run_id, status, *guard, error=error, **values)
+        t = self.table
+        guard = [] if owner is None else [t.lease_owner == owner]
+        stmt = states.transition_stmt(run_id, status, *guard, table=t, error=error, **values)
         with self.engine.begin() as conn:
             if conn.execute(stmt).first() is None:
                 return False

@@ -187,6 +187,11 @@ class PairSelection(BaseModel):
     min_confidence: float = Field(6, ge=0, le=10)
     job_ids: list[RowId] = Field(default_factory=list, max_length=1000)
     source: Literal["judged", "corpus"] | None = None
+    exclude_heldout: bool = Field(
+        True,
+        description="leave out pairs whose topic is a held-out essay of the starting model's SFT "
+        "run (so that evaluating on those essays stays fair)",
+    )
 
 
 class DPORequest(BaseModel):

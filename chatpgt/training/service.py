@@ -79,11 +79,28 @@ async def submit_dpo(
             + "); generate pairs first or loosen the selection.",
             pairs=request.pairs.model_dump(mode="json"),
         )
+    extra: dict[str, Any] = {"pairs_at_submit": matching}
+    if request.pairs.exclude_heldout and start.get("model_id") is not None:
+        # Keep the lineage's held-out essays out of DPO too (chatpgt.evaluation.heldout).
+        from chatpgt.evaluation import heldout
+        from chatpgt.evaluation.repository import count_pairs_on_topics
+
+        found = await heldout.dpo_heldout_topics(session, int(start["model_id"]))
+        if found is not None:
+            sft_run_id, topics = found
+            on_heldout = await count_pairs_on_topics(session, filters, topics)
+            if on_heldout >= matching:
+                raise NoPairsSelected(
+                    f"All {matching} matching pairs are on essays SFT run {sft_run_id} held out "
+                    "for evaluation; set pairs.exclude_heldout false to train on them anyway.",
+                    pairs=request.pairs.model_dump(mode="json"),
+                )
+            extra.update(heldout_topics=topics, pairs_at_submit=matching - on_heldout)
     await _check_name_free(session, request.name)
     return await repo.create_run(
         session,
         kind="dpo",
-        request={**request.model_dump(mode="json"), "pairs_at_submit": matching},
+        request={**request.model_dump(mode="json"), **extra},
         start_model=start,
         output_name=request.name,
     )

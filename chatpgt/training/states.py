@@ -44,8 +44,13 @@ def can_transition(source: str, target: str) -> bool:
     return target in TRANSITIONS.get(source, frozenset())
 
 
-def transition_stmt(run_id: int, target: str, *where: ColumnElement[bool], **values: Any) -> Update:
+def transition_stmt(
+    run_id: int, target: str, *where: ColumnElement[bool], table: Any = TrainingRun, **values: Any
+) -> Update:
     """``UPDATE training_runs SET status=target, ...`` guarded by the transition table.
+
+    ``table`` is the ORM class of the rows (evaluation runs share this life and table of
+    transitions).
 
     ``where`` adds conditions (a lease owner, an expired lease); ``values`` sets more columns. The
     statement returns the id of the row it changed, so an empty result means "not allowed now".
@@ -53,10 +58,10 @@ def transition_stmt(run_id: int, target: str, *where: ColumnElement[bool], **val
     """
     now = utcnow()
     stmt = (
-        update(TrainingRun)
-        .where(TrainingRun.id == run_id, TrainingRun.status.in_(allowed_sources(target)), *where)
+        update(table)
+        .where(table.id == run_id, table.status.in_(allowed_sources(target)), *where)
         .values(status=target, updated_at=now, **values)
-        .returning(TrainingRun.id)
+        .returning(table.id)
     )
     if target in TERMINAL:
         stmt = stmt.values(finished_at=now, lease_owner=None, lease_expires_at=None)
