@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import auth, inputs, problems
 from api.limits import BodySizeLimit
-from api.routers import datagen, health, pairs, providers, topics, train
+from api.routers import datagen, eval, health, pairs, providers, topics, train
 from chatpgt.auth.service import AccessControl, AccessPolicy, KeyVerifier
 from chatpgt.db.session import make_engine, make_sessionmaker
 from chatpgt.paths import DataRoots
@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     problems.install(app)
     auth.install(app)
-    for module in (health, providers, topics, datagen, pairs, train):
+    for module in (health, providers, topics, datagen, pairs, train, eval):
         app.include_router(module.router)
     return app
 

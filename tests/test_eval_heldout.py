@@ -54,3 +54,16 @@ def test_dpo_export_drops_pairs_on_held_out_topics(tmp_path: Path) -> None:
     assert exclude_topics(path, []) == 0
     assert exclude_topics(path, ["A", "Z"]) == 2
     assert [json.loads(line)["topic"] for line in path.open()] == ["B", "C"]
+
+
+def test_the_api_process_imports_no_torch_sklearn_or_matplotlib() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, api.main, api.routers.eval, chatpgt.evaluation.service; "
+        "print(sorted(m for m in ('torch', 'sklearn', 'matplotlib', 'transformers') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -34,6 +34,7 @@ def make_celery() -> Celery:
         task_routes={
             "chatpgt.datagen.*": {"queue": DATAGEN_QUEUE},
             "chatpgt.train.*": {"queue": GPU_QUEUE},
+            "chatpgt.eval.*": {"queue": GPU_QUEUE},
         },
         broker_transport_options={
             "visibility_timeout": settings.broker_visibility_timeout_s,
@@ -45,7 +46,7 @@ def make_celery() -> Celery:
         },
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        imports=["workers.datagen_tasks", "workers.training_tasks"],
+        imports=["workers.datagen_tasks", "workers.training_tasks", "workers.eval_tasks"],
     )
     return app
 
