@@ -44,6 +44,7 @@ from rich.text import Text
 from chatpgt.client import DEFAULT_API_URL, ApiError, ApiUnreachable, ChatPGTClient, ClientError
 from chatpgt.datagen.pairing import PairingRule
 from chatpgt.datagen.schemas import DatagenJobCreate, DatagenJobView, StageCounts
+from chatpgt.eval_cli import eval_app
 from chatpgt.pairs.schemas import PairStats
 from chatpgt.topics.schemas import FileImport, HFImport, TopicsCreate
 from chatpgt.training.schemas import DPORequest, SFTRequest, TrainingRunOut
@@ -142,6 +143,7 @@ app.add_typer(pairs_app, name="pairs")
 app.add_typer(train_app, name="train")
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
+app.add_typer(eval_app, name="eval")
 
 
 @dataclass

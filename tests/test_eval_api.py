@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tests import fixtures_training as ft
 from tests import procs
 from tests.fixtures_training import finished, insert_pairs, sft_body
+from tests.test_cli import run_cli
 
 pytestmark = pytest.mark.e2e
 tiny_model_dir = ft.tiny_model_dir
@@ -69,6 +70,7 @@ async def test_eval_run_end_to_end(
     gpu_worker: procs.Proc,
     tiny_model_dir: Path,
     essay_corpus: Path,
+    tmp_path: Path,
 ) -> None:
     await insert_pairs(session, [8, 7, 9])  # candidate essays by "other writers"
     sft = await sft_run(
@@ -139,8 +141,37 @@ async def test_eval_run_end_to_end(
     assert_problem(await api.get(f"/eval/runs/{gone['id']}/report"), 409, "no report")
     assert_problem(await api.post(f"/eval/runs/{run['id']}/cancel"), 409, "succeeded")
 
-    # DPO from this SFT drops the pairs on its held-out essays: here none (other topics).
     assert_problem(await api.get("/eval/runs/999999"), 404, "does not exist")
+
+    # The CLI: the table of a finished run, its HTML saved; a run followed to its end.
+    cli_env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"}
+    saved = tmp_path / "report.html"
+    done = run_cli(
+        cli_env, str(api.base_url), "eval", "report", str(run["id"]), "--html", str(saved)
+    )
+    assert done.returncode == 0, done.stderr
+    assert "real held-out essays" in done.stdout and "eval-sft (sft)" in done.stdout
+    assert saved.read_text().startswith("<!doctype html>")
+    done = run_cli(
+        cli_env,
+        str(api.base_url),
+        "eval",
+        "run",
+        str(base["id"]),
+        "eval-sft",
+        "--max-essays",
+        "1",
+        "--no-style",
+        "--max-new-tokens",
+        "4",
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "submitted eval run" in done.stderr
+    assert "perplexity" in done.stdout and "report:" in done.stdout
+    assert "the first 1 of 2" in done.stdout
+    done = run_cli(cli_env, str(api.base_url), "eval", "status", "999999")
+    assert done.returncode == 1 and "does not exist" in done.stderr
 
 
 async def test_bad_eval_requests_are_refused_and_nothing_is_queued(
