@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from chatpgt.evaluation.style import StyleClassifier
+from chatpgt.evaluation.style import Features, StyleClassifier
 from chatpgt.training.corpus import Essay
 
-JUDGE_FEATURES = "word"
+JUDGE_FEATURES: Features = "word"
 JUDGE_SEED_OFFSET = 7919  # its own split, whatever seed the evaluation classifier uses
 
 
