@@ -27,19 +27,9 @@ PROBLEM = "application/problem+json"
 async def wait_eval(
     api: httpx.AsyncClient, run_id: int, until: Any, worker: procs.Proc, within_s: float = 180
 ) -> dict[str, Any]:
-    import asyncio
-    import time
-
-    deadline = time.monotonic() + within_s
-    run: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        response = await api.get(f"/eval/runs/{run_id}")
-        assert response.status_code == 200, response.text
-        run = response.json()
-        if until(run):
-            return run
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"eval run {run_id} stuck: {run}\n{worker.log()[-6000:]}")
+    return await ft.wait_run(
+        api, run_id, until, worker=worker, within_s=within_s, runs_path="/eval/runs"
+    )
 
 
 def assert_problem(response: httpx.Response, status: int, needle: str) -> None:

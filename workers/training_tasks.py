@@ -29,20 +29,23 @@ def train_dpo(run_id: int) -> str:
     return service.execute_run(run_id)
 
 
-@worker_ready.connect
-def _resume_orphaned_runs(sender: Any = None, **_: Any) -> None:
+def reenqueue_orphans(sender: Any, find: Any, task_name: str, what: str) -> None:
+    """On a starting gpu worker: send ``task_name`` again for every run ``find()`` returns as
+    (id, seconds to wait). The row's kind decides the work; a run another live worker holds
+    stays its own (that delivery finds the lease and does nothing)."""
     app = getattr(sender, "app", celery_app)
     if GPU_QUEUE not in app.amqp.queues.consume_from:
         return
     try:
-        runs = service.recoverable_runs()
+        runs = find()
     except Exception:
-        log.exception("could not look for orphaned training runs")
+        log.exception("could not look for orphaned %s runs", what)
         return
     for run_id, wait_s in runs:
-        log.info("re-enqueueing training run %s in %.0f s", run_id, wait_s)
-        # The row's kind decides the recipe; the task name only routes to the gpu queue. A run
-        # another live worker holds stays its own: that delivery finds the lease and does nothing.
-        celery_app.send_task(
-            "chatpgt.train.sft", args=[run_id], countdown=wait_s + 0.5 if wait_s else None
-        )
+        log.info("re-enqueueing %s run %s in %.0f s", what, run_id, wait_s)
+        celery_app.send_task(task_name, args=[run_id], countdown=wait_s + 0.5 if wait_s else None)
+
+
+@worker_ready.connect
+def _resume_orphaned_runs(sender: Any = None, **_: Any) -> None:
+    reenqueue_orphans(sender, service.recoverable_runs, "chatpgt.train.sft", "training")

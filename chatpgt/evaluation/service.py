@@ -33,6 +33,7 @@ from chatpgt.training import states
 from chatpgt.training.corpus import check_local_source
 from chatpgt.training.errors import InvalidModelSource
 from chatpgt.training.service import _resolve_model as resolve_training_model
+from chatpgt.training.service import cancel_leased
 
 TASK_NAME = "chatpgt.eval.run"
 
@@ -138,19 +139,8 @@ async def list_runs(
 
 
 async def cancel_run(session: AsyncSession, run_id: int) -> EvalRunOut:
-    run = await repo.get_run(session, run_id)
-    if run is None:
-        raise EvalRunNotFound(run_id)
-    if run.status in states.TERMINAL:
-        if run.status != states.CANCELLED:
-            raise EvalNotCancellable(run_id, run.status)
-    elif not await repo.cancel_queued(session, run_id) and not await repo.request_cancel(
-        session, run_id
-    ):
-        out = await get_run(session, run_id)
-        if out.status != states.CANCELLED:
-            raise EvalNotCancellable(run_id, out.status)
-        return out
+    """A queued run is cancelled at once, a running one at its next essay; 409 once finished."""
+    await cancel_leased(session, run_id, repo, EvalRunNotFound, EvalNotCancellable)
     return await get_run(session, run_id)
 
 

@@ -10,6 +10,7 @@ with its reason.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -197,21 +198,32 @@ async def list_runs(
 async def cancel_run(session: AsyncSession, run_id: int) -> TrainingRunOut:
     """Cancel a run: a queued one at once; a running one stops at its next step, keeping its
     last checkpoint. Cancelling a cancelled run is a no-op; a finished one is a 409."""
-    run = await repo.get_run(session, run_id)
+    await cancel_leased(session, run_id, repo, TrainingRunNotFound, RunNotCancellable)
+    return await get_run(session, run_id)
+
+
+async def cancel_leased(
+    session: AsyncSession,
+    run_id: int,
+    rows: Any,
+    not_found: Callable[[int], Exception],
+    not_cancellable: Callable[[int, str], Exception],
+) -> None:
+    """The cancel of any leased gpu run (training, evaluation): ``rows`` is its repository
+    module (``get_run``, ``cancel_queued``, ``request_cancel``)."""
+    run = await rows.get_run(session, run_id)
     if run is None:
-        raise TrainingRunNotFound(run_id)
+        raise not_found(run_id)
     if run.status in states.TERMINAL:
         if run.status != states.CANCELLED:
-            raise RunNotCancellable(run_id, run.status)
-    elif not await repo.cancel_queued(session, run_id) and not await repo.request_cancel(
+            raise not_cancellable(run_id, run.status)
+    elif not await rows.cancel_queued(session, run_id) and not await rows.request_cancel(
         session, run_id
     ):
         # It finished between our read and our write.
-        out = await get_run(session, run_id)
-        if out.status != states.CANCELLED:
-            raise RunNotCancellable(run_id, out.status)
-        return out
-    return await get_run(session, run_id)
+        run = await rows.get_run(session, run_id)
+        if run is not None and run.status != states.CANCELLED:
+            raise not_cancellable(run_id, run.status)
 
 
 def run_out(run: TrainingRun, model_id: int | None) -> TrainingRunOut:
