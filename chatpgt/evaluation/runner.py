@@ -234,6 +234,8 @@ def evaluate(
             seed=seed,
         )
         timings["style_classifier_s"] = round(time.monotonic() - t, 2)
+        if "warning" in classifier.describe():
+            notes.append("style classifier: " + classifier.describe()["warning"])
         notes.append(
             "style classifier: trained on the SFT run's training essays vs "
             + (
@@ -241,7 +243,7 @@ def evaluate(
                 if style.get("other_essays")
                 else "the database's candidate essays (other models)"
             )
-            + f"; {classifier.features} features; cross-validated accuracy "
+            + f"; {classifier.features} features; cross-validated balanced accuracy "
             + (f"{classifier.cv_accuracy:.3f}" if classifier.cv_accuracy is not None else "n/a")
             + ". It is not the classifier of the style_classifier datagen judge (word n-grams, "
             "another split)."

@@ -26,6 +26,8 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 Features = Literal["char+word", "word"]
 DEFAULT_CHUNK_WORDS = 250
 MIN_TEXTS_PER_CLASS = 2
+# Below this many chunks in a class, describe() warns that the score means little.
+MIN_RELIABLE_CHUNKS = 30
 
 
 class NotEnoughTexts(ValueError):
@@ -88,7 +90,8 @@ def make_pipeline(features: Features, seed: int) -> Pipeline:
 
 @dataclass(slots=True)
 class StyleClassifier:
-    """A fitted classifier; ``cv_accuracy`` is its k-fold cross-validated accuracy on chunks."""
+    """A fitted classifier; ``cv_accuracy`` is its k-fold cross-validated *balanced* accuracy on
+    chunks (the mean of both classes' recall: 0.5 is chance whatever the class sizes)."""
 
     pipeline: Pipeline
     features: Features
@@ -127,7 +130,11 @@ class StyleClassifier:
         if k >= 2:
             splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
             scores = cross_val_score(
-                make_pipeline(features, seed), texts, labels, cv=splitter, scoring="accuracy"
+                make_pipeline(features, seed),
+                texts,
+                labels,
+                cv=splitter,
+                scoring="balanced_accuracy",  # a plain accuracy rewards the larger class
             )
             accuracy = float(scores.mean())
         pipeline = make_pipeline(features, seed).fit(texts, labels)
@@ -169,6 +176,18 @@ class StyleClassifier:
             + " -> logistic regression (balanced classes)",
             "chunk_words": self.chunk_words,
             "cv_accuracy": self.cv_accuracy,
+            "cv_metric": "balanced accuracy",
             "cv_folds": self.cv_folds,
             **self.trained_on,
+            **(
+                {"warning": f"only {few} chunks in the smaller class: the score is unreliable"}
+                if (
+                    few := min(
+                        self.trained_on.get("author_chunks", 0),
+                        self.trained_on.get("other_chunks", 0),
+                    )
+                )
+                < MIN_RELIABLE_CHUNKS
+                else {}
+            ),
         }
