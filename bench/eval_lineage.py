@@ -97,7 +97,10 @@ def main() -> None:
     other = [
         s["text"]
         for s in recipes.generate_samples(
-            base, tokenizer, SampleSpec(prompts=other_prompts[:20], max_new_tokens=args.max_new_tokens), seed=1
+            base,
+            tokenizer,
+            SampleSpec(prompts=other_prompts[:20], max_new_tokens=args.max_new_tokens),
+            seed=1,
         )
     ]
     timed("other_essays_generation_s", t0)
