@@ -11,7 +11,18 @@ from starlette.concurrency import run_in_threadpool
 
 from api import auth, inputs, problems, ui
 from api.limits import BodySizeLimit
-from api.routers import datagen, datasets, health, labels, metrics, pairs, providers, topics, train
+from api.routers import (
+    datagen,
+    datasets,
+    eval,
+    health,
+    labels,
+    metrics,
+    pairs,
+    providers,
+    topics,
+    train,
+)
 from chatpgt.auth.service import AccessControl, AccessPolicy, KeyVerifier
 from chatpgt.db.session import make_engine, make_sessionmaker
 from chatpgt.metrics import configure as configure_metrics
@@ -99,7 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     problems.install(app)
     auth.install(app)
-    for module in (health, providers, topics, datagen, pairs, datasets, labels, train, metrics):
+    routers = (health, providers, topics, datagen, pairs, datasets, labels, train, eval, metrics)
+    for module in routers:
         app.include_router(module.router)
     ui.install(app, settings)
     return app

@@ -151,12 +151,13 @@ async def wait_run(
     *,
     worker: procs.Proc | None = None,
     within_s: float = 120.0,
+    runs_path: str = "/train/runs",
 ) -> dict[str, Any]:
-    """Poll GET /train/runs/{id} until ``until(run)`` is true; fails with the worker's log."""
+    """Poll GET {runs_path}/{id} until ``until(run)`` is true; fails with the worker's log."""
     deadline = time.monotonic() + within_s
     run: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        response = await api.get(f"/train/runs/{run_id}")
+        response = await api.get(f"{runs_path}/{run_id}")
         assert response.status_code == 200, response.text
         run = response.json()
         if until(run):

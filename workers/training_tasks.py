@@ -9,6 +9,7 @@ last checkpoint.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery.signals import worker_ready
@@ -41,16 +42,25 @@ def recovery_messages(settings: Settings | None = None) -> list[tuple[str, int, 
     ]
 
 
-@worker_ready.connect
-def _resume_orphaned_runs(sender: Any = None, **_: Any) -> None:
+def reenqueue_orphans(
+    sender: Any, messages: Callable[[], list[tuple[str, int, float | None]]], what: str
+) -> None:
+    """On a starting gpu worker: send each ``(task name, run id, countdown)`` that
+    ``messages()`` returns. A run another live worker holds stays its own (that delivery finds
+    the lease and does nothing)."""
     app = getattr(sender, "app", celery_app)
     if GPU_QUEUE not in app.amqp.queues.consume_from:
         return
     try:
-        messages = recovery_messages()
+        found = messages()
     except Exception:
-        log.exception("could not look for orphaned training runs")
+        log.exception("could not look for orphaned %s runs", what)
         return
-    for task, run_id, countdown in messages:
-        log.info("re-enqueueing training run %s (%s) in %.0f s", run_id, task, countdown or 0)
+    for task, run_id, countdown in found:
+        log.info("re-enqueueing %s run %s (%s) in %.0f s", what, run_id, task, countdown or 0)
         celery_app.send_task(task, args=[run_id], countdown=countdown)
+
+
+@worker_ready.connect
+def _resume_orphaned_runs(sender: Any = None, **_: Any) -> None:
+    reenqueue_orphans(sender, recovery_messages, "training")

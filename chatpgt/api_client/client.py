@@ -25,6 +25,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from chatpgt.datagen.schemas import DatagenJobCreate, DatagenJobView
+from chatpgt.evaluation.schemas import EvalRequest, EvalRunOut
 from chatpgt.pairs.schemas import ExportFormat, PairSource
 from chatpgt.review.schemas import PairStatsWithLabels
 from chatpgt.topics.schemas import FileImport, HFImport, ImportResult, TopicsCreated
@@ -303,6 +304,23 @@ class ChatPGTClient:
     def cancel_run(self, run_id: int) -> TrainingRunOut:
         """Stop the run at its next step (a queued run at once); the last checkpoint is kept."""
         return self._post(f"/train/runs/{run_id}/cancel", TrainingRunOut)
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    def submit_eval(self, request: EvalRequest) -> EvalRunOut:
+        return self._post("/eval/runs", EvalRunOut, _dump(request))
+
+    def get_eval(self, run_id: int) -> EvalRunOut:
+        return self._get(f"/eval/runs/{run_id}", EvalRunOut)
+
+    def cancel_eval(self, run_id: int) -> EvalRunOut:
+        return self._post(f"/eval/runs/{run_id}/cancel", EvalRunOut)
+
+    def eval_report(self, run_id: int, fmt: str = "html") -> bytes:
+        """The run's report: the self-contained HTML page, or ``report.json`` (``fmt="json"``)."""
+        return self._request("GET", f"/eval/runs/{run_id}/report", params={"format": fmt}).content
+
+    # -- models -----------------------------------------------------------------------------
 
     def list_models(self, *, limit: int = 50, after: int | None = None) -> ModelPage:
         params: dict[str, Any] = {"limit": limit}

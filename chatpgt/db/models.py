@@ -3,6 +3,7 @@
 from chatpgt.auth.models import ApiKey
 from chatpgt.datagen.models import DatagenJob, Generation, JobTopic, Judgment
 from chatpgt.db.base import Base
+from chatpgt.evaluation.models import EvalRun
 from chatpgt.pairs.labels import PairLabel
 from chatpgt.pairs.models import JobWorkSummary, NearDuplicate, Pair
 from chatpgt.topics.models import Topic
@@ -12,6 +13,7 @@ __all__ = [
     "ApiKey",
     "Base",
     "DatagenJob",
+    "EvalRun",
     "Generation",
     "JobTopic",
     "JobWorkSummary",

@@ -11,6 +11,8 @@ DATAGEN_SWEEP: Final = "chatpgt.datagen.sweep_orphans"
 TRAIN_SFT: Final = "chatpgt.train.sft"
 TRAIN_DPO: Final = "chatpgt.train.dpo"
 
+EVAL_RUN: Final = "chatpgt.eval.run"
+
 TRAINING_TASKS: Final = {"sft": TRAIN_SFT, "dpo": TRAIN_DPO}
 
 

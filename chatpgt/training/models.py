@@ -48,6 +48,9 @@ class TrainingRun(Timestamped, Base):
     # run_dir, model_dir, tensorboard_dir, last_checkpoint
     artifacts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     samples: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    # SFT: the essay-level train/eval split ({"corpus", "seed", "eval_fraction", "train": [...],
+    # "eval": [...]}, each essay as {"index", "title"}); evaluation holds the eval essays out
+    essay_split: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

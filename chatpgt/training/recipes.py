@@ -113,7 +113,10 @@ def run_sft(snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter) -> Outc
         report.update(notes)
         report_path.write_text(json.dumps(report))
     report = json.loads(report_path.read_text())
+    split = report.pop("split", None)
     reporter.report(data_report=report, force=True)
+    if split is not None:  # the held-out essays of every evaluation of this lineage
+        reporter.report(essay_split=split, force=True)
     if reporter.should_stop:
         return _stopped(reporter, run_dir, {})
 
@@ -174,6 +177,15 @@ def _prepare_sft_data(
             report=split,
         )
 
+    index = {id(essay): i for i, essay in enumerate(essays)}
+    split_record = {
+        "corpus": request.corpus,
+        "seed": hp.split_seed,
+        "eval_fraction": hp.eval_fraction,
+        "essays": len(essays),
+        "train": [{"index": index[id(e)], "title": e.title} for e in train_essays],
+        "eval": [{"index": index[id(e)], "title": e.title} for e in eval_essays],
+    }
     train_rows = examples(train_essays)
     eval_rows = examples(eval_essays)
     if not train_rows:
@@ -186,6 +198,7 @@ def _prepare_sft_data(
         "examples": {"train": len(train_rows), "eval": len(eval_rows)},
         "long_essays": split.as_dict(),
         "truncated": 0,
+        "split": split_record,
     }
 
 
@@ -227,7 +240,9 @@ def _count_truncated_sft(trainer: SFTTrainer) -> int:
 def run_dpo(
     snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter, database_url: str
 ) -> Outcome:
-    fields = {k: v for k, v in snapshot.request.items() if k != "pairs_at_submit"}
+    fields = {
+        k: v for k, v in snapshot.request.items() if k not in ("pairs_at_submit", "heldout_topics")
+    }
     request = DPORequest.model_validate(fields)
     hp = request.hyperparameters
     device = Device.detect()
@@ -238,7 +253,11 @@ def run_dpo(
         exported = export_pairs(
             database_url, filters_from_request(request.pairs.model_dump()), pairs_path
         )
-        reporter.report(data_report={"pairs_exported": exported}, force=True)
+        excluded = exclude_topics(pairs_path, snapshot.request.get("heldout_topics") or [])
+        reporter.report(
+            data_report={"pairs_exported": exported - excluded, "pairs_excluded_heldout": excluded},
+            force=True,
+        )
     pairs = _load_jsonl(pairs_path, run_dir)
     if len(pairs) == 0:
         raise TrainingDataError("no pair matches the selection any more (pairs were deleted?)")
@@ -304,6 +323,23 @@ def run_dpo(
         force=True,
     )
     return _train_and_save(trainer, tokenizer, run_dir, reporter, request.samples, hp)
+
+
+def exclude_topics(path: Path, topics: list[str]) -> int:
+    """Drop the exported pairs whose topic is one of ``topics`` (the lineage's held-out essays,
+    kept out of DPO so that evaluating on them stays fair); returns how many were dropped."""
+    if not topics:
+        return 0
+    held = set(topics)
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and json.loads(line).get("topic") in held:
+            dropped += 1
+        elif line.strip():
+            kept.append(json.loads(line))
+    if dropped:
+        corpus.write_jsonl(kept, path)
+    return dropped
 
 
 # --------------------------------------------------------------------------------------------

@@ -202,11 +202,13 @@ class RunSnapshot:
 _MERGED_JSON = frozenset({"progress", "metrics", "data_report", "artifacts"})
 
 
-def transition_stmt(run_id: int, target: str, *where: ColumnElement[bool], **values: Any) -> Any:
+def transition_stmt(
+    run_id: int, target: str, *where: ColumnElement[bool], table: Any = TrainingRun, **values: Any
+) -> Any:
     """The one status change of a training run (chatpgt.orchestration.leases.transition_stmt with
     the training run's lifecycle): ``where`` adds conditions (a lease owner, an expired lease),
     ``values`` sets more columns; an empty result means "not allowed now"."""
-    return leases.transition_stmt(TrainingRun, TRAINING_RUN, run_id, target, *where, **values)
+    return leases.transition_stmt(table, TRAINING_RUN, run_id, target, *where, **values)
 
 
 def _sqlite_json_merge(column: Any, value: dict[str, Any]) -> ColumnElement[Any]:
@@ -226,6 +228,9 @@ class RunStore:
     Every write that a worker makes while it holds a run is guarded by its lease owner, so a
     worker that lost its lease (another took the run over) changes nothing.
     """
+
+    # The rows this store holds leases on; evaluation runs use a subclass with their own table.
+    table: Any = TrainingRun
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -267,20 +272,22 @@ class RunStore:
         Counts an attempt. False when the run is terminal, held by a live worker, or out of
         attempts.
         """
+        t = self.table
         now = utcnow()
         stmt = transition_stmt(
             run_id,
             RunStatus.RUNNING,
             or_(
-                TrainingRun.status == RunStatus.QUEUED,
-                TrainingRun.lease_expires_at.is_(None),
-                TrainingRun.lease_expires_at < now,
+                t.status == RunStatus.QUEUED,
+                t.lease_expires_at.is_(None),
+                t.lease_expires_at < now,
             ),
-            TrainingRun.attempts < max_attempts,
+            t.attempts < max_attempts,
+            table=t,
             lease_owner=owner,
             lease_expires_at=now + timedelta(seconds=lease_s),
-            attempts=TrainingRun.attempts + 1,
-            started_at=func.coalesce(TrainingRun.started_at, literal(now, UTCDateTime)),
+            attempts=t.attempts + 1,
+            started_at=func.coalesce(t.started_at, literal(now, UTCDateTime)),
             error=None,
         )
         with self.engine.begin() as conn:
@@ -288,8 +295,9 @@ class RunStore:
 
     def heartbeat(self, run_id: int, owner: str, lease_s: float) -> bool | None:
         """Renew the lease. Returns the cancel flag, or None when the lease is no longer ours."""
+        t = self.table
         stmt = leases.renew_stmt(
-            TrainingRun, run_id, owner, lease_s, TrainingRun.status == RunStatus.RUNNING
+            t, run_id, owner, lease_s, t.status == RunStatus.RUNNING
         )
         with self.engine.begin() as conn:
             row = conn.execute(stmt).first()
@@ -301,10 +309,11 @@ class RunStore:
         JSON columns given here are merged key by key into what is stored. Returns the cancel
         flag, or None when the lease is no longer ours.
         """
+        t = self.table
         sqlite = self.engine.dialect.name == "sqlite"
         sets: dict[str, Any] = {"updated_at": utcnow()}
         for key, value in values.items():
-            column = getattr(TrainingRun, key)
+            column = getattr(t, key)
             if key not in _MERGED_JSON:
                 sets[key] = value
             elif sqlite:
@@ -314,14 +323,14 @@ class RunStore:
                     literal(value, JSONB)
                 )
         stmt = (
-            update(TrainingRun)
+            update(t)
             .where(
-                TrainingRun.id == run_id,
-                TrainingRun.lease_owner == owner,
-                TrainingRun.status == RunStatus.RUNNING,
+                t.id == run_id,
+                t.lease_owner == owner,
+                t.status == RunStatus.RUNNING,
             )
             .values(**sets)
-            .returning(TrainingRun.cancel_requested)
+            .returning(t.cancel_requested)
         )
         with self.engine.begin() as conn:
             row = conn.execute(stmt).first()
@@ -339,8 +348,9 @@ class RunStore:
     ) -> bool:
         """Move a run to a terminal status; with ``register``, add its model in the same
         transaction. ``owner`` None finishes a run nobody holds (out of attempts)."""
-        guard = [] if owner is None else [TrainingRun.lease_owner == owner]
-        stmt = transition_stmt(run_id, status, *guard, error=error, **values)
+        t = self.table
+        guard = [] if owner is None else [t.lease_owner == owner]
+        stmt = transition_stmt(run_id, status, *guard, table=t, error=error, **values)
         with self.engine.begin() as conn:
             if conn.execute(stmt).first() is None:
                 return False

@@ -202,6 +202,11 @@ class PairSelection(BaseModel):
         "the other way is trained reversed and kept whatever its confidence; one they called a "
         "tie or a bad pair is left out); ignore: labels play no part",
     )
+    exclude_heldout: bool = Field(
+        True,
+        description="leave out pairs whose topic is a held-out essay of the starting model's SFT "
+        "run (so that evaluating on those essays stays fair)",
+    )
 
 
 class DPORequest(BaseModel):

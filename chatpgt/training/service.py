@@ -10,6 +10,7 @@ with its reason.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +78,28 @@ async def submit_dpo(
             + "); generate pairs first or loosen the selection.",
             pairs=request.pairs.model_dump(mode="json"),
         )
+    extra: dict[str, Any] = {"pairs_at_submit": matching}
+    if request.pairs.exclude_heldout and start.get("model_id") is not None:
+        # Keep the lineage's held-out essays out of DPO too (chatpgt.evaluation.heldout).
+        from chatpgt.evaluation import heldout
+        from chatpgt.evaluation.repository import count_pairs_on_topics
+
+        found = await heldout.dpo_heldout_topics(session, int(start["model_id"]))
+        if found is not None:
+            sft_run_id, topics = found
+            on_heldout = await count_pairs_on_topics(session, filters, topics)
+            if on_heldout >= matching:
+                raise NoPairsSelected(
+                    f"All {matching} matching pairs are on essays SFT run {sft_run_id} held out "
+                    "for evaluation; set pairs.exclude_heldout false to train on them anyway.",
+                    pairs=request.pairs.model_dump(mode="json"),
+                )
+            extra.update(heldout_topics=topics, pairs_at_submit=matching - on_heldout)
     await _check_name_free(session, request.name)
     return await repo.create_run(
         session,
         kind="dpo",
-        request={**request.model_dump(mode="json"), "pairs_at_submit": matching},
+        request={**request.model_dump(mode="json"), **extra},
         start_model=start,
         output_name=request.name,
     )
@@ -178,21 +196,32 @@ async def list_runs(
 async def cancel_run(session: AsyncSession, run_id: int) -> TrainingRunOut:
     """Cancel a run: a queued one at once; a running one stops at its next step, keeping its
     last checkpoint. Cancelling a cancelled run is a no-op; a finished one is a 409."""
-    run = await repo.get_run(session, run_id)
+    await cancel_leased(session, run_id, repo, TrainingRunNotFound, RunNotCancellable)
+    return await get_run(session, run_id)
+
+
+async def cancel_leased(
+    session: AsyncSession,
+    run_id: int,
+    rows: Any,
+    not_found: Callable[[int], Exception],
+    not_cancellable: Callable[[int, str], Exception],
+) -> None:
+    """The cancel of any leased gpu run (training, evaluation): ``rows`` is its repository
+    module (``get_run``, ``cancel_queued``, ``request_cancel``)."""
+    run = await rows.get_run(session, run_id)
     if run is None:
-        raise TrainingRunNotFound(run_id)
+        raise not_found(run_id)
     if run.status in TERMINAL:
         if run.status != RunStatus.CANCELLED:
-            raise RunNotCancellable(run_id, run.status)
-    elif not await repo.cancel_queued(session, run_id) and not await repo.request_cancel(
+            raise not_cancellable(run_id, run.status)
+    elif not await rows.cancel_queued(session, run_id) and not await rows.request_cancel(
         session, run_id
     ):
         # It finished between our read and our write.
-        out = await get_run(session, run_id)
-        if out.status != RunStatus.CANCELLED:
-            raise RunNotCancellable(run_id, out.status)
-        return out
-    return await get_run(session, run_id)
+        run = await rows.get_run(session, run_id)
+        if run is not None and run.status != RunStatus.CANCELLED:
+            raise not_cancellable(run_id, run.status)
 
 
 def run_out(run: TrainingRun, model_id: int | None) -> TrainingRunOut:

@@ -1,0 +1,77 @@
+"""Evaluation runs. Thin: parse, call chatpgt.evaluation.service."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+
+from api import problems
+from api.deps import AppSettings, Queue, Roots, Session
+from api.pagination import IdPath
+from chatpgt.db.ids import MAX_ID
+from chatpgt.evaluation import service
+from chatpgt.evaluation.schemas import EvalRequest, EvalRunOut, EvalRunPage
+
+router = APIRouter(tags=["evaluation"])
+
+
+@router.post(
+    "/eval/runs",
+    status_code=202,
+    response_model=EvalRunOut,
+    responses=problems.responses(400, 403),
+)
+async def submit_eval(
+    body: EvalRequest, session: Session, settings: AppSettings, enqueue: Queue, roots: Roots
+) -> EvalRunOut:
+    """Queue an evaluation of ``models`` on the held-out essays of their lineage."""
+    run = await service.submit(session, settings, body, roots=roots)
+    await session.commit()
+    await enqueue(service.TASK_NAME, run.id)
+    return await service.get_run(session, run.id)
+
+
+@router.get("/eval/runs", response_model=EvalRunPage)
+async def list_eval_runs(
+    session: Session,
+    settings: AppSettings,
+    limit: Annotated[int, Query(ge=1)] = 50,
+    before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
+) -> EvalRunPage:
+    """Evaluation runs, newest first."""
+    limit = min(limit, settings.api_max_page_size)
+    return await service.list_runs(session, limit=limit, before=before, status=status)
+
+
+@router.get("/eval/runs/{run_id}", response_model=EvalRunOut, responses=problems.responses(404))
+async def get_eval_run(run_id: IdPath, session: Session) -> EvalRunOut:
+    return await service.get_run(session, run_id)
+
+
+@router.post(
+    "/eval/runs/{run_id}/cancel",
+    status_code=202,
+    response_model=EvalRunOut,
+    responses=problems.responses(404, 409),
+)
+async def cancel_eval_run(run_id: IdPath, session: Session) -> EvalRunOut:
+    out = await service.cancel_run(session, run_id)
+    await session.commit()
+    return out
+
+
+@router.get(
+    "/eval/runs/{run_id}/report",
+    response_class=FileResponse,
+    responses={**problems.responses(404, 409), 200: {"content": {"text/html": {}}}},
+)
+async def get_eval_report(
+    run_id: IdPath, session: Session, format: Literal["html", "json"] = "html"
+) -> FileResponse:
+    """The run's report: one self-contained HTML page (default) or ``?format=json``."""
+    path = await service.report_path(session, run_id, format)
+    media = "text/html; charset=utf-8" if format == "html" else "application/json"
+    return FileResponse(path, media_type=media)

@@ -1,0 +1,220 @@
+"""``chatpgt eval``: run an evaluation, follow it, print its table, fetch its report.
+
+A typer app registered in :mod:`chatpgt.cli` as ``eval``. It talks to the API through the
+CLI's :class:`chatpgt.api_client.client.ChatPGTClient` (the root's ``--api``, ``--api-key``).
+:func:`evaluate_and_print` is the hook the demo calls to end with the base/SFT/DPO table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from chatpgt.api_client.client import ChatPGTClient
+from chatpgt.cli.context import api as client_of
+from chatpgt.cli.output import EXIT_DETACHED, EXIT_FAILED, EXIT_OK
+from chatpgt.cli.output import TERMINAL_STATUSES as TERMINAL
+from chatpgt.evaluation.schemas import EvalRequest, EvalRunOut
+from chatpgt.evaluation.table import COLUMNS, rows
+
+app = typer.Typer(help="Evaluate models on the held-out essays.", no_args_is_help=True)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def progress_line(run: EvalRunOut) -> str:
+    p = run.progress
+    parts = [f"eval run {run.id} {run.status}"]
+    if p.get("stage"):
+        stage = str(p["stage"])
+        if p.get("model"):
+            stage += f" · {p['model']} ({p.get('model_index')}/{p.get('models')})"
+        parts.append(stage)
+    if p.get("total"):
+        parts.append(f"{p.get('done', 0)}/{p['total']}")
+    if p.get("eta_s") is not None and run.status == "running":
+        parts.append(f"ETA {round(p['eta_s'])}s")
+    return " · ".join(parts)
+
+
+def follow(api: ChatPGTClient, run: EvalRunOut, *, interval_s: float = 1.0) -> EvalRunOut:
+    """Poll until the run ends, with a live bar on stderr (a line every few seconds without a
+    terminal). Ctrl-C cancels the run when asked to, else detaches (exit 130)."""
+    try:
+        if err.is_terminal:
+            bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err
+            )
+            task = bar.add_task(progress_line(run), total=None)
+            with bar:
+                while run.status not in TERMINAL:
+                    time.sleep(interval_s)
+                    run = api.get_eval(run.id)
+                    bar.update(
+                        task,
+                        description=escape(progress_line(run)),
+                        total=run.progress.get("total"),
+                        completed=run.progress.get("done", 0),
+                    )
+            return run
+        last, at = "", 0.0
+        while run.status not in TERMINAL:
+            time.sleep(interval_s)
+            run = api.get_eval(run.id)
+            line = progress_line(run)
+            if line != last and time.monotonic() - at >= 5:
+                err.print(escape(line), soft_wrap=True)
+                last, at = line, time.monotonic()
+        return run
+    except KeyboardInterrupt:
+        err.print(
+            f"detached from eval run {run.id}; follow it with: chatpgt eval status "
+            f"{run.id} --follow"
+        )
+        raise typer.Exit(EXIT_DETACHED) from None
+
+
+def print_results(run: EvalRunOut, console: Console = out) -> None:
+    """The results table, the held-out statement, the notes and the report's path."""
+    table = Table(title=f"evaluation {run.id}" + (f" ({run.name})" if run.name else ""))
+    for _, header in COLUMNS:
+        table.add_column(header)
+    for row in rows(run.results):
+        table.add_row(*(escape(row[k]) for k, _ in COLUMNS))
+    console.print(table)
+    if run.heldout.get("statement"):
+        console.print(escape(str(run.heldout["statement"])), soft_wrap=True)
+    for note in run.results.get("notes") or []:
+        console.print(f"* {escape(str(note))}", soft_wrap=True)
+    if run.artifacts.get("report_html"):
+        console.print(f"report: {escape(str(run.artifacts['report_html']))}", soft_wrap=True)
+
+
+def finish(run: EvalRunOut) -> int:
+    if run.status == "succeeded":
+        print_results(run)
+        return EXIT_OK
+    out.print(escape(progress_line(run)))
+    if run.error:
+        err.print(f"error: {escape(run.error.splitlines()[0])}", soft_wrap=True)
+    return EXIT_FAILED
+
+
+def evaluate_and_print(
+    client: ChatPGTClient, models: Sequence[int | str], console: Console = out, **request: Any
+) -> EvalRunOut:
+    """The demo's hook: evaluate ``models`` (e.g. base, SFT, DPO ids), wait, print the table and
+    the report's path; returns the finished run. ``request`` takes any other EvalRequest field
+    (``max_essays=3``, ``judge={...}``, ``generation={"max_new_tokens": 200}``)."""
+    request_ = EvalRequest.model_validate({"models": list(models), **request})
+    run = follow(client, client.submit_eval(request_))
+    if run.status == "succeeded":
+        print_results(run, console)
+    else:
+        console.print(escape(progress_line(run) + (f": {run.error}" if run.error else "")))
+    return run
+
+
+def parse_judge(spec: str) -> dict[str, Any]:
+    """``provider:model`` or ``provider:model:method`` (method json or ab_probability)."""
+    provider, sep, rest = spec.partition(":")
+    if not sep or not rest:
+        raise typer.BadParameter("use provider:model or provider:model:ab_probability")
+    model, method = rest, "json"
+    for m in ("ab_probability", "json"):
+        if rest.endswith(":" + m):
+            model, method = rest[: -len(m) - 1], m
+    return {"provider": provider, "model": model, "method": method}
+
+
+@app.command("run")
+def eval_run(
+    ctx: typer.Context,
+    models: Annotated[list[str], typer.Argument(help="registry ids or names, model dirs, hub ids")],
+    sft_run: Annotated[
+        int | None, typer.Option(help="SFT run whose split holds essays out")
+    ] = None,
+    max_essays: Annotated[int | None, typer.Option(help="only the first N held-out essays")] = None,
+    judge: Annotated[
+        str | None, typer.Option(help="provider:model[:ab_probability] judge for the win rate")
+    ] = None,
+    reference: Annotated[str, typer.Option(help="sft, real, or one of the models")] = "sft",
+    other_essays: Annotated[
+        str | None, typer.Option(help="other writers' essays for the style classifier (a file)")
+    ] = None,
+    style: Annotated[
+        bool, typer.Option("--style/--no-style", help="style classifier score")
+    ] = True,
+    perplexity: Annotated[bool, typer.Option("--perplexity/--no-perplexity")] = True,
+    max_new_tokens: Annotated[int | None, typer.Option(help="tokens of each generation")] = None,
+    name: Annotated[str | None, typer.Option(help="a name for the run")] = None,
+    do_follow: Annotated[bool, typer.Option("--follow/--no-follow")] = True,
+) -> None:
+    """Queue an evaluation of MODELS on the held-out essays of their lineage."""
+    body: dict[str, Any] = {
+        "models": [int(m) if m.isdigit() else m for m in models],
+        "reference": reference,
+        "perplexity": perplexity,
+        "style": {"enabled": style, **({"other_essays": other_essays} if other_essays else {})},
+    }
+    for key, value in (("sft_run", sft_run), ("max_essays", max_essays), ("name", name)):
+        if value is not None:
+            body[key] = value
+    if judge:
+        body["judge"] = parse_judge(judge)
+    if max_new_tokens:
+        body["generation"] = {"max_new_tokens": max_new_tokens}
+    api = client_of(ctx)
+    run = api.submit_eval(EvalRequest.model_validate(body))
+    err.print(
+        f"submitted eval run {run.id}: {escape(str(run.heldout.get('statement', '')))}",
+        soft_wrap=True,
+    )
+    if not do_follow:
+        out.print(f"eval run {run.id} {run.status}")
+        return
+    raise typer.Exit(finish(follow(api, run)))
+
+
+@app.command("status")
+def eval_status(
+    ctx: typer.Context,
+    run_id: int,
+    do_follow: Annotated[bool, typer.Option("--follow/--no-follow")] = False,
+) -> None:
+    """Show an evaluation run (its table once it succeeded)."""
+    api = client_of(ctx)
+    run = api.get_eval(run_id)
+    if do_follow:
+        run = follow(api, run)
+    if run.status not in TERMINAL:
+        out.print(escape(progress_line(run)))
+        return
+    raise typer.Exit(finish(run))
+
+
+@app.command("report")
+def eval_report(
+    ctx: typer.Context,
+    run_id: int,
+    html: Annotated[Path | None, typer.Option(help="save the HTML report to this file")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="save report.json here")] = None,
+) -> None:
+    """Print an evaluation's table; save its HTML or JSON report."""
+    api = client_of(ctx)
+    run = api.get_eval(run_id)
+    print_results(run)
+    if html is not None:
+        html.write_bytes(api.eval_report(run_id, "html"))
+        err.print(f"wrote {escape(str(html))}")
+    if json_out is not None:
+        json_out.write_bytes(api.eval_report(run_id, "json"))
+        err.print(f"wrote {escape(str(json_out))}")

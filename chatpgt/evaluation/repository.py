@@ -1,0 +1,233 @@
+"""All SQL of evaluation: eval runs (API side, async; worker side, :class:`EvalStore`), and the
+reads that find a lineage's SFT split and the other-writer essays."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from chatpgt.datagen.models import Generation
+from chatpgt.db.base import utcnow
+from chatpgt.evaluation.models import EvalRun
+from chatpgt.orchestration.status import RunStatus
+from chatpgt.pairs.models import Pair
+from chatpgt.pairs.repository import PairFilters, select_pairs
+from chatpgt.training.models import RegisteredModel, TrainingRun
+from chatpgt.training.repository import RunStore, transition_stmt
+
+# --------------------------------------------------------------------------------------------
+# API side (async)
+
+
+async def create_run(
+    session: AsyncSession,
+    *,
+    name: str | None,
+    request: dict[str, Any],
+    models: list[dict[str, Any]],
+    heldout: dict[str, Any],
+) -> EvalRun:
+    run = EvalRun(
+        status=RunStatus.QUEUED,
+        name=name,
+        request=request,
+        models=models,
+        heldout=heldout,
+        progress={},
+        results={},
+        artifacts={},
+    )
+    session.add(run)
+    await session.flush()
+    return run
+
+
+async def get_run(session: AsyncSession, run_id: int) -> EvalRun | None:
+    return await session.get(EvalRun, run_id, populate_existing=True)
+
+
+async def list_runs(
+    session: AsyncSession, *, limit: int, before: int | None = None, status: str | None = None
+) -> Sequence[EvalRun]:
+    stmt = select(EvalRun).order_by(EvalRun.id.desc()).limit(limit)
+    if before is not None:
+        stmt = stmt.where(EvalRun.id < before)
+    if status:
+        stmt = stmt.where(EvalRun.status == status)
+    return (await session.scalars(stmt)).all()
+
+
+async def cancel_queued(session: AsyncSession, run_id: int) -> bool:
+    stmt = transition_stmt(
+        run_id,
+        RunStatus.CANCELLED,
+        EvalRun.status == RunStatus.QUEUED,
+        table=EvalRun,
+        cancel_requested=True,
+        error=None,
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def request_cancel(session: AsyncSession, run_id: int) -> bool:
+    stmt = (
+        update(EvalRun)
+        .where(EvalRun.id == run_id, EvalRun.status == RunStatus.RUNNING)
+        .values(cancel_requested=True, updated_at=utcnow())
+        .returning(EvalRun.id)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def models_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, RegisteredModel]:
+    if not ids:
+        return {}
+    rows = await session.scalars(select(RegisteredModel).where(RegisteredModel.id.in_(ids)))
+    return {m.id: m for m in rows.all()}
+
+
+@dataclass(frozen=True, slots=True)
+class SplitRun:
+    """A succeeded SFT run with a stored essay split, or a DPO run of a lineage."""
+
+    run_id: int
+    kind: str
+    request: dict[str, Any]
+    essay_split: dict[str, Any] | None
+    artifacts: dict[str, Any]
+    data_report: dict[str, Any]
+
+
+async def runs_of_models(session: AsyncSession, model_ids: Sequence[int]) -> list[SplitRun]:
+    """The training runs that produced these registered models (base models have none)."""
+    if not model_ids:
+        return []
+    rows = await session.execute(
+        select(TrainingRun)
+        .join(RegisteredModel, RegisteredModel.run_id == TrainingRun.id)
+        .where(RegisteredModel.id.in_(model_ids))
+        .order_by(TrainingRun.id)
+    )
+    return [_split_run(r) for r in rows.scalars().all()]
+
+
+async def training_run(session: AsyncSession, run_id: int) -> SplitRun | None:
+    run = await session.get(TrainingRun, run_id)
+    return _split_run(run) if run is not None else None
+
+
+def _split_run(run: TrainingRun) -> SplitRun:
+    return SplitRun(
+        run_id=run.id,
+        kind=run.kind,
+        request=dict(run.request),
+        essay_split=dict(run.essay_split) if run.essay_split else None,
+        artifacts=dict(run.artifacts or {}),
+        data_report=dict(run.data_report or {}),
+    )
+
+
+async def count_pairs_on_topics(
+    session: AsyncSession, filters: PairFilters, topics: Sequence[str]
+) -> int:
+    """How many pairs matching ``filters`` have one of ``topics`` as their topic."""
+    if not topics:
+        return 0
+    inner = select_pairs(filters).where(Pair.topic.in_(list(topics))).order_by(None).subquery()
+    return int((await session.execute(select(func.count()).select_from(inner))).scalar_one())
+
+
+async def count_candidate_essays(session: AsyncSession) -> int:
+    """Succeeded datagen generations: the other writers a style classifier can learn from."""
+    stmt = select(func.count()).where(
+        Generation.status == "succeeded", Generation.text.is_not(None)
+    )
+    return int((await session.execute(stmt.select_from(Generation))).scalar_one())
+
+
+# --------------------------------------------------------------------------------------------
+# Worker side (sync)
+
+
+@dataclass(frozen=True, slots=True)
+class EvalSnapshot:
+    id: int
+    status: str
+    name: str | None
+    request: dict[str, Any]
+    models: list[dict[str, Any]]
+    heldout: dict[str, Any]
+    attempts: int
+    cancel_requested: bool
+    lease_expired: bool
+    artifacts: dict[str, Any]
+    created_at: datetime
+
+
+class EvalStore(RunStore):
+    """The training run store's lease, heartbeat, update and transition statements, on
+    ``eval_runs``; plus the reads an evaluation needs."""
+
+    table = EvalRun
+
+    def eval_snapshot(self, run_id: int) -> EvalSnapshot | None:
+        with Session(self.engine) as session:
+            row = session.execute(
+                select(
+                    EvalRun,
+                    or_(EvalRun.lease_expires_at.is_(None), EvalRun.lease_expires_at < utcnow()),
+                ).where(EvalRun.id == run_id)
+            ).first()
+            if row is None:
+                return None
+            run, expired = row
+            return EvalSnapshot(
+                id=run.id,
+                status=run.status,
+                name=run.name,
+                request=dict(run.request),
+                models=list(run.models),
+                heldout=dict(run.heldout),
+                attempts=run.attempts,
+                cancel_requested=run.cancel_requested,
+                lease_expired=bool(expired),
+                artifacts=dict(run.artifacts or {}),
+                created_at=run.created_at,
+            )
+
+    def candidate_essays(self, limit: int) -> list[str]:
+        """Texts of succeeded datagen generations (other models writing on the topics)."""
+        with Session(self.engine) as session:
+            rows = session.scalars(
+                select(Generation.text)
+                .where(Generation.status == "succeeded", Generation.text.is_not(None))
+                .order_by(Generation.id)
+                .limit(limit)
+            ).all()
+        return [t for t in rows if t and t.strip()]
+
+    def orphaned_eval_runs(self, queued_for_s: float) -> list[tuple[int, float]]:
+        from datetime import timedelta
+
+        from sqlalchemy import and_
+
+        now = utcnow()
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(EvalRun.id, EvalRun.lease_expires_at).where(
+                    or_(
+                        EvalRun.status == RunStatus.RUNNING,
+                        and_(
+                            EvalRun.status == RunStatus.QUEUED,
+                            EvalRun.created_at < now - timedelta(seconds=queued_for_s),
+                        ),
+                    )
+                )
+            ).all()
+        return [(int(i), max(0.0, (e - now).total_seconds()) if e else 0.0) for i, e in rows]
