@@ -33,7 +33,9 @@ def test_a_held_out_essay_is_never_in_the_sft_training_examples(
 
     train_rows = [json.loads(line) for line in (tmp_path / "train.jsonl").open()]
     train_text = "\n".join(
-        r["prompt"][0]["content"] + "\n" + r["completion"][0]["content"] for r in train_rows
+        # every message: the system prompt, the user's title prompt, the essay
+        "\n".join(m["content"] for m in r["prompt"] + r["completion"])
+        for r in train_rows
     )
     for essay in held:
         assert essay.title not in train_text
