@@ -15,7 +15,8 @@ import json
 import logging
 import math
 import re
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from chatpgt.training import corpus
 from chatpgt.training.callbacks import RunProgressCallback
 from chatpgt.training.errors import TrainingDataError
 from chatpgt.training.export import export_pairs, filters_from_request
+from chatpgt.training.outcome import Outcome
 from chatpgt.training.repository import RunSnapshot
 from chatpgt.training.schemas import (
     DPORequest,
@@ -58,16 +60,6 @@ CHATML_TEMPLATE = (
 )
 
 
-@dataclass(slots=True)
-class Outcome:
-    """How a recipe ended: ``succeeded``, ``cancelled`` or ``lost`` (lease gone)."""
-
-    status: str
-    final_metrics: dict[str, Any] = field(default_factory=dict)
-    samples: list[dict[str, str]] = field(default_factory=list)
-    artifacts: dict[str, Any] = field(default_factory=dict)
-
-
 @dataclass(frozen=True, slots=True)
 class Device:
     cuda: bool
@@ -83,35 +75,66 @@ class Device:
         return cls(cuda=cuda, bf16=cuda and torch.cuda.is_bf16_supported())
 
 
-def run(snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter, database_url: str) -> Outcome:
-    """Train the run described by ``snapshot`` in ``run_dir``; resumes from its last checkpoint."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "data").mkdir(exist_ok=True)
+def run(
+    snapshot: RunSnapshot,
+    run_dir: Path,
+    reporter: RunReporter,
+    database_url: str,
+    callbacks: Sequence[Any] = (),
+) -> Outcome:
+    """Train the run described by ``snapshot`` in ``run_dir``; resumes from its last checkpoint.
+    ``callbacks`` are added to the Trainer's after the run's progress callback."""
+    prepare_data(snapshot, run_dir, reporter, database_url)
     if snapshot.kind == "sft":
-        return run_sft(snapshot, run_dir, reporter)
-    if snapshot.kind == "dpo":
-        return run_dpo(snapshot, run_dir, reporter, database_url)
-    raise TrainingDataError(f"unknown training kind {snapshot.kind!r}")
+        return run_sft(snapshot, run_dir, reporter, callbacks)
+    return run_dpo(snapshot, run_dir, reporter, callbacks)
+
+
+def prepare_data(
+    snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter, database_url: str
+) -> None:
+    """Write the run's ``data/`` once: the SFT examples and their report, or the DPO pairs. A
+    later attempt (or the ranks of a multi-process run, which the worker prepares for before
+    launching them) finds them there and trains on exactly the same data."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = run_dir / "data"
+    data.mkdir(exist_ok=True)
+    if snapshot.kind == "sft":
+        report_path = data / "report.json"
+        if not report_path.exists():
+            request = SFTRequest.model_validate(snapshot.request)
+            tokenizer, notes = load_tokenizer(snapshot.start_model["path"])
+            report = _prepare_sft_data(request, tokenizer, data, run_dir)
+            report.update(notes)
+            report_path.write_text(json.dumps(report))
+    elif snapshot.kind == "dpo":
+        pairs_path = data / "pairs.jsonl"
+        if not pairs_path.exists():
+            fields = {k: v for k, v in snapshot.request.items() if k != "pairs_at_submit"}
+            request_dpo = DPORequest.model_validate(fields)
+            exported = export_pairs(
+                database_url, filters_from_request(request_dpo.pairs.model_dump()), pairs_path
+            )
+            reporter.report(data_report={"pairs_exported": exported}, force=True)
+    else:
+        raise TrainingDataError(f"unknown training kind {snapshot.kind!r}")
 
 
 # --------------------------------------------------------------------------------------------
 # SFT
 
 
-def run_sft(snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter) -> Outcome:
+def run_sft(
+    snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter, callbacks: Sequence[Any] = ()
+) -> Outcome:
     request = SFTRequest.model_validate(snapshot.request)
     hp = request.hyperparameters
     device = Device.detect()
     model_path = snapshot.start_model["path"]
-    tokenizer, notes = load_tokenizer(model_path)
+    tokenizer, _ = load_tokenizer(model_path)
 
     data = run_dir / "data"
-    report_path = data / "report.json"
-    if not report_path.exists():
-        report = _prepare_sft_data(request, tokenizer, data, run_dir)
-        report.update(notes)
-        report_path.write_text(json.dumps(report))
-    report = json.loads(report_path.read_text())
+    report = json.loads((data / "report.json").read_text())
     reporter.report(data_report=report, force=True)
     if reporter.should_stop:
         return _stopped(reporter, run_dir, {})
@@ -132,7 +155,7 @@ def run_sft(snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter) -> Outc
         eval_dataset=evals,
         processing_class=tokenizer,
         peft_config=_lora_config(hp.lora),
-        callbacks=[RunProgressCallback(reporter, snapshot.metrics.get("latest"))],
+        callbacks=[RunProgressCallback(reporter, snapshot.metrics.get("latest")), *callbacks],
     )
     truncated = _count_truncated_sft(trainer)
     used: Any = trainer.train_dataset
@@ -222,7 +245,7 @@ def _count_truncated_sft(trainer: SFTTrainer) -> int:
 
 
 def run_dpo(
-    snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter, database_url: str
+    snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter, callbacks: Sequence[Any] = ()
 ) -> Outcome:
     fields = {k: v for k, v in snapshot.request.items() if k != "pairs_at_submit"}
     request = DPORequest.model_validate(fields)
@@ -230,13 +253,7 @@ def run_dpo(
     device = Device.detect()
     model_path = snapshot.start_model["path"]
 
-    pairs_path = run_dir / "data" / "pairs.jsonl"
-    if not pairs_path.exists():
-        exported = export_pairs(
-            database_url, filters_from_request(request.pairs.model_dump()), pairs_path
-        )
-        reporter.report(data_report={"pairs_exported": exported}, force=True)
-    pairs = _load_jsonl(pairs_path, run_dir)
+    pairs = _load_jsonl(run_dir / "data" / "pairs.jsonl", run_dir)
     if len(pairs) == 0:
         raise TrainingDataError("no pair matches the selection any more (pairs were deleted?)")
     n_eval = math.floor(len(pairs) * hp.eval_fraction)
@@ -273,7 +290,7 @@ def run_dpo(
         eval_dataset=evals,
         processing_class=tokenizer,
         peft_config=lora,
-        callbacks=[RunProgressCallback(reporter, snapshot.metrics.get("latest"))],
+        callbacks=[RunProgressCallback(reporter, snapshot.metrics.get("latest")), *callbacks],
     )
     used: Any = trainer.train_dataset
     assert used is not None
@@ -440,7 +457,14 @@ def _train_and_save(
         final.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, int | float)})
     model_dir = run_dir / "model"
     model = save_final_model(trainer, tokenizer, model_dir, samples, merge=_merge(hp))
-    generated = generate_samples(model, tokenizer, samples, seed=hp.seed)
+    # With several processes rank 0 alone samples (the others have nothing more to do); under
+    # FSDP its model is a shard, so it samples from the saved full model.
+    generated: list[dict[str, str]] = []
+    accelerator = trainer.accelerator
+    if accelerator.is_main_process:
+        if accelerator.is_fsdp2:
+            model = load_model(str(model_dir), Device.detect()).to(accelerator.device)
+        generated = generate_samples(model, tokenizer, samples, seed=hp.seed)
     return Outcome(
         "succeeded",
         final_metrics={k: v for k, v in final.items() if v is not None},
@@ -481,8 +505,14 @@ def save_final_model(
     merge: bool,
 ) -> PreTrainedModel:
     """Write the model (LoRA merged into full weights by default) and its tokenizer with the chat
-    template; sampling defaults (temperature, top_p) go into its generation config."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    template; sampling defaults (temperature, top_p) go into its generation config. With
+    several processes every rank calls this (FSDP gathers the full weights from all of them)
+    and rank 0 alone writes."""
+    accelerator = trainer.accelerator
+    state_dict = accelerator.get_state_dict(trainer.model) if accelerator.is_fsdp2 else None
+    model = accelerator.unwrap_model(trainer.model)
+    if not accelerator.is_main_process:
+        return model
     if merge and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     config = model.generation_config
@@ -491,7 +521,7 @@ def save_final_model(
         config.temperature = samples.temperature
         config.top_p = samples.top_p
         config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(str(model_dir))
+    model.save_pretrained(str(model_dir), state_dict=state_dict)
     tokenizer.save_pretrained(str(model_dir))
     return model
 
