@@ -5,8 +5,9 @@ Both recipes keep everything a resumed attempt needs in the run directory:
 ``runs/`` (TensorBoard), ``model/`` (the final model, loadable with
 ``transformers.pipeline("text-generation", model=...)``, chat template included).
 
-Precision: bf16 on a CUDA GPU that supports it, fp32 otherwise (CPU). Activation checkpointing:
-on for GPU runs, off on CPU, unless the request says otherwise.
+Precision: bf16 on a CUDA GPU that supports it, fp32 otherwise (CPU). Flash attention,
+padding-free SFT batches, Liger kernels and activation checkpointing are chosen per device and
+model by :mod:`chatpgt.training.throughput` (checkpointing only where memory needs it).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from transformers import (
 from transformers.integrations import is_tensorboard_available
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
-from chatpgt.training import corpus
+from chatpgt.training import corpus, throughput
 from chatpgt.training.callbacks import RunProgressCallback
 from chatpgt.training.errors import TrainingDataError
 from chatpgt.training.export import export_pairs, filters_from_request
@@ -142,11 +143,14 @@ def run_sft(
     train = _load_jsonl(data / "train.jsonl", run_dir)
     evals = _load_jsonl(data / "eval.jsonl", run_dir) if report["examples"]["eval"] else None
     model = load_model(model_path, device)
+    features = choose_features(model, hp, device, kind="sft")
+    reporter.report(data_report={"throughput": features.as_dict()}, force=True)
     args = SFTConfig(
-        **_common_args(hp, run_dir, device, has_eval=evals is not None),
+        **_common_args(hp, run_dir, device, features, has_eval=evals is not None),
         max_length=hp.max_length,
         completion_only_loss=True,  # loss on the essay (assistant turn), not on the prompt
-        packing=False,
+        packing=False,  # essays are split to fit max_length; packing would join unrelated ones
+        padding_free=features.padding_free,
     )
     trainer = SFTTrainer(
         model=model,
@@ -267,6 +271,7 @@ def run_dpo(
 
     tokenizer, notes = load_tokenizer(model_path)
     model = load_model(model_path, device)
+    features = choose_features(model, hp, device, kind="dpo")
     lora = _lora_config(hp.lora)
     precompute = hp.precompute_ref_log_probs
     if precompute is None:
@@ -276,7 +281,7 @@ def run_dpo(
         # Asked for explicitly: the classic setup with a second full copy as the reference.
         ref_model = load_model(model_path, device)
     args = DPOConfig(
-        **_common_args(hp, run_dir, device, has_eval=evals is not None),
+        **_common_args(hp, run_dir, device, features, has_eval=evals is not None),
         max_length=hp.max_length,
         beta=hp.beta,
         loss_type=[hp.loss_type],
@@ -313,6 +318,7 @@ def run_dpo(
             else "precomputed log-probs"
             if precompute
             else "separate model copy",
+            "throughput": features.as_dict(),
             **notes,
         },
         force=True,
@@ -340,16 +346,53 @@ def load_tokenizer(path: str) -> tuple[PreTrainedTokenizerBase, dict[str, Any]]:
 
 
 def load_model(path: str, device: Device) -> PreTrainedModel:
+    """The model in the device's dtype; with flash attention where it is installed (CUDA, bf16)."""
+    kwargs: dict[str, Any] = {}
+    if device.cuda and device.bf16 and throughput.installed("flash_attn"):
+        kwargs["attn_implementation"] = "flash_attention_2"
     try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=device.dtype)
+        return AutoModelForCausalLM.from_pretrained(path, dtype=device.dtype, **kwargs)
     except (OSError, ValueError) as exc:
         raise TrainingDataError(f"cannot load model {path!r}: {exc}") from exc
 
 
+def choose_features(
+    model: PreTrainedModel, hp: TrainingKnobs, device: Device, *, kind: str
+) -> throughput.Features:
+    """Flash attention, padding-free SFT, Liger and activation checkpointing for this device
+    and model (:mod:`chatpgt.training.throughput`)."""
+    config: Any = model.config
+    shape = throughput.ModelShape(
+        params=model.num_parameters(),
+        layers=int(getattr(config, "num_hidden_layers", 1)),
+        hidden=int(getattr(config, "hidden_size", 1)),
+        vocab=int(getattr(config, "vocab_size", 1)),
+    )
+    memory = torch.cuda.get_device_properties(0).total_memory if device.cuda else None
+    fsdp = hp.distributed == "fsdp"
+    return throughput.choose(
+        kind=kind,
+        cuda=device.cuda,
+        bf16=device.bf16,
+        shape=shape,
+        tokens_per_device=hp.per_device_batch_size * hp.max_length * (2 if kind == "dpo" else 1),
+        device_memory_bytes=memory,
+        shards=(hp.num_processes or 1) if fsdp else 1,
+        lora=hp.lora is not None,
+        requested_checkpointing=hp.gradient_checkpointing,
+    )
+
+
 def _common_args(
-    hp: TrainingKnobs, run_dir: Path, device: Device, *, has_eval: bool
+    hp: TrainingKnobs,
+    run_dir: Path,
+    device: Device,
+    features: throughput.Features,
+    *,
+    has_eval: bool,
 ) -> dict[str, Any]:
-    checkpointing = device.cuda if hp.gradient_checkpointing is None else hp.gradient_checkpointing
+    # Under FSDP, accelerate checkpoints activations itself (fsdp_activation_checkpointing).
+    checkpointing = features.activation_checkpointing and hp.distributed != "fsdp"
     eval_strategy = "no"
     if has_eval:
         eval_strategy = "steps" if hp.eval_steps else "epoch"
@@ -376,6 +419,7 @@ def _common_args(
         "bf16": device.bf16,
         "fp16": False,
         "activation_checkpointing": checkpointing,
+        "use_liger_kernel": features.use_liger_kernel,
         "use_cpu": not device.cuda,
         "dataloader_pin_memory": device.cuda,
         "disable_tqdm": True,

@@ -78,7 +78,7 @@ class TrainingKnobs(BaseModel):
         None, ge=1, description="evaluate every N steps; None: per epoch"
     )
     gradient_checkpointing: bool | None = Field(
-        None, description="None: on when training on a GPU, off on CPU"
+        None, description="None: on a GPU where the memory estimate needs it, off on CPU"
     )
     lora: LoraSpec | None = None
     num_processes: int | None = Field(
