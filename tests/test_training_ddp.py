@@ -213,6 +213,25 @@ async def test_two_processes_follow_the_loss_curve_of_one(
     assert load_and_generate(dpo_two["artifacts"]["model_dir"])[-1]["role"] == "assistant"
 
 
+async def start_long_run(
+    api: httpx.AsyncClient, worker: procs.Proc, model_dir: Path, corpus: Path, until_step: int
+) -> Any:
+    """A 2-process SFT run of 5000 steps, once it has made ``until_step`` steps."""
+    body = sft_body(
+        model_dir, corpus, per_device_batch_size=1, num_processes=2, max_steps=5000, save_steps=1000
+    )
+    run = (await api.post("/train/sft", json=body)).json()
+    run = await wait_run(
+        api,
+        run["id"],
+        lambda r: (r["progress"].get("step") or 0) >= until_step or finished(r),
+        worker=worker,
+        within_s=180,
+    )
+    assert run["status"] == "running", run
+    return run
+
+
 async def test_cancel_stops_every_rank_at_one_step(
     api: httpx.AsyncClient,
     clean_db: None,
@@ -220,23 +239,7 @@ async def test_cancel_stops_every_rank_at_one_step(
     tiny_model_dir: Path,
     essay_corpus: Path,
 ) -> None:
-    body = sft_body(
-        tiny_model_dir,
-        essay_corpus,
-        per_device_batch_size=1,
-        num_processes=2,
-        max_steps=5000,
-        save_steps=1000,
-    )
-    run = (await api.post("/train/sft", json=body)).json()
-    run = await wait_run(
-        api,
-        run["id"],
-        lambda r: (r["progress"].get("step") or 0) >= 3 or finished(r),
-        worker=gpu_worker,
-        within_s=180,
-    )
-    assert run["status"] == "running", run
+    run = await start_long_run(api, gpu_worker, tiny_model_dir, essay_corpus, until_step=3)
     assert (await api.post(f"/train/runs/{run['id']}/cancel")).status_code == 202
     run = await wait_run(api, run["id"], finished, worker=gpu_worker, within_s=60)
     assert run["status"] == "cancelled", run["error"]
@@ -254,23 +257,7 @@ async def test_killed_rank_fails_the_run_and_leaves_no_process(
     tiny_model_dir: Path,
     essay_corpus: Path,
 ) -> None:
-    body = sft_body(
-        tiny_model_dir,
-        essay_corpus,
-        per_device_batch_size=1,
-        num_processes=2,
-        max_steps=5000,
-        save_steps=1000,
-    )
-    run = (await api.post("/train/sft", json=body)).json()
-    run = await wait_run(
-        api,
-        run["id"],
-        lambda r: (r["progress"].get("step") or 0) >= 2 or finished(r),
-        worker=gpu_worker,
-        within_s=180,
-    )
-    assert run["status"] == "running", run
+    run = await start_long_run(api, gpu_worker, tiny_model_dir, essay_corpus, until_step=2)
     ranks = {
         p.environ().get("RANK"): p for p in run_processes(run["id"]) if p.environ().get("RANK")
     }
