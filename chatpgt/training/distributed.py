@@ -17,7 +17,9 @@ its checkpoints are ordinary torch state dicts that ``Trainer`` resumes from.
 No rank can hang a run: the worker polls every rank; when one exits without having finished (it
 was killed, ran out of memory, raised), or the lease is lost, it kills the whole process group
 (``start_new_session``), so nothing is left behind, and the run fails with which rank died and
-why. The ranks' collectives time out after ``CHATPGT_TRAIN_DIST_TIMEOUT_S`` as a last resort.
+why. Each rank kills itself when the worker is gone (it watches the worker's pid), so a worker
+killed outright leaves no rank behind either. The ranks' collectives time out after
+``CHATPGT_TRAIN_DIST_TIMEOUT_S`` as a last resort.
 
 This module does not import torch: the API uses :func:`check_request` at submit time.
 """
@@ -172,6 +174,8 @@ def launch_command(
         str(run_dir),
         "--owner",
         owner,
+        "--worker-pid",
+        str(os.getpid()),
     ]
 
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
+import time
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -76,12 +79,34 @@ class RankSync(TrainerCallback):
             self.reporter.cancelled.set()
 
 
+def exit_with_worker(worker_pid: int, interval_s: float = 0.5) -> None:
+    """Kill this rank as soon as the worker that launched the run is gone (SIGKILLed, OOM): the
+    ranks run in a session of their own, so nothing else would stop them, and a rank left
+    running would write into the run directory another worker resumes from."""
+    import psutil
+
+    def watch() -> None:
+        while True:
+            try:
+                alive = psutil.Process(worker_pid).status() != psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                alive = False
+            if not alive:
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(interval_s)
+
+    threading.Thread(target=watch, name="worker-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run-id", type=int, required=True)
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--owner", required=True, help="the worker's lease token")
+    parser.add_argument("--worker-pid", type=int, help="die with this process (the worker)")
     args = parser.parse_args(argv)
+    if args.worker_pid is not None:
+        exit_with_worker(args.worker_pid)
     settings = get_settings()
     launch_dir = args.run_dir / LAUNCH_DIR
     # The process group is made here, with a short timeout; the Trainer's state reuses it.
