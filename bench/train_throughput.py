@@ -17,7 +17,7 @@ memory is its own:
 
 Figures: tokens/s over training steps (and end to end, counting the precompute pass), MFU
 (6N + 12 L h s FLOPs per token over the GPU's peak bf16 FLOP/s; on CPU over the fp32 matmul
-FLOP/s measured in the same process, so "of what this CPU can do"), and peak memory
+FLOP/s the driver measures once before the phases, so "of what this CPU can do"), and peak memory
 (``torch.cuda.max_memory_allocated`` on a GPU; peak RSS of the process on CPU). Ours are also
 given as ratios to the seed's setup measured in the same run.
 
@@ -309,6 +309,13 @@ def main(argv: list[str] | None = None) -> None:
         print("RESULT " + json.dumps(run_phase(args, workdir)), flush=True)
         return
     tokenizer_dir(workdir)  # once, before the children
+    if args.peak_tflops is None:
+        import torch
+
+        if not torch.cuda.is_available():
+            # One CPU peak for every phase: measured per phase it would follow the machine's load.
+            args.peak_tflops = cpu_matmul_flops(torch) / 1e12
+            argv = [*(argv or sys.argv[1:]), "--peak-tflops", str(args.peak_tflops)]
     results: dict[str, dict[str, Any]] = {}
     for phase in [p for p in args.phases.split(",") if p]:
         cmd = [sys.executable, __file__, *(argv or sys.argv[1:]), "--run-phase", phase]
@@ -333,7 +340,7 @@ def report(results: dict[str, dict[str, Any]]) -> None:
         f"device {first['device']}, {first['dtype']}, {first['params_m']}M parameters, "
         f"{first['steps']} steps; memory = peak {first['memory']}; MFU over "
         + (f"{peak:.3g} TFLOP/s" if peak else "an unknown peak (pass --peak-tflops)")
-        + (" (fp32 matmul measured here)" if first["device"] == "cpu" else "")
+        + (" (fp32 matmul measured before the phases)" if first["device"] == "cpu" else "")
     )
     header = (
         f"{'phase':<10}{'tokens/s':>11}{'e2e tok/s':>11}{'MFU':>8}{'peak MB':>10}"
