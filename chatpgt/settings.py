@@ -152,6 +152,17 @@ class Settings(BaseSettings):
     local_batch_wait_ms: float = Field(5.0, ge=0)
     local_default_max_tokens: int = Field(512, ge=1)
     local_torch_threads: int | None = Field(None, ge=1)
+    # Multi-process training (chatpgt.training.distributed): processes per run when the request
+    # does not say (1: in the worker process itself; more: ranks started with accelerate launch).
+    train_num_processes: int = Field(1, ge=1, le=1024)
+    # GPUs each gpu worker can use; 0: the workers train on CPU. Submit-time checks use it: a run
+    # asking for more processes than GPUs (or FSDP without GPUs) is refused with a 400.
+    train_gpus: int = Field(0, ge=0, le=1024)
+    # On CPU workers, the most processes a run may use; None: the machine's CPU count.
+    train_cpu_processes: int | None = Field(None, ge=1, le=1024)
+    # Timeout of the ranks' collectives (gloo/NCCL); a dead rank is noticed by the worker within a
+    # second anyway, this only bounds a rank stuck for another reason.
+    train_dist_timeout_s: float = Field(300.0, gt=0)
 
     def local_options(self) -> LocalOptions:
         return LocalOptions(
@@ -222,6 +233,7 @@ class Settings(BaseSettings):
         "local_torch_threads",
         "metrics_dir",
         "demo_corpus",
+        "train_cpu_processes",
         mode="before",
     )
     @classmethod
@@ -250,6 +262,14 @@ class Settings(BaseSettings):
         if len(names) != len(set(names)):
             raise ValueError("provider names in CHATPGT_PROVIDERS must be unique")
         return self
+
+    @property
+    def max_train_processes(self) -> int:
+        """The most processes one training run may use: the GPUs, or on CPU workers
+        ``train_cpu_processes`` (default: the CPU count)."""
+        if self.train_gpus:
+            return self.train_gpus
+        return self.train_cpu_processes or os.cpu_count() or 1
 
     @property
     def runs_embedded_worker(self) -> bool:

@@ -202,7 +202,7 @@ def test_migration_is_the_alembic_command_of_the_readme(services: dict[str, Any]
 
 
 def test_services_and_health_checks(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == {"postgres", "redis", *APP_SERVICES, "prometheus"}
+    assert set(services) == {"postgres", "redis", "vllm", *APP_SERVICES, "prometheus"}
     for name in ("postgres", "redis", *LONG_RUNNING):
         assert services[name].get("healthcheck", {}).get("test"), f"{name} has no health check"
     assert "healthcheck" not in services["migrate"]  # one-shot: it finishes, or it fails
@@ -240,12 +240,37 @@ def test_gpu_worker_is_a_profile_with_one_nvidia_gpu(services: dict[str, dict[st
     gpu = services["gpu-worker"]
     assert gpu["profiles"] == ["gpu"]
     profiled = {name: s["profiles"] for name, s in services.items() if s.get("profiles")}
-    assert profiled == {"gpu-worker": ["gpu"], "prometheus": ["metrics"]}
+    assert profiled == {"gpu-worker": ["gpu"], "prometheus": ["metrics"], "vllm": ["gpu"]}
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert gpu["build"]["args"]["FLAVOR"] == "gpu"
     for name in ("migrate", "api", "datagen-worker"):
         assert services[name]["build"]["args"]["FLAVOR"] == "cpu", name
+
+
+def test_vllm_serves_a_registry_model_on_the_gpu_profile(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The vllm service: a GPU of its own on the gpu profile, the artifacts volume mounted where
+    the workers have it (so a registry model's path is a valid --model), an OpenAI-compatible
+    port the other services reach as http://vllm:8001/v1, and a health check on /health."""
+    vllm = services["vllm"]
+    assert vllm["profiles"] == ["gpu"]
+    assert vllm["image"].startswith("vllm/vllm-openai:")
+    devices = vllm["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    command = vllm["command"]
+    options = dict(zip(command[::2], command[1::2], strict=True))
+    assert options["--port"] == "8001" and options["--host"] == "0.0.0.0"
+    assert options["--model"] == "HuggingFaceTB/SmolLM3-3B"  # VLLM_MODEL unset
+    assert options["--served-model-name"] == "chatpgt"
+    artifacts_dir = _env(services["gpu-worker"])["CHATPGT_ARTIFACTS_DIR"]
+    assert _mounts(vllm)[artifacts_dir] == "artifacts"
+    read_only = [v for v in vllm["volumes"] if isinstance(v, dict) and v["target"] == artifacts_dir]
+    assert not read_only or read_only[0].get("read_only") is True
+    check = vllm["healthcheck"]["test"]
+    assert "http://127.0.0.1:8001/health" in check[-1]
+    assert "depends_on" not in vllm  # serving needs neither the database nor the queue
 
 
 def _mounts(service: dict[str, Any]) -> dict[str, str]:

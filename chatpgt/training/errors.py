@@ -27,6 +27,10 @@ class NoPairsSelected(InvalidInput):
     """The pair selection of a DPO request matches no pair."""
 
 
+class UnsupportedDistribution(InvalidInput):
+    """More training processes than the workers have devices, or FSDP where it cannot run."""
+
+
 class RunNotCancellable(InvalidState):
     def __init__(self, run_id: int, status: str) -> None:
         super().__init__(
@@ -38,3 +42,7 @@ class RunNotCancellable(InvalidState):
 
 class TrainingDataError(Exception):
     """Raised in the worker when the data cannot be trained on; the run fails with this message."""
+
+
+class RankFailed(Exception):
+    """A process (rank) of a multi-process run died or raised; the run fails with this message."""

@@ -5,8 +5,9 @@ Both recipes keep everything a resumed attempt needs in the run directory:
 ``runs/`` (TensorBoard), ``model/`` (the final model, loadable with
 ``transformers.pipeline("text-generation", model=...)``, chat template included).
 
-Precision: bf16 on a CUDA GPU that supports it, fp32 otherwise (CPU). Activation checkpointing:
-on for GPU runs, off on CPU, unless the request says otherwise.
+Precision: bf16 on a CUDA GPU that supports it, fp32 otherwise (CPU). Flash attention,
+padding-free SFT batches, Liger kernels and activation checkpointing are chosen per device and
+model by :mod:`chatpgt.training.throughput` (checkpointing only where memory needs it).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import json
 import logging
 import math
 import re
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,11 @@ from transformers.integrations import is_tensorboard_available
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from chatpgt.datagen.prompts import generation_messages
-from chatpgt.training import corpus
+from chatpgt.training import corpus, throughput
 from chatpgt.training.callbacks import RunProgressCallback
 from chatpgt.training.errors import TrainingDataError
 from chatpgt.training.export import export_pairs, filters_from_request
+from chatpgt.training.outcome import Outcome
 from chatpgt.training.repository import RunSnapshot
 from chatpgt.training.schemas import (
     DPORequest,
@@ -59,16 +62,6 @@ CHATML_TEMPLATE = (
 )
 
 
-@dataclass(slots=True)
-class Outcome:
-    """How a recipe ended: ``succeeded``, ``cancelled`` or ``lost`` (lease gone)."""
-
-    status: str
-    final_metrics: dict[str, Any] = field(default_factory=dict)
-    samples: list[dict[str, str]] = field(default_factory=list)
-    artifacts: dict[str, Any] = field(default_factory=dict)
-
-
 @dataclass(frozen=True, slots=True)
 class Device:
     cuda: bool
@@ -84,35 +77,70 @@ class Device:
         return cls(cuda=cuda, bf16=cuda and torch.cuda.is_bf16_supported())
 
 
-def run(snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter, database_url: str) -> Outcome:
-    """Train the run described by ``snapshot`` in ``run_dir``; resumes from its last checkpoint."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "data").mkdir(exist_ok=True)
+def run(
+    snapshot: RunSnapshot,
+    run_dir: Path,
+    reporter: RunReporter,
+    database_url: str,
+    callbacks: Sequence[Any] = (),
+) -> Outcome:
+    """Train the run described by ``snapshot`` in ``run_dir``; resumes from its last checkpoint.
+    ``callbacks`` are added to the Trainer's after the run's progress callback."""
+    prepare_data(snapshot, run_dir, reporter, database_url)
     if snapshot.kind == "sft":
-        return run_sft(snapshot, run_dir, reporter)
-    if snapshot.kind == "dpo":
-        return run_dpo(snapshot, run_dir, reporter, database_url)
-    raise TrainingDataError(f"unknown training kind {snapshot.kind!r}")
+        return run_sft(snapshot, run_dir, reporter, callbacks)
+    return run_dpo(snapshot, run_dir, reporter, callbacks)
+
+
+def prepare_data(
+    snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter, database_url: str
+) -> None:
+    """Write the run's ``data/`` once: the SFT examples and their report, or the DPO pairs. A
+    later attempt (or the ranks of a multi-process run, which the worker prepares for before
+    launching them) finds them there and trains on exactly the same data."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = run_dir / "data"
+    data.mkdir(exist_ok=True)
+    if snapshot.kind == "sft":
+        report_path = data / "report.json"
+        if not report_path.exists():
+            request = SFTRequest.model_validate(snapshot.request)
+            tokenizer, notes = load_tokenizer(snapshot.start_model["path"])
+            report = _prepare_sft_data(request, tokenizer, data, run_dir)
+            report.update(notes)
+            report_path.write_text(json.dumps(report))
+    elif snapshot.kind == "dpo":
+        pairs_path = data / "pairs.jsonl"
+        if not pairs_path.exists():
+            drop = ("pairs_at_submit", "heldout_topics")
+            fields = {k: v for k, v in snapshot.request.items() if k not in drop}
+            request_dpo = DPORequest.model_validate(fields)
+            exported = export_pairs(
+                database_url, filters_from_request(request_dpo.pairs.model_dump()), pairs_path
+            )
+            # The lineage's held-out essays stay out of DPO (chatpgt.evaluation.heldout).
+            excluded = exclude_topics(pairs_path, snapshot.request.get("heldout_topics") or [])
+            counts = {"pairs_exported": exported - excluded, "pairs_excluded_heldout": excluded}
+            reporter.report(data_report=counts, force=True)
+    else:
+        raise TrainingDataError(f"unknown training kind {snapshot.kind!r}")
 
 
 # --------------------------------------------------------------------------------------------
 # SFT
 
 
-def run_sft(snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter) -> Outcome:
+def run_sft(
+    snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter, callbacks: Sequence[Any] = ()
+) -> Outcome:
     request = SFTRequest.model_validate(snapshot.request)
     hp = request.hyperparameters
     device = Device.detect()
     model_path = snapshot.start_model["path"]
-    tokenizer, notes = load_tokenizer(model_path)
+    tokenizer, _ = load_tokenizer(model_path)
 
     data = run_dir / "data"
-    report_path = data / "report.json"
-    if not report_path.exists():
-        report = _prepare_sft_data(request, tokenizer, data, run_dir)
-        report.update(notes)
-        report_path.write_text(json.dumps(report))
-    report = json.loads(report_path.read_text())
+    report = json.loads((data / "report.json").read_text())
     split = report.pop("split", None)
     reporter.report(data_report=report, force=True)
     if split is not None:  # the held-out essays of every evaluation of this lineage
@@ -123,11 +151,14 @@ def run_sft(snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter) -> Outc
     train = _load_jsonl(data / "train.jsonl", run_dir)
     evals = _load_jsonl(data / "eval.jsonl", run_dir) if report["examples"]["eval"] else None
     model = load_model(model_path, device)
+    features = choose_features(model, hp, device, kind="sft")
+    reporter.report(data_report={"throughput": features.as_dict()}, force=True)
     args = SFTConfig(
-        **_common_args(hp, run_dir, device, has_eval=evals is not None),
+        **_common_args(hp, run_dir, device, features, has_eval=evals is not None),
         max_length=hp.max_length,
         completion_only_loss=True,  # loss on the essay (assistant turn), not on the prompt
-        packing=False,
+        packing=False,  # essays are split to fit max_length; packing would join unrelated ones
+        padding_free=features.padding_free,
     )
     trainer = SFTTrainer(
         model=model,
@@ -136,7 +167,7 @@ def run_sft(snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter) -> Outc
         eval_dataset=evals,
         processing_class=tokenizer,
         peft_config=_lora_config(hp.lora),
-        callbacks=[RunProgressCallback(reporter, snapshot.metrics.get("latest"))],
+        callbacks=[RunProgressCallback(reporter, snapshot.metrics.get("latest")), *callbacks],
     )
     truncated = _count_truncated_sft(trainer)
     used: Any = trainer.train_dataset
@@ -238,7 +269,7 @@ def _count_truncated_sft(trainer: SFTTrainer) -> int:
 
 
 def run_dpo(
-    snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter, database_url: str
+    snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter, callbacks: Sequence[Any] = ()
 ) -> Outcome:
     fields = {
         k: v for k, v in snapshot.request.items() if k not in ("pairs_at_submit", "heldout_topics")
@@ -248,17 +279,7 @@ def run_dpo(
     device = Device.detect()
     model_path = snapshot.start_model["path"]
 
-    pairs_path = run_dir / "data" / "pairs.jsonl"
-    if not pairs_path.exists():
-        exported = export_pairs(
-            database_url, filters_from_request(request.pairs.model_dump()), pairs_path
-        )
-        excluded = exclude_topics(pairs_path, snapshot.request.get("heldout_topics") or [])
-        reporter.report(
-            data_report={"pairs_exported": exported - excluded, "pairs_excluded_heldout": excluded},
-            force=True,
-        )
-    pairs = _load_jsonl(pairs_path, run_dir)
+    pairs = _load_jsonl(run_dir / "data" / "pairs.jsonl", run_dir)
     if len(pairs) == 0:
         raise TrainingDataError("no pair matches the selection any more (pairs were deleted?)")
     n_eval = math.floor(len(pairs) * hp.eval_fraction)
@@ -272,6 +293,7 @@ def run_dpo(
 
     tokenizer, notes = load_tokenizer(model_path)
     model = load_model(model_path, device)
+    features = choose_features(model, hp, device, kind="dpo")
     lora = _lora_config(hp.lora)
     precompute = hp.precompute_ref_log_probs
     if precompute is None:
@@ -281,7 +303,7 @@ def run_dpo(
         # Asked for explicitly: the classic setup with a second full copy as the reference.
         ref_model = load_model(model_path, device)
     args = DPOConfig(
-        **_common_args(hp, run_dir, device, has_eval=evals is not None),
+        **_common_args(hp, run_dir, device, features, has_eval=evals is not None),
         max_length=hp.max_length,
         beta=hp.beta,
         loss_type=[hp.loss_type],
@@ -295,7 +317,7 @@ def run_dpo(
         eval_dataset=evals,
         processing_class=tokenizer,
         peft_config=lora,
-        callbacks=[RunProgressCallback(reporter, snapshot.metrics.get("latest"))],
+        callbacks=[RunProgressCallback(reporter, snapshot.metrics.get("latest")), *callbacks],
     )
     used: Any = trainer.train_dataset
     assert used is not None
@@ -318,6 +340,7 @@ def run_dpo(
             else "precomputed log-probs"
             if precompute
             else "separate model copy",
+            "throughput": features.as_dict(),
             **notes,
         },
         force=True,
@@ -362,16 +385,53 @@ def load_tokenizer(path: str) -> tuple[PreTrainedTokenizerBase, dict[str, Any]]:
 
 
 def load_model(path: str, device: Device) -> PreTrainedModel:
+    """The model in the device's dtype; with flash attention where it is installed (CUDA, bf16)."""
+    kwargs: dict[str, Any] = {}
+    if device.cuda and device.bf16 and throughput.installed("flash_attn"):
+        kwargs["attn_implementation"] = "flash_attention_2"
     try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=device.dtype)
+        return AutoModelForCausalLM.from_pretrained(path, dtype=device.dtype, **kwargs)
     except (OSError, ValueError) as exc:
         raise TrainingDataError(f"cannot load model {path!r}: {exc}") from exc
 
 
+def choose_features(
+    model: PreTrainedModel, hp: TrainingKnobs, device: Device, *, kind: str
+) -> throughput.Features:
+    """Flash attention, padding-free SFT, Liger and activation checkpointing for this device
+    and model (:mod:`chatpgt.training.throughput`)."""
+    config: Any = model.config
+    shape = throughput.ModelShape(
+        params=model.num_parameters(),
+        layers=int(getattr(config, "num_hidden_layers", 1)),
+        hidden=int(getattr(config, "hidden_size", 1)),
+        vocab=int(getattr(config, "vocab_size", 1)),
+    )
+    memory = torch.cuda.get_device_properties(0).total_memory if device.cuda else None
+    fsdp = hp.distributed == "fsdp"
+    return throughput.choose(
+        kind=kind,
+        cuda=device.cuda,
+        bf16=device.bf16,
+        shape=shape,
+        tokens_per_device=hp.per_device_batch_size * hp.max_length * (2 if kind == "dpo" else 1),
+        device_memory_bytes=memory,
+        shards=(hp.num_processes or 1) if fsdp else 1,
+        lora=hp.lora is not None,
+        requested_checkpointing=hp.gradient_checkpointing,
+    )
+
+
 def _common_args(
-    hp: TrainingKnobs, run_dir: Path, device: Device, *, has_eval: bool
+    hp: TrainingKnobs,
+    run_dir: Path,
+    device: Device,
+    features: throughput.Features,
+    *,
+    has_eval: bool,
 ) -> dict[str, Any]:
-    checkpointing = device.cuda if hp.gradient_checkpointing is None else hp.gradient_checkpointing
+    # Under FSDP, accelerate checkpoints activations itself (fsdp_activation_checkpointing).
+    checkpointing = features.activation_checkpointing and hp.distributed != "fsdp"
     eval_strategy = "no"
     if has_eval:
         eval_strategy = "steps" if hp.eval_steps else "epoch"
@@ -398,6 +458,7 @@ def _common_args(
         "bf16": device.bf16,
         "fp16": False,
         "activation_checkpointing": checkpointing,
+        "use_liger_kernel": features.use_liger_kernel,
         "use_cpu": not device.cuda,
         "dataloader_pin_memory": device.cuda,
         "disable_tqdm": True,
@@ -479,7 +540,14 @@ def _train_and_save(
         final.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, int | float)})
     model_dir = run_dir / "model"
     model = save_final_model(trainer, tokenizer, model_dir, samples, merge=_merge(hp))
-    generated = generate_samples(model, tokenizer, samples, seed=hp.seed)
+    # With several processes rank 0 alone samples (the others have nothing more to do); under
+    # FSDP its model is a shard, so it samples from the saved full model.
+    generated: list[dict[str, str]] = []
+    accelerator = trainer.accelerator
+    if accelerator.is_main_process:
+        if accelerator.is_fsdp2:
+            model = load_model(str(model_dir), Device.detect()).to(accelerator.device)
+        generated = generate_samples(model, tokenizer, samples, seed=hp.seed)
     return Outcome(
         "succeeded",
         final_metrics={k: v for k, v in final.items() if v is not None},
@@ -520,8 +588,14 @@ def save_final_model(
     merge: bool,
 ) -> PreTrainedModel:
     """Write the model (LoRA merged into full weights by default) and its tokenizer with the chat
-    template; sampling defaults (temperature, top_p) go into its generation config."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    template; sampling defaults (temperature, top_p) go into its generation config. With
+    several processes every rank calls this (FSDP gathers the full weights from all of them)
+    and rank 0 alone writes."""
+    accelerator = trainer.accelerator
+    state_dict = accelerator.get_state_dict(trainer.model) if accelerator.is_fsdp2 else None
+    model = accelerator.unwrap_model(trainer.model)
+    if not accelerator.is_main_process:
+        return model
     if merge and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     config = model.generation_config
@@ -530,7 +604,7 @@ def save_final_model(
         config.temperature = samples.temperature
         config.top_p = samples.top_p
         config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(str(model_dir))
+    model.save_pretrained(str(model_dir), state_dict=state_dict)
     tokenizer.save_pretrained(str(model_dir))
     return model
 

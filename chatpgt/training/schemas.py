@@ -77,9 +77,21 @@ class TrainingKnobs(BaseModel):
         None, ge=1, description="evaluate every N steps; None: per epoch"
     )
     gradient_checkpointing: bool | None = Field(
-        None, description="None: on when training on a GPU, off on CPU"
+        None, description="None: on a GPU where the memory estimate needs it, off on CPU"
     )
     lora: LoraSpec | None = None
+    num_processes: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="processes (one per GPU) the run trains on; None: CHATPGT_TRAIN_NUM_PROCESSES."
+        " The global batch is per_device_batch_size x gradient_accumulation_steps x num_processes",
+    )
+    distributed: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="ddp: a full replica per process; fsdp: parameters, gradients and optimizer "
+        "state sharded across the processes (FSDP2), for models that do not fit one GPU",
+    )
 
 
 class SFTHyperparameters(TrainingKnobs):

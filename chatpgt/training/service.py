@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chatpgt.errors import Conflict
 from chatpgt.orchestration.status import TERMINAL, RunStatus
 from chatpgt.paths import DataRoots, looks_like_hub_id
-from chatpgt.settings import Settings
+from chatpgt.settings import Settings, get_settings
+from chatpgt.training import distributed
 from chatpgt.training import repository as repo
 from chatpgt.training.corpus import check_local_source
 from chatpgt.training.errors import (
@@ -38,6 +39,7 @@ from chatpgt.training.schemas import (
     ModelPage,
     Progress,
     SFTRequest,
+    TrainingKnobs,
     TrainingRunOut,
     TrainingRunPage,
 )
@@ -49,6 +51,7 @@ async def submit_sft(
     """A queued SFT run. Raises 400s for a missing local base model or an unreadable corpus, 403
     for a local path outside ``roots`` and 409 when ``name`` is already in the registry."""
     roots.check_source(request.corpus, field="corpus")
+    _resolve_processes(request.hyperparameters)
     start = await _resolve_model(session, request.base_model, allow_run_id=False, roots=roots)
     await asyncio.to_thread(check_local_source, request.corpus)
     await _check_name_free(session, request.name)
@@ -66,6 +69,7 @@ async def submit_dpo(
 ) -> TrainingRun:
     """A queued DPO run. Raises 400 when the starting model cannot be found or no pair matches
     the selection, 403 for a local model path outside ``roots``, 409 when ``name`` is taken."""
+    _resolve_processes(request.hyperparameters)
     start = await _resolve_model(session, str(request.model), allow_run_id=True, roots=roots)
     filters = filters_from_request(request.pairs.model_dump())
     matching = await repo.count_pairs(session, filters)
@@ -103,6 +107,12 @@ async def submit_dpo(
         start_model=start,
         output_name=request.name,
     )
+
+
+def _resolve_processes(hp: TrainingKnobs) -> None:
+    """Refuse (400) a process count or FSDP the workers cannot run; store the count the run
+    uses in its request, so the row says how it was trained."""
+    hp.num_processes = distributed.check_request(hp, get_settings())
 
 
 async def _resolve_model(

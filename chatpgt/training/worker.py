@@ -26,7 +26,7 @@ from chatpgt.orchestration.heartbeat import ThreadHeartbeat
 from chatpgt.orchestration.leases import worker_identity
 from chatpgt.orchestration.status import TERMINAL, RunStatus
 from chatpgt.settings import Settings, get_settings
-from chatpgt.training.errors import TrainingDataError
+from chatpgt.training.errors import RankFailed, TrainingDataError
 from chatpgt.training.repository import RunSnapshot, RunStore
 
 log = logging.getLogger(__name__)
@@ -180,9 +180,12 @@ def _execute(store: RunStore, run_id: int, settings: Settings) -> str:
         reporter, lease_s=settings.job_lease_s, interval_s=settings.job_heartbeat_s
     ):
         try:
-            from chatpgt.training import recipes  # torch, transformers, TRL: worker only
+            from chatpgt.training import distributed, recipes  # torch, TRL: worker only
 
-            outcome = recipes.run(snapshot, run_dir, reporter, settings.database_url)
+            if distributed.is_multiprocess(snapshot, settings):
+                outcome = distributed.run(snapshot, run_dir, reporter, settings)
+            else:
+                outcome = recipes.run(snapshot, run_dir, reporter, settings.database_url)
         except Exception as exc:
             log.exception("training run %s failed", run_id)
             if reporter.lost.is_set():
@@ -239,7 +242,7 @@ def _not_claimed(store: RunStore, run_id: int) -> str:
 def describe(exc: BaseException) -> str:
     """The reason stored on a failed run: the exception and the innermost frames."""
     lines = traceback.format_exception_only(type(exc), exc)
-    if isinstance(exc, TrainingDataError | OSError | ValueError):
+    if isinstance(exc, TrainingDataError | RankFailed | OSError | ValueError):
         return "".join(lines).strip()[:_MAX_ERROR_CHARS]
     tb = traceback.extract_tb(exc.__traceback__)[-3:]
     where = "".join(f"  at {f.filename}:{f.lineno} in {f.name}\n" for f in tb)
