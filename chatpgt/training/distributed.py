@@ -38,14 +38,16 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chatpgt.settings import Settings
 from chatpgt.training.errors import RankFailed, UnsupportedDistribution
 from chatpgt.training.outcome import Outcome
 from chatpgt.training.repository import RunSnapshot
 from chatpgt.training.schemas import DPORequest, SFTRequest, TrainingKnobs
-from chatpgt.training.worker import RunReporter
+
+if TYPE_CHECKING:  # the worker imports this module to launch ranks
+    from chatpgt.training.worker import RunReporter
 
 log = logging.getLogger(__name__)
 
