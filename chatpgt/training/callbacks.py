@@ -1,7 +1,7 @@
 """The TrainerCallback that ties a Trainer to its run row: progress, metrics, cancel, lease.
 
 Worker only (imports transformers). Database writes go through the run's
-:class:`chatpgt.training.worker.RunReporter`, which this callback calls from the training thread.
+:class:`chatpgt.training.worker.Reporter`, which this callback calls from the training thread.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from chatpgt.training.worker import RunReporter
+from chatpgt.training.reporting import Reporter
 
 _KEEP = ("loss", "eval_", "rewards/", "logps/", "learning_rate", "grad_norm", "epoch", "entropy")
 
@@ -23,7 +23,7 @@ class RunProgressCallback(TrainerCallback):
     stops training at the next step when the run is cancelled (saving a checkpoint there) or
     when this worker lost the run's lease (saving nothing: another worker owns the run now)."""
 
-    def __init__(self, reporter: RunReporter, latest: dict[str, Any] | None = None) -> None:
+    def __init__(self, reporter: Reporter, latest: dict[str, Any] | None = None) -> None:
         self.reporter = reporter
         self.latest: dict[str, Any] = dict(latest or {})
         self._t0 = time.monotonic()

@@ -38,6 +38,7 @@ from chatpgt.training.callbacks import RunProgressCallback
 from chatpgt.training.errors import TrainingDataError
 from chatpgt.training.export import export_pairs, filters_from_request
 from chatpgt.training.outcome import Outcome
+from chatpgt.training.reporting import Reporter
 from chatpgt.training.repository import RunSnapshot
 from chatpgt.training.schemas import (
     DPORequest,
@@ -46,7 +47,6 @@ from chatpgt.training.schemas import (
     SFTRequest,
     TrainingKnobs,
 )
-from chatpgt.training.worker import RunReporter
 
 log = logging.getLogger(__name__)
 # How the Trainer names checkpoint folders and the file it writes last into each.
@@ -80,7 +80,7 @@ class Device:
 def run(
     snapshot: RunSnapshot,
     run_dir: Path,
-    reporter: RunReporter,
+    reporter: Reporter,
     database_url: str,
     callbacks: Sequence[Any] = (),
 ) -> Outcome:
@@ -93,7 +93,7 @@ def run(
 
 
 def prepare_data(
-    snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter, database_url: str
+    snapshot: RunSnapshot, run_dir: Path, reporter: Reporter, database_url: str
 ) -> None:
     """Write the run's ``data/`` once: the SFT examples and their report, or the DPO pairs. A
     later attempt (or the ranks of a multi-process run, which the worker prepares for before
@@ -131,7 +131,7 @@ def prepare_data(
 
 
 def run_sft(
-    snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter, callbacks: Sequence[Any] = ()
+    snapshot: RunSnapshot, run_dir: Path, reporter: Reporter, callbacks: Sequence[Any] = ()
 ) -> Outcome:
     request = SFTRequest.model_validate(snapshot.request)
     hp = request.hyperparameters
@@ -269,7 +269,7 @@ def _count_truncated_sft(trainer: SFTTrainer) -> int:
 
 
 def run_dpo(
-    snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter, callbacks: Sequence[Any] = ()
+    snapshot: RunSnapshot, run_dir: Path, reporter: Reporter, callbacks: Sequence[Any] = ()
 ) -> Outcome:
     fields = {
         k: v for k, v in snapshot.request.items() if k not in ("pairs_at_submit", "heldout_topics")
@@ -508,7 +508,7 @@ def _last_checkpoint(run_dir: Path) -> str | None:
     return None
 
 
-def _stopped(reporter: RunReporter, run_dir: Path, final: dict[str, Any]) -> Outcome:
+def _stopped(reporter: Reporter, run_dir: Path, final: dict[str, Any]) -> Outcome:
     if reporter.lost.is_set():
         return Outcome("lost")
     return Outcome(
@@ -520,7 +520,7 @@ def _train_and_save(
     trainer: SFTTrainer | DPOTrainer,
     tokenizer: PreTrainedTokenizerBase,
     run_dir: Path,
-    reporter: RunReporter,
+    reporter: Reporter,
     samples: SampleSpec,
     hp: TrainingKnobs,
 ) -> Outcome:
