@@ -8,7 +8,7 @@
         a ping through the broker. A ``--pool solo`` worker cannot answer while a task runs, so
         with ``--or-training`` a worker that holds a live lease on a running training run is
         healthy too: its lease is renewed every few seconds by the run's heartbeat thread
-        (chatpgt.training.worker), which proves the process and its database link alive.
+        (chatpgt.training.execution), which proves the process and its database link alive.
 
 Imports nothing heavy (no torch): it runs every 30 s beside the real work.
 """
@@ -47,10 +47,10 @@ def check_celery(node: str, timeout: float = 10.0) -> str | None:
 def check_training_lease() -> str | None:
     """None when a running training run is held, with an unexpired lease, by a process here.
 
-    Lease owners are ``host:pid:token`` (chatpgt.training.worker._execute)."""
+    Lease owners are ``host:pid:token`` (chatpgt.training.execution._execute)."""
     from chatpgt.settings import get_settings
+    from chatpgt.training.execution import make_sync_engine
     from chatpgt.training.repository import RunStore
-    from chatpgt.training.worker import make_sync_engine
 
     engine = make_sync_engine(get_settings())
     try:

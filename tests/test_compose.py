@@ -29,9 +29,9 @@ from sqlalchemy import create_engine, delete, text
 from sqlalchemy.orm import Session
 
 from chatpgt.settings import PREDEFINED_PROVIDERS, Settings
+from chatpgt.training.execution import make_sync_engine
 from chatpgt.training.models import TrainingRun
 from chatpgt.training.repository import RunStore
-from chatpgt.training.worker import make_sync_engine
 from tests import procs
 from tests.conftest import PG_ADMIN_URL, alembic_config
 

@@ -47,9 +47,9 @@ from chatpgt.topics import repository as topics_repo
 from chatpgt.topics import service as topics_service
 from chatpgt.topics.schemas import FileImport
 from chatpgt.training import repository as training_repo
+from chatpgt.training.execution import make_sync_engine, sync_database_url
 from chatpgt.training.models import RegisteredModel
 from chatpgt.training.repository import RunStore
-from chatpgt.training.worker import make_sync_engine, sync_database_url
 from tests import procs
 from tests.conftest import alembic_config
 from tests.test_pairs_api import (

@@ -26,7 +26,7 @@ from chatpgt.orchestration.status import TERMINAL, RunStatus
 from chatpgt.settings import Settings, get_settings
 from chatpgt.training import corpus
 from chatpgt.training.errors import TrainingDataError
-from chatpgt.training.worker import (
+from chatpgt.training.execution import (
     MAX_ATTEMPTS,
     ORPHAN_QUEUED_AFTER_S,
     RunReporter,

@@ -1,7 +1,7 @@
 """The TrainerCallback that ties a Trainer to its run row: progress, metrics, cancel, lease.
 
 Worker only (imports transformers). Database writes go through the run's
-:class:`chatpgt.training.worker.Reporter`, which this callback calls from the training thread.
+:class:`chatpgt.training.reporting.Reporter`, which this callback calls from the training thread.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ from chatpgt.training.repository import RunSnapshot
 from chatpgt.training.schemas import DPORequest, SFTRequest, TrainingKnobs
 
 if TYPE_CHECKING:  # the worker imports this module to launch ranks
-    from chatpgt.training.worker import RunReporter
+    from chatpgt.training.execution import RunReporter
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from chatpgt.settings import get_settings
 from chatpgt.training import recipes
 from chatpgt.training.distributed import LAUNCH_DIR, OUTCOME_FILE, SNAPSHOT_FILE
+from chatpgt.training.execution import RunReporter, describe, make_sync_engine
 from chatpgt.training.repository import RunSnapshot, RunStore
-from chatpgt.training.worker import RunReporter, describe, make_sync_engine
 
 
 class SilentReporter(RunReporter):

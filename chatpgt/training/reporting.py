@@ -1,7 +1,7 @@
 """What a training recipe is given to talk to its run row: the ``Reporter`` interface.
 
 The recipes and callbacks (and evaluation's runner) receive one; the worker's ``RunReporter``
-(``chatpgt.training.worker``) is the implementation that writes to the database. Keeping the
+(``chatpgt.training.execution``) is the implementation that writes to the database. Keeping the
 interface here means the recipes never import the worker that imports them.
 """
 

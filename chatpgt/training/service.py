@@ -303,7 +303,7 @@ def model_out(model: RegisteredModel, lineage: list[tuple[int, str, str]]) -> Mo
 
 def execute_run(run_id: int, settings: Settings | None = None) -> str:
     """Run or resume a training run in this (worker) process; see :mod:`.worker`."""
-    from chatpgt.training.worker import execute_run as _execute
+    from chatpgt.training.execution import execute_run as _execute
 
     return _execute(run_id, settings)
 
@@ -311,6 +311,6 @@ def execute_run(run_id: int, settings: Settings | None = None) -> str:
 def recoverable_runs(settings: Settings | None = None) -> list[tuple[int, str, float]]:
     """Runs a starting GPU worker re-enqueues: ``(run id, kind, seconds to wait)`` (see
     RunStore.orphaned_runs)."""
-    from chatpgt.training.worker import recoverable_runs as _recoverable
+    from chatpgt.training.execution import recoverable_runs as _recoverable
 
     return _recoverable(settings)
