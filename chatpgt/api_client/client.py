@@ -19,12 +19,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
 from chatpgt.datagen.schemas import DatagenJobCreate, DatagenJobView
+from chatpgt.datasets.schemas import DedupRequest, DedupResult, PairImport, PairImportResult
 from chatpgt.pairs.schemas import ExportFormat, PairSource
 from chatpgt.review.schemas import PairStatsWithLabels
 from chatpgt.topics.schemas import FileImport, HFImport, ImportResult, TopicsCreated
@@ -108,14 +109,25 @@ def _dump(request: BaseModel) -> dict[str, Any]:
     return request.model_dump(mode="json", exclude_unset=True)
 
 
+# The card layouts of GET /pairs/card (where its ``configs`` point).
+CardLayout = Literal["parquet", "jsonl", "hf"]
+
+
 def _pair_params(
     *,
     min_confidence: float | None,
     job_ids: Sequence[int],
     model: str | None,
     source: PairSource | None,
+    dedup_threshold: float | None = None,
+    balance_length: bool = False,
 ) -> dict[str, Any]:
+    """The query of a selection of pairs (GET /pairs/stats, /pairs/export, /pairs/card)."""
     params: dict[str, Any] = {}
+    if dedup_threshold is not None:
+        params["dedup_threshold"] = dedup_threshold
+    if balance_length:
+        params["balance_length"] = True
     if min_confidence is not None:
         params["min_confidence"] = min_confidence
     if job_ids:
@@ -172,9 +184,18 @@ class ChatPGTClient:
         json: Any = None,
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
+        """``timeout``: this request's, instead of the client's (long work: scans, imports)."""
         try:
-            response = self._http.request(method, path, json=json, params=params, headers=headers)
+            response = self._http.request(
+                method,
+                path,
+                json=json,
+                params=params,
+                headers=headers,
+                timeout=timeout or httpx.USE_CLIENT_DEFAULT,
+            )
         except (httpx.RequestError, httpx.InvalidURL) as exc:
             raise ApiUnreachable(self.base_url, _reason(exc)) from exc
         if response.is_error:
@@ -266,11 +287,20 @@ class ChatPGTClient:
         job_ids: Sequence[int] = (),
         model: str | None = None,
         source: PairSource | None = None,
+        dedup_threshold: float | None = None,
+        balance_length: bool = False,
     ) -> Iterator[Iterator[bytes]]:
         """The export as an iterator of byte chunks, valid inside the ``with`` block. An error
-        status is raised on entry; a stream that breaks off raises ``ApiUnreachable``."""
+        status is raised on entry; a stream that breaks off raises ``ApiUnreachable``.
+        ``dedup_threshold`` leaves out pairs with a flagged near-duplicate essay;
+        ``balance_length`` drops pairs so the chosen essay is the longer one in half of them."""
         params = _pair_params(
-            min_confidence=min_confidence, job_ids=job_ids, model=model, source=source
+            min_confidence=min_confidence,
+            job_ids=job_ids,
+            model=model,
+            source=source,
+            dedup_threshold=dedup_threshold,
+            balance_length=balance_length,
         )
         params["format"] = fmt
         try:
@@ -288,6 +318,44 @@ class ChatPGTClient:
     @staticmethod
     def _chunks(response: httpx.Response) -> Iterator[bytes]:
         yield from response.iter_bytes()
+
+    def pair_card(
+        self,
+        layout: CardLayout = "parquet",
+        *,
+        min_confidence: float | None = None,
+        job_ids: Sequence[int] = (),
+        model: str | None = None,
+        source: PairSource | None = None,
+        dedup_threshold: float | None = None,
+        balance_length: bool = False,
+    ) -> str:
+        """The dataset card (``README.md``) of the selection, for the given data layout."""
+        params = _pair_params(
+            min_confidence=min_confidence,
+            job_ids=job_ids,
+            model=model,
+            source=source,
+            dedup_threshold=dedup_threshold,
+            balance_length=balance_length,
+        )
+        params["layout"] = layout
+        return self._request("GET", "/pairs/card", params=params, timeout=EXPORT_TIMEOUT).text
+
+    def scan_near_duplicates(self, request: DedupRequest) -> DedupResult:
+        """Flag near-duplicate essays of the jobs (all when none), replacing their flags. The
+        scan runs in the request (~1 ms an essay): the read timeout is an export's."""
+        response = self._request(
+            "POST", "/pairs/dedup", json=_dump(request), timeout=EXPORT_TIMEOUT
+        )
+        return self._parse(response, DedupResult)
+
+    def import_pairs(self, request: PairImport) -> PairImportResult:
+        """Import a Hugging Face preference dataset as a job of its own."""
+        response = self._request(
+            "POST", "/pairs/import", json=_dump(request), timeout=EXPORT_TIMEOUT
+        )
+        return self._parse(response, PairImportResult)
 
     # -- training ---------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from chatpgt.datagen.pairing import PairingRule
 from chatpgt.datagen.schemas import DatagenJobCreate
+from chatpgt.datasets.schemas import DedupRequest, PairImport
 from chatpgt.topics.schemas import FileImport, HFImport
 from chatpgt.training.schemas import DPORequest, SFTRequest
 
@@ -320,5 +321,45 @@ def build_dpo_request(
     body = _training_body(body, hyper, sample_prompts, no_samples, max_new_tokens)
     try:
         return DPORequest.model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+# -- datasets -----------------------------------------------------------------------------------
+
+
+def build_dedup_request(
+    *, job_ids: Sequence[int] = (), threshold: float | None = None
+) -> DedupRequest:
+    """The ``POST /pairs/dedup`` body: the jobs to scan together (all when none)."""
+    body: dict[str, Any] = {"job_ids": list(job_ids)}
+    if threshold is not None:
+        body["threshold"] = threshold
+    try:
+        return DedupRequest.model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def build_pair_import(
+    *,
+    dataset: str,
+    split: str | None = None,
+    config: str | None = None,
+    limit: int | None = None,
+    confidence: float | None = None,
+) -> PairImport:
+    """The ``POST /pairs/import`` body with only the given values set."""
+    body: dict[str, Any] = {"dataset": dataset}
+    for key, value in (
+        ("split", split),
+        ("config", config),
+        ("limit", limit),
+        ("confidence", confidence),
+    ):
+        if value is not None:
+            body[key] = value
+    try:
+        return PairImport.model_validate(body)
     except ValidationError as exc:
         raise _invalid(exc) from None
