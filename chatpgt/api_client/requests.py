@@ -144,6 +144,7 @@ def build_job_request(
     budget_usd: float | None = None,
     max_tokens: int | None = None,
     corpus_pairs: bool = False,
+    dedup_threshold: float | None = None,
 ) -> DatagenJobCreate:
     """The ``POST /datagen/jobs`` body from command-line values."""
     chosen = [name for name, given in (("titles", titles), ("ids", topic_ids)) if given]
@@ -176,6 +177,8 @@ def build_job_request(
         request["budget_usd"] = budget_usd
     if corpus_pairs:
         request["include_corpus_pairs"] = True
+    if dedup_threshold is not None:
+        request["dedup"] = {"threshold": dedup_threshold}
     try:
         return DatagenJobCreate.model_validate(request)
     except ValidationError as exc:
