@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
@@ -113,30 +114,35 @@ def _dump(request: BaseModel) -> dict[str, Any]:
 CardLayout = Literal["parquet", "jsonl", "hf"]
 
 
-def _pair_params(
-    *,
-    min_confidence: float | None,
-    job_ids: Sequence[int],
-    model: str | None,
-    source: PairSource | None,
-    dedup_threshold: float | None = None,
-    balance_length: bool = False,
-) -> dict[str, Any]:
-    """The query of a selection of pairs (GET /pairs/stats, /pairs/export, /pairs/card)."""
-    params: dict[str, Any] = {}
-    if dedup_threshold is not None:
-        params["dedup_threshold"] = dedup_threshold
-    if balance_length:
-        params["balance_length"] = True
-    if min_confidence is not None:
-        params["min_confidence"] = min_confidence
-    if job_ids:
-        params["job_id"] = list(job_ids)
-    if model:
-        params["model"] = model
-    if source:
-        params["source"] = source
-    return params
+@dataclass(frozen=True)
+class PairSelection:
+    """A selection of pairs: the filters of ``GET /pairs``, plus (exports and cards) leaving out
+    pairs with a near-duplicate essay flagged at ``dedup_threshold`` or more, and dropping pairs
+    so the chosen essay is the longer in half of them (``balance_length``)."""
+
+    min_confidence: float | None = None
+    job_ids: Sequence[int] = ()
+    model: str | None = None
+    source: PairSource | None = None
+    dedup_threshold: float | None = None
+    balance_length: bool = False
+
+    def params(self) -> dict[str, Any]:
+        """The query of GET /pairs/stats, /pairs/export and /pairs/card."""
+        params: dict[str, Any] = {}
+        if self.min_confidence is not None:
+            params["min_confidence"] = self.min_confidence
+        if self.job_ids:
+            params["job_id"] = list(self.job_ids)
+        if self.model:
+            params["model"] = self.model
+        if self.source:
+            params["source"] = self.source
+        if self.dedup_threshold is not None:
+            params["dedup_threshold"] = self.dedup_threshold
+        if self.balance_length:
+            params["balance_length"] = True
+        return params
 
 
 class ChatPGTClient:
@@ -273,35 +279,17 @@ class ChatPGTClient:
         model: str | None = None,
         source: PairSource | None = None,
     ) -> PairStatsWithLabels:
-        params = _pair_params(
-            min_confidence=min_confidence, job_ids=job_ids, model=model, source=source
-        )
+        params = PairSelection(min_confidence, job_ids, model, source).params()
         return self._get("/pairs/stats", PairStatsWithLabels, params)
 
     @contextmanager
     def export_pairs(
-        self,
-        fmt: ExportFormat = "jsonl",
-        *,
-        min_confidence: float | None = None,
-        job_ids: Sequence[int] = (),
-        model: str | None = None,
-        source: PairSource | None = None,
-        dedup_threshold: float | None = None,
-        balance_length: bool = False,
+        self, fmt: ExportFormat = "jsonl", selection: PairSelection | None = None
     ) -> Iterator[Iterator[bytes]]:
-        """The export as an iterator of byte chunks, valid inside the ``with`` block. An error
-        status is raised on entry; a stream that breaks off raises ``ApiUnreachable``.
-        ``dedup_threshold`` leaves out pairs with a flagged near-duplicate essay;
-        ``balance_length`` drops pairs so the chosen essay is the longer one in half of them."""
-        params = _pair_params(
-            min_confidence=min_confidence,
-            job_ids=job_ids,
-            model=model,
-            source=source,
-            dedup_threshold=dedup_threshold,
-            balance_length=balance_length,
-        )
+        """The export of the selection (every pair by default) as an iterator of byte chunks,
+        valid inside the ``with`` block. An error status is raised on entry; a stream that
+        breaks off raises ``ApiUnreachable``."""
+        params = (selection or PairSelection()).params()
         params["format"] = fmt
         try:
             with self._http.stream(
@@ -320,25 +308,10 @@ class ChatPGTClient:
         yield from response.iter_bytes()
 
     def pair_card(
-        self,
-        layout: CardLayout = "parquet",
-        *,
-        min_confidence: float | None = None,
-        job_ids: Sequence[int] = (),
-        model: str | None = None,
-        source: PairSource | None = None,
-        dedup_threshold: float | None = None,
-        balance_length: bool = False,
+        self, layout: CardLayout = "parquet", selection: PairSelection | None = None
     ) -> str:
         """The dataset card (``README.md``) of the selection, for the given data layout."""
-        params = _pair_params(
-            min_confidence=min_confidence,
-            job_ids=job_ids,
-            model=model,
-            source=source,
-            dedup_threshold=dedup_threshold,
-            balance_length=balance_length,
-        )
+        params = (selection or PairSelection()).params()
         params["layout"] = layout
         return self._request("GET", "/pairs/card", params=params, timeout=EXPORT_TIMEOUT).text
 

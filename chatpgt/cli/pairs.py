@@ -11,9 +11,8 @@ import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, Literal
+from typing import Annotated, BinaryIO, Literal
 
 import typer
 from rich.console import Console
@@ -21,7 +20,7 @@ from rich.filesize import decimal as filesize
 from rich.markup import escape
 from rich.table import Table
 
-from chatpgt.api_client import ChatPGTClient
+from chatpgt.api_client import ChatPGTClient, PairSelection
 from chatpgt.api_client.client import CardLayout
 from chatpgt.api_client.requests import build_dedup_request, build_pair_import
 from chatpgt.cli.context import api
@@ -165,28 +164,6 @@ class RowCounter:
         return self._lines if self.fmt == "jsonl" else max(0, self._lines - 1)
 
 
-@dataclass(frozen=True)
-class Selection:
-    """The pairs an export reads: the filters of GET /pairs plus dedup and length balancing."""
-
-    min_confidence: float | None
-    job_ids: list[int]
-    model: str | None
-    source: PairSource | None
-    dedup_threshold: float | None
-    balance_length: bool
-
-    def query(self) -> dict[str, Any]:
-        return {
-            "min_confidence": self.min_confidence,
-            "job_ids": self.job_ids,
-            "model": self.model,
-            "source": self.source,
-            "dedup_threshold": self.dedup_threshold,
-            "balance_length": self.balance_length,
-        }
-
-
 def _copy(chunks: Iterator[bytes], sink: BinaryIO, counter: RowCounter | None) -> int:
     """Write the chunks to ``sink`` (a progress line on a terminal); the bytes written."""
     size = 0
@@ -229,11 +206,11 @@ def _export_file(
     client: ChatPGTClient,
     fmt: Literal["jsonl", "csv", "parquet"],
     out_path: str,
-    selection: Selection,
+    selection: PairSelection,
 ) -> tuple[Path | None, int | None, int]:
     """The selection as one file (``-``: stdout); (the file, its rows when known, bytes)."""
     counter = RowCounter(fmt) if fmt != "parquet" else None
-    with client.export_pairs(fmt, **selection.query()) as chunks:
+    with client.export_pairs(fmt, selection) as chunks:
         if out_path == "-":
             size = _copy(chunks, sys.stdout.buffer, counter)
             sys.stdout.buffer.flush()
@@ -248,7 +225,7 @@ def _export_file(
 
 
 def _export_dir(
-    client: ChatPGTClient, fmt: str, target: Path, selection: Selection, built: Path
+    client: ChatPGTClient, fmt: str, target: Path, selection: PairSelection, built: Path
 ) -> tuple[Path, int, int]:
     """The selection as a directory with its card, built in ``built`` then moved onto
     ``target``; (the data file to push, rows, bytes of data)."""
@@ -256,12 +233,12 @@ def _export_dir(
     data = built / DATA_FILE_NAMES[data_fmt]
     data.parent.mkdir(parents=True, exist_ok=True)
     with (
-        client.export_pairs(data_fmt, **selection.query()) as chunks,
+        client.export_pairs(data_fmt, selection) as chunks,
         data.open("wb") as handle,
     ):
         size = _copy(chunks, handle, None)
     layout: CardLayout = "hf" if fmt == "hf" else data_fmt
-    card = client.pair_card(layout, **selection.query())
+    card = client.pair_card(layout, selection)
     if fmt == "hf":
         # The Parquet stays in ``built`` (removed afterwards); the folder goes to ``target``.
         return data, save_hf_folder(data, card, target), size
@@ -342,7 +319,9 @@ def pairs_export(
             check_target(Path(out_path).expanduser())
     except InvalidInput as exc:
         usage(exc.detail)
-    selection = Selection(min_confidence, job or [], model, source, dedup_threshold, balance_length)
+    selection = PairSelection(
+        min_confidence, job or [], model, source, dedup_threshold, balance_length
+    )
     client = api(ctx)
     if as_dir:
         target = Path(out_path).expanduser()
@@ -375,12 +354,12 @@ def _pushed(
     token: str | None,
     public: bool,
     parquet: Path,
-    selection: Selection,
+    selection: PairSelection,
 ) -> None:
     """Upload ``parquet`` with its card (the Hub's layout) to ``repo``, when one is given."""
     if not repo or not token:
         return
-    card = client.pair_card("parquet", **selection.query())
+    card = client.pair_card("parquet", selection)
     url = push_to_hub(parquet, card, repo, token=token, private=not public)
     out.print(f"pushed to {escape(url)}")
 
