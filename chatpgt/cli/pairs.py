@@ -302,8 +302,9 @@ def pairs_export(
         typer.Option(help="Hugging Face token (default: HF_TOKEN or the saved login)"),
     ] = None,
 ) -> None:
-    """Export the matching pairs: a file, or a directory with its dataset card. What is
-    written appears whole or not at all."""
+    """Export the matching pairs: a file, or a directory with its dataset card.
+
+    What is written appears whole or not at all."""
     as_dir = fmt == "hf" or (
         fmt != "csv" and out_path != "-" and not out_path.endswith(FILE_SUFFIXES[fmt])
     )
@@ -375,8 +376,9 @@ def pairs_dedup(
     ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Flag near-duplicate essays (MinHash-LSH) of the jobs, against each other and the corpus;
-    a new scan of a job replaces its flags."""
+    """Flag near-duplicate essays (MinHash-LSH) of the jobs, against each other and the corpus.
+
+    A new scan of a job replaces its flags."""
     result = api(ctx).scan_near_duplicates(
         build_dedup_request(job_ids=job or [], threshold=threshold)
     )
