@@ -494,6 +494,15 @@ def test_job_request_sends_only_what_was_given() -> None:
         "judge": {"provider": "fake", "model": "judge"},
         "pairing": "all_pairs",
     }
+    deduped = build.build_job_request(
+        titles=["x"], generators=["fake:a:2"], judge="fake:j", dedup_threshold=0.8
+    )
+    assert deduped.model_dump(mode="json", exclude_unset=True)["dedup"] == {"threshold": 0.8}
+    for bad in (0.0, 1.5):
+        with pytest.raises(build.InvalidRequest, match="dedup.threshold"):
+            build.build_job_request(
+                titles=["x"], generators=["fake:a:2"], judge="fake:j", dedup_threshold=bad
+            )
 
 
 def test_training_requests_mirror_the_schemas() -> None:

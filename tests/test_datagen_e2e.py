@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.datagen.models import DatagenJob, Generation, Judgment
 from chatpgt.datagen.prompts import DEFAULT_SYSTEM_PROMPT
-from chatpgt.pairs.models import Pair
+from chatpgt.pairs.models import NearDuplicate, Pair
 from tests import procs
 from tests.conftest import FAKE_PROVIDER_KEY
 from tests.datagen_helpers import job_body, wait_job
@@ -186,6 +186,9 @@ async def test_idempotency_key_replays_the_same_job(
         (lambda b: b["generators"][0].update(temperature=5), 422),
         (lambda b: b.update(generators=[{"provider": "fake", "model": "writer-a"}]), 422),
         (lambda b: b.update(unexpected=True), 422),
+        (lambda b: b.update(dedup={"threshold": 0}), 422),
+        (lambda b: b.update(dedup={"threshold": 1.5}), 422),
+        (lambda b: b.update(dedup={"threshold": 0.7, "bogus": 1}), 422),
     ],
 )
 async def test_bad_job_requests_get_problems_and_write_nothing(
@@ -363,3 +366,75 @@ async def test_probability_judge_reads_the_verdict_from_letter_probabilities(
     stats = (await fake.get("/_stats")).json()
     assert stats["by_model"]["judge"] == 6
     assert job["pairs"] == len((await session.execute(select(Pair))).scalars().all()) > 0
+
+
+def _copy_with_changes(text: str, every: int) -> str:
+    """``text`` with every ``every``-th word replaced."""
+    words = text.split()
+    return " ".join("CHANGED" if i % every == 0 else w for i, w in enumerate(words))
+
+
+async def test_job_dedup_flags_a_copy_of_the_corpus_essay_and_does_not_pair_it(
+    api: httpx.AsyncClient,
+    session: AsyncSession,
+    datagen_worker: procs.Proc,
+    fake: httpx.AsyncClient,
+) -> None:
+    import random
+
+    from tests import factories
+
+    rng = random.Random(13)
+    vocab = [f"w{i}" for i in range(2000)]
+    corpus = " ".join(rng.choice(vocab) for _ in range(600))
+    topic = await factories.topic(session, "How to copy", source="corpus", reference_text=corpus)
+    await session.commit()
+    # writer-b hands in the real essay with 3% of its words changed
+    copied = await fake.post(
+        "/_control", json={"essays": {"writer-b": _copy_with_changes(corpus, 33)}}
+    )
+    assert copied.status_code == 200, copied.text
+    body = {**job_body(["How to copy"], samples=2, pairing="all_pairs")}
+
+    deduped = await api.post("/datagen/jobs", json={**body, "dedup": {"threshold": 0.7}})
+    assert deduped.status_code == 201, deduped.text
+    job = await wait_job(api, deduped.json()["id"])
+    assert job["status"] == "succeeded" and job["outcome"] == "produced", job
+    assert job["request"]["dedup"] == {"threshold": 0.7, "against_corpus": True}
+    assert job["near_duplicates"] == {"corpus": 1}, job
+    gens = (
+        (await session.execute(select(Generation).where(Generation.job_id == job["id"])))
+        .scalars()
+        .all()
+    )
+    copy = next(g for g in gens if g.model == "writer-b")
+    assert copy.status == "succeeded"  # written, and then left out: not judged, not paired
+    flag = await session.get(NearDuplicate, copy.id)
+    assert flag is not None and flag.kind == "corpus" and flag.similar_topic_id == topic.id
+    assert 0.7 <= flag.similarity < 1.0 and flag.job_id == job["id"]
+    judgments = (
+        (await session.execute(select(Judgment).where(Judgment.job_id == job["id"])))
+        .scalars()
+        .all()
+    )
+    assert len(judgments) == job["judgments"]["total"] == 2  # writer-a's two samples, both orders
+    assert all(copy.id not in (j.generation_a_id, j.generation_b_id) for j in judgments)
+    pairs = (await session.execute(select(Pair).where(Pair.job_id == job["id"]))).scalars().all()
+    assert len(pairs) == job["pairs"] == 1
+    assert all(copy.id not in (p.chosen_generation_id, p.rejected_generation_id) for p in pairs)
+
+    # the same job without dedup judges and pairs the copy
+    plain = await api.post("/datagen/jobs", json=body)
+    assert plain.status_code == 201, plain.text
+    job = await wait_job(api, plain.json()["id"])
+    assert job["status"] == "succeeded" and job["near_duplicates"] == {}, job
+    assert job["judgments"]["total"] == 6 and job["pairs"] == 3, job
+    copy_id = (
+        await session.execute(
+            select(Generation.id).where(
+                Generation.job_id == job["id"], Generation.model == "writer-b"
+            )
+        )
+    ).scalar_one()
+    pairs = (await session.execute(select(Pair).where(Pair.job_id == job["id"]))).scalars().all()
+    assert any(copy_id in (p.chosen_generation_id, p.rejected_generation_id) for p in pairs)

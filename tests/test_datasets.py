@@ -183,7 +183,7 @@ def _partials(folder: Path) -> list[str]:
 
 def cli(api_url: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [sys.executable, "-m", "chatpgt.cli", "--api", api_url, "datasets", *args],
+        [sys.executable, "-m", "chatpgt.cli", "--api", api_url, "pairs", *args],
         cwd=procs.ROOT,
         env=env,
         capture_output=True,
@@ -234,6 +234,13 @@ async def test_parquet_and_hf_folder_load_and_train(
     # the Hub layout loads by its card's configs alone
     from_card = datasets.load_dataset(str(hub_dir), split="train")
     assert from_card.to_list() == want
+    # a path with the format's suffix is one file (no card)
+    one_file = tmp_path / "cli.parquet"
+    done = cli(api_url, env, "export", "--format", "parquet", "--out", str(one_file))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("wrote 5 pairs") and one_file.is_file()
+    from_file = datasets.load_dataset("parquet", data_files=str(one_file), split="train")
+    assert from_file.to_list() == want
     assert _partials(tmp_path) == []
 
     for name, ds in (("parquet", from_parquet), ("hf", from_disk)):
@@ -257,7 +264,11 @@ async def _length_skewed(session: AsyncSession, n: int, longer: int) -> DatagenJ
 
 
 async def test_balanced_export_has_chosen_longer_in_half(
-    api: httpx.AsyncClient, session: AsyncSession, tmp_path: Path
+    api: httpx.AsyncClient,
+    api_url: str,
+    service_env: dict[str, str],
+    session: AsyncSession,
+    tmp_path: Path,
 ) -> None:
     import pyarrow.parquet as pq
 
@@ -283,6 +294,16 @@ async def test_balanced_export_has_chosen_longer_in_half(
         "pairs_after": 80,
     }
     assert header["dataset_info"]["splits"][0]["num_examples"] == 80
+    # `pairs export --balance-length`: a directory with the same rows and the same card
+    folder = tmp_path / "balanced"
+    done = cli(api_url, service_env, "export", "-f", "jsonl", "-o", str(folder), "--balance-length")
+    assert done.returncode == 0, done.stderr
+    data = folder / "data" / "train-00000-of-00001.jsonl"
+    assert [json.loads(line)["id"] for line in data.read_text().splitlines()] == [
+        r["id"] for r in rows
+    ]
+    card_rows = _card_header((folder / "README.md").read_text())["dataset_info"]["splits"][0]
+    assert card_rows["num_examples"] == 80
 
 
 def _mutate(text: str, share: float, seed: int) -> str:
@@ -294,7 +315,11 @@ def _mutate(text: str, share: float, seed: int) -> str:
 
 
 async def test_planted_near_duplicate_is_flagged_and_excluded(
-    api: httpx.AsyncClient, session: AsyncSession
+    api: httpx.AsyncClient,
+    api_url: str,
+    service_env: dict[str, str],
+    session: AsyncSession,
+    tmp_path: Path,
 ) -> None:
     real = words(800, seed=1)
     corpus_topic = await factories.topic(
@@ -341,6 +366,23 @@ async def test_planted_near_duplicate_is_flagged_and_excluded(
     # a threshold above both similarities keeps everything
     high = (await api.get("/pairs/stats", params={"dedup_threshold": 1.0})).json()
     assert high["counts"]["total"] == 4
+    # the CLI: `pairs export --dedup-threshold` is the API's export; `pairs dedup` rescans
+    out = tmp_path / "deduped.jsonl"
+    done = cli(api_url, service_env, "export", "--out", str(out), "--dedup-threshold", "0.7")
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == export.content and done.stdout.startswith("wrote 1 pair ")
+    done = cli(api_url, service_env, "dedup", "--job", str(job.id), "--threshold", "0.7")
+    assert done.returncode == 0, done.stderr
+    assert (
+        done.stdout.split()
+        == (
+            "scanned 5 essays against 1 corpus essay at 0.7: "
+            "1 near-copies of another essay, 1 of a corpus essay"
+        ).split()
+    )
+    assert len((await session.execute(select(NearDuplicate))).all()) == 2
+    done = cli(api_url, service_env, "dedup", "--job", str(job.id), "--threshold", "1.5")
+    assert done.returncode == 2 and "threshold" in done.stderr, done.stderr
     # rescanning replaces the flags instead of adding to them
     for threshold in (0.95, 1.0):  # 1.0: only exact copies (the LSH bands stop at 0.95)
         again = await api.post("/pairs/dedup", json={"job_ids": [job.id], "threshold": threshold})
@@ -378,9 +420,13 @@ async def test_bad_input_is_a_problem_and_writes_nothing(
     env = {k: v for k, v in service_env.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
     env.update(HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="1")
     out = tmp_path / "pushed"
-    done = cli(api_url, env, "export", "--out", str(out), "--push-to-hub", "someone/pairs")
+    done = cli(
+        api_url, env, "export", "-f", "hf", "--out", str(out), "--push-to-hub", "someone/pairs"
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "No Hugging Face token" in done.stderr
+    done = cli(api_url, env, "export", "-f", "csv", "-o", str(out), "--push-to-hub", "a/b")
+    assert done.returncode == 2 and "uploads Parquet" in done.stderr, done.stderr
     assert not out.exists()
     assert _partials(tmp_path) == []
     # an API error (bad threshold) mid-way leaves no partial directory either
@@ -411,7 +457,11 @@ def _preference_rows() -> list[dict[str, Any]]:
 
 
 async def test_import_preference_dataset_as_a_job(
-    api: httpx.AsyncClient, session: AsyncSession, tmp_path: Path
+    api: httpx.AsyncClient,
+    api_url: str,
+    service_env: dict[str, str],
+    session: AsyncSession,
+    tmp_path: Path,
 ) -> None:
     import datasets
 
@@ -445,6 +495,16 @@ async def test_import_preference_dataset_as_a_job(
     card = (await api.get("/pairs/card", params={"job_id": second["job_id"]})).text
     assert f"1 pairs imported from `{plain}` (split train)" in card
 
+    # the CLI: `pairs import` through the API client
+    done = cli(api_url, service_env, "import", str(plain), "--confidence", "6", "--json")
+    assert done.returncode == 0, done.stderr
+    third = json.loads(done.stdout)
+    assert (third["pairs"], third["topics"], third["topics_created"]) == (1, 1, 0)
+    third_stats = (await api.get("/pairs/stats", params={"job_id": third["job_id"]})).json()
+    assert third_stats["counts"]["imported"] == 1
+    done = cli(api_url, service_env, "import", str(plain), "--confidence", "0")
+    assert done.returncode == 2 and "confidence" in done.stderr, done.stderr
+
     # bad input: nothing is written
     before = (await api.get("/pairs/stats")).json()["counts"]
     no_rejected = tmp_path / "bad.parquet"
@@ -464,3 +524,34 @@ async def test_import_preference_dataset_as_a_job(
     _problem(await api.post("/pairs/import", json={"dataset": str(tmp_path / "missing")}), 400)
     _problem(await api.post("/pairs/import", json={"dataset": str(folder), "confidence": 0}), 422)
     assert (await api.get("/pairs/stats")).json()["counts"] == before
+
+
+def test_job_dedup_step_flags_copies_within_a_topic_and_of_its_corpus_essay() -> None:
+    """The job's dedup option (chatpgt.datagen.dedup_step), on one topic's essays: the later of
+    two near-copies is flagged, a copy of the corpus essay only with ``against_corpus``."""
+    from chatpgt.datagen.dedup_step import near_duplicate_flags
+    from chatpgt.datagen.models import Generation
+    from chatpgt.datagen.planner import TopicState
+    from chatpgt.datagen.schemas import JobDedup
+
+    real = words(800, seed=11)
+    first = words(700, seed=12)
+    texts = {
+        5: _mutate(first, 0.03, 1),  # the later copy of essay 3
+        3: first,
+        4: _mutate(real, 0.03, 2),  # the corpus essay, lightly edited
+        6: words(650, seed=13),
+    }
+    essays = [Generation(id=i, text=t) for i, t in texts.items()]
+    topic = TopicState(9, "A topic", "Write.", real, "generating")
+    flags = near_duplicate_flags(1, JobDedup(threshold=0.7), topic, essays)
+    got = {
+        f["generation_id"]: (f["kind"], f["similar_generation_id"], f["similar_topic_id"])
+        for f in flags
+    }
+    assert got == {4: ("corpus", None, 9), 5: ("essay", 3, None)}
+    assert all(0.7 <= f["similarity"] < 1 and f["job_id"] == 1 for f in flags)
+    alone = near_duplicate_flags(1, JobDedup(threshold=0.7, against_corpus=False), topic, essays)
+    assert [f["generation_id"] for f in alone] == [5]
+    strict = near_duplicate_flags(1, JobDedup(threshold=1.0), topic, essays)
+    assert strict == []

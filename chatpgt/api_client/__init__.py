@@ -7,6 +7,7 @@ from chatpgt.api_client.client import (
     ApiUnreachable,
     ChatPGTClient,
     ClientError,
+    PairSelection,
     UnexpectedAnswer,
 )
 from chatpgt.api_client.requests import InvalidRequest
@@ -18,5 +19,6 @@ __all__ = [
     "ChatPGTClient",
     "ClientError",
     "InvalidRequest",
+    "PairSelection",
     "UnexpectedAnswer",
 ]

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
 from chatpgt.datagen.schemas import DatagenJobCreate, DatagenJobView
+from chatpgt.datasets.schemas import DedupRequest, DedupResult, PairImport, PairImportResult
 from chatpgt.evaluation.schemas import EvalRequest, EvalRunOut
 from chatpgt.pairs.schemas import ExportFormat, PairSource
 from chatpgt.review.schemas import PairStatsWithLabels
@@ -109,23 +111,39 @@ def _dump(request: BaseModel) -> dict[str, Any]:
     return request.model_dump(mode="json", exclude_unset=True)
 
 
-def _pair_params(
-    *,
-    min_confidence: float | None,
-    job_ids: Sequence[int],
-    model: str | None,
-    source: PairSource | None,
-) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    if min_confidence is not None:
-        params["min_confidence"] = min_confidence
-    if job_ids:
-        params["job_id"] = list(job_ids)
-    if model:
-        params["model"] = model
-    if source:
-        params["source"] = source
-    return params
+# The card layouts of GET /pairs/card (where its ``configs`` point).
+CardLayout = Literal["parquet", "jsonl", "hf"]
+
+
+@dataclass(frozen=True)
+class PairSelection:
+    """A selection of pairs: the filters of ``GET /pairs``, plus (exports and cards) leaving out
+    pairs with a near-duplicate essay flagged at ``dedup_threshold`` or more, and dropping pairs
+    so the chosen essay is the longer in half of them (``balance_length``)."""
+
+    min_confidence: float | None = None
+    job_ids: Sequence[int] = ()
+    model: str | None = None
+    source: PairSource | None = None
+    dedup_threshold: float | None = None
+    balance_length: bool = False
+
+    def params(self) -> dict[str, Any]:
+        """The query of GET /pairs/stats, /pairs/export and /pairs/card."""
+        params: dict[str, Any] = {}
+        if self.min_confidence is not None:
+            params["min_confidence"] = self.min_confidence
+        if self.job_ids:
+            params["job_id"] = list(self.job_ids)
+        if self.model:
+            params["model"] = self.model
+        if self.source:
+            params["source"] = self.source
+        if self.dedup_threshold is not None:
+            params["dedup_threshold"] = self.dedup_threshold
+        if self.balance_length:
+            params["balance_length"] = True
+        return params
 
 
 class ChatPGTClient:
@@ -173,9 +191,18 @@ class ChatPGTClient:
         json: Any = None,
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
+        """``timeout``: this request's, instead of the client's (long work: scans, imports)."""
         try:
-            response = self._http.request(method, path, json=json, params=params, headers=headers)
+            response = self._http.request(
+                method,
+                path,
+                json=json,
+                params=params,
+                headers=headers,
+                timeout=timeout or httpx.USE_CLIENT_DEFAULT,
+            )
         except (httpx.RequestError, httpx.InvalidURL) as exc:
             raise ApiUnreachable(self.base_url, _reason(exc)) from exc
         if response.is_error:
@@ -253,26 +280,17 @@ class ChatPGTClient:
         model: str | None = None,
         source: PairSource | None = None,
     ) -> PairStatsWithLabels:
-        params = _pair_params(
-            min_confidence=min_confidence, job_ids=job_ids, model=model, source=source
-        )
+        params = PairSelection(min_confidence, job_ids, model, source).params()
         return self._get("/pairs/stats", PairStatsWithLabels, params)
 
     @contextmanager
     def export_pairs(
-        self,
-        fmt: ExportFormat = "jsonl",
-        *,
-        min_confidence: float | None = None,
-        job_ids: Sequence[int] = (),
-        model: str | None = None,
-        source: PairSource | None = None,
+        self, fmt: ExportFormat = "jsonl", selection: PairSelection | None = None
     ) -> Iterator[Iterator[bytes]]:
-        """The export as an iterator of byte chunks, valid inside the ``with`` block. An error
-        status is raised on entry; a stream that breaks off raises ``ApiUnreachable``."""
-        params = _pair_params(
-            min_confidence=min_confidence, job_ids=job_ids, model=model, source=source
-        )
+        """The export of the selection (every pair by default) as an iterator of byte chunks,
+        valid inside the ``with`` block. An error status is raised on entry; a stream that
+        breaks off raises ``ApiUnreachable``."""
+        params = (selection or PairSelection()).params()
         params["format"] = fmt
         try:
             with self._http.stream(
@@ -289,6 +307,29 @@ class ChatPGTClient:
     @staticmethod
     def _chunks(response: httpx.Response) -> Iterator[bytes]:
         yield from response.iter_bytes()
+
+    def pair_card(
+        self, layout: CardLayout = "parquet", selection: PairSelection | None = None
+    ) -> str:
+        """The dataset card (``README.md``) of the selection, for the given data layout."""
+        params = (selection or PairSelection()).params()
+        params["layout"] = layout
+        return self._request("GET", "/pairs/card", params=params, timeout=EXPORT_TIMEOUT).text
+
+    def scan_near_duplicates(self, request: DedupRequest) -> DedupResult:
+        """Flag near-duplicate essays of the jobs (all when none), replacing their flags. The
+        scan runs in the request (~1 ms an essay): the read timeout is an export's."""
+        response = self._request(
+            "POST", "/pairs/dedup", json=_dump(request), timeout=EXPORT_TIMEOUT
+        )
+        return self._parse(response, DedupResult)
+
+    def import_pairs(self, request: PairImport) -> PairImportResult:
+        """Import a Hugging Face preference dataset as a job of its own."""
+        response = self._request(
+            "POST", "/pairs/import", json=_dump(request), timeout=EXPORT_TIMEOUT
+        )
+        return self._parse(response, PairImportResult)
 
     # -- training ---------------------------------------------------------------------------
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from chatpgt.datagen.pairing import PairingRule
 from chatpgt.datagen.schemas import DatagenJobCreate
+from chatpgt.datasets.schemas import DedupRequest, PairImport
 from chatpgt.topics.schemas import FileImport, HFImport
 from chatpgt.training.schemas import DPORequest, SFTRequest
 
@@ -41,6 +42,22 @@ def validation_message(exc: ValidationError) -> str:
 
 def _invalid(exc: ValidationError) -> InvalidRequest:
     return InvalidRequest(validation_message(exc))
+
+
+SchemaT = TypeVar("SchemaT", bound=BaseModel)
+
+
+def _validated(schema: type[SchemaT], body: dict[str, Any]) -> SchemaT:
+    """``body`` as ``schema``; InvalidRequest (one line) when it does not fit."""
+    try:
+        return schema.model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The values that were given (not None)."""
+    return {key: value for key, value in values.items() if value is not None}
 
 
 # -- topics -------------------------------------------------------------------------------------
@@ -143,6 +160,7 @@ def build_job_request(
     budget_usd: float | None = None,
     max_tokens: int | None = None,
     corpus_pairs: bool = False,
+    dedup_threshold: float | None = None,
 ) -> DatagenJobCreate:
     """The ``POST /datagen/jobs`` body from command-line values."""
     chosen = [name for name, given in (("titles", titles), ("ids", topic_ids)) if given]
@@ -175,10 +193,9 @@ def build_job_request(
         request["budget_usd"] = budget_usd
     if corpus_pairs:
         request["include_corpus_pairs"] = True
-    try:
-        return DatagenJobCreate.model_validate(request)
-    except ValidationError as exc:
-        raise _invalid(exc) from None
+    if dedup_threshold is not None:
+        request["dedup"] = {"threshold": dedup_threshold}
+    return _validated(DatagenJobCreate, request)
 
 
 # -- training -----------------------------------------------------------------------------------
@@ -272,16 +289,10 @@ def build_sft_request(
     max_new_tokens: int | None = None,
 ) -> SFTRequest:
     """The ``POST /train/sft`` body with only the given values set."""
-    body: dict[str, Any] = {}
-    for key, value in (("base_model", base_model), ("corpus", corpus), ("name", name)):
-        if value is not None:
-            body[key] = value
+    body = _given(base_model=base_model, corpus=corpus, name=name)
     hyper = (options or TrainingOptions()).hyperparameters()
     body = _training_body(body, hyper, sample_prompts, no_samples, max_new_tokens)
-    try:
-        return SFTRequest.model_validate(body)
-    except ValidationError as exc:
-        raise _invalid(exc) from None
+    return _validated(SFTRequest, body)
 
 
 def build_dpo_request(
@@ -318,7 +329,27 @@ def build_dpo_request(
     if loss_type is not None:
         hyper["loss_type"] = loss_type
     body = _training_body(body, hyper, sample_prompts, no_samples, max_new_tokens)
-    try:
-        return DPORequest.model_validate(body)
-    except ValidationError as exc:
-        raise _invalid(exc) from None
+    return _validated(DPORequest, body)
+
+
+# -- datasets -----------------------------------------------------------------------------------
+
+
+def build_dedup_request(
+    *, job_ids: Sequence[int] = (), threshold: float | None = None
+) -> DedupRequest:
+    """The ``POST /pairs/dedup`` body: the jobs to scan together (all when none)."""
+    return _validated(DedupRequest, _given(job_ids=list(job_ids), threshold=threshold))
+
+
+def build_pair_import(
+    *,
+    dataset: str,
+    split: str | None = None,
+    config: str | None = None,
+    limit: int | None = None,
+    confidence: float | None = None,
+) -> PairImport:
+    """The ``POST /pairs/import`` body with only the given values set."""
+    body = _given(dataset=dataset, split=split, config=config, limit=limit, confidence=confidence)
+    return _validated(PairImport, body)

@@ -18,17 +18,7 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click_errors  # type: ignore[no-redef]
 
 from chatpgt.api_client import DEFAULT_API_URL, ApiError, ClientError, InvalidRequest
-from chatpgt.cli import (
-    datagen,
-    datasets,
-    evaluation,
-    keys,
-    models,
-    pairs,
-    processes,
-    topics,
-    train,
-)
+from chatpgt.cli import datagen, evaluation, keys, models, pairs, processes, topics, train
 from chatpgt.cli.context import CliState
 from chatpgt.cli.output import EXIT_USAGE, fail, one_line, usage_line
 from chatpgt.errors import ChatPGTError
@@ -98,7 +88,6 @@ app.add_typer(pairs.app, name="pairs")
 app.add_typer(train.app, name="train")
 app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")
-app.add_typer(datasets.app, name="datasets")
 app.add_typer(evaluation.app, name="eval")
 
 

@@ -114,10 +114,12 @@ def job_summary(job: DatagenJobView) -> str:
         note = _stage_note(counts)
         return f"{name} {counts.done}/{counts.total}" + (f" ({note})" if note else "")
 
+    flagged = sum(job.near_duplicates.values())
+    dupes = f" · {plural(flagged, 'near-duplicate essay')} flagged" if flagged else ""
     return (
         f"job {job.id} {job.status}: {plural(job.pairs, 'pair')} ({plural(job.ties, 'tie')}) "
         f"from {plural(job.topics, 'topic')}"
-        f" · {stage('generations', g)} · {stage('judgments', j)} · {_job_cost(job)}"
+        f" · {stage('generations', g)} · {stage('judgments', j)}{dupes} · {_job_cost(job)}"
     )
 
 
@@ -254,6 +256,14 @@ def datagen_run(
         bool,
         typer.Option("--corpus-pairs", help="also pair the real essay over each candidate"),
     ] = False,
+    dedup_threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="flag each topic's near-duplicate essays (of each other and of the real "
+            "essay) at this similarity (0 < t ≤ 1) and leave them out of judging and pairing",
+            show_default=False,
+        ),
+    ] = None,
     idempotency_key: Annotated[
         str | None, typer.Option(help="resubmitting with the same key replays the first job")
     ] = None,
@@ -280,6 +290,7 @@ def datagen_run(
         budget_usd=budget,
         max_tokens=max_tokens,
         corpus_pairs=corpus_pairs,
+        dedup_threshold=dedup_threshold,
     )
     job, created = api(ctx).create_job(request, idempotency_key=idempotency_key)
     if created:

@@ -1,11 +1,18 @@
-"""``chatpgt pairs``: statistics of the preference pairs, and their export to a file."""
+"""``chatpgt pairs``: statistics of the preference pairs, their export (JSONL, CSV, Parquet, a
+Hugging Face folder; a dataset card with every directory; ``--push-to-hub``), near-duplicate
+scans and imports of Hugging Face preference datasets, all through the API client
+(``chatpgt.api_client``); the Hugging Face conversion and the upload run here, from the
+exported Parquet."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, BinaryIO, Literal
 
 import typer
 from rich.console import Console
@@ -13,12 +20,36 @@ from rich.filesize import decimal as filesize
 from rich.markup import escape
 from rich.table import Table
 
+from chatpgt.api_client import ChatPGTClient, PairSelection
+from chatpgt.api_client.client import CardLayout
+from chatpgt.api_client.requests import build_dedup_request, build_pair_import
 from chatpgt.cli.context import api
 from chatpgt.cli.options import AsJson, JobFilter, MinConfidence, ModelFilter, SourceFilter
 from chatpgt.cli.output import err, out, plural, transfer_progress, usage
-from chatpgt.pairs.schemas import PairStats
+from chatpgt.datasets.hf import (
+    DATA_FILE_NAMES,
+    check_target,
+    hub_token,
+    partial_dir,
+    publish,
+    push_to_hub,
+    save_hf_folder,
+)
+from chatpgt.errors import InvalidInput
+from chatpgt.pairs.schemas import PairSource, PairStats
 
-app = typer.Typer(help="Statistics and export of the preference pairs.", no_args_is_help=True)
+app = typer.Typer(
+    help="Statistics, export (with a dataset card), near-duplicate scans and imports of the "
+    "preference pairs.",
+    no_args_is_help=True,
+)
+
+Format = Literal["jsonl", "csv", "parquet", "hf"]
+# The file a format is written as when --out names a file (a path with this suffix, or '-').
+FILE_SUFFIXES = {"jsonl": ".jsonl", "csv": ".csv", "parquet": ".parquet"}
+ExportSource = Annotated[
+    PairSource | None, typer.Option("--source", help="pair source: judged, corpus, imported")
+]
 
 
 def print_pair_stats(stats: PairStats, console: Console) -> None:
@@ -133,54 +164,259 @@ class RowCounter:
         return self._lines if self.fmt == "jsonl" else max(0, self._lines - 1)
 
 
+def _copy(chunks: Iterator[bytes], sink: BinaryIO, counter: RowCounter | None) -> int:
+    """Write the chunks to ``sink`` (a progress line on a terminal); the bytes written."""
+    size = 0
+    with transfer_progress("exporting") as report:
+        for chunk in chunks:
+            sink.write(chunk)
+            size += len(chunk)
+            if counter is not None:
+                counter.feed(chunk)
+            report(counter.rows if counter is not None else 0, size)
+    return size
+
+
+@contextmanager
+def _partial_file(target: Path) -> Iterator[Path]:
+    """A hidden file next to ``target``, renamed onto it when the block ends without error."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        yield partial
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _parquet_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def _rows_of(path: Path, fmt: str) -> int:
+    if fmt == "jsonl":
+        with path.open("rb") as handle:
+            return sum(1 for _ in handle)
+    return _parquet_rows(path)
+
+
+def _export_file(
+    client: ChatPGTClient,
+    fmt: Literal["jsonl", "csv", "parquet"],
+    out_path: str,
+    selection: PairSelection,
+) -> tuple[Path | None, int | None, int]:
+    """The selection as one file (``-``: stdout); (the file, its rows when known, bytes)."""
+    counter = RowCounter(fmt) if fmt != "parquet" else None
+    with client.export_pairs(fmt, selection) as chunks:
+        if out_path == "-":
+            size = _copy(chunks, sys.stdout.buffer, counter)
+            sys.stdout.buffer.flush()
+            return None, counter.rows if counter is not None else None, size
+        target = Path(out_path).expanduser()
+        if target.is_dir():
+            usage(f"--out {out_path} is a directory")
+        with _partial_file(target) as partial, partial.open("wb") as handle:
+            size = _copy(chunks, handle, counter)
+    rows = counter.rows if counter is not None else _parquet_rows(target)
+    return target, rows, size
+
+
+def _export_dir(
+    client: ChatPGTClient, fmt: str, target: Path, selection: PairSelection, built: Path
+) -> tuple[Path, int, int]:
+    """The selection as a directory with its card, built in ``built`` then moved onto
+    ``target``; (the data file to push, rows, bytes of data)."""
+    data_fmt: Literal["jsonl", "parquet"] = "jsonl" if fmt == "jsonl" else "parquet"
+    data = built / DATA_FILE_NAMES[data_fmt]
+    data.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        client.export_pairs(data_fmt, selection) as chunks,
+        data.open("wb") as handle,
+    ):
+        size = _copy(chunks, handle, None)
+    layout: CardLayout = "hf" if fmt == "hf" else data_fmt
+    card = client.pair_card(layout, selection)
+    if fmt == "hf":
+        # The Parquet stays in ``built`` (removed afterwards); the folder goes to ``target``.
+        return data, save_hf_folder(data, card, target), size
+    (built / "README.md").write_text(card, encoding="utf-8")
+    rows = _rows_of(data, data_fmt)
+    publish(built, target)
+    return target / DATA_FILE_NAMES[data_fmt], rows, size
+
+
 @app.command("export")
 def pairs_export(
     ctx: typer.Context,
     out_path: Annotated[
         str,
-        typer.Option("--out", "-o", help="file to write ('-' for stdout)", show_default=False),
+        typer.Option(
+            "--out",
+            "-o",
+            help="a file when it ends in the format's suffix (.jsonl, .csv, .parquet; csv: "
+            "always) or is '-' (stdout); else a directory to create (or empty) with the data "
+            "and README.md, the dataset card (hf: always a directory)",
+            show_default=False,
+        ),
     ],
     fmt: Annotated[
-        Literal["jsonl", "csv"],
-        typer.Option("--format", "-f", help="jsonl: TRL preference records; csv: seed columns"),
+        Format,
+        typer.Option(
+            "--format",
+            "-f",
+            help="jsonl: TRL preference records; csv: seed columns; parquet: the jsonl columns "
+            "in Parquet; hf: a datasets.save_to_disk folder",
+        ),
     ] = "jsonl",
     min_confidence: MinConfidence = None,
     job: JobFilter = None,
     model: ModelFilter = None,
-    source: SourceFilter = None,
+    source: ExportSource = None,
+    dedup_threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="leave out pairs with an essay flagged as a near-duplicate at this similarity "
+            "or more (0 < t ≤ 1; see `pairs dedup` and a job's dedup option)"
+        ),
+    ] = None,
+    balance_length: Annotated[
+        bool, typer.Option(help="drop pairs so the chosen essay is the longer in half of them")
+    ] = False,
+    push_to_hub_repo: Annotated[
+        str | None,
+        typer.Option(
+            "--push-to-hub",
+            help="also upload the Parquet and the card to this Hub dataset repo (--format "
+            "parquet or hf; needs a token)",
+            show_default=False,
+        ),
+    ] = None,
+    public: Annotated[bool, typer.Option(help="create the Hub repo public (default private)")] = (
+        False
+    ),
+    hf_token: Annotated[
+        str | None,
+        typer.Option(help="Hugging Face token (default: HF_TOKEN or the saved login)"),
+    ] = None,
 ) -> None:
-    """Stream the matching pairs to a file. The file appears whole or not at all."""
+    """Export the matching pairs: a file, or a directory with its dataset card.
+
+    What is written appears whole or not at all."""
+    as_dir = fmt == "hf" or (
+        fmt != "csv" and out_path != "-" and not out_path.endswith(FILE_SUFFIXES[fmt])
+    )
+    if fmt == "hf" and out_path == "-":
+        usage("--format hf writes a directory: give --out DIR")
+    if push_to_hub_repo and fmt not in ("parquet", "hf"):
+        usage("--push-to-hub uploads Parquet: use --format parquet or hf")
+    if push_to_hub_repo and out_path == "-":
+        usage("--push-to-hub needs --out to name a file or directory, not '-'")
+    try:
+        token = hub_token(hf_token) if push_to_hub_repo else None
+        if as_dir:
+            check_target(Path(out_path).expanduser())
+    except InvalidInput as exc:
+        usage(exc.detail)
+    selection = PairSelection(
+        min_confidence, job or [], model, source, dedup_threshold, balance_length
+    )
     client = api(ctx)
-    counter = RowCounter(fmt)
-    size = 0
-    with client.export_pairs(
-        fmt, min_confidence=min_confidence, job_ids=job or [], model=model, source=source
-    ) as chunks:
-        if out_path == "-":
-            sink = sys.stdout.buffer
-            for chunk in chunks:
-                sink.write(chunk)
-                counter.feed(chunk)
-                size += len(chunk)
-            sink.flush()
-            err.print(f"wrote {plural(counter.rows, 'pair')} ({filesize(size)})")
-            return
+    if as_dir:
         target = Path(out_path).expanduser()
-        if target.is_dir():
-            usage(f"--out {out_path} is a directory")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        built = partial_dir(target)
         try:
-            with partial.open("wb") as handle, transfer_progress("exporting") as report:
-                for chunk in chunks:
-                    handle.write(chunk)
-                    counter.feed(chunk)
-                    size += len(chunk)
-                    report(counter.rows, size)
-            partial.replace(target)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
+            data, rows, size = _export_dir(client, fmt, target, selection, built)
+            _wrote(rows, size, "parquet" if fmt == "hf" else fmt, target)
+            _pushed(client, push_to_hub_repo, token, public, data, selection)
+        finally:
+            shutil.rmtree(built, ignore_errors=True)
+        return
+    assert fmt != "hf"  # hf is always a directory
+    path, counted, size = _export_file(client, fmt, out_path, selection)
+    if path is None:
+        err.print(
+            f"wrote {plural(counted, 'pair') if counted is not None else fmt} ({filesize(size)})"
+        )
+        return
+    _wrote(counted or 0, size, fmt, path)
+    _pushed(client, push_to_hub_repo, token, public, path, selection)
+
+
+def _wrote(rows: int, size: int, fmt: str, target: Path) -> None:
+    out.print(f"wrote {plural(rows, 'pair')} ({filesize(size)} of {fmt}) to {escape(str(target))}")
+
+
+def _pushed(
+    client: ChatPGTClient,
+    repo: str | None,
+    token: str | None,
+    public: bool,
+    parquet: Path,
+    selection: PairSelection,
+) -> None:
+    """Upload ``parquet`` with its card (the Hub's layout) to ``repo``, when one is given."""
+    if not repo or not token:
+        return
+    card = client.pair_card("parquet", selection)
+    url = push_to_hub(parquet, card, repo, token=token, private=not public)
+    out.print(f"pushed to {escape(url)}")
+
+
+@app.command("dedup")
+def pairs_dedup(
+    ctx: typer.Context,
+    job: Annotated[
+        list[int] | None, typer.Option("--job", help="scan these jobs together (default all)")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="similarity to flag at (0 < t ≤ 1; default 0.7)")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Flag near-duplicate essays (MinHash-LSH) of the jobs, against each other and the corpus.
+
+    A new scan of a job replaces its flags."""
+    result = api(ctx).scan_near_duplicates(
+        build_dedup_request(job_ids=job or [], threshold=threshold)
+    )
+    if as_json:
+        typer.echo(result.model_dump_json())
+        return
+    flagged = result.flagged
     out.print(
-        f"wrote {plural(counter.rows, 'pair')} ({filesize(size)}) to {escape(str(target))}"
+        f"scanned {plural(result.essays, 'essay')} against "
+        f"{plural(result.corpus_essays, 'corpus essay')} at {result.threshold:g}: "
+        f"{flagged.get('essay', 0)} near-copies of another essay, "
+        f"{flagged.get('corpus', 0)} of a corpus essay",
+        soft_wrap=True,
+    )
+
+
+@app.command("import")
+def pairs_import(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(help="Hub id, or a path the API can read")],
+    split: Annotated[str | None, typer.Option(help="split (default train)")] = None,
+    config: Annotated[str | None, typer.Option(help="dataset configuration")] = None,
+    limit: Annotated[int | None, typer.Option(help="at most this many rows")] = None,
+    confidence: Annotated[
+        float | None, typer.Option(help="confidence of rows without one (default 10)")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Import prompt/chosen/rejected pairs from a Hugging Face preference dataset as a job."""
+    request = build_pair_import(
+        dataset=dataset, split=split, config=config, limit=limit, confidence=confidence
+    )
+    result = api(ctx).import_pairs(request)
+    if as_json:
+        typer.echo(result.model_dump_json())
+        return
+    out.print(
+        f"imported {plural(result.pairs, 'pair')} as job {result.job_id} "
+        f"({plural(result.topics, 'topic')}, {result.topics_created} new)",
+        soft_wrap=True,
     )

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from chatpgt.datagen.dedup_step import drop_near_duplicates
 from chatpgt.datagen.flusher import Flusher
 from chatpgt.datagen.judges import JudgeCall, JudgmentItem, judge_method
 from chatpgt.datagen.judges.base import Call, Issued
@@ -147,6 +148,8 @@ class Executor:
             *(self._generate(g) for g in t.generations if g.status not in ITEM_TERMINAL)
         )
         ok = [g for g in t.generations if g.status == ItemStatus.SUCCEEDED]
+        # The job's dedup option: near-duplicates are flagged, neither judged nor paired.
+        ok = drop_near_duplicates(self.job_id, self.req.dedup, t, ok, self.flusher)
         pairs = []
         if self.req.include_corpus_pairs:
             pairs = corpus_pair_rows(self.job_id, t, ok, self.settings.corpus_pair_confidence)

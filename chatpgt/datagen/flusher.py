@@ -44,6 +44,8 @@ class Flusher:
         self.generations: list[dict[str, Any]] = []
         self.judgments: list[dict[str, Any]] = []
         self.pairs: list[dict[str, Any]] = []
+        # near-duplicate flags of a job's dedup option (chatpgt.datagen.dedup_step)
+        self.near_duplicates: list[dict[str, Any]] = []
         self.done_topics: list[int] = []
         self.first_error: str | None = None
         self._errors: list[dict[str, Any]] = []
@@ -90,9 +92,10 @@ class Flusher:
             gens, self.generations = self.generations, []
             judgments, self.judgments = self.judgments, []
             pairs, self.pairs = self.pairs, []
+            flags, self.near_duplicates = self.near_duplicates, []
             topics, self.done_topics = self.done_topics, []
             errors, self._errors = self._errors, []
-            if not (gens or judgments or pairs or topics or errors):
+            if not (gens or judgments or pairs or flags or topics or errors):
                 return
             try:
                 async with transaction(self.sm) as s:
@@ -103,6 +106,7 @@ class Flusher:
                     await repo.update_generations(s, gens)
                     await repo.update_judgments(s, judgments)
                     await repo.insert_pairs(s, pairs)
+                    await repo.upsert_near_duplicates(s, flags)
                     await repo.mark_topics_done(s, self.job_id, topics)
                     await repo.append_errors(s, self.job_id, errors, self.max_errors_kept)
             except BaseException:
@@ -110,6 +114,7 @@ class Flusher:
                 self.generations[:0] = gens
                 self.judgments[:0] = judgments
                 self.pairs[:0] = pairs
+                self.near_duplicates[:0] = flags
                 self.done_topics[:0] = topics
                 self._errors[:0] = errors
                 self._errors_replayed = self._errors_replayed or bool(errors)

@@ -32,7 +32,7 @@ from chatpgt.db.helpers import dialect_insert, insert_ignore, insert_one_ignore
 from chatpgt.errors import InvalidState, NotFound
 from chatpgt.orchestration import leases
 from chatpgt.orchestration.status import DATAGEN_JOB, ITEM_TERMINAL, TERMINAL, ItemStatus, RunStatus
-from chatpgt.pairs.models import Pair
+from chatpgt.pairs.models import NearDuplicate, Pair
 from chatpgt.topics.models import Topic
 from chatpgt.training.models import RegisteredModel
 
@@ -217,6 +217,12 @@ async def job_counts(session: AsyncSession, job_ids: Sequence[int]) -> dict[int,
         out[job_id]["topics"] = int(n)
     for job_id, (_, flips) in (await flip_counts(session, job_ids)).items():
         out[job_id]["ties"] = flips
+    for job_id, kind, n in await session.execute(
+        select(NearDuplicate.job_id, NearDuplicate.kind, func.count())
+        .where(NearDuplicate.job_id.in_(job_ids))
+        .group_by(NearDuplicate.job_id, NearDuplicate.kind)
+    ):
+        out[job_id].setdefault("near_duplicates", {})[kind] = int(n)
     return out
 
 
@@ -458,6 +464,19 @@ async def failure_summary(
 
 async def insert_pairs(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     await insert_ignore(session, Pair, rows)
+
+
+async def upsert_near_duplicates(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Flag essays as near-duplicates; a flag already there (a replayed batch) is replaced."""
+    if not rows:
+        return
+    stmt = dialect_insert(session)(NearDuplicate)
+    columns = ("kind", "similar_generation_id", "similar_topic_id", "similarity", "scanned_at")
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[NearDuplicate.generation_id],
+        set_={c: getattr(stmt.excluded, c) for c in columns},
+    )
+    await session.execute(stmt, list(rows))
 
 
 # --- reading the work of jobs (GET /essays, GET /judgments) ----------------------------------

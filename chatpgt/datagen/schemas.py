@@ -12,6 +12,7 @@ from chatpgt.datagen.pairing import PairingRule
 from chatpgt.datagen.summaries import JobOutcome
 from chatpgt.db.ids import RowId
 from chatpgt.orchestration.status import ItemStatus, RunStatus
+from chatpgt.pairs.schemas import DEFAULT_DEDUP_THRESHOLD
 
 JobStatus = RunStatus
 WorkStatus = ItemStatus
@@ -92,6 +93,23 @@ class JudgeSpec(BaseModel):
         return value
 
 
+class JobDedup(BaseModel):
+    """``dedup`` of a job: as soon as a topic's essays are in, near-duplicates of each other
+    (and of the topic's corpus essay) are flagged and neither judged nor paired."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(
+        DEFAULT_DEDUP_THRESHOLD,
+        gt=0,
+        le=1,
+        description="estimated Jaccard similarity of word 3-shingles at which an essay is flagged",
+    )
+    against_corpus: bool = Field(
+        True, description="also flag essays that nearly copy the topic's corpus (real) essay"
+    )
+
+
 class DatagenJobCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -126,6 +144,11 @@ class DatagenJobCreate(BaseModel):
         "and judgments failed (checked once CHATPGT_JOB_FAILURE_RATE_MIN_ITEMS have finished): "
         "the job ends failed with stop_reason max_failure_rate, its unstarted items cancelled, "
         "everything done kept",
+    )
+    dedup: JobDedup | None = Field(
+        None,
+        description="flag near-duplicate essays of each topic (MinHash-LSH) before judging: "
+        "flagged essays are not judged nor paired (docs/datasets.md)",
     )
 
     @field_validator("prompt_templates")
@@ -190,6 +213,11 @@ class DatagenJobView(BaseModel):
     judgments: StageCounts
     pairs: int
     ties: int
+    near_duplicates: dict[str, int] = Field(
+        default_factory=dict,
+        description="its essays flagged as near-duplicates, by kind (essay, corpus): by the "
+        "job's dedup option (those were not judged nor paired) or by POST /pairs/dedup",
+    )
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float

@@ -169,6 +169,7 @@ async def _views(session: AsyncSession, jobs: list[DatagenJob]) -> list[DatagenJ
                 judgments=_stage(c["judgments"]),
                 pairs=c["pairs"],
                 ties=c["ties"],
+                near_duplicates=c.get("near_duplicates", {}),
                 prompt_tokens=c["prompt_tokens"],
                 completion_tokens=c["completion_tokens"],
                 cost_usd=float(c["cost_usd"]),

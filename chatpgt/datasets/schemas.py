@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chatpgt.datasets.dedup import DEFAULT_THRESHOLD
 from chatpgt.db.ids import RowId
+from chatpgt.pairs.schemas import DEFAULT_DEDUP_THRESHOLD as DEFAULT_THRESHOLD
 
 
 class DedupRequest(BaseModel):

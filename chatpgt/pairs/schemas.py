@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 PairSource = Literal["judged", "corpus", "imported"]
 ExportFormat = Literal["jsonl", "csv", "parquet"]
+# Estimated Jaccard similarity (word 3-shingles) at which an essay is a near-duplicate
+# (chatpgt.pairs.near_duplicates).
+DEFAULT_DEDUP_THRESHOLD = 0.7
 
 
 class VerdictOut(BaseModel):

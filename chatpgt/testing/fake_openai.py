@@ -14,6 +14,8 @@ and injects faults on demand. Tests change the fault profile while it runs:
   ``"malformed"``, ``"invalid_body"`` or one of the body faults below), so a test can say "fail
   twice, then answer" exactly. An entry prefixed ``judge:`` or ``writer:`` (``"judge:no_choices"``)
   is kept for the next request to a judge model, or to any other model, and skipped by the rest.
+  It also takes ``essays``: ``{model: text}``, writer models that answer every request with
+  that exact text (a copy of a known essay, say); ``{}`` or a reset clears them.
 - ``POST /_control/reset`` restores the start-up profile, clears the script, re-seeds the random
   source, zeroes the statistics and releases requests that are hanging in a simulated timeout.
 - ``GET /_control`` shows the profile; ``GET /_stats`` shows the counters; ``GET /_requests``
@@ -159,7 +161,7 @@ def apply_control(profile: Profile, body: dict[str, Any]) -> Profile:
     """A copy of ``profile`` with ``body``'s fields applied; ControlError names a bad field."""
     changes: dict[str, Any] = {}
     for key, value in body.items():
-        if key == "script":
+        if key in ("script", "essays"):
             continue
         if key not in _PROFILE_FIELDS:
             raise ControlError(f"unknown control field {key!r}")
@@ -206,6 +208,7 @@ class FakeOpenAI:
         self.seed = seed
         self.rng = random.Random(seed)
         self.script: list[str] = []
+        self.essays: dict[str, str] = {}
         self._malformed = itertools.cycle(MALFORMED_KINDS)
         self._body_faults = itertools.cycle(BODY_FAULTS)
         # Bumped by reset: requests from an older epoch neither count as in flight nor keep hanging.
@@ -226,6 +229,7 @@ class FakeOpenAI:
     def reset(self) -> None:
         self.profile = replace(self.start_profile)
         self.script.clear()
+        self.essays.clear()
         self.rng = random.Random(self.seed)
         self._malformed = itertools.cycle(MALFORMED_KINDS)
         self._body_faults = itertools.cycle(BODY_FAULTS)
@@ -271,6 +275,13 @@ class FakeOpenAI:
                         f"prefixed with one of {[s + ':' for s in _SCRIPT_SCOPES]}"
                     )
                 self.script = [str(s) for s in script]
+            essays = body.get("essays")
+            if essays is not None:
+                if not isinstance(essays, dict) or not all(
+                    isinstance(v, str) and v for v in essays.values()
+                ):
+                    raise ControlError("essays must be an object of model: non-empty text")
+                self.essays = {str(k): v for k, v in essays.items()}
         except (orjson.JSONDecodeError, ControlError) as exc:
             return _error(400, str(exc), "invalid_request_error")
         return _json({**asdict(self.profile), "script": list(self.script)})
@@ -391,6 +402,8 @@ class FakeOpenAI:
                     finish_reason = "length"
                 else:
                     content = verdict_json(*verdict)
+        elif model in self.essays:
+            content = self.essays[model]
         else:
             content, finish_reason = self._essay(model, messages, max_tokens, rng)
         if forced == KEY_IN_CONTENT:
