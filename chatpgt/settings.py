@@ -141,6 +141,8 @@ class Settings(BaseSettings):
     # Redis URL for requests/tokens-per-minute limits shared by every worker process; unset, each
     # process enforces the limits on its own (fine for one worker, too loose for several).
     rate_limit_redis_url: str | None = None
+    # Prefix of those limits' Redis keys, so several deployments (or test runs) share a server.
+    rate_limit_key_prefix: str = "chatpgt:limits"
     providers_file: Path | None = None
     providers: list[ProviderConfig] = Field(default_factory=list)
     artifacts_dir: Path = Path("var/artifacts")

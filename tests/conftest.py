@@ -131,6 +131,7 @@ def service_env(
         "CHATPGT_PROVIDERS": json.dumps(providers_config),
         # Workers share provider rate limits through Redis, as in production.
         "CHATPGT_RATE_LIMIT_REDIS_URL": REDIS_TEST_URL,
+        "CHATPGT_RATE_LIMIT_KEY_PREFIX": f"chatpgt-test-{uuid.uuid4().hex[:8]}:limits",
         "CHATPGT_ARTIFACTS_DIR": str(tmp_path_factory.mktemp("artifacts")),
         # Every API and worker process writes its metric samples here (multiprocess mode).
         "CHATPGT_METRICS_DIR": str(tmp_path_factory.mktemp("metrics")),

@@ -356,7 +356,8 @@ async def test_redis_limiter_is_shared_between_limiters() -> None:
         apart, together = await run(separate), await run(shared)
         assert together >= 1.3 and apart < together
     finally:
-        await client.delete(f"{key}:rpm")
+        async for k in client.scan_iter(match=f"{key}:rpm*"):
+            await client.delete(k)
         await client.aclose()
 
 

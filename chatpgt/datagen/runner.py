@@ -232,6 +232,7 @@ async def run_job(job_id: int, settings: Settings) -> str:
         pool = ProviderPool(
             settings.provider_configs(),
             redis=redis,
+            limiter_key_prefix=settings.rate_limit_key_prefix,
             local_options=settings.local_options(),
         )
         async with pool:

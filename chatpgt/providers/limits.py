@@ -19,20 +19,31 @@ minute-sized burst would send a whole minute's requests at once and then stall.
 
 Which bucket does what (figures in docs/benchmarks.md, ``bench/limiter_bench.py``): requests per
 minute in one process are ``aiolimiter``'s leaky bucket (:class:`LeakyBucket`), as fast as ours at
-1,000 waiting tasks. Tokens per minute keep :class:`LocalBucket`: a request is charged its
-estimate (prompt + ``max_tokens``) and refunded what it did not use once the usage is known,
-and aiolimiter has no way to give capacity back. Shared through Redis, both stay
-:class:`RedisBucket` (a Lua script): ``limits``' async Redis storage measured faster, but it
-counts hits without refunds and opens its own connection from a URI; see docs/benchmarks.md.
+1,000 waiting tasks. Requests per minute shared through Redis are ``limits``' moving window on the
+caller's connection pool (:class:`LimitsRedisBucket`): faster than our Lua script while nothing
+waits, and no window of ``burst_s`` seconds ever holds more than the rate allows (a refilling
+bucket lets twice the rate through in the second after its burst). Tokens per minute keep ours,
+:class:`LocalBucket` in one process and :class:`RedisBucket` (a Lua script) through Redis: a
+request is charged its estimate (prompt + ``max_tokens``) and refunded what it did not use once
+the usage is known, and neither aiolimiter nor limits can give capacity back.
+
+Every key starts with the ``key`` given to :class:`ProviderLimiter` (``key_prefix`` of
+:meth:`ProviderLimiter.from_config`), so deployments or test runs sharing one Redis keep their
+limits apart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 import time
 from typing import TYPE_CHECKING, Protocol
 
 from aiolimiter import AsyncLimiter
+from limits import RateLimitItemPerSecond
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -191,6 +202,88 @@ class RedisBucket:
             await self._call(-delta, _ALWAYS)
 
 
+def _moving_window(per_minute: float, burst_s: float) -> tuple[int, int]:
+    """(window seconds, requests in it) for a moving window that holds ``per_minute``.
+
+    ``limits`` counts in whole seconds, so the window is the shortest one of at least
+    ``burst_s`` (and one second) whose whole number of requests is within 5 % of the rate;
+    the count is rounded down, so the window never admits more than the rate.
+    """
+    rate = per_minute / 60.0
+    first = max(1, math.ceil(burst_s))
+    for window in range(first, first + 3600):
+        limit = math.floor(rate * window + 1e-9)
+        if limit >= 1 and limit >= 0.95 * rate * window:
+            return window, limit
+    return math.ceil(1.0 / rate), 1
+
+
+class LimitsRedisBucket:
+    """``limits``' moving window in Redis as a :class:`RateBucket` without refunds: requests
+    per minute shared by every process that uses the same key.
+
+    The window is ``burst_s`` seconds (whole seconds, at least one) holding that many seconds'
+    worth of requests, so no window of that length ever sees more than the rate allows. It
+    runs on the caller's ``redis.asyncio`` connection pool. ``take`` tries a hit directly
+    while nobody in this process waits (at most ``max_in_flight`` commands at once); a refused
+    take queues on a local lock, and the head of the queue sleeps until the window's oldest
+    entry expires (``get_window_stats``' reset time) plus a little jitter, so only one waiter
+    a process polls Redis. The timestamps are the processes' own clocks (``time.time()``):
+    keep the hosts' clocks in sync (NTP). ``strategy`` is there for the bench, which compares
+    limits' sliding window counter (it lets 10-30 % more through in a second when saturated).
+    """
+
+    __slots__ = ("window_s", "limit", "_item", "_strategy", "_lock", "_gate", "_jitter_s")
+
+    def __init__(
+        self,
+        redis: Redis,
+        key: str,
+        per_minute: float,
+        burst_s: float = 1.0,
+        *,
+        max_in_flight: int = 32,
+        strategy: type[MovingWindowRateLimiter | SlidingWindowCounterRateLimiter] = (
+            MovingWindowRateLimiter
+        ),
+    ) -> None:
+        if per_minute <= 0:
+            raise ValueError("per_minute must be positive")
+        self.window_s, self.limit = _moving_window(per_minute, burst_s)
+        self._item = RateLimitItemPerSecond(self.limit, self.window_s)
+        storage = RedisStorage(
+            "async+redis://",
+            implementation="redispy",
+            key_prefix=key,
+            # limits types its pass-through options as scalars; redis-py takes the pool.
+            connection_pool=redis.connection_pool,  # type: ignore[arg-type]
+        )
+        self._strategy = strategy(storage)
+        self._lock = asyncio.Lock()
+        self._gate = asyncio.Semaphore(max_in_flight)
+        # Spreads the processes that wait for the same expiry over one request's interval.
+        self._jitter_s = min(0.05, self.window_s / self.limit)
+
+    async def _hit(self, cost: int) -> bool:
+        async with self._gate:
+            return await self._strategy.hit(self._item, cost=cost)
+
+    async def take(self, amount: float) -> None:
+        # A take bigger than the window waits for a whole empty window (it could never fit).
+        cost = min(max(1, math.ceil(amount)), self.limit)
+        if not self._lock.locked() and await self._hit(cost):
+            return
+        async with self._lock:
+            while not await self._hit(cost):
+                async with self._gate:
+                    stats = await self._strategy.get_window_stats(self._item)
+                wait = stats.reset_time - time.time()
+                await asyncio.sleep(max(0.001, wait) + random.uniform(0, self._jitter_s))
+
+    async def adjust(self, delta: float) -> None:
+        raise NotImplementedError("limits gives nothing back: use RedisBucket")
+
+
 class Permit:
     """One attempt's right to send: a concurrency slot plus the tokens charged for it.
 
@@ -256,7 +349,7 @@ class ProviderLimiter:
         self._tpm: RateBucket | None = None
         if requests_per_minute:
             self._rpm = (
-                RedisBucket(redis, f"{key}:rpm", requests_per_minute, burst_s)
+                LimitsRedisBucket(redis, f"{key}:rpm", requests_per_minute, burst_s)
                 if redis is not None
                 else LeakyBucket(requests_per_minute, burst_s)
             )
