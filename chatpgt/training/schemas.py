@@ -221,6 +221,17 @@ class PairSelection(BaseModel):
     )
 
 
+# What the service adds to a DPO run's stored request at submit time (chatpgt.training.service):
+# how many pairs matched then, and the lineage's held-out topics to leave out.
+SUBMIT_ANNOTATIONS = ("pairs_at_submit", "heldout_topics")
+
+
+def as_submitted(request: dict[str, Any]) -> dict[str, Any]:
+    """A stored run request without the service's annotations: what the user submitted, to
+    validate again with :class:`SFTRequest` / :class:`DPORequest`."""
+    return {k: v for k, v in request.items() if k not in SUBMIT_ANNOTATIONS}
+
+
 class DPORequest(BaseModel):
     """``POST /train/dpo``. ``model`` is a finished SFT run id, a registered model name, or a
     local model directory (a Hugging Face id is also accepted and checked by the worker)."""
