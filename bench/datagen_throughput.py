@@ -125,6 +125,33 @@ async def pool_only(
     }
 
 
+class GcTime:
+    """Seconds this process spent in the cyclic garbage collector, by generation."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.count = [0, 0, 0]
+        self._t = 0.0
+
+    def _cb(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            self.seconds[info["generation"]] += time.perf_counter() - self._t
+            self.count[info["generation"]] += 1
+
+    def __enter__(self) -> GcTime:
+        import gc
+
+        gc.callbacks.append(self._cb)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import gc
+
+        gc.callbacks.remove(self._cb)
+
+
 class LoopLag:
     """How late a 50 ms timer fires on this loop: a busy loop delays every response it reads."""
 
@@ -235,10 +262,13 @@ async def run_one_job(
             profiler = cProfile.Profile()
             profiler.enable()
         lag.start()
-        cpu0, t0 = cpu_s(), time.perf_counter()
-        status = await runner.run()
-        wall, cpu = time.perf_counter() - t0, cpu_s() - cpu0
+        with GcTime() as gc_time:
+            cpu0, t0 = cpu_s(), time.perf_counter()
+            status = await runner.run()
+            wall, cpu = time.perf_counter() - t0, cpu_s() - cpu0
         out: dict[str, Any] = {"status": status, "wall_s": wall, "cpu_s": cpu, **lag.stop()}
+        out["gc_s"] = round(sum(gc_time.seconds), 3)
+        out["gc_full_collections"] = gc_time.count[2]
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(profile)
@@ -318,6 +348,8 @@ async def run(args: argparse.Namespace, db_url: str, port: int) -> dict[str, Any
     cpu = sum(r["cpu_s"] for r in runs)
     for key in ("loop_lag_p50_ms", "loop_lag_p99_ms", "loop_lag_max_ms"):
         extra[key] = max(r[key] for r in runs)
+    extra["gc_s"] = sum(r["gc_s"] for r in runs)
+    extra["gc_full_collections"] = sum(r["gc_full_collections"] for r in runs)
     if procs > 1:
         extra["per_process_cpu_s"] = [round(r["cpu_s"], 2) for r in runs]
     items = done = pairs = 0
@@ -452,6 +484,10 @@ def main() -> None:
         f"essay ({result['gen_window_s']:.1f} s; {result['gen_essays_per_s']:.1f} essays/s), "
         f"essay latency p50 {result['essay_latency_p50_ms']:.0f} ms, "
         f"p99 {result['essay_latency_p99_ms']:.0f} ms"
+    )
+    print(
+        f"  gc           {result['gc_s']:.3f} s in the cyclic collector "
+        f"({result['gc_full_collections']} full collections)"
     )
     print(
         f"  loop lag     p50 {result['loop_lag_p50_ms']:.1f} ms, p99 "
