@@ -481,7 +481,8 @@ def main() -> None:
     print(f"  service CPU  {result['cpu_ms_per_item']:8.3f} ms/item ({result['cpu_s']:.1f} s)")
     print(
         f"  generation   {result['gen_items_per_s']:8.1f} requests/s answered until the last "
-        f"essay ({result['gen_window_s']:.1f} s; {result['gen_essays_per_s']:.1f} essays/s), "
+        f"essay ({result['gen_window_s']:.1f} s; {result['gen_essays_per_s']:.1f} essays/s, "
+        f"{result['gen_judgments_in_window']} judgments in it), "
         f"essay latency p50 {result['essay_latency_p50_ms']:.0f} ms, "
         f"p99 {result['essay_latency_p99_ms']:.0f} ms"
     )
