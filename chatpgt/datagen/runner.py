@@ -43,6 +43,9 @@ __all__ = ["JobRunner", "LeaseLost", "orphaned_jobs", "recoverable_jobs", "run_j
 # promoted the requests in flight towards the full passes.
 _GC_GEN0_THRESHOLD = 20_000
 
+_gc_runs = 0  # runs of this process inside _frozen
+_gc_thresholds: tuple[int, ...] = gc.get_threshold()
+
 ORPHAN_REASON = "not needed: the essays it depends on did not all succeed"
 
 
@@ -241,15 +244,22 @@ def _frozen() -> Iterator[None]:
     """What the process holds when a job starts (its imported modules; then the job's plan and
     rows, frozen again once loaded) lives through the run: keep it out of the cyclic
     collector's full passes, which walked all of it every few seconds (0.2-0.5 s each at 1,000
-    requests in flight, stalling the event loop). Unfrozen when the run ends."""
-    thresholds = gc.get_threshold()
+    requests in flight, stalling the event loop). Unfrozen, and the process's thresholds
+    restored, when the last of the runs in this process ends."""
+    global _gc_runs, _gc_thresholds
+    if not _gc_runs:
+        _gc_thresholds = gc.get_threshold()
+        t0, *older = _gc_thresholds
+        gc.set_threshold(max(t0, _GC_GEN0_THRESHOLD), *older)
+    _gc_runs += 1
     gc.freeze()
-    gc.set_threshold(max(thresholds[0], _GC_GEN0_THRESHOLD), *thresholds[1:])
     try:
         yield
     finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
+        _gc_runs -= 1
+        if not _gc_runs:
+            gc.set_threshold(*_gc_thresholds)
+            gc.unfreeze()
 
 
 async def run_job(job_id: int, settings: Settings) -> str:
