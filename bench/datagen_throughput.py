@@ -6,6 +6,7 @@ fake server and Postgres run in other processes).
 
     python bench/datagen_throughput.py --topics 3000 --concurrency 500 --latency-ms 2000
     python bench/datagen_throughput.py --topics 3000 --concurrency 1000 --floor
+    python bench/datagen_throughput.py --topics 3000 --concurrency 1000 --floor --procs 2
 
 ``--floor`` first runs the bare client (``httpx.AsyncClient`` on the aiohttp transport, no
 limiter, retries or database) against the same server in the same process run: 2N essay
@@ -13,6 +14,11 @@ requests, ``--concurrency`` in flight. Then the job, and it prints the job's gen
 (from the start until the last essay is in: every request the provider answered in that window,
 essays and judgments alike, per second) as a ratio to the floor, and CPU per item of both.
 The event loop's lag (how late a 50 ms timer fires) is sampled during the job.
+
+``--procs K`` splits the topics into K jobs, each run by its own worker process (spawned, started
+together) with ``--concurrency / K`` of the provider's concurrency; the figures are summed over
+the processes (CPU, items; the generation window runs until the last essay of any job), against
+the same single-process floor at the full ``--concurrency``.
 
 Needs Postgres (CHATPGT_BENCH_PG_ADMIN, default postgresql://postgres@127.0.0.1:5432/postgres).
 A fresh database is created, migrated and dropped.
@@ -119,6 +125,33 @@ async def pool_only(
     }
 
 
+class GcTime:
+    """Seconds this process spent in the cyclic garbage collector, by generation."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.count = [0, 0, 0]
+        self._t = 0.0
+
+    def _cb(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            self.seconds[info["generation"]] += time.perf_counter() - self._t
+            self.count[info["generation"]] += 1
+
+    def __enter__(self) -> GcTime:
+        import gc
+
+        gc.callbacks.append(self._cb)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import gc
+
+        gc.callbacks.remove(self._cb)
+
+
 class LoopLag:
     """How late a 50 ms timer fires on this loop: a busy loop delays every response it reads."""
 
@@ -147,8 +180,9 @@ class LoopLag:
         }
 
 
-async def generation_phase(sm: object, job_id: int, t0_wall: float) -> dict[str, float]:
-    """Requests answered from the job's start until its last essay was in, and essay latency."""
+async def generation_phase(sm: object, job_ids: list[int], t0_wall: float) -> dict[str, float]:
+    """Requests answered from the jobs' start until their last essay was in, and essay
+    latency."""
     from sqlalchemy import text as sql
 
     async with transaction(sm) as s:  # type: ignore[arg-type]
@@ -158,18 +192,18 @@ async def generation_phase(sm: object, job_id: int, t0_wall: float) -> dict[str,
                     "SELECT max(finished_at) AS last, "
                     "percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50, "
                     "percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS p99, "
-                    "count(*) AS n FROM generations WHERE job_id = :j AND status = 'succeeded'"
+                    "count(*) AS n FROM generations WHERE job_id = ANY(:j) AND status = 'succeeded'"
                 ),
-                {"j": job_id},
+                {"j": job_ids},
             )
         ).one()
         judged = (
             await s.execute(
                 sql(
-                    "SELECT count(*) FROM judgments WHERE job_id = :j AND status = 'succeeded' "
-                    "AND finished_at <= :last"
+                    "SELECT count(*) FROM judgments WHERE job_id = ANY(:j) "
+                    "AND status = 'succeeded' AND finished_at <= :last"
                 ),
-                {"j": job_id, "last": row.last},
+                {"j": job_ids, "last": row.last},
             )
         ).scalar_one()
     window = row.last.timestamp() - t0_wall
@@ -192,12 +226,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def run(args: argparse.Namespace, db_url: str, port: int) -> dict[str, float]:
-    providers = [
+def bench_providers(args: argparse.Namespace, port: int, concurrency: int) -> list[dict[str, Any]]:
+    return [
         {
             "name": "bench",
             "base_url": f"http://127.0.0.1:{port}/v1",
-            "max_concurrency": args.concurrency,
+            "max_concurrency": concurrency,
             "requests_per_minute": args.rpm,
             "timeout_s": 60,
             "max_retries": 2,
@@ -208,59 +242,136 @@ async def run(args: argparse.Namespace, db_url: str, port: int) -> dict[str, flo
             },
         }
     ]
-    settings = Settings(database_url=db_url, providers=providers, job_lease_s=60, job_heartbeat_s=5)
-    engine = make_engine(db_url, pool_size=8)
-    sm = make_sessionmaker(engine)
-    req = DatagenJobCreate.model_validate(
-        {
-            "topics": {"titles": [f"Bench topic {i}" for i in range(args.topics)]},
-            "generators": [
-                {"provider": "bench", "model": "writer-a", "max_tokens": args.max_tokens},
-                {"provider": "bench", "model": "writer-b", "max_tokens": args.max_tokens},
-            ],
-            "judge": {"provider": "bench", "model": "judge"},
-            "pairing": "best_vs_worst",
-        }
-    )
-    async with transaction(sm) as s:
-        job, _ = await service.create_job(s, settings, req, None)
-    extra: dict[str, float] = {}
-    if args.floor:
-        extra.update(await floor(args, port, 2 * args.topics))
-        extra.update(await pool_only(args, settings.provider_configs(), 2 * args.topics))
+
+
+def bench_settings(db_url: str, providers: list[dict[str, Any]]) -> Settings:
+    return Settings(database_url=db_url, providers=providers, job_lease_s=60, job_heartbeat_s=5)
+
+
+async def run_one_job(
+    settings: Settings, sm: Any, job_id: int, profile: str | None = None
+) -> dict[str, Any]:
+    """Run one job with its own ProviderPool in this process: status, wall, CPU, loop lag."""
     lag = LoopLag()
     async with ProviderPool(settings.provider_configs()) as pool:
-        runner = JobRunner(job.id, sm, pool, settings)
+        runner = JobRunner(job_id, sm, pool, settings)
         profiler = None
-        if args.profile:
+        if profile:
             import cProfile
 
             profiler = cProfile.Profile()
             profiler.enable()
         lag.start()
-        cpu0, t0, t0_wall = cpu_s(), time.perf_counter(), time.time()
-        status = await runner.run()
-        wall, cpu = time.perf_counter() - t0, cpu_s() - cpu0
-        extra.update(lag.stop())
+        with GcTime() as gc_time:
+            cpu0, t0 = cpu_s(), time.perf_counter()
+            status = await runner.run()
+            wall, cpu = time.perf_counter() - t0, cpu_s() - cpu0
+        out: dict[str, Any] = {"status": status, "wall_s": wall, "cpu_s": cpu, **lag.stop()}
+        out["gc_s"] = round(sum(gc_time.seconds), 3)
+        out["gc_full_collections"] = gc_time.count[2]
         if profiler is not None:
             profiler.disable()
-            profiler.dump_stats(args.profile)
+            profiler.dump_stats(profile)
+    return out
+
+
+def worker_process(
+    db_url: str, providers: list[dict[str, Any]], job_id: int, ready: Any, go: Any, out: Any
+) -> None:
+    """``--procs``: one worker process running one job, started when the parent says go."""
+
+    async def main() -> dict[str, Any]:
+        engine = make_engine(db_url, pool_size=8)
+        try:
+            return await run_one_job(
+                bench_settings(db_url, providers), make_sessionmaker(engine), job_id
+            )
+        finally:
+            await engine.dispose()
+
+    ready.put(job_id)
+    go.wait()
+    out.put((job_id, asyncio.run(main())))
+
+
+async def run(args: argparse.Namespace, db_url: str, port: int) -> dict[str, Any]:
+    procs = args.procs
+    settings = bench_settings(db_url, bench_providers(args, port, args.concurrency))
+    engine = make_engine(db_url, pool_size=8)
+    sm = make_sessionmaker(engine)
+    titles = [f"Bench topic {i}" for i in range(args.topics)]
+    job_ids = []
+    for k in range(procs):  # --procs K: K jobs of topics/K topics, one a process
+        req = DatagenJobCreate.model_validate(
+            {
+                "topics": {"titles": titles[k::procs]},
+                "generators": [
+                    {"provider": "bench", "model": "writer-a", "max_tokens": args.max_tokens},
+                    {"provider": "bench", "model": "writer-b", "max_tokens": args.max_tokens},
+                ],
+                "judge": {"provider": "bench", "model": "judge"},
+                "pairing": "best_vs_worst",
+            }
+        )
+        async with transaction(sm) as s:
+            job, _ = await service.create_job(s, settings, req, None)
+        job_ids.append(job.id)
+    extra: dict[str, Any] = {"load_avg_1m_start": os.getloadavg()[0]}
+    if args.floor:
+        extra.update(await floor(args, port, 2 * args.topics))
+        extra.update(await pool_only(args, settings.provider_configs(), 2 * args.topics))
+    if procs == 1:
+        t0_wall = time.time()
+        runs = [await run_one_job(settings, sm, job_ids[0], args.profile)]
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+        # Each process gets an equal share of the provider's concurrency.
+        share = bench_providers(args, port, args.concurrency // procs)
+        workers = [
+            ctx.Process(target=worker_process, args=(db_url, share, j, ready, go, out))
+            for j in job_ids
+        ]
+        for w in workers:
+            w.start()
+        for _ in workers:
+            ready.get(timeout=120)
+        t0_wall = time.time()
+        go.set()
+        results = dict(out.get(timeout=600) for _ in workers)
+        for w in workers:
+            w.join()
+        runs = [results[j] for j in job_ids]
+    wall = max(r["wall_s"] for r in runs)
+    cpu = sum(r["cpu_s"] for r in runs)
+    for key in ("loop_lag_p50_ms", "loop_lag_p99_ms", "loop_lag_max_ms"):
+        extra[key] = max(r[key] for r in runs)
+    extra["gc_s"] = sum(r["gc_s"] for r in runs)
+    extra["gc_full_collections"] = sum(r["gc_full_collections"] for r in runs)
+    if procs > 1:
+        extra["per_process_cpu_s"] = [round(r["cpu_s"], 2) for r in runs]
+    items = done = pairs = 0
     async with transaction(sm) as s:
-        view = await service.get_job_view(s, job.id)
-    extra.update(await generation_phase(sm, job.id, t0_wall))
+        for job_id in job_ids:
+            view = await service.get_job_view(s, job_id)
+            items += view.generations.total + view.judgments.total
+            done += view.generations.done + view.judgments.done
+            pairs += view.pairs
+    extra.update(await generation_phase(sm, job_ids, t0_wall))
     if args.floor:
         extra["gen_ratio_to_floor"] = extra["gen_items_per_s"] / extra["floor_items_per_s"]
     await engine.dispose()
-    items = view.generations.total + view.judgments.total
-    done = view.generations.done + view.judgments.done
     bound = args.concurrency / (args.latency_ms / 1000)
     if args.rpm:
         bound = min(bound, args.rpm / 60)
+    statuses = sorted({r["status"] for r in runs})
     return {
-        "status": status,  # type: ignore[dict-item]
+        "status": ",".join(statuses),
         "items": items,
         "done": done,
-        "pairs": view.pairs,
+        "pairs": pairs,
         "wall_s": wall,
         "items_per_s": items / wall,
         "bound_items_per_s": bound,
@@ -283,6 +394,12 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=300)
     p.add_argument("--json", action="store_true", help="print one JSON line only")
     p.add_argument("--profile", metavar="PATH", help="write a cProfile of the job run to PATH")
+    p.add_argument(
+        "--procs",
+        type=int,
+        default=1,
+        help="run the work as this many jobs, one worker process each, sharing --concurrency",
+    )
     p.add_argument(
         "--floor", action="store_true", help="first run the bare client, then compare (see above)"
     )
@@ -364,9 +481,14 @@ def main() -> None:
     print(f"  service CPU  {result['cpu_ms_per_item']:8.3f} ms/item ({result['cpu_s']:.1f} s)")
     print(
         f"  generation   {result['gen_items_per_s']:8.1f} requests/s answered until the last "
-        f"essay ({result['gen_window_s']:.1f} s; {result['gen_essays_per_s']:.1f} essays/s), "
+        f"essay ({result['gen_window_s']:.1f} s; {result['gen_essays_per_s']:.1f} essays/s, "
+        f"{result['gen_judgments_in_window']} judgments in it), "
         f"essay latency p50 {result['essay_latency_p50_ms']:.0f} ms, "
         f"p99 {result['essay_latency_p99_ms']:.0f} ms"
+    )
+    print(
+        f"  gc           {result['gc_s']:.3f} s in the cyclic collector "
+        f"({result['gc_full_collections']} full collections)"
     )
     print(
         f"  loop lag     p50 {result['loop_lag_p50_ms']:.1f} ms, p99 "
@@ -383,7 +505,12 @@ def main() -> None:
             f"({result['pool_wall_s']:.1f} s), CPU {result['pool_cpu_ms_per_item']:.3f} ms/item"
         )
         print(f"  project/floor {result['gen_ratio_to_floor']:7.1%} (generation phase)")
-    print(f"  load average {result['load_avg_1m']:.2f} (1 min, at the end)")
+    if args.procs > 1:
+        print(f"  processes    {args.procs}, CPU s each {result['per_process_cpu_s']}")
+    print(
+        f"  load average {result['load_avg_1m_start']:.2f} at the start, "
+        f"{result['load_avg_1m']:.2f} at the end (1 min)"
+    )
 
 
 if __name__ == "__main__":

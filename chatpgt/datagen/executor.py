@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +29,7 @@ from chatpgt.datagen.pairing import (
 )
 from chatpgt.datagen.planner import JobPlan, JudgmentPlanner, TopicState, judgment_rows
 from chatpgt.datagen.prompts import generation_messages
+from chatpgt.datagen.schemas import DatagenJobCreate
 from chatpgt.db.base import utcnow
 from chatpgt.orchestration.status import ITEM_TERMINAL, ItemStatus
 from chatpgt.providers.client import ProviderPool
@@ -103,7 +104,63 @@ class Executor:
         )
 
     async def execute(self, topics: list[TopicState]) -> None:
-        await asyncio.gather(*(self._topic(t) for t in topics if t.stage != "done"))
+        """Every unfinished topic's essays, then (each topic as soon as its own essays are in)
+        its judgments and pairs.
+
+        The essays are made by a fixed number of lanes (:func:`lane_count`: twice the
+        generators' concurrency), each making one request at a time from one shared queue, so
+        that the providers' slots stay full while no more than that many essays wait for one;
+        a topic's judging starts as its last essay comes in (``_topic``, a task of its own), so
+        its judgments take their turn in the same queues while other topics still generate.
+        Nothing is created up front per item: a lane is one coroutine for many essays.
+        """
+        todo = [t for t in topics if t.stage != "done"]
+        left: dict[int, int] = {}
+        queue: list[tuple[TopicState, Generation]] = []
+        for t in todo:
+            pending = [g for g in t.generations if g.status not in ITEM_TERMINAL]
+            left[t.topic_id] = len(pending)
+            queue += [(t, g) for g in pending]
+        self._topics: set[asyncio.Task[None]] = set()
+        self._topic_error: BaseException | None = None
+        for t in todo:
+            if not left[t.topic_id]:  # its essays are in already (a resumed run)
+                self._spawn_topic(t)
+        work = iter(queue)
+        lanes = [
+            asyncio.create_task(self._lane(work, left))
+            for _ in range(min(len(queue), lane_count(self.req, self.pool)))
+        ]
+        try:
+            await asyncio.gather(*lanes)
+            while self._topics:
+                await asyncio.gather(*self._topics)
+        finally:
+            for task in [*lanes, *self._topics]:
+                task.cancel()
+        if self._topic_error is not None:
+            raise self._topic_error
+
+    async def _lane(
+        self, work: Iterator[tuple[TopicState, Generation]], left: dict[int, int]
+    ) -> None:
+        for t, g in work:
+            if self._topic_error is not None:
+                raise self._topic_error
+            await self._generate(g)
+            left[t.topic_id] -= 1
+            if not left[t.topic_id]:
+                self._spawn_topic(t)
+
+    def _spawn_topic(self, t: TopicState) -> None:
+        task = asyncio.create_task(self._topic(t))
+        self._topics.add(task)
+        task.add_done_callback(self._topic_done)
+
+    def _topic_done(self, task: asyncio.Task[None]) -> None:
+        self._topics.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._topic_error is None:
+            self._topic_error = task.exception()
 
     async def issue(self, req: ChatRequest, call: Call | None = None) -> Issued:
         """Make one request (``pool.chat`` unless ``call`` says otherwise) within the budget."""
@@ -247,6 +304,14 @@ class Executor:
             setattr(j, key, value)
         self.flusher.judgments.append({"_id": j.id, **update})
         self._finished("judgment", j.id, update)
+
+
+def lane_count(req: DatagenJobCreate, pool: ProviderPool) -> int:
+    """How many essays a job keeps asked for at once: twice the concurrency of its generators'
+    providers (each counted once), so that every slot has a request waiting for it; at least 1."""
+    providers = {g.provider for g in req.generators}
+    slots = sum(pool.configs[p].max_concurrency for p in providers if p in pool.configs)
+    return max(1, 2 * slots)
 
 
 def _blank_generation_result(g: Generation) -> dict[str, Any]:

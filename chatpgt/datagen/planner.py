@@ -190,7 +190,10 @@ class JudgmentPlanner:
         fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._waiting.append((topic_id, rows, fut))
         self._wake.set()
-        return [JudgmentItem(**row._mapping) for row in await fut]
+        names = repo.JUDGMENT_PLAN_COLUMNS
+        # zip over the row's values: Row._mapping built a mapping object per row (~7 % of a
+        # job's CPU in a profile at 1,000 in flight).
+        return [JudgmentItem(**dict(zip(names, row, strict=True))) for row in await fut]
 
     async def loop(self, on_lease_lost: Any) -> None:
         while True:

@@ -305,8 +305,24 @@ class ProviderPool:
         call = _Call(self, p, transport, req, orjson.dumps(self._body(req, cfg.supports_json_mode)))
         call.headers = headers
         call.secret = secret
-        # A copy per call: a tenacity controller keeps per-call state on itself.
-        return await p.retrying.copy()(call.attempt)
+        # The first attempt runs bare: most calls succeed at once, and a tenacity controller
+        # (a copy per call: it keeps per-call state on itself) cost ~17 % of a datagen job's
+        # CPU at 1,000 in flight. An attempt worth another hands over to tenacity, which
+        # replays that failure as its first attempt (the same backoff, retry counts and
+        # give-up as if tenacity had made it).
+        try:
+            return await call.attempt()
+        except _Retryable as exc:
+            first: _Retryable | None = exc
+
+        async def again() -> ChatResult:
+            nonlocal first
+            if first is not None:
+                failed, first = first, None
+                raise failed
+            return await call.attempt()
+
+        return await p.retrying.copy()(again)
 
     async def judge_ab(self, req: ChatRequest) -> ABResult:
         """A pairwise verdict from the probabilities of the answers "A" and "B", no text parsed.
