@@ -56,16 +56,7 @@ async def create_job(
         if existing is not None:
             return await _replay(session, existing, digest), False
 
-    providers = settings.provider_configs()
-    wanted = {g.provider for g in req.generators} | {req.judge.provider}
-    unknown = sorted(wanted - providers.keys())
-    if unknown:
-        raise InvalidInput(
-            f"unknown provider(s): {', '.join(unknown)}; configured: {', '.join(sorted(providers))}"
-        )
-    keyless = missing_keys(providers, wanted)
-    if keyless:
-        raise InvalidInput("; ".join(keyless))
+    check_providers(settings, req)
     topic_ids = await topics_service.resolve_topics(
         session,
         titles=req.topics.titles,
@@ -95,6 +86,21 @@ async def create_job(
         assert existing is not None
         return await _replay(session, existing, digest), False
     return await get_job_view(session, job_id), True
+
+
+def check_providers(settings: Settings, req: DatagenJobCreate) -> None:
+    """InvalidInput when a generator's or the judge's provider is not configured, or has no
+    key."""
+    providers = settings.provider_configs()
+    wanted = {g.provider for g in req.generators} | {req.judge.provider}
+    unknown = sorted(wanted - providers.keys())
+    if unknown:
+        raise InvalidInput(
+            f"unknown provider(s): {', '.join(unknown)}; configured: {', '.join(sorted(providers))}"
+        )
+    keyless = missing_keys(providers, wanted)
+    if keyless:
+        raise InvalidInput("; ".join(keyless))
 
 
 async def _replay(session: AsyncSession, job: DatagenJob, digest: str) -> DatagenJobView:

@@ -99,7 +99,9 @@ def check_request(hp: TrainingKnobs, settings: Settings) -> int:
 
 
 def run_hyperparameters(snapshot: RunSnapshot) -> TrainingKnobs:
-    request = {k: v for k, v in snapshot.request.items() if k != "pairs_at_submit"}
+    # What submit_dpo adds to the request besides DPORequest's fields.
+    added = ("pairs_at_submit", "heldout_topics")
+    request = {k: v for k, v in snapshot.request.items() if k not in added}
     model = SFTRequest if snapshot.kind == "sft" else DPORequest
     return model.model_validate(request).hyperparameters
 
