@@ -6,6 +6,8 @@ and the requests refused at submit."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,6 +81,17 @@ async def wait_rounds(
     raise AssertionError(f"rounds run {run_id} never finished: {run}\n{logs}")
 
 
+def run_cli(env: dict[str, str], api_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**env, "COLUMNS": "200", "NO_COLOR": "1"}
+    argv = [sys.executable, "-m", "chatpgt.cli", "--api", api_url, *args]
+    done = subprocess.run(
+        argv, cwd=procs.ROOT, env=env, capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    return done
+
+
 def assert_problem(response: httpx.Response, status: int, needle: str) -> None:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith(PROBLEM)
@@ -87,6 +100,8 @@ def assert_problem(response: httpx.Response, status: int, needle: str) -> None:
 
 async def test_two_on_policy_rounds_end_to_end(
     api: httpx.AsyncClient,
+    api_url: str,
+    service_env: dict[str, str],
     clean_db: None,
     rounds_worker: procs.Proc,
     gpu_worker: procs.Proc,
@@ -156,6 +171,19 @@ async def test_two_on_policy_rounds_end_to_end(
     # The round names are taken now: the same rounds again is a 409, nothing written.
     again = await api.post("/train/rounds", json=rounds_body(sft_model))
     assert_problem(again, 409, "tiny-rounds-r1")
+
+    # The CLI shows the rounds, and refuses what the API refuses.
+    shown = run_cli(service_env, api_url, "train", "rounds-status", str(run["id"]))
+    assert shown.returncode == 0, shown.stderr
+    assert "round 2 succeeded: generator 'tiny-rounds-r1'" in shown.stdout, shown.stdout
+    assert f"model {r2['model_id']}" in shown.stdout
+    zero = run_cli(
+        service_env, api_url, "train", "rounds", "--model", str(sft_model), "--rounds", "0",
+        "--judge", "fake:judge", "-t", "x", "--no-follow",
+    )  # fmt: skip
+    assert zero.returncode == 2
+    refused = run_cli(service_env, api_url, "train", "rounds-cancel", str(run["id"]))
+    assert refused.returncode == 1 and "cannot become cancelled" in refused.stderr
 
     # Cancel: the run stops, the current job (or DPO run) is cancelled, no model registered.
     started = await api.post(
