@@ -15,7 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chatpgt.db.base import utcnow
+from chatpgt.db.session import transaction
+from chatpgt.rounds.models import RoundsRun
 from tests import fixtures_training as ft
 from tests import procs
 from tests.datagen_helpers import wait_job
@@ -185,6 +190,19 @@ async def test_two_on_policy_rounds_end_to_end(
     refused = run_cli(service_env, api_url, "train", "rounds-cancel", str(run["id"]))
     assert refused.returncode == 1 and "cannot become cancelled" in refused.stderr
 
+    # Budget over all rounds' datagen: too small for round 1's judgments, so the run stops in
+    # round 1 (failed: no round produced a model), with no DPO run and no round 2.
+    poor = rounds_body(sft_model, name="poor-rounds", budget_usd=1e-6)
+    spent = await api.post("/train/rounds", json=poor)
+    assert spent.status_code == 202, spent.text
+    spent_run = await wait_rounds(api, spent.json()["id"], [rounds_worker, gpu_worker])
+    assert spent_run["stop_reason"] == "budget_exhausted", spent_run
+    assert spent_run["status"] == "failed" and len(spent_run["rounds"]) == 1
+    (only,) = spent_run["rounds"]
+    assert only["dpo_run_id"] is None and only["cost_usd"] == spent_run["cost_usd"]
+    poor_job = (await api.get(f"/datagen/jobs/{only['datagen_job_id']}")).json()
+    assert poor_job["stop_reason"] == "budget_exhausted" and poor_job["budget_usd"] == 1e-6
+
     # Cancel: the run stops, the current job (or DPO run) is cancelled, no model registered.
     started = await api.post(
         "/train/rounds", json=rounds_body(r2["model_id"], name="cancelled-rounds", rounds=3)
@@ -213,3 +231,40 @@ async def test_two_on_policy_rounds_end_to_end(
     assert not any(n.startswith("cancelled-rounds") for n in names)
     # Cancelling a finished run is a 409.
     assert_problem(await api.post(f"/train/rounds/{run['id']}/cancel"), 409, "cannot become")
+
+
+async def test_a_duplicate_or_concurrent_step_does_nothing(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    service_env: dict[str, str],
+) -> None:
+    """Redelivery: a step message with another chain's token, or one arriving while another step
+    holds the lease, moves nothing and sends nothing."""
+    from chatpgt.rounds import repository as rounds_repo
+    from chatpgt.rounds import service as rounds_service
+    from chatpgt.settings import get_settings
+
+    run = await rounds_repo.create_run(
+        session, name="dup", request={"topic_ids": []}, start_model={"id": 1, "name": "m"}
+    )
+    run_id = run.id
+    await rounds_repo.set_step_token(session, run_id, "live-chain")
+    await session.execute(
+        update(RoundsRun).where(RoundsRun.id == run_id).values(updated_at=utcnow())
+    )
+    await session.commit()
+    sent: list[tuple[str, int]] = []
+    settings = get_settings()
+
+    def send(task: str, arg: int) -> None:
+        sent.append((task, arg))
+
+    assert await rounds_service.step(run_id, "stale-chain", settings, send) is None
+    async with transaction(sessionmaker) as other:
+        assert await rounds_repo.take_lease(other, run_id, "another-step", 60) == "queued"
+    assert await rounds_service.step(run_id, "live-chain", settings, send) is None
+    assert sent == []
+    session.expire_all()
+    row = await rounds_repo.get_run(session, run_id)
+    assert row is not None and row.status == "queued" and row.lease_owner == "another-step"
+    assert row.step_token == "live-chain"

@@ -372,7 +372,18 @@ async def _advance(
         current.updated_at = now()
         if view.status in ACTIVE:
             return poll
-        if view.status != RunStatus.SUCCEEDED or view.pairs == 0:
+        unusable = view.status != RunStatus.SUCCEEDED or view.pairs == 0
+        if unusable and view.stop_reason == "budget_exhausted":
+            # The budget ran out inside this round: the run ends there, the earlier rounds'
+            # models stand (succeeded when there is one).
+            _finish_round(current, "failed", f"budget exhausted with {view.pairs} pairs")
+            target = RunStatus.SUCCEEDED if len(rounds) > 1 else RunStatus.FAILED
+            await repo.transition(
+                session, run_id, target, stop_reason="budget_exhausted",
+                error=None if len(rounds) > 1 else current.error,
+            )  # fmt: skip
+            return None
+        if unusable:
             why = view.error or view.stop_reason or f"{view.pairs} pairs"
             return await _fail(
                 session, run, current, f"round {current.number}: datagen job {view.id} "
