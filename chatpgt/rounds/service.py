@@ -45,7 +45,6 @@ from chatpgt.rounds import repository as repo
 from chatpgt.rounds.models import Round, RoundsRun
 from chatpgt.rounds.schemas import RoundOut, RoundsRequest, RoundsRunOut, RoundsRunPage
 from chatpgt.settings import Settings
-from chatpgt.topics import service as topics_service
 from chatpgt.training import distributed
 from chatpgt.training import repository as training_repo
 from chatpgt.training import service as training
@@ -74,15 +73,7 @@ async def submit(session: AsyncSession, settings: Settings, request: RoundsReque
     name is already registered. Nothing is written then."""
     start = await _start_model(session, request.model)
     distributed.check_request(request.dpo.hyperparameters, settings)
-    topic_ids = await topics_service.resolve_topics(
-        session,
-        titles=request.topics.titles,
-        ids=request.topics.ids,
-        sample=request.topics.sample,
-        seed=request.topics.seed,
-    )
-    if not topic_ids:
-        raise InvalidInput("the topic selection is empty: add topics first (POST /topics)")
+    topic_ids = await datagen.resolve_topic_ids(session, request.topics)
     job = job_request(request, topic_ids, start["name"], request.budget_usd)
     datagen.check_providers(settings, job)
     body = request.model_dump(mode="json")
