@@ -262,7 +262,9 @@ async def test_a_duplicate_or_concurrent_step_does_nothing(
     assert await rounds_service.step(run_id, "stale-chain", settings, send) is None
     async with transaction(sessionmaker) as other:
         assert await rounds_repo.take_lease(other, run_id, "another-step", 60) == "queued"
-    assert await rounds_service.step(run_id, "live-chain", settings, send) is None
+    # The live chain looks again once the other step's lease can have run out.
+    again = await rounds_service.step(run_id, "live-chain", settings, send)
+    assert again == (max(settings.rounds_poll_s, settings.job_lease_s), "live-chain")
     assert sent == []
     session.expire_all()
     row = await rounds_repo.get_run(session, run_id)

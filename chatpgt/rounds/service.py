@@ -268,7 +268,14 @@ async def _step(
     async with transaction(sm) as session:
         status = await repo.take_lease(session, run_id, owner, settings.job_lease_s)
     if status is None:
-        return None  # terminal, or another step holds it and goes on
+        # Another step holds the lease (a duplicate delivery, or a step of ours cut off by a
+        # database outage): look again once it can have run out, with the same token. If the
+        # other step goes on, it hands its successor a new token and this chain is dropped.
+        async with sm() as session:
+            held = await repo.get_run(session, run_id)
+        if held is None or held.status in TERMINAL:
+            return None
+        return max(settings.rounds_poll_s, settings.job_lease_s), held.step_token or ""
     outbox: list[tuple[str, int]] = []
     new_token = uuid.uuid4().hex
     try:
