@@ -184,6 +184,9 @@ class Settings(BaseSettings):
     # worker's start, or Redis' visibility timeout, brings them back).
     job_sweep_interval_s: float = Field(60.0, ge=0)
     db_flush_interval_s: float = Field(0.05, gt=0)
+    # on-policy rounds (chatpgt.rounds): how often a rounds run's step looks at its current
+    # datagen job or DPO run.
+    rounds_poll_s: float = Field(5.0, gt=0)
     # A job's max_failure_rate is checked once this many of its items have finished.
     job_failure_rate_min_items: int = Field(10, ge=1)
     max_job_errors_kept: int = 20

@@ -4,6 +4,9 @@
 ``CHATPGT_JOB_SWEEP_INTERVAL_S`` (see workers/app.py) and re-enqueues running jobs whose lease
 ran out, so a job whose worker died is taken over by a live worker without waiting for a worker
 to start. A starting datagen worker re-enqueues the active jobs once as well.
+
+``rounds_step`` advances an on-policy rounds run by one step and sends itself again; the sweep
+and a starting worker restart a rounds run whose chain of steps was lost.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from celery.signals import worker_ready
 
 from chatpgt.datagen import runner
 from chatpgt.db.session import is_unavailable
-from chatpgt.orchestration.tasks import DATAGEN_RUN_JOB, DATAGEN_SWEEP
+from chatpgt.orchestration.tasks import DATAGEN_RUN_JOB, DATAGEN_SWEEP, ROUNDS_STEP
+from chatpgt.rounds import service as rounds
 from chatpgt.settings import get_settings
 from workers.app import DATAGEN_QUEUE, celery_app
 
@@ -44,6 +48,34 @@ def run_job(self: Task, job_id: int) -> str:
     return outcome
 
 
+def _send(task: str, arg: int) -> None:
+    celery_app.send_task(task, args=[arg])
+
+
+@celery_app.task(name=ROUNDS_STEP, bind=True, max_retries=None, ignore_result=True)
+def rounds_step(self: Task, run_id: int, token: str | None = None) -> str:
+    """One step of a rounds run (chatpgt.rounds.service.step), then itself again after the delay
+    the step asked for. Cheap: it submits and looks, never waits on a job or a training run."""
+    try:
+        following = asyncio.run(rounds.step(run_id, token, get_settings(), _send))
+    except Exception as exc:  # the database went away: nothing was committed, try again
+        log.warning("rounds run %s: step failed (%s); retrying", run_id, exc)
+        raise self.retry(exc=exc, countdown=min(60, 2 ** min(self.request.retries, 6))) from exc
+    if following is None:
+        return "done"
+    delay, next_token = following
+    rounds_step.apply_async(args=[run_id, next_token], countdown=delay or None)
+    return "stepped"
+
+
+def _restart_stalled_rounds() -> int:
+    stalled = asyncio.run(rounds.stalled_runs(get_settings()))
+    for run_id in stalled:
+        log.warning("rounds run %s: not stepped for a while; stepping it again", run_id)
+        rounds_step.apply_async(args=[run_id])
+    return len(stalled)
+
+
 @celery_app.task(name=DATAGEN_SWEEP, ignore_result=True)
 def sweep_orphans() -> int:
     """Re-enqueue running jobs whose lease ran out. Only expired leases: a job with a live owner
@@ -52,6 +84,7 @@ def sweep_orphans() -> int:
     next one looks again)."""
     try:
         orphans = asyncio.run(runner.orphaned_jobs(get_settings()))
+        _restart_stalled_rounds()
     except Exception as exc:
         if not is_unavailable(exc):
             raise
@@ -82,6 +115,7 @@ def _recover_jobs(sender: Any = None, **_: Any) -> None:
 
 
 def _recover_once() -> None:
+    _restart_stalled_rounds()
     for job_id, wait_s in asyncio.run(runner.recoverable_jobs(get_settings())):
         log.info("re-enqueuing datagen job %s in %.0fs", job_id, wait_s)
         run_job.apply_async(args=[job_id], countdown=wait_s + 0.5 if wait_s else None)

@@ -11,7 +11,9 @@ from api.deps import AppSettings, Queue, Roots, Session
 from api.pagination import IdPath
 from chatpgt.db.ids import MAX_ID
 from chatpgt.orchestration.status import RunStatus
-from chatpgt.orchestration.tasks import training_task
+from chatpgt.orchestration.tasks import ROUNDS_STEP, training_task
+from chatpgt.rounds import service as rounds
+from chatpgt.rounds.schemas import RoundsRequest, RoundsRunOut, RoundsRunPage
 from chatpgt.training import service
 from chatpgt.training.schemas import (
     DPORequest,
@@ -114,3 +116,58 @@ async def list_models(
 @router.get("/models/{model_id}", response_model=ModelOut, responses=problems.responses(404))
 async def get_model(model_id: IdPath, session: Session) -> ModelOut:
     return await service.get_model(session, model_id)
+
+
+# --- on-policy rounds (chatpgt.rounds) ---------------------------------------------------------
+
+
+@router.post(
+    "/train/rounds",
+    status_code=202,
+    response_model=RoundsRunOut,
+    responses=problems.responses(400, 409),
+)
+async def submit_rounds(
+    body: RoundsRequest, session: Session, enqueue: Queue, settings: AppSettings
+) -> RoundsRunOut:
+    """Queue K rounds of on-policy DPO from a registered SFT model: datagen with the current
+    model among the generators, the judge, DPO from the current model on that round's pairs."""
+    run = await rounds.submit(session, settings, body)
+    await session.commit()
+    await enqueue(ROUNDS_STEP, run.id)
+    return await rounds.get_run(session, run.id)
+
+
+@router.get("/train/rounds", response_model=RoundsRunPage)
+async def list_rounds(
+    session: Session,
+    settings: AppSettings,
+    limit: Limit = 50,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="next_before of the last page")
+    ] = None,
+) -> RoundsRunPage:
+    """Rounds runs, newest first."""
+    limit = min(limit, settings.api_max_page_size)
+    return await rounds.list_runs(session, limit=limit, before=before)
+
+
+@router.get(
+    "/train/rounds/{run_id}", response_model=RoundsRunOut, responses=problems.responses(404)
+)
+async def get_rounds(run_id: IdPath, session: Session) -> RoundsRunOut:
+    """A rounds run with each round's datagen job, DPO run, model and pair counts."""
+    return await rounds.get_run(session, run_id)
+
+
+@router.post(
+    "/train/rounds/{run_id}/cancel",
+    status_code=202,
+    response_model=RoundsRunOut,
+    responses=problems.responses(404, 409),
+)
+async def cancel_rounds(run_id: IdPath, session: Session) -> RoundsRunOut:
+    """Stop a rounds run: its next step cancels the current datagen job or DPO run."""
+    out = await rounds.cancel(session, run_id)
+    await session.commit()
+    return out

@@ -30,6 +30,7 @@ from chatpgt.datasets.schemas import DedupRequest, DedupResult, PairImport, Pair
 from chatpgt.evaluation.schemas import EvalRequest, EvalRunOut
 from chatpgt.pairs.schemas import ExportFormat, PairSource
 from chatpgt.review.schemas import PairStatsWithLabels
+from chatpgt.rounds.schemas import RoundsRequest, RoundsRunOut
 from chatpgt.topics.schemas import FileImport, HFImport, ImportResult, TopicsCreated
 from chatpgt.training.schemas import DPORequest, ModelOut, ModelPage, SFTRequest, TrainingRunOut
 
@@ -345,6 +346,16 @@ class ChatPGTClient:
     def cancel_run(self, run_id: int) -> TrainingRunOut:
         """Stop the run at its next step (a queued run at once); the last checkpoint is kept."""
         return self._post(f"/train/runs/{run_id}/cancel", TrainingRunOut)
+
+    def submit_rounds(self, request: RoundsRequest) -> RoundsRunOut:
+        return self._post("/train/rounds", RoundsRunOut, _dump(request))
+
+    def get_rounds(self, run_id: int) -> RoundsRunOut:
+        return self._get(f"/train/rounds/{run_id}", RoundsRunOut)
+
+    def cancel_rounds(self, run_id: int) -> RoundsRunOut:
+        """Stop the rounds run: its next step cancels the current datagen job or DPO run."""
+        return self._post(f"/train/rounds/{run_id}/cancel", RoundsRunOut)
 
     # -- evaluation -------------------------------------------------------------------------
 

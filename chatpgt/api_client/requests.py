@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from chatpgt.datagen.pairing import PairingRule
 from chatpgt.datagen.schemas import DatagenJobCreate
 from chatpgt.datasets.schemas import DedupRequest, PairImport
+from chatpgt.rounds.schemas import RoundsRequest
 from chatpgt.topics.schemas import FileImport, HFImport
 from chatpgt.training.schemas import DPORequest, SFTRequest
 
@@ -353,3 +354,50 @@ def build_pair_import(
     """The ``POST /pairs/import`` body with only the given values set."""
     body = _given(dataset=dataset, split=split, config=config, limit=limit, confidence=confidence)
     return _validated(PairImport, body)
+
+
+# -- rounds -------------------------------------------------------------------------------------
+
+
+def build_rounds_request(
+    *,
+    model: str,
+    rounds: int,
+    topics: Sequence[str],
+    sample: int | None,
+    judge: str,
+    generators: Sequence[str],
+    policy: dict[str, Any],
+    name: str | None,
+    accumulate: bool,
+    budget_usd: float | None,
+    min_confidence: float | None,
+    dpo_max_steps: int | None,
+    pairing: PairingRule | None,
+) -> RoundsRequest:
+    """``POST /train/rounds`` from the CLI's values; InvalidRequest when they make no valid
+    request."""
+    if bool(topics) == (sample is not None):
+        raise InvalidRequest("give topics (--topic, repeatable) or --sample N, not both")
+    dpo: dict[str, Any] = {}
+    if min_confidence is not None:
+        dpo["min_confidence"] = min_confidence
+    if dpo_max_steps is not None:
+        dpo["hyperparameters"] = {"max_steps": dpo_max_steps}
+    body: dict[str, Any] = {
+        "model": model,
+        "rounds": rounds,
+        "topics": {"titles": list(topics)} if topics else {"sample": sample},
+        "judge": parse_judge(judge),
+        "generators": [parse_generator(g) for g in generators],
+        "policy": {k: v for k, v in policy.items() if v is not None},
+        "accumulate": accumulate,
+        "dpo": dpo,
+    }
+    if name:
+        body["name"] = name
+    if budget_usd is not None:
+        body["budget_usd"] = budget_usd
+    if pairing is not None:
+        body["pairing"] = pairing
+    return _validated(RoundsRequest, body)

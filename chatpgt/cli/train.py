@@ -11,7 +11,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.text import Text
 
-from chatpgt.api_client.requests import TrainingOptions, build_dpo_request, build_sft_request
+from chatpgt.api_client.requests import (
+    TrainingOptions,
+    build_dpo_request,
+    build_rounds_request,
+    build_sft_request,
+)
 from chatpgt.cli.context import api
 from chatpgt.cli.options import AsJson, JobFilter, SourceFilter
 from chatpgt.cli.output import (
@@ -24,6 +29,8 @@ from chatpgt.cli.output import (
     one_line,
     out,
 )
+from chatpgt.datagen.pairing import PairingRule
+from chatpgt.rounds.schemas import RoundsRunOut
 from chatpgt.training.schemas import TrainingRunOut
 
 app = typer.Typer(help="SFT and DPO training runs.", no_args_is_help=True)
@@ -307,3 +314,167 @@ def train_cancel(
     note = "" if run.status in TERMINAL_STATUSES else " (stopping at the next step)"
     out.print(f"{run.kind} run {run.id} {run.status}{note}")
 
+
+
+# -- on-policy rounds ---------------------------------------------------------------------------
+
+
+class RoundsDisplay:
+    """One status line: the round, its stage, pairs and the datagen cost so far."""
+
+    def __init__(self) -> None:
+        self.line = Text()
+
+    def renderable(self) -> RenderableType:
+        return self.line
+
+    def update(self, run: RoundsRunOut, elapsed_s: float) -> None:
+        self.line.plain = f"{self.plain(run)} · {duration(elapsed_s)}"
+
+    @staticmethod
+    def plain(run: RoundsRunOut) -> str:
+        total = run.request.get("rounds", "?")
+        head = f"rounds run {run.id} {run.status}: {len(run.rounds)}/{total} rounds"
+        if run.rounds:
+            r = run.rounds[-1]
+            head += f" · round {r.number} {r.status} ({r.pairs} pairs)"
+        return head + f" · ${run.cost_usd:.4f}"
+
+
+def rounds_lines(run: RoundsRunOut) -> list[str]:
+    """One line per round: status, datagen job, DPO run, model, pairs."""
+    lines = []
+    for r in run.rounds:
+        lines.append(
+            f"round {r.number} {r.status}: generator {r.generator_model.get('name')!r} · "
+            f"job {r.datagen_job_id} · dpo run {r.dpo_run_id} · model {r.model_id} · "
+            f"{r.pairs} pairs ({r.pairs_trained} trained) · ${r.cost_usd:.4f}"
+        )
+    return lines
+
+
+def _finish_rounds(run: RoundsRunOut) -> int:
+    out.print(
+        escape(f"{RoundsDisplay.plain(run)} · stop {run.stop_reason} · model {run.model_id}"),
+        soft_wrap=True,
+    )
+    for line in rounds_lines(run):
+        out.print(escape(line), soft_wrap=True)
+    if run.error:
+        err.print(f"error: {escape(one_line(run.error))}", soft_wrap=True)
+    return EXIT_OK if run.status == "succeeded" else EXIT_FAILED
+
+
+def _follow_rounds(ctx: typer.Context, run: RoundsRunOut) -> int:
+    client = api(ctx)
+    final = Follower(
+        label=f"rounds run {run.id}",
+        fetch=lambda: client.get_rounds(run.id),
+        cancel=lambda: client.cancel_rounds(run.id),
+        display=RoundsDisplay(),
+        resume_hint=f"chatpgt train rounds-status {run.id} --follow",
+        interval_s=2.0,
+    ).run()
+    return _finish_rounds(final)
+
+
+@app.command("rounds")
+def train_rounds(
+    ctx: typer.Context,
+    model: Annotated[
+        str, typer.Option(help="registry id or name of the SFT model", show_default=False)
+    ],
+    rounds: Annotated[int, typer.Option(min=1, help="how many rounds", show_default=False)],
+    judge: Annotated[
+        str, typer.Option("--judge", "-j", help="provider:model of the judge", show_default=False)
+    ],
+    topic: Annotated[
+        list[str] | None, typer.Option("--topic", "-t", help="topic title, repeatable")
+    ] = None,
+    sample: Annotated[int | None, typer.Option(help="sample N topics from the pool")] = None,
+    generator: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--generator", "-g", help="extra provider:model[:samples[:temperature]], repeatable"
+        ),
+    ] = None,
+    policy_provider: Annotated[
+        str | None,
+        typer.Option(help="provider the current model writes through (default local)"),
+    ] = None,
+    samples_per_topic: Annotated[
+        int | None, typer.Option(help="candidates of the current model per topic (default 2)")
+    ] = None,
+    temperature: Annotated[float | None, typer.Option(help="the current model's")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="tokens per candidate")] = None,
+    pairing: Annotated[PairingRule | None, typer.Option(help="which matchups become pairs")] = None,
+    accumulate: Annotated[
+        bool, typer.Option(help="each round's DPO also trains on earlier rounds' pairs")
+    ] = False,
+    budget: Annotated[
+        float | None, typer.Option("--budget", help="USD over all rounds' datagen")
+    ] = None,
+    min_confidence: Annotated[float | None, typer.Option(help="DPO pairs' confidence")] = None,
+    dpo_max_steps: Annotated[int | None, typer.Option(help="cap each DPO run")] = None,
+    name: Annotated[str | None, typer.Option(help="round n's model is <name>-r<n>")] = None,
+    follow: Follow = True,
+) -> None:
+    """On-policy DPO: K rounds of {datagen with the current model → judge → DPO from it}."""
+    request = build_rounds_request(
+        model=model,
+        rounds=rounds,
+        topics=topic or [],
+        sample=sample,
+        judge=judge,
+        generators=generator or [],
+        policy={
+            "provider": policy_provider,
+            "samples_per_topic": samples_per_topic,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+        },
+        name=name,
+        accumulate=accumulate,
+        budget_usd=budget,
+        min_confidence=min_confidence,
+        dpo_max_steps=dpo_max_steps,
+        pairing=pairing,
+    )
+    run = api(ctx).submit_rounds(request)
+    err.print(f"submitted rounds run {run.id} ({escape(run.name)})")
+    if not follow:
+        out.print(f"rounds run {run.id} {run.status}")
+        return
+    raise typer.Exit(_follow_rounds(ctx, run))
+
+
+@app.command("rounds-status")
+def train_rounds_status(
+    ctx: typer.Context,
+    run_id: Annotated[int, typer.Argument(min=1, help="rounds run id", show_default=False)],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="follow it to its end")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Show a rounds run and its rounds (exit 1 when it failed or was cancelled)."""
+    run = api(ctx).get_rounds(run_id)
+    if as_json:
+        typer.echo(run.model_dump_json(indent=2))
+        return
+    if follow and run.status not in TERMINAL_STATUSES:
+        raise typer.Exit(_follow_rounds(ctx, run))
+    if run.status in TERMINAL_STATUSES:
+        raise typer.Exit(_finish_rounds(run))
+    out.print(escape(RoundsDisplay.plain(run)), soft_wrap=True)
+    for line in rounds_lines(run):
+        out.print(escape(line), soft_wrap=True)
+
+
+@app.command("rounds-cancel")
+def train_rounds_cancel(
+    ctx: typer.Context,
+    run_id: Annotated[int, typer.Argument(min=1, help="rounds run id", show_default=False)],
+) -> None:
+    """Stop a rounds run; its current datagen job or DPO run is cancelled."""
+    run = api(ctx).cancel_rounds(run_id)
+    note = "" if run.status in TERMINAL_STATUSES else " (stopping at its next step)"
+    out.print(f"rounds run {run.id} {run.status}{note}")

@@ -23,6 +23,7 @@ from chatpgt.datagen.schemas import (
     JudgmentOut,
     JudgmentPage,
     StageCounts,
+    TopicSelection,
     WorkStatus,
 )
 from chatpgt.datagen.summaries import JobOutcome
@@ -56,25 +57,8 @@ async def create_job(
         if existing is not None:
             return await _replay(session, existing, digest), False
 
-    providers = settings.provider_configs()
-    wanted = {g.provider for g in req.generators} | {req.judge.provider}
-    unknown = sorted(wanted - providers.keys())
-    if unknown:
-        raise InvalidInput(
-            f"unknown provider(s): {', '.join(unknown)}; configured: {', '.join(sorted(providers))}"
-        )
-    keyless = missing_keys(providers, wanted)
-    if keyless:
-        raise InvalidInput("; ".join(keyless))
-    topic_ids = await topics_service.resolve_topics(
-        session,
-        titles=req.topics.titles,
-        ids=req.topics.ids,
-        sample=req.topics.sample,
-        seed=req.topics.seed,
-    )
-    if not topic_ids:
-        raise InvalidInput("the topic selection is empty: add topics first (POST /topics)")
+    check_providers(settings, req)
+    topic_ids = await resolve_topic_ids(session, req.topics)
     per_topic = sum(g.samples_per_topic for g in req.generators)
     if per_topic * len(topic_ids) > MAX_GENERATIONS_PER_JOB:
         raise InvalidInput(
@@ -95,6 +79,31 @@ async def create_job(
         assert existing is not None
         return await _replay(session, existing, digest), False
     return await get_job_view(session, job_id), True
+
+
+async def resolve_topic_ids(session: AsyncSession, topics: TopicSelection) -> list[int]:
+    """The selection's topic ids (new titles are created); InvalidInput when it is empty."""
+    topic_ids = await topics_service.resolve_topics(
+        session, titles=topics.titles, ids=topics.ids, sample=topics.sample, seed=topics.seed
+    )
+    if not topic_ids:
+        raise InvalidInput("the topic selection is empty: add topics first (POST /topics)")
+    return topic_ids
+
+
+def check_providers(settings: Settings, req: DatagenJobCreate) -> None:
+    """InvalidInput when a generator's or the judge's provider is not configured, or has no
+    key."""
+    providers = settings.provider_configs()
+    wanted = {g.provider for g in req.generators} | {req.judge.provider}
+    unknown = sorted(wanted - providers.keys())
+    if unknown:
+        raise InvalidInput(
+            f"unknown provider(s): {', '.join(unknown)}; configured: {', '.join(sorted(providers))}"
+        )
+    keyless = missing_keys(providers, wanted)
+    if keyless:
+        raise InvalidInput("; ".join(keyless))
 
 
 async def _replay(session: AsyncSession, job: DatagenJob, digest: str) -> DatagenJobView:

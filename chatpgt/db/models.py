@@ -6,6 +6,7 @@ from chatpgt.db.base import Base
 from chatpgt.evaluation.models import EvalRun
 from chatpgt.pairs.labels import PairLabel
 from chatpgt.pairs.models import JobWorkSummary, NearDuplicate, Pair
+from chatpgt.rounds.models import Round, RoundsRun
 from chatpgt.topics.models import Topic
 from chatpgt.training.models import RegisteredModel, TrainingRun
 
@@ -22,6 +23,8 @@ __all__ = [
     "Pair",
     "PairLabel",
     "RegisteredModel",
+    "Round",
+    "RoundsRun",
     "Topic",
     "TrainingRun",
 ]

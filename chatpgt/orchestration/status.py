@@ -86,5 +86,11 @@ TRAINING_RUN = Lifecycle(
     {_Q: frozenset({_R, _C, _F}), _R: frozenset({_R, _S, _F, _C}), _S: _DONE, _F: _DONE, _C: _DONE},
 )
 
-for _lifecycle in (DATAGEN_JOB, TRAINING_RUN):
+# A rounds run (chatpgt.rounds): queued until its first step, running while its rounds go on.
+ROUNDS_RUN = Lifecycle(
+    "rounds run",
+    {_Q: frozenset({_R, _C, _F}), _R: frozenset({_S, _F, _C}), _S: _DONE, _F: _DONE, _C: _DONE},
+)
+
+for _lifecycle in (DATAGEN_JOB, TRAINING_RUN, ROUNDS_RUN):
     assert frozenset(s for s, nxt in _lifecycle.transitions.items() if not nxt) == TERMINAL

@@ -8,6 +8,9 @@ from typing import Final
 DATAGEN_RUN_JOB: Final = "chatpgt.datagen.run_job"
 # The periodic sweep (Celery beat) for running jobs whose lease ran out.
 DATAGEN_SWEEP: Final = "chatpgt.datagen.sweep_orphans"
+# One step of a rounds run's state machine (chatpgt.rounds.service.step): cheap, on the
+# datagen queue, rescheduling itself until the run is terminal.
+ROUNDS_STEP: Final = "chatpgt.datagen.rounds_step"
 TRAIN_SFT: Final = "chatpgt.train.sft"
 TRAIN_DPO: Final = "chatpgt.train.dpo"
 
