@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.datagen import repository as repo
+from chatpgt.datagen.judges import needs_provider
 from chatpgt.datagen.models import DatagenJob, Generation, Judgment
 from chatpgt.datagen.schemas import (
     DatagenJobCreate,
@@ -57,7 +58,9 @@ async def create_job(
             return await _replay(session, existing, digest), False
 
     providers = settings.provider_configs()
-    wanted = {g.provider for g in req.generators} | {req.judge.provider}
+    wanted = {g.provider for g in req.generators}
+    if needs_provider(req.judge.method):
+        wanted.add(req.judge.provider)
     unknown = sorted(wanted - providers.keys())
     if unknown:
         raise InvalidInput(
