@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatpgt.api_client.requests import parse_judge
 from chatpgt.datagen.judges import judge_method, needs_provider
 from chatpgt.datagen.judges.style_classifier import NotTrainable, train_judge
 from chatpgt.datagen.models import Judgment
@@ -66,6 +67,9 @@ def test_the_spec_takes_no_provider() -> None:
     assert JudgeSpec.model_validate(spec.model_dump()) == spec  # a stored request reads back
     with pytest.raises(ValueError, match="asks no provider"):
         JudgeSpec.model_validate({"method": "style_classifier", "provider": "fake"})
+    # The CLI's --judge takes the method's name alone.
+    assert parse_judge("style_classifier") == {"method": "style_classifier"}
+    assert parse_judge("fake:judge") == {"provider": "fake", "model": "judge"}
 
 
 @pytest.mark.e2e
