@@ -44,7 +44,7 @@ from chatpgt.settings import Settings
 from chatpgt.training.errors import RankFailed, UnsupportedDistribution
 from chatpgt.training.outcome import Outcome
 from chatpgt.training.repository import RunSnapshot
-from chatpgt.training.schemas import DPORequest, SFTRequest, TrainingKnobs
+from chatpgt.training.schemas import DPORequest, SFTRequest, TrainingKnobs, request_fields
 
 if TYPE_CHECKING:  # the worker imports this module to launch ranks
     from chatpgt.training.worker import RunReporter
@@ -99,9 +99,8 @@ def check_request(hp: TrainingKnobs, settings: Settings) -> int:
 
 
 def run_hyperparameters(snapshot: RunSnapshot) -> TrainingKnobs:
-    request = {k: v for k, v in snapshot.request.items() if k != "pairs_at_submit"}
     model = SFTRequest if snapshot.kind == "sft" else DPORequest
-    return model.model_validate(request).hyperparameters
+    return model.model_validate(request_fields(snapshot.request)).hyperparameters
 
 
 def is_multiprocess(snapshot: RunSnapshot, settings: Settings) -> bool:

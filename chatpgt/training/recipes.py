@@ -46,6 +46,7 @@ from chatpgt.training.schemas import (
     SampleSpec,
     SFTRequest,
     TrainingKnobs,
+    request_fields,
 )
 
 log = logging.getLogger(__name__)
@@ -112,9 +113,7 @@ def prepare_data(
     elif snapshot.kind == "dpo":
         pairs_path = data / "pairs.jsonl"
         if not pairs_path.exists():
-            drop = ("pairs_at_submit", "heldout_topics")
-            fields = {k: v for k, v in snapshot.request.items() if k not in drop}
-            request_dpo = DPORequest.model_validate(fields)
+            request_dpo = DPORequest.model_validate(request_fields(snapshot.request))
             exported = export_pairs(
                 database_url, filters_from_request(request_dpo.pairs.model_dump()), pairs_path
             )
@@ -271,10 +270,7 @@ def _count_truncated_sft(trainer: SFTTrainer) -> int:
 def run_dpo(
     snapshot: RunSnapshot, run_dir: Path, reporter: Reporter, callbacks: Sequence[Any] = ()
 ) -> Outcome:
-    fields = {
-        k: v for k, v in snapshot.request.items() if k not in ("pairs_at_submit", "heldout_topics")
-    }
-    request = DPORequest.model_validate(fields)
+    request = DPORequest.model_validate(request_fields(snapshot.request))
     hp = request.hyperparameters
     device = Device.detect()
     model_path = snapshot.start_model["path"]

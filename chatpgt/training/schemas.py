@@ -221,6 +221,15 @@ class PairSelection(BaseModel):
     )
 
 
+# What the service adds to a DPO run's stored request (not request fields): strip before parsing.
+SUBMIT_EXTRAS = ("pairs_at_submit", "heldout_topics")
+
+
+def request_fields(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored run request without the service's extras, ready for ``model_validate``."""
+    return {k: v for k, v in stored.items() if k not in SUBMIT_EXTRAS}
+
+
 class DPORequest(BaseModel):
     """``POST /train/dpo``. ``model`` is a finished SFT run id, a registered model name, or a
     local model directory (a Hugging Face id is also accepted and checked by the worker)."""
