@@ -53,8 +53,8 @@ def main() -> None:
         score_essays,
     )
     from chatpgt.evaluation.report import write_report
-    from chatpgt.evaluation.style import StyleClassifier
     from chatpgt.evaluation.table import format_table
+    from chatpgt.style.classifier import StyleClassifier
     from chatpgt.training import corpus, recipes
     from chatpgt.training.schemas import (
         DEFAULT_CONTINUATION_TEMPLATE,

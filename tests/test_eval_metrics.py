@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from chatpgt.evaluation import stats, winrate
-from chatpgt.evaluation.style import NotEnoughTexts, StyleClassifier
+from chatpgt.style.classifier import NotEnoughTexts, StyleClassifier
 from chatpgt.training.corpus import Essay
 from tests import fixtures_training as ft
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import random
 
-from chatpgt.evaluation.style import StyleClassifier
-from chatpgt.evaluation.style_judge import StyleJudge, confidence_from_gap
+from chatpgt.style.classifier import StyleClassifier
+from chatpgt.style.judge import StyleJudge, confidence_from_gap
 from chatpgt.training.corpus import Essay
 from tests.test_eval_metrics import VOCAB_A, VOCAB_B, author_text
 

@@ -142,7 +142,12 @@ def _is_number(text: str) -> bool:
 
 
 def parse_judge(spec: str) -> dict[str, Any]:
-    """``provider:model`` as a judge body (the model name may hold colons)."""
+    """``provider:model`` as a judge body (the model name may hold colons), or the name of a
+    method that asks no provider (``style_classifier``)."""
+    from chatpgt.datagen.judges import method_names, needs_provider
+
+    if spec in method_names() and not needs_provider(spec):
+        return {"method": spec}
     provider, sep, model = spec.partition(":")
     if not sep or not provider or not model:
         raise InvalidRequest(f"{spec!r} is not provider:model")

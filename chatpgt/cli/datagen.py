@@ -229,7 +229,13 @@ def datagen_run(
         ),
     ],
     judge: Annotated[
-        str, typer.Option("--judge", "-j", help="provider:model of the judge", show_default=False)
+        str,
+        typer.Option(
+            "--judge",
+            "-j",
+            help="provider:model of the judge, or style_classifier (no provider)",
+            show_default=False,
+        ),
     ],
     topic: Annotated[
         list[str] | None, typer.Option("--topic", "-t", help="a topic title, repeatable")

@@ -526,3 +526,38 @@ async def work_item(
 ) -> Row[Any] | None:
     stmt = select(*_work_columns(model, names)).where(model.id == item_id)
     return (await session.execute(stmt)).first()
+
+
+# --- what the style-classifier judge trains on -------------------------------------------------
+
+
+async def job_of_judgment(session: AsyncSession, judgment_id: int) -> int | None:
+    return cast(
+        "int | None",
+        await session.scalar(select(Judgment.job_id).where(Judgment.id == judgment_id)),
+    )
+
+
+async def corpus_essays(session: AsyncSession) -> list[tuple[str, str]]:
+    """(title, text) of every corpus topic that carries its essay, by id."""
+    rows = await session.execute(
+        select(Topic.title, Topic.reference_text)
+        .where(Topic.source == "corpus", Topic.reference_text.is_not(None))
+        .order_by(Topic.id)
+    )
+    return [(title, text) for title, text in rows.all() if text and text.strip()]
+
+
+async def other_jobs_essays(session: AsyncSession, job_id: int, limit: int) -> list[str]:
+    """Succeeded candidate essays of jobs other than ``job_id`` (other writers), by id."""
+    rows = await session.scalars(
+        select(Generation.text)
+        .where(
+            Generation.job_id != job_id,
+            Generation.status == ItemStatus.SUCCEEDED,
+            Generation.text.is_not(None),
+        )
+        .order_by(Generation.id)
+        .limit(limit)
+    )
+    return [t for t in rows.all() if t and t.strip()]

@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from chatpgt.datagen.judges import method_names
+from chatpgt.datagen.judges import method_names, needs_provider
+from chatpgt.datagen.judges.base import BUILTIN_PROVIDER
 from chatpgt.datagen.pairing import PairingRule
 from chatpgt.datagen.summaries import JobOutcome
 from chatpgt.db.ids import RowId
@@ -64,14 +65,19 @@ class GeneratorSpec(BaseModel):
 class JudgeSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    provider: str = Field(min_length=1, max_length=64)
+    provider: str = Field(
+        min_length=1,
+        max_length=64,
+        description="required, but for style_classifier (no provider: rows name 'builtin')",
+    )
     model: str = Field(min_length=1, max_length=255)
     both_orders: bool = True
     method: str = Field(
         "json",
         description="json: the judge writes {winner, reasoning, confidence}; ab_probability: the "
         "verdict and confidence come from the probabilities the judge gives to answering A or B "
-        "(local models, or APIs that return logprobs)",
+        "(local models, or APIs that return logprobs); style_classifier: no provider, a "
+        "classifier trained on the corpus topics' essays vs other writers ranks the two essays",
         json_schema_extra={"enum": list[Any](method_names())},
     )
     min_letter_mass: float = Field(
@@ -91,6 +97,22 @@ class JudgeSpec(BaseModel):
         if value not in method_names():
             raise ValueError(f"method must be one of {', '.join(method_names())}")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _builtin_judge(cls, data: Any) -> Any:
+        """A method that asks no provider names none: its rows say provider 'builtin', model
+        the method's name (a stored request, read back, carries exactly those)."""
+        if not isinstance(data, dict):
+            return data
+        method = data.get("method", "json")
+        if method not in method_names() or needs_provider(method):
+            return data
+        builtin = {"provider": BUILTIN_PROVIDER, "model": method}
+        given = {k: data[k] for k in builtin if data.get(k) is not None}
+        if any(given[k] != builtin[k] for k in given):
+            raise ValueError(f"method {method} asks no provider: leave provider and model out")
+        return {**data, **builtin}
 
 
 class JobDedup(BaseModel):

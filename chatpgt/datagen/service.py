@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.datagen import repository as repo
+from chatpgt.datagen.judges import needs_provider
 from chatpgt.datagen.models import DatagenJob, Generation, Judgment
 from chatpgt.datagen.schemas import (
     DatagenJobCreate,
@@ -95,7 +96,9 @@ def check_providers(settings: Settings, req: DatagenJobCreate) -> None:
     """InvalidInput when a generator's or the judge's provider is not configured, or has no
     key."""
     providers = settings.provider_configs()
-    wanted = {g.provider for g in req.generators} | {req.judge.provider}
+    wanted = {g.provider for g in req.generators}
+    if needs_provider(req.judge.method):  # a style_classifier judge asks no provider
+        wanted.add(req.judge.provider)
     unknown = sorted(wanted - providers.keys())
     if unknown:
         raise InvalidInput(

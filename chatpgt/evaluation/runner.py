@@ -200,10 +200,14 @@ def evaluate(
         perplexity_interval,
         score_essays,
     )
-    from chatpgt.evaluation.style import StyleClassifier
+    from chatpgt.style.classifier import StyleClassifier
     from chatpgt.training import recipes
     from chatpgt.training.schemas import SampleSpec
 
+    if settings.local_torch_threads:  # as the local provider does: a shared CPU, one thread
+        import torch
+
+        torch.set_num_threads(settings.local_torch_threads)
     req = snapshot.request
     samples, seed = int(req["bootstrap_samples"]), int(req["seed"])
     timings: dict[str, float] = {}
@@ -367,7 +371,12 @@ def evaluate(
         "models": models_out,
         "real_essays": real,
         "reference": reference,
-        "style_classifier": classifier.describe() if classifier is not None else None,
+        # Named, so the report says which classifier scored (never the datagen judge's).
+        "style_classifier": (
+            {"name": "evaluation_style_classifier", **classifier.describe()}
+            if classifier is not None
+            else None
+        ),
         "judge": req.get("judge"),
         "generation": gen,
         "device": "cuda" if device.cuda else "cpu",

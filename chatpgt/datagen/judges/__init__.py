@@ -16,6 +16,7 @@ from chatpgt.datagen.judges.base import (
     JudgmentItem,
     judge_method,
     method_names,
+    needs_provider,
     register,
 )
 
@@ -23,4 +24,12 @@ for _info in pkgutil.iter_modules(__path__):
     if _info.name != "base" and not _info.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_info.name}")
 
-__all__ = ["JudgeCall", "JudgeMethod", "JudgmentItem", "judge_method", "method_names", "register"]
+__all__ = [
+    "JudgeCall",
+    "JudgeMethod",
+    "JudgmentItem",
+    "judge_method",
+    "method_names",
+    "needs_provider",
+    "register",
+]

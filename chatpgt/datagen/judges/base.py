@@ -125,6 +125,17 @@ def method_names() -> list[str]:
     return sorted(_METHODS)
 
 
+# The judge's provider and model of a method that asks no provider (``needs_provider = False``
+# on its class): the request leaves them out, the rows and pairs name this.
+BUILTIN_PROVIDER = "builtin"
+
+
+def needs_provider(name: str) -> bool:
+    """Whether method ``name`` asks a provider (a method class may say ``needs_provider =
+    False``: then the job's judge names no provider and no key is checked)."""
+    return bool(getattr(judge_method(name), "needs_provider", True))
+
+
 def blank_result(j: JudgmentItem) -> dict[str, Any]:
     """Every result column (the batch update writes them all), as for a request not made."""
     return {

@@ -6,7 +6,7 @@ other writers scores each candidate alone; the higher P(author) wins and the con
 grows with the score gap. Judging (A, B) and (B, A) gives mirrored verdicts, so a flip is
 impossible.
 
-It is deliberately *not* the evaluation classifier (:class:`chatpgt.evaluation.style
+It is deliberately *not* the evaluation classifier (:class:`chatpgt.style.classifier
 .StyleClassifier` with ``"char+word"`` features on the SFT training essays): it uses word 1–3-gram
 features only, trains on its own seeded half of the corpus (``train_share``), and leaves out any
 title given in ``exclude_titles`` (pass the held-out essays), so the classifier that picks the
@@ -19,10 +19,19 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from chatpgt.evaluation.style import Features, StyleClassifier
-from chatpgt.training.corpus import Essay
+from chatpgt.style.classifier import Features, StyleClassifier
+
+
+class TitledText(Protocol):
+    """An essay of the corpus (``chatpgt.training.corpus.Essay`` is one)."""
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
 
 JUDGE_FEATURES: Features = "word"
 JUDGE_SEED_OFFSET = 7919  # its own split, whatever seed the evaluation classifier uses
@@ -57,7 +66,7 @@ class StyleJudge:
     @classmethod
     def train(
         cls,
-        corpus: Sequence[Essay],
+        corpus: Sequence[TitledText],
         other: Sequence[str],
         *,
         seed: int = 0,

@@ -7,7 +7,7 @@ text is scored as the mean P(author) of its chunks.
 
 Two feature sets exist on purpose: ``"char+word"`` (character 2–5-grams within word boundaries
 and word 1–2-grams) is the evaluation classifier; ``"word"`` (word 1–3-grams only, another
-regularisation) is what the datagen style judge uses (:mod:`chatpgt.evaluation.style_judge`), so
+regularisation) is what the datagen style judge uses (:mod:`chatpgt.style.judge`), so
 the classifier that scores a model is never the one that picked its training pairs.
 """
 
