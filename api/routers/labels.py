@@ -34,7 +34,7 @@ def reviewer_of(request: Request) -> str:
     "/pairs/{pair_id}/labels",
     response_model=LabelOut,
     status_code=201,
-    responses={200: {"model": LabelOut, "description": "Replaced"}, **problems.responses(404)},
+    responses={200: {"model": LabelOut, "description": "Replaced"}, **problems.responses(400, 404)},
 )
 async def put_label(
     pair_id: IdPath, label: LabelIn, request: Request, response: Response, session: Session

@@ -256,7 +256,7 @@ def launch(
         return Outcome("lost")
     if _rank0_finished(launch_dir):
         return Outcome(**json.loads((launch_dir / OUTCOME_FILE).read_text()))
-    raise RankFailed(failure_reason(launch_dir, died, proc.returncode))
+    raise RankFailed(failure_reason(launch_dir, died, proc.returncode, n))
 
 
 def _rank0_finished(launch_dir: Path) -> bool:
@@ -285,11 +285,18 @@ def watch(
                     seen[rank] = child
         except psutil.NoSuchProcess:
             pass
-        for rank, child in seen.items():
-            if _gone(child) and not (launch_dir / f"rank-{rank}.done").exists():
-                if (launch_dir / f"rank-{rank}.error").exists():
-                    return f"rank {rank} raised"
+        dead = [
+            (rank, child)
+            for rank, child in sorted(seen.items())
+            if _gone(child) and not (launch_dir / f"rank-{rank}.done").exists()
+        ]
+        # A rank that died without raising (SIGKILL, OOM) is the cause; the ranks that raised
+        # in the same moment only lost their peer (gloo: "Connection closed by peer").
+        for rank, child in dead:
+            if not (launch_dir / f"rank-{rank}.error").exists():
                 return f"rank {rank} (pid {child.pid}) died"
+        if dead:
+            return f"rank {dead[0][0]} raised"
         time.sleep(_POLL_S)
     return None
 
@@ -325,11 +332,24 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
         log.error("launcher %s did not exit after SIGKILL", proc.pid)
 
 
-def failure_reason(launch_dir: Path, died: str | None, returncode: int | None) -> str:
+def failure_reason(
+    launch_dir: Path, died: str | None, returncode: int | None, n: int | None = None
+) -> str:
     """The error of a failed multi-process run: the first rank's exception when one raised,
     else which rank died, else the launcher's exit status, with the tail of the ranks' log."""
     errors = sorted(launch_dir.glob("rank-*.error"))
-    if errors:
+    if died is None and n is not None:
+        # The launcher may exit (a rank failed) before the watcher saw which: a rank with
+        # neither a done nor an error marker left without raising (SIGKILL, OOM): the cause.
+        silent = [
+            r
+            for r in range(n)
+            if not (launch_dir / f"rank-{r}.done").exists()
+            and not (launch_dir / f"rank-{r}.error").exists()
+        ]
+        if silent and len(silent) < n:
+            died = f"rank {silent[0]} died"
+    if errors and not (died and died.endswith(" died")):
         rank = errors[0].name.split(".")[0]
         return f"{rank} failed: {errors[0].read_text().strip()}"
     if returncode is not None and returncode < 0:
@@ -338,7 +358,11 @@ def failure_reason(launch_dir: Path, died: str | None, returncode: int | None) -
         status = f"the launcher exited with status {returncode}"
     tail = _tail(launch_dir / "ranks.log")
     first = died or "a rank stopped before the run finished"
-    return f"{first} ({status}); the other ranks were stopped.\n{tail}".strip()
+    after = ""
+    if errors:  # the ranks that raised once their peer was gone
+        lines = errors[0].read_text().strip().splitlines()
+        after = f" Then {errors[0].name.split('.')[0]} failed: {lines[0] if lines else ''}"
+    return f"{first} ({status}); the other ranks were stopped.{after}\n{tail}".strip()
 
 
 def _tail(path: Path, lines: int = 12) -> str:
