@@ -555,3 +555,40 @@ def test_job_dedup_step_flags_copies_within_a_topic_and_of_its_corpus_essay() ->
     assert [f["generation_id"] for f in alone] == [5]
     strict = near_duplicate_flags(1, JobDedup(threshold=1.0), topic, essays)
     assert strict == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hello, world! It's a dog’s life: naïve café_au lait, 42x.",
+        "ÉCOLE d'été — déjà vu!! 日本語のテキスト 🙂 ok",
+        "",
+        "one",
+        "  spaced   out\n\nwords\t",
+    ],
+)
+def test_vectorised_hashing_matches_regex_words_and_datasketch(text: str) -> None:
+    """The numpy word hashes split words exactly as ``\\w+`` does (a word hashes the same
+    wherever it stands), and the signature is datasketch's ``MinHash.update_batch`` result."""
+    import re
+
+    import numpy as np
+    from datasketch import MinHash
+
+    from chatpgt.pairs import near_duplicates as nd
+
+    found = re.findall(r"\w+", text.lower())
+    assert np.array_equal(nd.word_hashes(text), nd.word_hashes(" ".join(found)))
+    assert len(nd.word_hashes(text)) == len(found)
+    shingles = nd.shingle_hashes(text * 3)
+    reference = MinHash(num_perm=nd.NUM_PERM, seed=1, scheme="affine32", hashfunc=lambda h: h)
+    reference.update_batch(shingles.tolist())
+    assert np.array_equal(nd.signature(text * 3), np.asarray(reference.hashvalues))
+
+
+def test_distinct_words_hash_apart_and_case_does_not_matter() -> None:
+    from chatpgt.pairs.near_duplicates import word_hashes
+
+    hashes = word_hashes("Dog cat DOG dogs god")
+    assert hashes[0] == hashes[2]
+    assert len({int(h) for h in hashes}) == 4

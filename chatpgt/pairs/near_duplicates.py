@@ -13,7 +13,6 @@ estimated similarity near 0.83, well above the default threshold 0.7.
 from __future__ import annotations
 
 import re
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,14 +26,20 @@ from chatpgt.pairs.schemas import DEFAULT_DEDUP_THRESHOLD as DEFAULT_THRESHOLD
 NUM_PERM = 64
 SHINGLE = 3
 LSH_MAX_THRESHOLD = 0.95
-_WORD = re.compile(r"\w+")
+# Word characters (``\w``) among the ASCII code points; other code points are looked up once
+# each (``_is_word``) and remembered.
+_WORD_ASCII = np.zeros(128, dtype=bool)
+for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
+    _WORD_ASCII[_c] = True
+_WORD_CHAR = re.compile(r"\w")
+_NON_ASCII_WORD: dict[int, bool] = {}
+# The polynomial word hash: sum(c_k * P**k) mod 2**64 over a word's code points, P odd (so it
+# has an inverse mod 2**64 and a word's hash comes from the text's prefix sums); its top 32 bits.
+_P = np.uint64(0x100000001B3)
+_P_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
 # Multipliers that mix three word hashes into one shingle hash (odd 32-bit constants).
 _MIX = (np.uint64(0x9E3779B1), np.uint64(0x85EBCA77), np.uint64(0xC2B2AE3D))
 _MASK = np.uint64(0xFFFFFFFF)
-
-
-def _identity(value: int) -> int:
-    return value
 
 
 def check_threshold(threshold: float) -> None:
@@ -42,29 +47,101 @@ def check_threshold(threshold: float) -> None:
         raise InvalidInput(f"dedup threshold must be in (0, 1], not {threshold}.")
 
 
+class _Powers:
+    """P**k and P**-k mod 2**64 for k below a length, grown on demand (kept per process)."""
+
+    def __init__(self) -> None:
+        self.up: np.ndarray[Any, Any] = np.ones(0, dtype=np.uint64)
+        self.down: np.ndarray[Any, Any] = np.ones(0, dtype=np.uint64)
+
+    def upto(self, n: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        if len(self.up) < n:
+            size = max(n, 2 * len(self.up), 1 << 16)
+            with np.errstate(over="ignore"):
+                self.up = np.cumprod(np.full(size, _P, dtype=np.uint64)) * _P_INV
+                self.down = np.cumprod(np.full(size, _P_INV, dtype=np.uint64)) * _P
+        return self.up[:n], self.down[:n]
+
+
+_POWERS = _Powers()
+
+
+def _is_word(code_points: np.ndarray[Any, np.dtype[np.uint32]]) -> np.ndarray[Any, Any]:
+    word = np.zeros(len(code_points), dtype=bool)
+    ascii_ = code_points < 128
+    word[ascii_] = _WORD_ASCII[code_points[ascii_]]
+    if not ascii_.all():
+        others = code_points[~ascii_]
+        for cp in np.unique(others).tolist():
+            if cp not in _NON_ASCII_WORD:
+                _NON_ASCII_WORD[cp] = _WORD_CHAR.match(chr(cp)) is not None
+        wordy = [cp for cp in np.unique(others).tolist() if _NON_ASCII_WORD[cp]]
+        word[~ascii_] = np.isin(others, wordy)
+    return word
+
+
+def word_hashes(text: str) -> np.ndarray[Any, np.dtype[np.uint64]]:
+    """32-bit hashes of the words of ``text`` (``\\w+`` runs, lower-cased), in order.
+
+    Computed for the whole text at once in numpy (no Python call per word): a polynomial hash
+    of each word's code points from the text's prefix sums. The same in every process (Python's
+    ``hash`` is salted per process, which would make whether a borderline copy is caught depend
+    on the process that scanned it)."""
+    code_points = np.frombuffer(text.lower().encode("utf-32-le"), dtype=np.uint32)
+    if len(code_points) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    edges = np.flatnonzero(np.diff(_is_word(code_points).astype(np.int8), prepend=0, append=0))
+    starts, ends = edges[0::2], edges[1::2]
+    up, down = _POWERS.upto(len(code_points))
+    with np.errstate(over="ignore"):
+        prefix = np.zeros(len(code_points) + 1, dtype=np.uint64)
+        np.cumsum(code_points.astype(np.uint64) * up, out=prefix[1:])
+        hashes = (prefix[ends] - prefix[starts]) * down[starts]
+    return hashes >> np.uint64(32)
+
+
 def shingle_hashes(text: str) -> np.ndarray[Any, np.dtype[np.uint64]]:
     """The 32-bit hashes of the word 3-shingles of ``text`` (a shorter text: of its words),
-    repeats included (a MinHash ignores them). Words are hashed with CRC-32: the same in every
-    process (Python's ``hash`` is salted per process, which made whether a borderline copy was
-    caught depend on the process that scanned it)."""
-    words = np.fromiter(
-        (zlib.crc32(w.encode()) for w in _WORD.findall(text.lower())), dtype=np.uint64
-    )
+    repeats included (a MinHash ignores them)."""
+    words = word_hashes(text)
     if len(words) < SHINGLE:
         return words
     n = len(words) - SHINGLE + 1
-    mixed = words[:n] * _MIX[0] + words[1 : n + 1] * _MIX[1] + words[2 : n + 2] * _MIX[2]
+    with np.errstate(over="ignore"):
+        mixed = words[:n] * _MIX[0] + words[1 : n + 1] * _MIX[1] + words[2 : n + 2] * _MIX[2]
     return mixed & _MASK
 
 
-# Built once: a MinHash computes its permutations on creation (~1 ms), a copy reuses them.
-_TEMPLATE = MinHash(num_perm=NUM_PERM, hashfunc=_identity)
+# datasketch's default scheme ("affine32"): each input hash is pre-mixed with MurmurHash3's
+# 32-bit finalizer, then permutation k maps it to a_k * h + b_k mod 2**32. Computed here for a
+# whole essay as one (shingles x permutations) array; ``tests/test_datasets.py`` checks that
+# the values equal ``MinHash.update_batch``'s (which makes a Python call per shingle).
+_TEMPLATE = MinHash(num_perm=NUM_PERM, seed=1, scheme="affine32")
+_A, _B = (np.asarray(p, dtype=np.uint32) for p in _TEMPLATE.permutations)
+_EMPTY = np.asarray(_TEMPLATE.hashvalues, dtype=np.uint32)
 
 
-def minhash(text: str) -> MinHash:
-    m = _TEMPLATE.copy()
-    m.update_batch(shingle_hashes(text).tolist())
-    return m
+def _fmix32(h: np.ndarray[Any, np.dtype[np.uint32]]) -> np.ndarray[Any, np.dtype[np.uint32]]:
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def signature(text: str) -> np.ndarray[Any, np.dtype[np.uint32]]:
+    """The ``NUM_PERM`` MinHash values of the essay's shingle set."""
+    hashes = shingle_hashes(text).astype(np.uint32)
+    if len(hashes) == 0:
+        return _EMPTY.copy()
+    with np.errstate(over="ignore"):
+        values = _fmix32(hashes)[:, None] * _A + _B
+    return np.minimum(values.min(axis=0), _EMPTY)
+
+
+def minhash(text: str) -> LeanMinHash:
+    """The essay's MinHash (datasketch's, so ``MinHashLSH`` indexes it)."""
+    return LeanMinHash(seed=_TEMPLATE.seed, hashvalues=signature(text), scheme="affine32")
 
 
 @dataclass
@@ -98,7 +175,7 @@ class NearDuplicateIndex:
     def add_corpus(self, topic_id: int, text: str) -> None:
         key = f"c{topic_id}"
         if key not in self.signatures:
-            m = LeanMinHash(minhash(text))
+            m = minhash(text)
             self.signatures[key] = m
             self.lsh.insert(key, m)
 
@@ -111,9 +188,8 @@ class NearDuplicateIndex:
             if similarity >= self.threshold and (best is None or similarity > best[0]):
                 best = (similarity, key)
         key = f"g{generation_id}"
-        lean = LeanMinHash(m)  # no permutations kept: ~0.5 KB an essay
-        self.signatures[key] = lean
-        self.lsh.insert(key, lean)
+        self.signatures[key] = m
+        self.lsh.insert(key, m)
         if best is None:
             return None
         similarity, other = best
