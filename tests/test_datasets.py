@@ -592,3 +592,11 @@ def test_distinct_words_hash_apart_and_case_does_not_matter() -> None:
     hashes = word_hashes("Dog cat DOG dogs god")
     assert hashes[0] == hashes[2]
     assert len({int(h) for h in hashes}) == 4
+    # short words too (a hash without a final mix kept only their last letter in its top bits)
+    short = "a i s t an in on at it is as be by he we me no so to do go of or 1 2 10 20"
+    assert len({int(h) for h in word_hashes(short)}) == len(short.split())
+    # and all 17,576 three-letter words apart (32-bit hashes: a collision here is ~4% likely
+    # for a good hash; these fixed words have none)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    trigrams = [a + b + c for a in letters for b in letters for c in letters]
+    assert len({int(h) for h in word_hashes(" ".join(trigrams))}) == len(trigrams)

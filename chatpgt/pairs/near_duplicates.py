@@ -34,7 +34,9 @@ for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
 _WORD_CHAR = re.compile(r"\w")
 _NON_ASCII_WORD: dict[int, bool] = {}
 # The polynomial word hash: sum(c_k * P**k) mod 2**64 over a word's code points, P odd (so it
-# has an inverse mod 2**64 and a word's hash comes from the text's prefix sums); its top 32 bits.
+# has an inverse mod 2**64 and a word's hash comes from the text's prefix sums), then mixed by
+# MurmurHash3's 64-bit finalizer (every input bit reaches every output bit: without it, words of
+# one or two letters that differ in their first letter shared their top bits); its low 32 bits.
 _P = np.uint64(0x100000001B3)
 _P_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
 # Multipliers that mix three word hashes into one shingle hash (odd 32-bit constants).
@@ -96,8 +98,16 @@ def word_hashes(text: str) -> np.ndarray[Any, np.dtype[np.uint64]]:
     with np.errstate(over="ignore"):
         prefix = np.zeros(len(code_points) + 1, dtype=np.uint64)
         np.cumsum(code_points.astype(np.uint64) * up, out=prefix[1:])
-        hashes = (prefix[ends] - prefix[starts]) * down[starts]
-    return hashes >> np.uint64(32)
+        return _fmix64((prefix[ends] - prefix[starts]) * down[starts]) & _MASK
+
+
+def _fmix64(h: np.ndarray[Any, np.dtype[np.uint64]]) -> np.ndarray[Any, np.dtype[np.uint64]]:
+    with np.errstate(over="ignore"):
+        h = h ^ (h >> np.uint64(33))
+        h = h * np.uint64(0xFF51AFD7ED558CCD)
+        h = h ^ (h >> np.uint64(33))
+        h = h * np.uint64(0xC4CEB9FE1A85EC53)
+        return h ^ (h >> np.uint64(33))
 
 
 def shingle_hashes(text: str) -> np.ndarray[Any, np.dtype[np.uint64]]:
