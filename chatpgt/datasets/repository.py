@@ -125,7 +125,6 @@ async def create_scan(session: AsyncSession, job_ids: Sequence[int], threshold: 
         job_ids=list(job_ids),
         threshold=threshold,
         progress={},
-        result=None,
         cancel_requested=False,
         attempts=0,
     )
