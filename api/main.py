@@ -110,7 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     problems.install(app)
     auth.install(app)
-    routers = (health, providers, topics, datagen, pairs, datasets, labels, train, eval, metrics)
+    # datasets before pairs: GET /pairs/dedup is not GET /pairs/{pair_id}
+    routers = (health, providers, topics, datagen, datasets, pairs, labels, train, eval, metrics)
     for module in routers:
         app.include_router(module.router)
     ui.install(app, settings)

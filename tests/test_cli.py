@@ -739,6 +739,55 @@ def test_run_display_and_summary() -> None:
     )
 
 
+def test_scan_display_and_summary() -> None:
+    from chatpgt.datasets.schemas import DedupProgress, DedupResult, DedupScanOut
+
+    now = datetime.now(UTC)
+    scan = DedupScanOut(
+        id=5,
+        status="queued",
+        job_ids=[1, 2],
+        threshold=0.7,
+        progress=DedupProgress(),
+        result=None,
+        error=None,
+        attempts=0,
+        cancel_requested=False,
+        created_at=now,
+        started_at=None,
+        finished_at=None,
+        updated_at=None,
+    )
+    display = pairs_cli.ScanDisplay()
+    assert display.plain(scan) == "dedup scan 5 queued: 0/? essays"
+    display.update(scan, elapsed_s=2)
+    assert "queued (waiting for a datagen worker) · 2s" in render(display.renderable())
+    running = scan.model_copy(
+        update={"status": "running", "progress": DedupProgress(essays=1500, total=20000)}
+    )
+    display.update(running, elapsed_s=65)
+    screen = render(display.renderable())
+    assert "dedup scan 5" in screen and "1,500/20,000 essays" in screen, screen
+    assert "running · 1m 05s" in screen
+    assert pairs_cli.scan_summary(running) == "dedup scan 5 running: 1,500/20,000 essays"
+    done = running.model_copy(
+        update={
+            "status": "succeeded",
+            "result": DedupResult(
+                job_ids=[1, 2],
+                threshold=0.7,
+                essays=20000,
+                corpus_essays=1,
+                flagged={"essay": 3, "corpus": 1},
+            ),
+        }
+    )
+    assert pairs_cli.scan_summary(done) == (
+        "scanned 20000 essays against 1 corpus essay at 0.7: 3 near-copies of another essay, "
+        "1 of a corpus essay"
+    )
+
+
 class JobWithOutcome(DatagenJobView):
     """A job view as an API with the job-outcome contract (issue 10) sends it."""
 

@@ -1,27 +1,34 @@
 """Datasets through the real API, CLI and Postgres: Parquet and Hugging Face formats that
 ``datasets`` and TRL load unchanged, the dataset card against GET /pairs/stats, exact bias
-figures, length balancing, near-duplicate flags and bad input.
+figures, length balancing, near-duplicate scans (queued, run by a real datagen worker, swept
+when their worker died) and bad input.
 
 Rows are written straight into Postgres (tests/factories.py) with figures chosen in advance.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
 import subprocess
 import sys
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatpgt.datagen.models import DatagenJob, Generation
+from chatpgt.datasets.models import DedupScan
+from chatpgt.db.base import utcnow
+from chatpgt.orchestration.tasks import DATAGEN_SWEEP
 from chatpgt.pairs.models import NearDuplicate
 from tests import factories, procs
 from tests.fixtures_training import tiny_model_dir  # noqa: F401 - fixture
@@ -314,12 +321,34 @@ def _mutate(text: str, share: float, seed: int) -> str:
     return " ".join(tokens)
 
 
+async def wait_scan(api: httpx.AsyncClient, scan_id: int, within_s: float = 90.0) -> dict[str, Any]:
+    """GET /pairs/dedup/{id} until the scan is terminal."""
+    deadline = time.monotonic() + within_s
+    while True:
+        resp = await api.get(f"/pairs/dedup/{scan_id}")
+        assert resp.status_code == 200, resp.text
+        scan = resp.json()
+        if scan["status"] in ("succeeded", "failed", "cancelled"):
+            return scan
+        assert time.monotonic() < deadline, f"scan {scan_id} still {scan['status']}: {scan}"
+        await asyncio.sleep(0.1)
+
+
+async def submit_scan(api: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
+    resp = await api.post("/pairs/dedup", json=body)
+    assert resp.status_code == 202, resp.text
+    scan = resp.json()
+    assert resp.headers["location"] == f"/pairs/dedup/{scan['id']}"
+    return scan
+
+
 async def test_planted_near_duplicate_is_flagged_and_excluded(
     api: httpx.AsyncClient,
     api_url: str,
     service_env: dict[str, str],
     session: AsyncSession,
     tmp_path: Path,
+    datagen_worker: procs.Proc,
 ) -> None:
     real = words(800, seed=1)
     corpus_topic = await factories.topic(
@@ -339,9 +368,17 @@ async def test_planted_near_duplicate_is_flagged_and_excluded(
     await factories.judged_pair(session, echo, first, 8.0, topic_title=topic2.title)
     await session.commit()
 
-    resp = await api.post("/pairs/dedup", json={"job_ids": [job.id]})
-    assert resp.status_code == 200, resp.text
-    result = resp.json()
+    # POST /pairs/dedup queues the scan (202, Location); a datagen worker runs it
+    queued = await submit_scan(api, {"job_ids": [job.id]})
+    assert queued["status"] in ("queued", "running")
+    assert queued["job_ids"] == [job.id] and queued["threshold"] == 0.7
+    assert queued["result"] is None and queued["error"] is None
+    scan = await wait_scan(api, queued["id"])
+    assert scan["status"] == "succeeded", scan
+    assert scan["attempts"] == 1 and scan["started_at"] and scan["finished_at"]
+    assert scan["progress"] == {"essays": 5, "total": 5, "corpus_essays": 1}
+    result = scan["result"]
+    assert result["job_ids"] == [job.id] and result["threshold"] == 0.7
     assert result["essays"] == 5 and result["corpus_essays"] == 1
     assert result["flagged"] == {"essay": 1, "corpus": 1}
     flags = {f.generation_id: f for f in (await session.execute(select(NearDuplicate))).scalars()}
@@ -350,6 +387,8 @@ async def test_planted_near_duplicate_is_flagged_and_excluded(
     assert flags[echo.id].kind == "essay" and flags[echo.id].similar_generation_id == first.id
     for flag in flags.values():
         assert 0.7 <= flag.similarity < 1.0
+    page = (await api.get("/pairs/dedup")).json()
+    assert [s["id"] for s in page["items"]] == [scan["id"]] and page["next_cursor"] is None
 
     export = await api.get("/pairs/export", params={"dedup_threshold": 0.7})
     ids = [json.loads(line)["id"] for line in export.text.splitlines()]
@@ -366,7 +405,8 @@ async def test_planted_near_duplicate_is_flagged_and_excluded(
     # a threshold above both similarities keeps everything
     high = (await api.get("/pairs/stats", params={"dedup_threshold": 1.0})).json()
     assert high["counts"]["total"] == 4
-    # the CLI: `pairs export --dedup-threshold` is the API's export; `pairs dedup` rescans
+    # the CLI: `pairs export --dedup-threshold` is the API's export; `pairs dedup` rescans,
+    # following the queued scan to its counts
     out = tmp_path / "deduped.jsonl"
     done = cli(api_url, service_env, "export", "--out", str(out), "--dedup-threshold", "0.7")
     assert done.returncode == 0, done.stderr
@@ -380,15 +420,188 @@ async def test_planted_near_duplicate_is_flagged_and_excluded(
             "1 near-copies of another essay, 1 of a corpus essay"
         ).split()
     )
+    assert "submitted dedup scan" in done.stderr
     assert len((await session.execute(select(NearDuplicate))).all()) == 2
+    # --no-wait prints the queued scan and returns; dedup-status --follow --json its end
+    done = cli(api_url, service_env, "dedup", "--job", str(job.id), "--no-wait")
+    assert done.returncode == 0, done.stderr
+    [word, noun, scan_id, status] = done.stdout.split()
+    assert (word, noun, status) == ("dedup", "scan", "queued")
+    done = cli(api_url, service_env, "dedup-status", scan_id, "--follow", "--json")
+    assert done.returncode == 0, done.stderr
+    final = json.loads(done.stdout)
+    assert final["id"] == int(scan_id) and final["status"] == "succeeded"
+    assert final["result"]["flagged"] == {"essay": 1, "corpus": 1}
     done = cli(api_url, service_env, "dedup", "--job", str(job.id), "--threshold", "1.5")
     assert done.returncode == 2 and "threshold" in done.stderr, done.stderr
     # rescanning replaces the flags instead of adding to them
     for threshold in (0.95, 1.0):  # 1.0: only exact copies (the LSH bands stop at 0.95)
-        again = await api.post("/pairs/dedup", json={"job_ids": [job.id], "threshold": threshold})
-        assert again.status_code == 200, again.text
-        assert again.json()["flagged"] == {"essay": 0, "corpus": 0}
+        again = await submit_scan(api, {"job_ids": [job.id], "threshold": threshold})
+        done_scan = await wait_scan(api, again["id"])
+        assert done_scan["status"] == "succeeded", done_scan
+        assert done_scan["result"]["flagged"] == {"essay": 0, "corpus": 0}
     assert (await session.execute(select(NearDuplicate))).first() is None
+    # newest first, a keyset page at a time
+    first_page = (await api.get("/pairs/dedup", params={"limit": 2})).json()
+    assert [s["threshold"] for s in first_page["items"]] == [1.0, 0.95]
+    rest = (await api.get("/pairs/dedup", params={"cursor": first_page["next_cursor"]})).json()
+    assert len(rest["items"]) == 3 and rest["next_cursor"] is None
+    assert max(s["id"] for s in rest["items"]) < min(s["id"] for s in first_page["items"])
+    succeeded = (await api.get("/pairs/dedup", params={"status": "succeeded"})).json()
+    assert len(succeeded["items"]) == 5
+    # a finished scan cannot be cancelled
+    _problem(await api.post(f"/pairs/dedup/{scan['id']}/cancel"), 409)
+
+
+async def _scan_row(session: AsyncSession, **values: Any) -> DedupScan:
+    defaults: dict[str, Any] = {
+        "status": "queued",
+        "job_ids": [],
+        "threshold": 0.7,
+        "progress": {},
+        "cancel_requested": False,
+        "attempts": 0,
+    }
+    row = DedupScan(**{**defaults, **values})
+    session.add(row)
+    await session.commit()
+    return row
+
+
+async def test_a_scan_whose_worker_died_is_swept_and_scanned_again(
+    api: httpx.AsyncClient,
+    session: AsyncSession,
+    service_env: dict[str, str],
+    datagen_worker: procs.Proc,
+) -> None:
+    """A running scan whose lease ran out (its worker died): the orphan sweep re-enqueues it
+    and the live worker scans it from the start (its stale progress is replaced)."""
+    from workers.app import make_celery
+
+    real = words(400, seed=21)
+    topic = await factories.topic(session, "Swept", source="corpus", reference_text=real)
+    job = await factories.job(session)
+    copy = await _gen(session, job, topic, "writer-a", _mutate(real, 0.03, 22))
+    await _gen(session, job, topic, "writer-b", words(400, seed=23))
+    await session.commit()
+    dead = await _scan_row(
+        session,
+        status="running",
+        job_ids=[job.id],
+        attempts=1,
+        lease_owner="dead-host:1:0",
+        lease_expires_at=utcnow() - timedelta(seconds=1),
+        started_at=utcnow() - timedelta(minutes=1),
+        progress={"essays": 1, "total": 2, "corpus_essays": 1},
+    )
+    celery = make_celery()
+    try:
+        celery.send_task(DATAGEN_SWEEP)
+    finally:
+        celery.close()
+    scan = await wait_scan(api, dead.id)
+    assert scan["status"] == "succeeded" and scan["attempts"] == 2, scan
+    assert scan["progress"] == {"essays": 2, "total": 2, "corpus_essays": 1}
+    assert scan["result"]["flagged"] == {"essay": 0, "corpus": 1}
+    flags = (await session.execute(select(NearDuplicate))).scalars().all()
+    assert [f.generation_id for f in flags] == [copy.id]
+    assert "re-enqueuing it" in datagen_worker.log()
+
+
+async def test_scan_claims_busy_cancel_and_give_up(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    service_env: dict[str, str],
+) -> None:
+    """The runner in this process: a live lease is left alone, a cancel before or during the
+    scan ends it cancelled with the flags untouched, a scan that killed its worker
+    MAX_ATTEMPTS times fails."""
+    from chatpgt.datasets import scan_runner
+    from chatpgt.settings import Settings
+
+    settings = Settings(
+        database_url=service_env["CHATPGT_DATABASE_URL"], job_lease_s=30, job_heartbeat_s=0.05
+    )
+
+    def runner(scan: DedupScan) -> scan_runner.ScanRunner:
+        return scan_runner.ScanRunner(scan.id, sessionmaker, settings)
+
+    held = await _scan_row(
+        session,
+        status="running",
+        lease_owner="alive:1:0",
+        lease_expires_at=utcnow() + timedelta(seconds=30),
+    )
+    assert await runner(held).run() == "busy"
+    tired = await _scan_row(
+        session,
+        status="running",
+        attempts=scan_runner.MAX_ATTEMPTS,
+        lease_owner="dead:1:0",
+        lease_expires_at=utcnow() - timedelta(seconds=1),
+    )
+    assert await runner(tired).run() == "failed"
+    await session.refresh(tired)
+    assert tired.status == "failed" and tired.lease_owner is None
+    assert tired.error == "gave up after 3 attempts: the worker stopped during each one"
+    asked = await _scan_row(
+        session,
+        status="running",
+        cancel_requested=True,
+        lease_owner="dead:1:0",
+        lease_expires_at=utcnow() - timedelta(seconds=1),
+    )
+    assert await runner(asked).run() == "cancelled"
+    assert await runner(asked).run() == "cancelled"  # a redelivery: already terminal
+
+    # a cancel while the scan runs: the heartbeat sees it, the scan's transaction is dropped
+    job = await factories.job(session)
+    topic = await factories.topic(session, "Kept flags")
+    gen = await _gen(session, job, topic, "writer-a", words(50, seed=31))
+    session.add(
+        NearDuplicate(
+            job_id=job.id,
+            generation_id=gen.id,
+            kind="essay",
+            similar_generation_id=None,
+            similar_topic_id=None,
+            similarity=0.9,
+            scanned_at=utcnow(),
+        )
+    )
+    await session.commit()
+    running = await _scan_row(session, job_ids=[job.id])
+    run = runner(running)
+    started = asyncio.Event()
+
+    async def slow_scan(s: AsyncSession, *args: Any, **kwargs: Any) -> Any:
+        await s.execute(delete(NearDuplicate))  # inside the scan's transaction
+        started.set()
+        await asyncio.sleep(30)
+
+    original = scan_runner.dedup.scan
+    scan_runner.dedup.scan = slow_scan  # type: ignore[assignment]
+    try:
+        task = asyncio.create_task(run.run())
+        await asyncio.wait_for(started.wait(), 10)
+        cancelled = await api_cancel(sessionmaker, running.id)
+        assert cancelled == "running"  # flagged; the worker stops it
+        assert await asyncio.wait_for(task, 10) == "cancelled"
+    finally:
+        scan_runner.dedup.scan = original  # type: ignore[assignment]
+    await session.refresh(running)
+    assert running.status == "cancelled" and running.result is None
+    assert len((await session.execute(select(NearDuplicate))).all()) == 1
+
+
+async def api_cancel(sessionmaker: async_sessionmaker[AsyncSession], scan_id: int) -> str:
+    """``POST /pairs/dedup/{id}/cancel``'s service call; the scan's status it answers."""
+    from chatpgt.datasets import scans
+
+    async with sessionmaker() as s:
+        out = await scans.cancel_scan(s, scan_id)
+        await s.commit()
+    return out.status
 
 
 def _problem(resp: httpx.Response, status: int) -> dict[str, Any]:
@@ -411,9 +624,23 @@ async def test_bad_input_is_a_problem_and_writes_nothing(
     for bad in ("0", "-0.5", "1.01", "nan"):
         for path in ("/pairs/export", "/pairs/stats", "/pairs/card"):
             _problem(await api.get(path, params={"dedup_threshold": bad}), 422)
-    for bad_body in ({"threshold": 0}, {"threshold": 1.5}, {"job_ids": [0]}):
+    for bad_body in (
+        {"threshold": 0},
+        {"threshold": 1.5},
+        {"threshold": "nan"},
+        {"job_ids": [0]},
+        {"job_ids": "1"},
+        {"bogus": 1},
+    ):
         _problem(await api.post("/pairs/dedup", json=bad_body), 422)
     assert (await session.execute(select(NearDuplicate))).first() is None
+    assert (await session.execute(select(DedupScan))).first() is None
+    for path in ("/pairs/dedup/999999", "/pairs/dedup/999999/cancel"):
+        call = api.get if not path.endswith("cancel") else api.post
+        body = _problem(await call(path), 404)
+        assert body["detail"] == "Dedup scan 999999 does not exist."
+    _problem(await api.get("/pairs/dedup", params={"cursor": "nonsense"}), 400)
+    _problem(await api.get("/pairs/dedup", params={"status": "paused"}), 422)
     _problem(await api.get("/pairs/card", params={"layout": "zip"}), 422)
 
     # --push-to-hub without a token: a clear error before anything is exported or written

@@ -19,6 +19,7 @@ from chatpgt.orchestration import leases
 from chatpgt.orchestration.retry import until_reachable
 from chatpgt.orchestration.status import (
     DATAGEN_JOB,
+    DEDUP_SCAN,
     TERMINAL,
     TRAINING_RUN,
     RunStatus,
@@ -33,7 +34,9 @@ def test_transition_tables() -> None:
     assert DATAGEN_JOB.sources_for("running") == {RunStatus.QUEUED}
     assert TRAINING_RUN.sources_for("running") == {RunStatus.QUEUED, RunStatus.RUNNING}
     assert DATAGEN_JOB.sources_for("cancelled") == {RunStatus.QUEUED, RunStatus.RUNNING}
-    for lifecycle in (DATAGEN_JOB, TRAINING_RUN):
+    assert DEDUP_SCAN.sources_for("running") == {RunStatus.QUEUED}
+    assert DEDUP_SCAN.sources_for("succeeded") == {RunStatus.RUNNING}
+    for lifecycle in (DATAGEN_JOB, TRAINING_RUN, DEDUP_SCAN):
         for terminal in TERMINAL:
             assert not any(lifecycle.allows(terminal, t) for t in RunStatus)
     with pytest.raises(InvalidState, match="a succeeded job cannot become cancelled"):
@@ -138,4 +141,4 @@ async def test_training_runs_are_re_enqueued_under_their_own_kind(
     assert sorted(messages) == sorted(
         [(TRAIN_SFT, runs["sft"], None), (TRAIN_DPO, runs["dpo"], None)]
     )
-    assert (await session.scalar(select(TrainingRun.kind).where(TrainingRun.id == runs["dpo"])))
+    assert await session.scalar(select(TrainingRun.kind).where(TrainingRun.id == runs["dpo"]))

@@ -309,6 +309,46 @@ async def test_a_datagen_job_runs_on_sqlite(
     assert 25 < recoverable[running] <= 30
 
 
+async def test_a_dedup_scan_runs_on_sqlite(
+    db: AsyncSession,
+    lite: async_sessionmaker[AsyncSession],
+    sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A near-duplicate scan on the embedded database: the progress of every batch and the
+    heartbeat write from other connections while the scan reads, then the scan's own
+    connection replaces the flags and finishes the row."""
+    import random
+
+    from chatpgt.datagen.models import Generation
+    from chatpgt.datasets import scan_runner, scans
+    from chatpgt.datasets.schemas import DedupRequest
+    from chatpgt.pairs.models import NearDuplicate
+    from tests import factories
+
+    rng = random.Random(7)
+    job = await factories.job(db)
+    topic = await factories.topic(db, "Scanned on SQLite")
+    texts = [" ".join(f"w{rng.randrange(5000)}" for _ in range(60)) for _ in range(650)]
+    texts.append(texts[3])  # the one copy
+    for i, text_ in enumerate(texts):
+        await factories.generation(db, job, topic, "writer-a", text_, sample_index=i)
+    await db.commit()
+    async with transaction(lite) as s:
+        scan = await scans.submit(s, DedupRequest(job_ids=[job.id], threshold=0.8))
+    monkeypatch.setattr(scan_runner, "PROGRESS_EVERY_S", 0.0)
+    settings = Settings(database_url=sqlite_url, job_lease_s=30, job_heartbeat_s=0.01)
+    assert await scan_runner.ScanRunner(scan.id, lite, settings).run() == "succeeded"
+    async with transaction(lite) as s:
+        out = await scans.get_scan(s, scan.id)
+        flags = (await s.scalars(select(NearDuplicate))).all()
+    assert out.status == "succeeded" and out.progress.essays == out.progress.total == 651
+    assert out.result is not None and out.result.flagged == {"essay": 1, "corpus": 0}
+    copy = (await db.scalars(select(Generation.id).where(Generation.sample_index == 650))).one()
+    assert [(f.generation_id, f.kind) for f in flags] == [(copy, "essay")]
+    assert out.finished_at is not None and out.finished_at.tzinfo is not None
+
+
 # --- pairs ----------------------------------------------------------------------------------
 
 FILTERS = [

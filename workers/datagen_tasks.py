@@ -7,6 +7,10 @@ to start. A starting datagen worker re-enqueues the active jobs once as well.
 
 ``rounds_step`` advances an on-policy rounds run by one step and sends itself again; the sweep
 and a starting worker restart a rounds run whose chain of steps was lost.
+
+``dedup_scan`` runs a near-duplicate scan (chatpgt.datasets.scan_runner): CPU work near the
+database, so here and not in the API; the sweep and a starting worker re-enqueue a scan whose
+lease ran out, like a job.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from celery import Task
 from celery.signals import worker_ready
 
 from chatpgt.datagen import runner
+from chatpgt.datasets import scan_runner
 from chatpgt.db.session import is_unavailable
-from chatpgt.orchestration.tasks import DATAGEN_RUN_JOB, DATAGEN_SWEEP, ROUNDS_STEP
+from chatpgt.orchestration.tasks import DATAGEN_RUN_JOB, DATAGEN_SWEEP, DEDUP_SCAN, ROUNDS_STEP
 from chatpgt.rounds import service as rounds
 from chatpgt.settings import get_settings
 from workers.app import DATAGEN_QUEUE, celery_app
@@ -42,6 +47,21 @@ def run_job(self: Task, job_id: int) -> str:
         outcome = asyncio.run(runner.run_job(job_id, settings))
     except Exception as exc:  # e.g. the database went away: retry with backoff, never lose the job
         log.exception("datagen job %s failed; retrying", job_id)
+        raise self.retry(exc=exc, countdown=min(60, 2 ** min(self.request.retries, 6))) from exc
+    if outcome == "busy":
+        raise self.retry(countdown=settings.job_lease_s * 2, max_retries=None)
+    return outcome
+
+
+@celery_app.task(name=DEDUP_SCAN, bind=True, max_retries=20, ignore_result=True)
+def dedup_scan(self: Task, scan_id: int) -> str:
+    """Run a near-duplicate scan to its end. A scan another live worker holds is looked at
+    again after a lease period; an unreachable database is retried with backoff."""
+    settings = get_settings()
+    try:
+        outcome = asyncio.run(scan_runner.run_scan(scan_id, settings))
+    except Exception as exc:
+        log.exception("dedup scan %s: stopped (%s); retrying", scan_id, exc)
         raise self.retry(exc=exc, countdown=min(60, 2 ** min(self.request.retries, 6))) from exc
     if outcome == "busy":
         raise self.retry(countdown=settings.job_lease_s * 2, max_retries=None)
@@ -78,13 +98,14 @@ def _restart_stalled_rounds() -> int:
 
 @celery_app.task(name=DATAGEN_SWEEP, ignore_result=True)
 def sweep_orphans() -> int:
-    """Re-enqueue running jobs whose lease ran out. Only expired leases: a job with a live owner
-    is never touched, and a queued backlog is left to the queue. A duplicate delivery finds the
-    job claimed and steps back. While the database is unreachable a sweep does nothing (the
-    next one looks again)."""
+    """Re-enqueue running jobs and dedup scans whose lease ran out. Only expired leases: a job
+    with a live owner is never touched, and a queued backlog is left to the queue. A duplicate
+    delivery finds the job claimed and steps back. While the database is unreachable a sweep
+    does nothing (the next one looks again)."""
     try:
         orphans = asyncio.run(runner.orphaned_jobs(get_settings()))
         _restart_stalled_rounds()
+        scans = asyncio.run(scan_runner.orphaned_scans(get_settings()))
     except Exception as exc:
         if not is_unavailable(exc):
             raise
@@ -93,7 +114,10 @@ def sweep_orphans() -> int:
     for job_id in orphans:
         log.warning("datagen job %s: its worker's lease ran out; re-enqueuing it", job_id)
         run_job.apply_async(args=[job_id])
-    return len(orphans)
+    for scan_id in scans:
+        log.warning("dedup scan %s: its worker's lease ran out; re-enqueuing it", scan_id)
+        dedup_scan.apply_async(args=[scan_id])
+    return len(orphans) + len(scans)
 
 
 @worker_ready.connect
@@ -119,6 +143,9 @@ def _recover_once() -> None:
     for job_id, wait_s in asyncio.run(runner.recoverable_jobs(get_settings())):
         log.info("re-enqueuing datagen job %s in %.0fs", job_id, wait_s)
         run_job.apply_async(args=[job_id], countdown=wait_s + 0.5 if wait_s else None)
+    for scan_id, wait_s in asyncio.run(scan_runner.recoverable_scans(get_settings())):
+        log.info("re-enqueuing dedup scan %s in %.0fs", scan_id, wait_s)
+        dedup_scan.apply_async(args=[scan_id], countdown=wait_s + 0.5 if wait_s else None)
 
 
 def _recover_when_back() -> None:

@@ -1,32 +1,88 @@
 """Datasets: near-duplicate scans and pair imports (``docs/datasets.md``). Exports and their
-cards are GET /pairs/export and GET /pairs/card."""
+cards are GET /pairs/export and GET /pairs/card.
+
+A scan is queued work: POST /pairs/dedup answers 202 with the scan, a datagen worker runs it,
+GET /pairs/dedup/{id} follows it."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 
 from api import problems
-from api.deps import Roots, Session
-from chatpgt.datasets import dedup, imports
-from chatpgt.datasets.schemas import DedupRequest, DedupResult, PairImport, PairImportResult
+from api.deps import Queue, Roots, Session
+from api.pagination import IdPath, PageLimit
+from chatpgt.datasets import imports, scans
+from chatpgt.datasets.schemas import (
+    DedupRequest,
+    DedupScanOut,
+    DedupScanPage,
+    PairImport,
+    PairImportResult,
+)
+from chatpgt.orchestration.status import RunStatus
 
 router = APIRouter(tags=["datasets"])
 
 
-@router.post("/pairs/dedup", response_model=DedupResult, responses=problems.responses(400))
-async def scan_near_duplicates(session: Session, body: DedupRequest) -> DedupResult:
-    """Flag near-duplicate essays (MinHash-LSH) of the given jobs, scanned together, against
-    each other and their corpus essays; replaces the jobs' earlier flags. Exports and stats
-    leave the flagged pairs out with `dedup_threshold`."""
-    result = await dedup.scan(session, body.job_ids, body.threshold)
+@router.post(
+    "/pairs/dedup",
+    status_code=202,
+    response_model=DedupScanOut,
+    responses={
+        202: {
+            "description": "queued; follow it at the Location",
+            "headers": {"Location": {"schema": {"type": "string"}, "description": "the scan"}},
+        },
+        **problems.responses(400),
+    },
+)
+async def scan_near_duplicates(
+    session: Session, enqueue: Queue, body: DedupRequest, response: Response
+) -> DedupScanOut:
+    """Queue a near-duplicate scan (MinHash-LSH) of the given jobs' essays (every job when
+    none), scanned together, against each other and their corpus essays; a datagen worker runs
+    it and replaces the jobs' earlier flags. Follow it with GET /pairs/dedup/{id}. Exports and
+    stats leave the flagged pairs out with `dedup_threshold`."""
+    scan = await scans.submit(session, body)
     await session.commit()
-    return DedupResult(
-        job_ids=result.job_ids,
-        threshold=result.threshold,
-        essays=result.essays,
-        corpus_essays=result.corpus_essays,
-        flagged=result.flagged,
-    )
+    await enqueue(scans.TASK_NAME, scan.id)
+    response.headers["Location"] = f"/pairs/dedup/{scan.id}"
+    return await scans.get_scan(session, scan.id)
+
+
+@router.get("/pairs/dedup", response_model=DedupScanPage, responses=problems.responses(400))
+async def list_near_duplicate_scans(
+    session: Session,
+    limit: PageLimit,
+    status: Annotated[RunStatus | None, Query()] = None,
+    cursor: str | None = None,
+) -> DedupScanPage:
+    """Near-duplicate scans, newest first; follow `next_cursor` (a bad cursor is a 400)."""
+    return await scans.list_scans(session, limit=limit, cursor=cursor, status=status)
+
+
+@router.get(
+    "/pairs/dedup/{scan_id}", response_model=DedupScanOut, responses=problems.responses(404)
+)
+async def get_near_duplicate_scan(scan_id: IdPath, session: Session) -> DedupScanOut:
+    """A scan: its status, essays scanned so far, and the counts once it succeeded."""
+    return await scans.get_scan(session, scan_id)
+
+
+@router.post(
+    "/pairs/dedup/{scan_id}/cancel",
+    status_code=202,
+    response_model=DedupScanOut,
+    responses=problems.responses(404, 409),
+)
+async def cancel_near_duplicate_scan(scan_id: IdPath, session: Session) -> DedupScanOut:
+    """Cancel a scan: a queued one at once, a running one at its worker's next heartbeat (the
+    jobs keep their earlier flags); 409 once it finished."""
+    out = await scans.cancel_scan(session, scan_id)
+    await session.commit()
+    return out
 
 
 @router.post(

@@ -26,7 +26,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from chatpgt.datagen.schemas import DatagenJobCreate, DatagenJobView
-from chatpgt.datasets.schemas import DedupRequest, DedupResult, PairImport, PairImportResult
+from chatpgt.datasets.schemas import DedupRequest, DedupScanOut, PairImport, PairImportResult
 from chatpgt.evaluation.schemas import EvalRequest, EvalRunOut
 from chatpgt.pairs.schemas import ExportFormat, PairSource
 from chatpgt.review.schemas import PairStatsWithLabels
@@ -317,13 +317,17 @@ class ChatPGTClient:
         params["layout"] = layout
         return self._request("GET", "/pairs/card", params=params, timeout=EXPORT_TIMEOUT).text
 
-    def scan_near_duplicates(self, request: DedupRequest) -> DedupResult:
-        """Flag near-duplicate essays of the jobs (all when none), replacing their flags. The
-        scan runs in the request (~1 ms an essay): the read timeout is an export's."""
-        response = self._request(
-            "POST", "/pairs/dedup", json=_dump(request), timeout=EXPORT_TIMEOUT
-        )
-        return self._parse(response, DedupResult)
+    def submit_dedup_scan(self, request: DedupRequest) -> DedupScanOut:
+        """Queue a near-duplicate scan of the jobs (all when none); a datagen worker runs it
+        and replaces their flags. Follow it with :meth:`get_dedup_scan`."""
+        return self._post("/pairs/dedup", DedupScanOut, _dump(request))
+
+    def get_dedup_scan(self, scan_id: int) -> DedupScanOut:
+        return self._get(f"/pairs/dedup/{scan_id}", DedupScanOut)
+
+    def cancel_dedup_scan(self, scan_id: int) -> DedupScanOut:
+        """Cancel the scan (a running one stops at its next heartbeat, writing no flags)."""
+        return self._post(f"/pairs/dedup/{scan_id}/cancel", DedupScanOut)
 
     def import_pairs(self, request: PairImport) -> PairImportResult:
         """Import a Hugging Face preference dataset as a job of its own."""

@@ -15,17 +15,31 @@ from pathlib import Path
 from typing import Annotated, BinaryIO, Literal
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.filesize import decimal as filesize
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from chatpgt.api_client import ChatPGTClient, PairSelection
 from chatpgt.api_client.client import CardLayout
 from chatpgt.api_client.requests import build_dedup_request, build_pair_import
 from chatpgt.cli.context import api
 from chatpgt.cli.options import AsJson, JobFilter, MinConfidence, ModelFilter, SourceFilter
-from chatpgt.cli.output import err, out, plural, transfer_progress, usage
+from chatpgt.cli.output import (
+    EXIT_FAILED,
+    EXIT_OK,
+    TERMINAL_STATUSES,
+    Follower,
+    duration,
+    err,
+    one_line,
+    out,
+    plural,
+    transfer_progress,
+    usage,
+)
 from chatpgt.datasets.hf import (
     DATA_FILE_NAMES,
     check_target,
@@ -35,6 +49,7 @@ from chatpgt.datasets.hf import (
     push_to_hub,
     save_hf_folder,
 )
+from chatpgt.datasets.schemas import DedupScanOut
 from chatpgt.errors import InvalidInput
 from chatpgt.pairs.schemas import PairSource, PairStats
 
@@ -365,6 +380,90 @@ def _pushed(
     out.print(f"pushed to {escape(url)}")
 
 
+class ScanDisplay:
+    """A bar of the essays scanned (of those counted when the scan started), a status line."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[counts]}"),
+            console=err,
+        )
+        self.task = self.progress.add_task("", total=None, counts="")
+        self.line = Text()
+
+    def renderable(self) -> RenderableType:
+        return Group(self.progress, self.line)
+
+    def update(self, scan: DedupScanOut, elapsed_s: float) -> None:
+        self.progress.update(
+            self.task,
+            description=f"dedup scan {scan.id}",
+            total=scan.progress.total,
+            completed=scan.progress.essays,
+            counts=scan_counts(scan),
+        )
+        waiting = " (waiting for a datagen worker)" if scan.status == "queued" else ""
+        self.line.plain = f"{scan.status}{waiting} · {duration(elapsed_s)}"
+
+    @staticmethod
+    def plain(scan: DedupScanOut) -> str:
+        return f"dedup scan {scan.id} {scan.status}: {scan_counts(scan)}"
+
+
+def scan_counts(scan: DedupScanOut) -> str:
+    """``1,500/20,000 essays`` (``?`` before the scan has counted them)."""
+    p = scan.progress
+    total = "?" if p.total is None else f"{p.total:,}"
+    return f"{p.essays:,}/{total} essays"
+
+
+def scan_summary(scan: DedupScanOut) -> str:
+    """The counts of a succeeded scan (else its status and progress), as one line."""
+    result = scan.result
+    if scan.status != "succeeded" or result is None:
+        return ScanDisplay.plain(scan)
+    flagged = result.flagged
+    return (
+        f"scanned {plural(result.essays, 'essay')} against "
+        f"{plural(result.corpus_essays, 'corpus essay')} at {result.threshold:g}: "
+        f"{flagged.get('essay', 0)} near-copies of another essay, "
+        f"{flagged.get('corpus', 0)} of a corpus essay"
+    )
+
+
+def _finish_scan(scan: DedupScanOut, as_json: bool) -> int:
+    if as_json:
+        typer.echo(scan.model_dump_json())
+    else:
+        out.print(escape(scan_summary(scan)), soft_wrap=True)
+    if scan.error:
+        err.print(f"error: {escape(one_line(scan.error))}", soft_wrap=True)
+    return EXIT_OK if scan.status == "succeeded" else EXIT_FAILED
+
+
+def _follow_scan(ctx: typer.Context, scan: DedupScanOut) -> DedupScanOut:
+    client = api(ctx)
+    return Follower(
+        label=f"dedup scan {scan.id}",
+        fetch=lambda: client.get_dedup_scan(scan.id),
+        cancel=lambda: client.cancel_dedup_scan(scan.id),
+        display=ScanDisplay(),
+        resume_hint=f"chatpgt pairs dedup-status {scan.id} --follow",
+    ).run()
+
+
+Follow = Annotated[
+    bool,
+    typer.Option(
+        "--follow/--no-follow",
+        "--wait/--no-wait",
+        help="follow the scan to its end (--no-follow: print its id and return)",
+    ),
+]
+
+
 @app.command("dedup")
 def pairs_dedup(
     ctx: typer.Context,
@@ -374,25 +473,54 @@ def pairs_dedup(
     threshold: Annotated[
         float | None, typer.Option(help="similarity to flag at (0 < t ≤ 1; default 0.7)")
     ] = None,
+    follow: Follow = True,
     as_json: AsJson = False,
 ) -> None:
     """Flag near-duplicate essays (MinHash-LSH) of the jobs, against each other and the corpus.
 
-    A new scan of a job replaces its flags."""
-    result = api(ctx).scan_near_duplicates(
-        build_dedup_request(job_ids=job or [], threshold=threshold)
-    )
-    if as_json:
-        typer.echo(result.model_dump_json())
+    The scan is queued and a datagen worker runs it; this follows it (essays scanned so far)
+    and prints the counts. A new scan of a job replaces its flags."""
+    scan = api(ctx).submit_dedup_scan(build_dedup_request(job_ids=job or [], threshold=threshold))
+    if not follow:
+        if as_json:
+            typer.echo(scan.model_dump_json())
+        else:
+            err.print(f"submitted dedup scan {scan.id}")
+            out.print(f"dedup scan {scan.id} {scan.status}")
         return
-    flagged = result.flagged
-    out.print(
-        f"scanned {plural(result.essays, 'essay')} against "
-        f"{plural(result.corpus_essays, 'corpus essay')} at {result.threshold:g}: "
-        f"{flagged.get('essay', 0)} near-copies of another essay, "
-        f"{flagged.get('corpus', 0)} of a corpus essay",
-        soft_wrap=True,
-    )
+    err.print(f"submitted dedup scan {scan.id}")
+    raise typer.Exit(_finish_scan(_follow_scan(ctx, scan), as_json))
+
+
+@app.command("dedup-status")
+def pairs_dedup_status(
+    ctx: typer.Context,
+    scan_id: Annotated[int, typer.Argument(min=1, help="scan id", show_default=False)],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="follow it to its end")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Show a near-duplicate scan: its progress, its counts once done (exit 1 when it failed
+    or was cancelled)."""
+    scan = api(ctx).get_dedup_scan(scan_id)
+    if follow and scan.status not in TERMINAL_STATUSES:
+        scan = _follow_scan(ctx, scan)
+    if scan.status in TERMINAL_STATUSES:
+        raise typer.Exit(_finish_scan(scan, as_json))
+    if as_json:
+        typer.echo(scan.model_dump_json())
+    else:
+        out.print(escape(ScanDisplay.plain(scan)), soft_wrap=True)
+
+
+@app.command("dedup-cancel")
+def pairs_dedup_cancel(
+    ctx: typer.Context,
+    scan_id: Annotated[int, typer.Argument(min=1, help="scan id", show_default=False)],
+) -> None:
+    """Cancel a scan (a running one stops at its next heartbeat; no flag is changed)."""
+    scan = api(ctx).cancel_dedup_scan(scan_id)
+    note = "" if scan.status in TERMINAL_STATUSES else " (stopping at its next heartbeat)"
+    out.print(f"dedup scan {scan.id} {scan.status}{note}")
 
 
 @app.command("import")

@@ -1,4 +1,5 @@
-"""SQL for datasets: the provenance of the jobs behind an export, near-duplicate flags, imports."""
+"""SQL for datasets: the provenance of the jobs behind an export, near-duplicate flags and the
+scans that write them, imports."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import ColumnElement, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.datagen.models import DatagenJob, Generation, JobTopic
+from chatpgt.datasets.models import DedupScan
+from chatpgt.orchestration import leases
+from chatpgt.orchestration.status import DEDUP_SCAN, RunStatus
 from chatpgt.pairs.models import NearDuplicate, Pair
 from chatpgt.topics.models import Topic
 
@@ -70,17 +74,27 @@ async def corpus_texts(session: AsyncSession, job_ids: Sequence[int]) -> list[tu
     return [(int(t), text or "") for t, text in await session.execute(stmt)]
 
 
+def _succeeded_essays(job_ids: Sequence[int]) -> tuple[ColumnElement[bool], ...]:
+    return (
+        Generation.job_id.in_(job_ids),
+        Generation.status == "succeeded",
+        Generation.text.is_not(None),
+    )
+
+
+async def count_essays(session: AsyncSession, job_ids: Sequence[int]) -> int:
+    """How many essays :func:`stream_essays` yields for these jobs (at this moment)."""
+    stmt = select(func.count()).select_from(Generation).where(*_succeeded_essays(job_ids))
+    return int((await session.execute(stmt)).scalar_one())
+
+
 async def stream_essays(
     session: AsyncSession, job_ids: Sequence[int], batch_size: int = 500
 ) -> AsyncIterator[Sequence[tuple[int, int, str]]]:
     """(generation id, job id, text) of the succeeded essays of the given jobs, in id order."""
     stmt = (
         select(Generation.id, Generation.job_id, Generation.text)
-        .where(
-            Generation.job_id.in_(job_ids),
-            Generation.status == "succeeded",
-            Generation.text.is_not(None),
-        )
+        .where(*_succeeded_essays(job_ids))
         .order_by(Generation.id)
         .execution_options(yield_per=batch_size)
     )
@@ -100,6 +114,121 @@ async def replace_flags(
     for i in range(0, len(rows), 1000):
         await session.execute(insert(NearDuplicate), list(rows[i : i + 1000]))
     await session.flush()
+
+
+# --- near-duplicate scans: leased rows of dedup_scans (chatpgt.datasets.scans, .scan_runner) --
+
+
+async def create_scan(session: AsyncSession, job_ids: Sequence[int], threshold: float) -> DedupScan:
+    scan = DedupScan(
+        status=RunStatus.QUEUED,
+        job_ids=list(job_ids),
+        threshold=threshold,
+        progress={},
+        cancel_requested=False,
+        attempts=0,
+    )
+    session.add(scan)
+    await session.flush()
+    return scan
+
+
+async def get_scan(session: AsyncSession, scan_id: int) -> DedupScan | None:
+    return await session.get(DedupScan, scan_id, populate_existing=True)
+
+
+async def list_scans(
+    session: AsyncSession, *, limit: int, before_id: int | None = None, status: str | None = None
+) -> list[DedupScan]:
+    """Scans newest first (a keyset page: ``before_id`` is the last id of the page before)."""
+    stmt = select(DedupScan).order_by(DedupScan.id.desc()).limit(limit)
+    if before_id is not None:
+        stmt = stmt.where(DedupScan.id < before_id)
+    if status is not None:
+        stmt = stmt.where(DedupScan.status == status)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def transition_scan(
+    session: AsyncSession, scan_id: int, target: str, *, owner: str | None = None, **values: Any
+) -> bool:
+    """The one way a scan's status changes (``DEDUP_SCAN``'s table, and ``owner``'s lease when
+    given); False when the scan was not in a state that allows it."""
+    return await leases.transition(
+        session, DedupScan, DEDUP_SCAN, scan_id, target, owner=owner, **values
+    )
+
+
+async def take_scan_lease(
+    session: AsyncSession, scan_id: int, owner: str, lease_s: float
+) -> str | None:
+    """The scan's status once ``owner`` holds its lease (an attempt counted); None when it is
+    terminal, unknown or held by another live worker."""
+    stmt = leases.take_lease_stmt(DedupScan, scan_id, owner, lease_s)
+    row = (await session.execute(stmt)).first()
+    return None if row is None else str(row[0])
+
+
+async def renew_scan_lease(
+    session: AsyncSession, scan_id: int, owner: str, lease_s: float
+) -> tuple[bool, bool]:
+    """Extend the lease: (still ours, cancel requested)."""
+    stmt = leases.renew_stmt(DedupScan, scan_id, owner, lease_s, DedupScan.status == "running")
+    row = (await session.execute(stmt)).first()
+    return (row is not None, bool(row[0]) if row is not None else False)
+
+
+async def release_scan_lease(session: AsyncSession, scan_id: int, owner: str) -> None:
+    await session.execute(leases.release_stmt(DedupScan, scan_id, owner))
+
+
+async def write_scan_progress(
+    session: AsyncSession, scan_id: int, owner: str, progress: dict[str, Any]
+) -> bool:
+    """Store a running scan's progress while ``owner`` holds it; False when the lease is gone."""
+    stmt = (
+        update(DedupScan)
+        .where(DedupScan.id == scan_id, DedupScan.lease_owner == owner)
+        .values(progress=progress, updated_at=leases.now())
+        .returning(DedupScan.id)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def cancel_queued_scan(session: AsyncSession, scan_id: int) -> bool:
+    """Cancel a scan no worker has started; False when it is not queued (any more)."""
+    stmt = leases.transition_stmt(
+        DedupScan,
+        DEDUP_SCAN,
+        scan_id,
+        RunStatus.CANCELLED,
+        DedupScan.status == RunStatus.QUEUED,
+        cancel_requested=True,
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def request_scan_cancel(session: AsyncSession, scan_id: int) -> bool:
+    """Flag a running scan for cancel (its worker stops at its next heartbeat)."""
+    stmt = (
+        update(DedupScan)
+        .where(DedupScan.id == scan_id, DedupScan.status == RunStatus.RUNNING)
+        .values(cancel_requested=True, updated_at=leases.now())
+        .returning(DedupScan.id)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def recoverable_scans(session: AsyncSession, queued_for_s: float) -> list[tuple[int, float]]:
+    """Scans a starting worker re-enqueues, with the seconds until each lease runs out."""
+    at = leases.now()
+    rows = (await session.execute(leases.recoverable_stmt(DedupScan, queued_for_s))).all()
+    return [(int(i), leases.wait_until_free(expires, at)) for i, expires in rows]
+
+
+async def orphaned_scans(session: AsyncSession) -> list[int]:
+    """Running scans whose lease ran out (what the periodic sweep re-enqueues)."""
+    return [int(i) for i in (await session.scalars(leases.orphans_stmt(DedupScan))).all()]
 
 
 async def insert_import_job(

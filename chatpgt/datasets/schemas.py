@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from chatpgt.db.ids import RowId
+from chatpgt.orchestration.status import RunStatus
 from chatpgt.pairs.schemas import DEFAULT_DEDUP_THRESHOLD as DEFAULT_THRESHOLD
 
 
@@ -23,11 +26,42 @@ class DedupRequest(BaseModel):
 
 
 class DedupResult(BaseModel):
-    job_ids: list[int]
+    job_ids: list[int] = Field(description="the jobs scanned (every job's id when none given)")
     threshold: float
     essays: int = Field(description="essays scanned")
     corpus_essays: int = Field(description="corpus (reference) essays they were compared with")
     flagged: dict[str, int] = Field(description="flagged essays by kind: essay, corpus")
+
+
+class DedupProgress(BaseModel):
+    essays: int = Field(0, description="essays scanned so far")
+    total: int | None = Field(
+        None, description="succeeded essays of the jobs, counted when the scan started"
+    )
+    corpus_essays: int = Field(0, description="corpus essays indexed before the essays")
+
+
+class DedupScanOut(BaseModel):
+    """A near-duplicate scan (``POST /pairs/dedup``), queued and run by a datagen worker."""
+
+    id: int
+    status: RunStatus
+    job_ids: list[int] = Field(description="the jobs as requested; empty: every job")
+    threshold: float
+    progress: DedupProgress
+    result: DedupResult | None = Field(description="the counts, once the scan succeeded")
+    error: str | None
+    attempts: int = Field(description="workers that took the scan (more than 1: taken over)")
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime | None
+
+
+class DedupScanPage(BaseModel):
+    items: list[DedupScanOut]
+    next_cursor: str | None
 
 
 class PairImport(BaseModel):

@@ -2,6 +2,7 @@
 
 from chatpgt.auth.models import ApiKey
 from chatpgt.datagen.models import DatagenJob, Generation, JobTopic, Judgment
+from chatpgt.datasets.models import DedupScan
 from chatpgt.db.base import Base
 from chatpgt.evaluation.models import EvalRun
 from chatpgt.pairs.labels import PairLabel
@@ -14,6 +15,7 @@ __all__ = [
     "ApiKey",
     "Base",
     "DatagenJob",
+    "DedupScan",
     "EvalRun",
     "Generation",
     "JobTopic",

@@ -2,7 +2,7 @@
 
 A datagen job and a training run share their statuses; they differ only in one transition (a
 training run may go from running to running: a worker taking over a run whose lease expired).
-The coming evaluation runs reuse one of these tables or add their own :class:`Lifecycle`.
+Rounds runs and near-duplicate scans have a table each (the same moves as a datagen job).
 """
 
 from __future__ import annotations
@@ -92,5 +92,12 @@ ROUNDS_RUN = Lifecycle(
     {_Q: frozenset({_R, _C, _F}), _R: frozenset({_S, _F, _C}), _S: _DONE, _F: _DONE, _C: _DONE},
 )
 
-for _lifecycle in (DATAGEN_JOB, TRAINING_RUN, ROUNDS_RUN):
+# A near-duplicate scan (chatpgt.datasets.scans): one datagen-queue task from claim to the end;
+# a worker taking over a scan whose lease ran out keeps it running (its claim changes no status).
+DEDUP_SCAN = Lifecycle(
+    "dedup scan",
+    {_Q: frozenset({_R, _C, _F}), _R: frozenset({_S, _F, _C}), _S: _DONE, _F: _DONE, _C: _DONE},
+)
+
+for _lifecycle in (DATAGEN_JOB, TRAINING_RUN, ROUNDS_RUN, DEDUP_SCAN):
     assert frozenset(s for s, nxt in _lifecycle.transitions.items() if not nxt) == TERMINAL

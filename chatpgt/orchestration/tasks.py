@@ -11,6 +11,9 @@ DATAGEN_SWEEP: Final = "chatpgt.datagen.sweep_orphans"
 # One step of a rounds run's state machine (chatpgt.rounds.service.step): cheap, on the
 # datagen queue, rescheduling itself until the run is terminal.
 ROUNDS_STEP: Final = "chatpgt.datagen.rounds_step"
+# A near-duplicate scan (chatpgt.datasets.scans): CPU work next to the database, on the
+# datagen queue; the sweep and a starting datagen worker re-enqueue one whose lease ran out.
+DEDUP_SCAN: Final = "chatpgt.datagen.dedup_scan"
 TRAIN_SFT: Final = "chatpgt.train.sft"
 TRAIN_DPO: Final = "chatpgt.train.dpo"
 
