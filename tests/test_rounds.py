@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatpgt.db.base import utcnow
 from chatpgt.db.session import transaction
+from chatpgt.evaluation.models import EvalRun
 from chatpgt.rounds.models import RoundsRun
 from tests import fixtures_training as ft
 from tests import procs
@@ -231,6 +232,270 @@ async def test_two_on_policy_rounds_end_to_end(
     assert not any(n.startswith("cancelled-rounds") for n in names)
     # Cancelling a finished run is a 409.
     assert_problem(await api.post(f"/train/rounds/{run['id']}/cancel"), 409, "cannot become")
+
+
+EVALUATION = {
+    "metric": "perplexity",
+    "patience": 2,  # two rounds of two: both run whatever the scores, the run completes
+    "max_essays": 2,
+    "generation": {"max_new_tokens": 4},
+    "style": {"chunk_words": 20, "folds": 2},
+    "bootstrap_samples": 50,
+}
+
+
+async def test_rounds_with_evaluation_end_to_end(
+    api: httpx.AsyncClient,
+    api_url: str,
+    service_env: dict[str, str],
+    clean_db: None,
+    rounds_worker: procs.Proc,
+    gpu_worker: procs.Proc,
+    tiny_model_dir: Path,
+    essay_corpus: Path,
+) -> None:
+    """Each round's model evaluated against the model it started from (eval runs on the gpu
+    worker), the round's score the one in its eval run's results; a run stopped by the rule
+    (no round can improve by 1e9); the evaluation requests refused at submit."""
+    body = {**sft_body(tiny_model_dir, essay_corpus, max_steps=2, eval_fraction=0.34)}
+    sft = await api.post("/train/sft", json={**body, "name": "tiny-sft"})
+    assert sft.status_code == 202, sft.text
+    sft_run = await wait_run(api, sft.json()["id"], finished, worker=gpu_worker, within_s=240)
+    assert sft_run["status"] == "succeeded", sft_run["error"]
+    sft_model = sft_run["model_id"]
+
+    # Refused at submit, nothing written (neither a rounds run nor an eval run).
+    refused = [
+        ({**EVALUATION, "metric": "win_rate"}, 422, "needs a judge"),
+        ({**EVALUATION, "perplexity": False}, 422, "perplexity is false"),
+        ({**EVALUATION, "metric": "style", "style": {"enabled": False}}, 422, "style.enabled"),
+        ({**EVALUATION, "models": [sft_model]}, 422, "models"),
+        ({**EVALUATION, "judge": {"provider": "nope", "model": "j"}}, 400, "Unknown judge"),
+        ({**EVALUATION, "judge": {"provider": "fake-keyfile", "model": "j"}}, 400, "fake-keyfile"),
+    ]
+    for evaluation, status, needle in refused:
+        bad = rounds_body(sft_model, evaluation=evaluation)
+        assert_problem(await api.post("/train/rounds", json=bad), status, needle)
+    assert (await api.get("/train/rounds")).json()["items"] == []
+    assert (await api.get("/eval/runs")).json()["items"] == []
+    usage = run_cli(
+        service_env, api_url, "train", "rounds", "--model", str(sft_model), "--rounds", "2",
+        "--judge", "fake:judge", "-t", "x", "--eval-metric", "win_rate", "--eval-patience", "2",
+        "--no-follow",
+    )  # fmt: skip
+    assert usage.returncode == 2 and "needs a judge" in usage.stderr, usage.stderr
+
+    submitted = await api.post(
+        "/train/rounds", json=rounds_body(sft_model, name="eval-rounds", evaluation=EVALUATION)
+    )
+    assert submitted.status_code == 202, submitted.text
+    run = await wait_rounds(api, submitted.json()["id"], [rounds_worker, gpu_worker])
+    assert run["status"] == "succeeded", (run["error"], run["rounds"])
+    assert run["stop_reason"] == "completed"
+    r1, r2 = run["rounds"]
+    evals = {}
+    for r in (r1, r2):
+        assert r["status"] == "succeeded" and r["model_id"] and r["eval_run_id"], r
+        ev = (await api.get(f"/eval/runs/{r['eval_run_id']}")).json()
+        evals[r["number"]] = ev
+        assert ev["status"] == "succeeded", ev["error"]
+        assert ev["name"] == f"eval-rounds-r{r['number']}-eval"
+        assert ev["request"]["reference"] == "real" and ev["request"]["max_essays"] == 2
+        assert ev["request"]["generation"]["max_new_tokens"] == 4
+        by_id = {m["model_id"]: m for m in ev["results"]["models"]}
+        assert r["score"] == by_id[r["model_id"]]["perplexity"]["value"]
+        assert r["start_score"] == by_id[r["generator_model"]["id"]]["perplexity"]["value"]
+        assert 0 <= by_id[r["model_id"]]["style"]["value"] <= 1  # measured as well
+    assert r1["improved"] == (r1["score"] < r1["start_score"])
+    # Round 2 is compared with the best model so far: r1's, or the SFT model's (also in the run)
+    r2_models = {m["model_id"] for m in evals[2]["results"]["models"]}
+    best_before = r1["model_id"] if r1["improved"] else sft_model
+    assert r2_models == {r1["model_id"], r2["model_id"], best_before}
+    best_score = {m["model_id"]: m for m in evals[2]["results"]["models"]}[best_before]
+    assert r2["improved"] == (r2["score"] < best_score["perplexity"]["value"])
+    expected_best = 2 if r2["improved"] else (1 if r1["improved"] else 0)
+    assert run["best_round"] == expected_best
+    assert run["best_model_id"] == [sft_model, r1["model_id"], r2["model_id"]][expected_best]
+    assert run["model_id"] == r2["model_id"]
+    # Perplexity samples nothing: r1's model scores the same in both eval runs.
+    assert r2["start_score"] == pytest.approx(r1["score"], rel=1e-6)
+
+    shown = run_cli(service_env, api_url, "train", "rounds-status", str(run["id"]))
+    assert shown.returncode == 0, shown.stderr
+    assert f"eval run {r1['eval_run_id']} · perplexity " in shown.stdout, shown.stdout
+    assert f"best round {expected_best}" in shown.stdout
+
+    # The stop rule: round 1 cannot improve by 1e9, so the run stops after it (of 2 rounds),
+    # succeeded; its model stays registered and is the run's model, the best is the start.
+    stalled_eval = {
+        "metric": "style",
+        "min_improvement": 1e9,
+        "max_essays": 1,
+        "perplexity": False,
+        "generation": {"max_new_tokens": 4},
+        "style": {"chunk_words": 20, "folds": 2},
+        "bootstrap_samples": 50,
+    }
+    stalled = await api.post(
+        "/train/rounds", json=rounds_body(sft_model, name="stalled", evaluation=stalled_eval)
+    )
+    assert stalled.status_code == 202, stalled.text
+    run = await wait_rounds(api, stalled.json()["id"], [rounds_worker, gpu_worker])
+    assert run["status"] == "succeeded", (run["error"], run["rounds"])
+    assert run["stop_reason"] == "no_improvement"
+    (only,) = run["rounds"]
+    assert only["status"] == "succeeded" and only["improved"] is False
+    ev = (await api.get(f"/eval/runs/{only['eval_run_id']}")).json()
+    by_id = {m["model_id"]: m for m in ev["results"]["models"]}
+    assert set(by_id) == {sft_model, only["model_id"]}
+    assert only["score"] == by_id[only["model_id"]]["style"]["value"]
+    assert only["start_score"] == by_id[sft_model]["style"]["value"]
+    assert "perplexity" not in by_id[sft_model]
+    assert run["model_id"] == only["model_id"]
+    assert run["best_round"] == 0 and run["best_model_id"] == sft_model
+    names = {m["name"] for m in (await api.get("/models")).json()["items"]}
+    assert "stalled-r1" in names and "stalled-r2" not in names
+
+
+async def evaluating_run(
+    session: AsyncSession,
+    *,
+    eval_status: str,
+    results: dict[str, Any] | None = None,
+    error: str | None = None,
+    rounds: int = 2,
+    evaluation: dict[str, Any] | None = None,
+) -> tuple[int, int, int, int]:
+    """A rounds run whose round 1 is evaluating: (run id, eval run id, start model id, round 1's
+    model id). Rows only; the step is called directly."""
+    from chatpgt.evaluation import repository as eval_repo
+    from chatpgt.rounds import repository as rounds_repo
+    from chatpgt.rounds.schemas import RoundsRequest
+    from chatpgt.training.models import RegisteredModel
+
+    start = RegisteredModel(name="start-sft", kind="sft", path="/nowhere/sft", metrics={})
+    session.add(start)
+    await session.flush()
+    new = RegisteredModel(
+        name="ev-r1", kind="dpo", path="/nowhere/r1", parent_id=start.id, metrics={}
+    )
+    session.add(new)
+    await session.flush()
+    ev = await eval_repo.create_run(session, name="ev-r1-eval", request={}, models=[], heldout={})
+    ev.status, ev.results, ev.error = eval_status, results or {}, error
+    request = RoundsRequest.model_validate(
+        {
+            "model": start.id,
+            "rounds": rounds,
+            "name": "ev",
+            "topics": {"titles": ["unused"]},
+            "judge": {"provider": "fake", "model": "judge"},
+            "evaluation": evaluation or {"metric": "perplexity"},
+        }
+    )
+    run = await rounds_repo.create_run(
+        session,
+        name="ev",
+        request={**request.model_dump(mode="json"), "topic_ids": []},
+        start_model={"id": start.id, "name": start.name, "kind": "sft"},
+    )
+    await rounds_repo.transition(session, run.id, "running", started_at=utcnow())
+    await rounds_repo.add_round(
+        session,
+        rounds_run_id=run.id,
+        number=1,
+        status="evaluating",
+        generator_model={"id": start.id, "name": start.name},
+        model_id=new.id,
+        eval_run_id=ev.id,
+        cost_usd=0,
+    )
+    await session.commit()
+    return run.id, ev.id, start.id, new.id
+
+
+async def test_an_evaluated_round_is_scored_and_the_rule_stops_the_run(
+    session: AsyncSession, service_env: dict[str, str]
+) -> None:
+    """The step reads both models' scores out of the eval run's results; a round that did not
+    improve (perplexity up) with patience 1 ends the run at the next step, no_improvement."""
+    from chatpgt.rounds import service as rounds_service
+    from chatpgt.settings import get_settings
+
+    settings = get_settings()
+    sent: list[tuple[str, int]] = []
+    run_id, eval_id, start_id, new_id = await evaluating_run(session, eval_status="succeeded")
+    interval = {"low": 29.0, "high": 33.0, "n": 2}
+    results = {
+        "models": [
+            {"model_id": start_id, "perplexity": {**interval, "value": 30.0}},
+            {"model_id": new_id, "perplexity": {**interval, "value": 31.5}},
+        ]
+    }
+    await session.execute(update(EvalRun).where(EvalRun.id == eval_id).values(results=results))
+    await session.commit()
+
+    def send(task: str, arg: int) -> None:
+        sent.append((task, arg))
+
+    following = await rounds_service.step(run_id, None, settings, send)
+    assert following is not None and following[0] == 0.0
+    seen = await rounds_service.get_run(session, run_id)
+    (r1,) = seen.rounds
+    assert (r1.status, r1.score, r1.start_score, r1.improved) == ("succeeded", 31.5, 30.0, False)
+    assert seen.status == "running"
+    assert await rounds_service.step(run_id, following[1], settings, send) is None
+    session.expire_all()
+    seen = await rounds_service.get_run(session, run_id)
+    assert (seen.status, seen.stop_reason) == ("succeeded", "no_improvement")
+    assert (seen.model_id, seen.best_round, seen.best_model_id) == (new_id, 0, start_id)
+    assert sent == []  # no round 2: no datagen job was sent
+
+
+@pytest.mark.parametrize("case", ["failed", "cancelled", "no score", "cancel while evaluating"])
+async def test_an_eval_run_that_does_not_succeed_ends_the_rounds_run(
+    session: AsyncSession, service_env: dict[str, str], case: str
+) -> None:
+    """A failed or cancelled eval run fails the rounds run with its reason, as does one whose
+    results lack the metric; cancelling the rounds run while a round evaluates cancels the
+    eval run."""
+    from chatpgt.evaluation import service as eval_service
+    from chatpgt.rounds import service as rounds_service
+    from chatpgt.settings import get_settings
+
+    status = {"failed": "failed", "cancelled": "cancelled", "no score": "succeeded"}.get(
+        case, "queued"
+    )
+    error = "CUDA out of memory" if case == "failed" else None
+    run_id, eval_id, _, new_id = await evaluating_run(
+        session, eval_status=status, error=error, results={"models": [{"model_id": 1}]}
+    )
+    if case == "cancel while evaluating":
+        await rounds_service.cancel(session, run_id)
+        await session.commit()
+    sent: list[tuple[str, int]] = []
+
+    def send(task: str, arg: int) -> None:
+        sent.append((task, arg))
+
+    assert await rounds_service.step(run_id, None, get_settings(), send) is None
+    assert sent == []
+    session.expire_all()
+    seen = await rounds_service.get_run(session, run_id)
+    (r1,) = seen.rounds
+    if case == "cancel while evaluating":
+        assert (seen.status, seen.stop_reason, r1.status) == ("cancelled", "cancelled", "cancelled")
+        assert (await eval_service.get_run(session, eval_id)).status == "cancelled"
+        return
+    assert (seen.status, seen.stop_reason, r1.status) == ("failed", "failed", "failed")
+    expected = {
+        "failed": f"round 1: eval run {eval_id} ended failed: CUDA out of memory",
+        "cancelled": f"round 1: eval run {eval_id} ended cancelled",
+        "no score": f"round 1: eval run {eval_id} has no perplexity for model {new_id}",
+    }[case]
+    assert seen.error is not None and seen.error.startswith(expected), seen.error
+    assert r1.error == seen.error and r1.score is None and r1.improved is None
+    assert seen.model_id == new_id  # the round's DPO model was registered before
 
 
 async def test_a_duplicate_or_concurrent_step_does_nothing(
