@@ -235,8 +235,10 @@ async def test_two_on_policy_rounds_end_to_end(
 
 
 EVALUATION = {
-    "metric": "perplexity",
-    "patience": 2,  # two rounds of two: both run whatever the scores, the run completes
+    "metric": "style",
+    # No round can improve by 1e9: with patience 2 the run stops after round 2 of 3.
+    "min_improvement": 1e9,
+    "patience": 2,
     "max_essays": 2,
     "generation": {"max_new_tokens": 4},
     "style": {"chunk_words": 20, "folds": 2},
@@ -254,9 +256,10 @@ async def test_rounds_with_evaluation_end_to_end(
     tiny_model_dir: Path,
     essay_corpus: Path,
 ) -> None:
-    """Each round's model evaluated against the model it started from (eval runs on the gpu
-    worker), the round's score the one in its eval run's results; a run stopped by the rule
-    (no round can improve by 1e9); the evaluation requests refused at submit."""
+    """Each round's model evaluated against the model it started from and the best so far
+    (eval runs on the gpu worker), its score the one in its eval run's results; the stop rule
+    ending a run of 3 rounds after 2 (patience 2, no round can improve by 1e9); the evaluation
+    requests refused at submit."""
     body = {**sft_body(tiny_model_dir, essay_corpus, max_steps=2, eval_fraction=0.34)}
     sft = await api.post("/train/sft", json={**body, "name": "tiny-sft"})
     assert sft.status_code == 202, sft.text
@@ -267,8 +270,8 @@ async def test_rounds_with_evaluation_end_to_end(
     # Refused at submit, nothing written (neither a rounds run nor an eval run).
     refused = [
         ({**EVALUATION, "metric": "win_rate"}, 422, "needs a judge"),
-        ({**EVALUATION, "perplexity": False}, 422, "perplexity is false"),
-        ({**EVALUATION, "metric": "style", "style": {"enabled": False}}, 422, "style.enabled"),
+        ({**EVALUATION, "metric": "perplexity", "perplexity": False}, 422, "perplexity is false"),
+        ({**EVALUATION, "style": {"enabled": False}}, 422, "style.enabled"),
         ({**EVALUATION, "models": [sft_model]}, 422, "models"),
         ({**EVALUATION, "judge": {"provider": "nope", "model": "j"}}, 400, "Unknown judge"),
         ({**EVALUATION, "judge": {"provider": "fake-keyfile", "model": "j"}}, 400, "fake-keyfile"),
@@ -286,75 +289,45 @@ async def test_rounds_with_evaluation_end_to_end(
     assert usage.returncode == 2 and "needs a judge" in usage.stderr, usage.stderr
 
     submitted = await api.post(
-        "/train/rounds", json=rounds_body(sft_model, name="eval-rounds", evaluation=EVALUATION)
+        "/train/rounds",
+        json=rounds_body(sft_model, name="eval-rounds", rounds=3, evaluation=EVALUATION),
     )
     assert submitted.status_code == 202, submitted.text
     run = await wait_rounds(api, submitted.json()["id"], [rounds_worker, gpu_worker])
     assert run["status"] == "succeeded", (run["error"], run["rounds"])
-    assert run["stop_reason"] == "completed"
+    assert run["stop_reason"] == "no_improvement"
     r1, r2 = run["rounds"]
     evals = {}
     for r in (r1, r2):
         assert r["status"] == "succeeded" and r["model_id"] and r["eval_run_id"], r
+        assert r["improved"] is False
         ev = (await api.get(f"/eval/runs/{r['eval_run_id']}")).json()
-        evals[r["number"]] = ev
+        evals[r["number"]] = {m["model_id"]: m for m in ev["results"]["models"]}
         assert ev["status"] == "succeeded", ev["error"]
         assert ev["name"] == f"eval-rounds-r{r['number']}-eval"
         assert ev["request"]["reference"] == "real" and ev["request"]["max_essays"] == 2
         assert ev["request"]["generation"]["max_new_tokens"] == 4
-        by_id = {m["model_id"]: m for m in ev["results"]["models"]}
-        assert r["score"] == by_id[r["model_id"]]["perplexity"]["value"]
-        assert r["start_score"] == by_id[r["generator_model"]["id"]]["perplexity"]["value"]
-        assert 0 <= by_id[r["model_id"]]["style"]["value"] <= 1  # measured as well
-    assert r1["improved"] == (r1["score"] < r1["start_score"])
-    # Round 2 is compared with the best model so far: r1's, or the SFT model's (also in the run)
-    r2_models = {m["model_id"] for m in evals[2]["results"]["models"]}
-    best_before = r1["model_id"] if r1["improved"] else sft_model
-    assert r2_models == {r1["model_id"], r2["model_id"], best_before}
-    best_score = {m["model_id"]: m for m in evals[2]["results"]["models"]}[best_before]
-    assert r2["improved"] == (r2["score"] < best_score["perplexity"]["value"])
-    expected_best = 2 if r2["improved"] else (1 if r1["improved"] else 0)
-    assert run["best_round"] == expected_best
-    assert run["best_model_id"] == [sft_model, r1["model_id"], r2["model_id"]][expected_best]
-    assert run["model_id"] == r2["model_id"]
+        by_id = evals[r["number"]]
+        assert r["score"] == by_id[r["model_id"]]["style"]["value"]
+        assert r["start_score"] == by_id[r["generator_model"]["id"]]["style"]["value"]
+    assert r2["generator_model"]["id"] == r1["model_id"]
+    # Round 1 did not improve: the best so far is the SFT model, evaluated in round 2's run too.
+    assert set(evals[1]) == {sft_model, r1["model_id"]}
+    assert set(evals[2]) == {sft_model, r1["model_id"], r2["model_id"]}
     # Perplexity samples nothing: r1's model scores the same in both eval runs.
-    assert r2["start_score"] == pytest.approx(r1["score"], rel=1e-6)
+    ppl = [evals[n][r1["model_id"]]["perplexity"]["value"] for n in (1, 2)]
+    assert ppl[1] == pytest.approx(ppl[0], rel=1e-6)
+    # The run's model is the last round's (registered), the best the start model.
+    assert run["model_id"] == r2["model_id"]
+    assert run["best_round"] == 0 and run["best_model_id"] == sft_model
+    names = {m["name"] for m in (await api.get("/models")).json()["items"]}
+    assert {"eval-rounds-r1", "eval-rounds-r2"} <= names and "eval-rounds-r3" not in names
 
     shown = run_cli(service_env, api_url, "train", "rounds-status", str(run["id"]))
     assert shown.returncode == 0, shown.stderr
-    assert f"eval run {r1['eval_run_id']} · perplexity " in shown.stdout, shown.stdout
-    assert f"best round {expected_best}" in shown.stdout
-
-    # The stop rule: round 1 cannot improve by 1e9, so the run stops after it (of 2 rounds),
-    # succeeded; its model stays registered and is the run's model, the best is the start.
-    stalled_eval = {
-        "metric": "style",
-        "min_improvement": 1e9,
-        "max_essays": 1,
-        "perplexity": False,
-        "generation": {"max_new_tokens": 4},
-        "style": {"chunk_words": 20, "folds": 2},
-        "bootstrap_samples": 50,
-    }
-    stalled = await api.post(
-        "/train/rounds", json=rounds_body(sft_model, name="stalled", evaluation=stalled_eval)
-    )
-    assert stalled.status_code == 202, stalled.text
-    run = await wait_rounds(api, stalled.json()["id"], [rounds_worker, gpu_worker])
-    assert run["status"] == "succeeded", (run["error"], run["rounds"])
-    assert run["stop_reason"] == "no_improvement"
-    (only,) = run["rounds"]
-    assert only["status"] == "succeeded" and only["improved"] is False
-    ev = (await api.get(f"/eval/runs/{only['eval_run_id']}")).json()
-    by_id = {m["model_id"]: m for m in ev["results"]["models"]}
-    assert set(by_id) == {sft_model, only["model_id"]}
-    assert only["score"] == by_id[only["model_id"]]["style"]["value"]
-    assert only["start_score"] == by_id[sft_model]["style"]["value"]
-    assert "perplexity" not in by_id[sft_model]
-    assert run["model_id"] == only["model_id"]
-    assert run["best_round"] == 0 and run["best_model_id"] == sft_model
-    names = {m["name"] for m in (await api.get("/models")).json()["items"]}
-    assert "stalled-r1" in names and "stalled-r2" not in names
+    assert "stop no_improvement" in shown.stdout and "best round 0" in shown.stdout
+    assert f"eval run {r2['eval_run_id']} · style " in shown.stdout, shown.stdout
+    assert "no improvement" in shown.stdout
 
 
 async def evaluating_run(
@@ -414,22 +387,38 @@ async def evaluating_run(
     return run.id, ev.id, start.id, new.id
 
 
-async def test_an_evaluated_round_is_scored_and_the_rule_stops_the_run(
-    session: AsyncSession, service_env: dict[str, str]
+@pytest.mark.parametrize(
+    ("new_ppl", "rounds", "improved", "stop", "best_round"),
+    [
+        (31.5, 2, False, "no_improvement", 0),  # worse (higher): patience 1 stops the run
+        (25.0, 1, True, "completed", 1),  # better: the best round; the only round done
+    ],
+)
+async def test_an_evaluated_round_is_scored_and_the_rule_decides(
+    session: AsyncSession,
+    service_env: dict[str, str],
+    new_ppl: float,
+    rounds: int,
+    improved: bool,
+    stop: str,
+    best_round: int,
 ) -> None:
-    """The step reads both models' scores out of the eval run's results; a round that did not
-    improve (perplexity up) with patience 1 ends the run at the next step, no_improvement."""
+    """The step reads both models' scores out of the eval run's results and records them; a
+    round that did not improve (perplexity up) with patience 1 ends the run at the next step,
+    no_improvement, before a round 2; one that improved is the best round."""
     from chatpgt.rounds import service as rounds_service
     from chatpgt.settings import get_settings
 
     settings = get_settings()
     sent: list[tuple[str, int]] = []
-    run_id, eval_id, start_id, new_id = await evaluating_run(session, eval_status="succeeded")
-    interval = {"low": 29.0, "high": 33.0, "n": 2}
+    run_id, eval_id, start_id, new_id = await evaluating_run(
+        session, eval_status="succeeded", rounds=rounds
+    )
+    interval = {"low": 20.0, "high": 33.0, "n": 2}
     results = {
         "models": [
             {"model_id": start_id, "perplexity": {**interval, "value": 30.0}},
-            {"model_id": new_id, "perplexity": {**interval, "value": 31.5}},
+            {"model_id": new_id, "perplexity": {**interval, "value": new_ppl}},
         ]
     }
     await session.execute(update(EvalRun).where(EvalRun.id == eval_id).values(results=results))
@@ -442,13 +431,14 @@ async def test_an_evaluated_round_is_scored_and_the_rule_stops_the_run(
     assert following is not None and following[0] == 0.0
     seen = await rounds_service.get_run(session, run_id)
     (r1,) = seen.rounds
-    assert (r1.status, r1.score, r1.start_score, r1.improved) == ("succeeded", 31.5, 30.0, False)
-    assert seen.status == "running"
+    assert (r1.status, r1.score, r1.start_score) == ("succeeded", new_ppl, 30.0)
+    assert r1.improved is improved and seen.status == "running"
     assert await rounds_service.step(run_id, following[1], settings, send) is None
     session.expire_all()
     seen = await rounds_service.get_run(session, run_id)
-    assert (seen.status, seen.stop_reason) == ("succeeded", "no_improvement")
-    assert (seen.model_id, seen.best_round, seen.best_model_id) == (new_id, 0, start_id)
+    assert (seen.status, seen.stop_reason, len(seen.rounds)) == ("succeeded", stop, 1)
+    assert (seen.model_id, seen.best_round) == (new_id, best_round)
+    assert seen.best_model_id == (new_id if improved else start_id)
     assert sent == []  # no round 2: no datagen job was sent
 
 
