@@ -125,14 +125,16 @@ async def get_model(model_id: IdPath, session: Session) -> ModelOut:
     "/train/rounds",
     status_code=202,
     response_model=RoundsRunOut,
-    responses=problems.responses(400, 409),
+    responses=problems.responses(400, 403, 409),
 )
 async def submit_rounds(
-    body: RoundsRequest, session: Session, enqueue: Queue, settings: AppSettings
+    body: RoundsRequest, session: Session, enqueue: Queue, settings: AppSettings, roots: Roots
 ) -> RoundsRunOut:
     """Queue K rounds of on-policy DPO from a registered SFT model: datagen with the current
-    model among the generators, the judge, DPO from the current model on that round's pairs."""
-    run = await rounds.submit(session, settings, body)
+    model among the generators, the judge, DPO from the current model on that round's pairs;
+    with ``evaluation``, an eval run of each round's model, stopping once it no longer
+    improves. A style.other_essays file outside the API's data roots is a 403."""
+    run = await rounds.submit(session, settings, body, roots=roots)
     await session.commit()
     await enqueue(ROUNDS_STEP, run.id)
     return await rounds.get_run(session, run.id)
@@ -167,7 +169,7 @@ async def get_rounds(run_id: IdPath, session: Session) -> RoundsRunOut:
     responses=problems.responses(404, 409),
 )
 async def cancel_rounds(run_id: IdPath, session: Session) -> RoundsRunOut:
-    """Stop a rounds run: its next step cancels the current datagen job or DPO run."""
+    """Stop a rounds run: its next step cancels the current datagen job, DPO run or eval run."""
     out = await rounds.cancel(session, run_id)
     await session.commit()
     return out

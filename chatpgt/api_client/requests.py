@@ -379,9 +379,10 @@ def build_rounds_request(
     min_confidence: float | None,
     dpo_max_steps: int | None,
     pairing: PairingRule | None,
+    evaluation: dict[str, Any] | None = None,
 ) -> RoundsRequest:
     """``POST /train/rounds`` from the CLI's values; InvalidRequest when they make no valid
-    request."""
+    request. ``evaluation``: see :func:`build_rounds_evaluation`."""
     if bool(topics) == (sample is not None):
         raise InvalidRequest("give topics (--topic, repeatable) or --sample N, not both")
     dpo: dict[str, Any] = {}
@@ -405,4 +406,61 @@ def build_rounds_request(
         body["budget_usd"] = budget_usd
     if pairing is not None:
         body["pairing"] = pairing
+    if evaluation is not None:
+        body["evaluation"] = evaluation
     return _validated(RoundsRequest, body)
+
+
+def parse_eval_judge(spec: str) -> dict[str, Any]:
+    """``provider:model`` or ``provider:model:method`` (method json or ab_probability) as an
+    evaluation judge body."""
+    provider, sep, rest = spec.partition(":")
+    if not sep or not provider or not rest:
+        raise InvalidRequest(f"{spec!r} is not provider:model or provider:model:ab_probability")
+    model, method = rest, "json"
+    for m in ("ab_probability", "json"):
+        if rest.endswith(":" + m):
+            model, method = rest[: -len(m) - 1], m
+    return {"provider": provider, "model": model, "method": method}
+
+
+def build_rounds_evaluation(
+    *,
+    metric: str | None,
+    patience: int | None = None,
+    min_improvement: float | None = None,
+    max_essays: int | None = None,
+    judge: str | None = None,
+    max_new_tokens: int | None = None,
+    style: bool | None = None,
+    perplexity: bool | None = None,
+) -> dict[str, Any] | None:
+    """A rounds request's ``evaluation`` from the CLI's ``--eval-*`` values; None without a
+    metric (no evaluation), InvalidRequest when other ``--eval-*`` values come without one."""
+    rest = _given(
+        patience=patience,
+        min_improvement=min_improvement,
+        max_essays=max_essays,
+        judge=judge,
+        max_new_tokens=max_new_tokens,
+        style=style,
+        perplexity=perplexity,
+    )
+    if metric is None:
+        if rest:
+            names = ", ".join("--eval-" + k.replace("_", "-") for k in rest)
+            raise InvalidRequest(f"{names}: give --eval-metric to evaluate each round")
+        return None
+    body: dict[str, Any] = {
+        "metric": metric,
+        **_given(patience=patience, min_improvement=min_improvement, max_essays=max_essays),
+    }
+    if judge is not None:
+        body["judge"] = parse_eval_judge(judge)
+    if max_new_tokens is not None:
+        body["generation"] = {"max_new_tokens": max_new_tokens}
+    if style is not None:
+        body["style"] = {"enabled": style}
+    if perplexity is not None:
+        body["perplexity"] = perplexity
+    return body

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from chatpgt.api_client.client import ChatPGTClient
+from chatpgt.api_client.requests import InvalidRequest, parse_eval_judge
 from chatpgt.cli.context import api as client_of
 from chatpgt.cli.output import EXIT_DETACHED, EXIT_FAILED, EXIT_OK
 from chatpgt.cli.output import TERMINAL_STATUSES as TERMINAL
@@ -125,14 +126,10 @@ def evaluate_and_print(
 
 def parse_judge(spec: str) -> dict[str, Any]:
     """``provider:model`` or ``provider:model:method`` (method json or ab_probability)."""
-    provider, sep, rest = spec.partition(":")
-    if not sep or not rest:
-        raise typer.BadParameter("use provider:model or provider:model:ab_probability")
-    model, method = rest, "json"
-    for m in ("ab_probability", "json"):
-        if rest.endswith(":" + m):
-            model, method = rest[: -len(m) - 1], m
-    return {"provider": provider, "model": model, "method": method}
+    try:
+        return parse_eval_judge(spec)
+    except InvalidRequest:
+        raise typer.BadParameter("use provider:model or provider:model:ab_probability") from None
 
 
 @app.command("run")

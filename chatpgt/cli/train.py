@@ -14,6 +14,7 @@ from rich.text import Text
 from chatpgt.api_client.requests import (
     TrainingOptions,
     build_dpo_request,
+    build_rounds_evaluation,
     build_rounds_request,
     build_sft_request,
 )
@@ -30,7 +31,8 @@ from chatpgt.cli.output import (
     out,
 )
 from chatpgt.datagen.pairing import PairingRule
-from chatpgt.rounds.schemas import RoundsRunOut
+from chatpgt.evaluation.scores import EvalMetric
+from chatpgt.rounds.schemas import RoundOut, RoundsRunOut
 from chatpgt.training.schemas import TrainingRunOut
 
 app = typer.Typer(help="SFT and DPO training runs.", no_args_is_help=True)
@@ -315,7 +317,6 @@ def train_cancel(
     out.print(f"{run.kind} run {run.id} {run.status}{note}")
 
 
-
 # -- on-policy rounds ---------------------------------------------------------------------------
 
 
@@ -341,21 +342,43 @@ class RoundsDisplay:
         return head + f" · ${run.cost_usd:.4f}"
 
 
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _eval_part(r: RoundOut, metric: str) -> str:
+    """`` · eval run 9 · style 0.61 (from 0.55, improved)`` once the round was evaluated."""
+    if r.eval_run_id is None:
+        return ""
+    part = f" · eval run {r.eval_run_id}"
+    if r.improved is not None:
+        verdict = "improved" if r.improved else "no improvement"
+        part += f" · {metric} {_score(r.score)} (from {_score(r.start_score)}, {verdict})"
+    return part
+
+
 def rounds_lines(run: RoundsRunOut) -> list[str]:
-    """One line per round: status, datagen job, DPO run, model, pairs."""
+    """One line per round: status, datagen job, DPO run, model, pairs, its evaluation."""
+    metric = str((run.request.get("evaluation") or {}).get("metric", ""))
     lines = []
     for r in run.rounds:
         lines.append(
             f"round {r.number} {r.status}: generator {r.generator_model.get('name')!r} · "
             f"job {r.datagen_job_id} · dpo run {r.dpo_run_id} · model {r.model_id} · "
             f"{r.pairs} pairs ({r.pairs_trained} trained) · ${r.cost_usd:.4f}"
+            + _eval_part(r, metric)
         )
     return lines
 
 
 def _finish_rounds(run: RoundsRunOut) -> int:
+    best = (
+        ""
+        if run.best_round is None
+        else f" · best round {run.best_round} (model {run.best_model_id})"
+    )
     out.print(
-        escape(f"{RoundsDisplay.plain(run)} · stop {run.stop_reason} · model {run.model_id}"),
+        escape(f"{RoundsDisplay.plain(run)} · stop {run.stop_reason} · model {run.model_id}{best}"),
         soft_wrap=True,
     )
     for line in rounds_lines(run):
@@ -417,9 +440,45 @@ def train_rounds(
     min_confidence: Annotated[float | None, typer.Option(help="DPO pairs' confidence")] = None,
     dpo_max_steps: Annotated[int | None, typer.Option(help="cap each DPO run")] = None,
     name: Annotated[str | None, typer.Option(help="round n's model is <name>-r<n>")] = None,
+    eval_metric: Annotated[
+        EvalMetric | None,
+        typer.Option(help="evaluate each round's model on this metric; stop when it stalls"),
+    ] = None,
+    eval_patience: Annotated[
+        int | None, typer.Option(help="rounds in a row without improvement that stop (1)")
+    ] = None,
+    eval_min_improvement: Annotated[
+        float | None, typer.Option(help="how much a round must beat the best so far by (0)")
+    ] = None,
+    eval_max_essays: Annotated[
+        int | None, typer.Option(help="evaluate on the first N held-out essays")
+    ] = None,
+    eval_judge: Annotated[
+        str | None, typer.Option(help="provider:model[:ab_probability] for win_rate")
+    ] = None,
+    eval_max_new_tokens: Annotated[
+        int | None, typer.Option(help="tokens of each evaluation essay")
+    ] = None,
+    eval_style: Annotated[
+        bool | None, typer.Option("--eval-style/--no-eval-style", help="style classifier")
+    ] = None,
+    eval_perplexity: Annotated[
+        bool | None, typer.Option("--eval-perplexity/--no-eval-perplexity")
+    ] = None,
     follow: Follow = True,
 ) -> None:
-    """On-policy DPO: K rounds of {datagen with the current model → judge → DPO from it}."""
+    """On-policy DPO: K rounds of {datagen with the current model → judge → DPO from it},
+    each round's model evaluated with --eval-metric."""
+    evaluation = build_rounds_evaluation(
+        metric=eval_metric,
+        patience=eval_patience,
+        min_improvement=eval_min_improvement,
+        max_essays=eval_max_essays,
+        judge=eval_judge,
+        max_new_tokens=eval_max_new_tokens,
+        style=eval_style,
+        perplexity=eval_perplexity,
+    )
     request = build_rounds_request(
         model=model,
         rounds=rounds,
@@ -439,6 +498,7 @@ def train_rounds(
         min_confidence=min_confidence,
         dpo_max_steps=dpo_max_steps,
         pairing=pairing,
+        evaluation=evaluation,
     )
     run = api(ctx).submit_rounds(request)
     err.print(f"submitted rounds run {run.id} ({escape(run.name)})")
@@ -474,7 +534,7 @@ def train_rounds_cancel(
     ctx: typer.Context,
     run_id: Annotated[int, typer.Argument(min=1, help="rounds run id", show_default=False)],
 ) -> None:
-    """Stop a rounds run; its current datagen job or DPO run is cancelled."""
+    """Stop a rounds run; its current datagen job, DPO run or eval run is cancelled."""
     run = api(ctx).cancel_rounds(run_id)
     note = "" if run.status in TERMINAL_STATUSES else " (stopping at its next step)"
     out.print(f"rounds run {run.id} {run.status}{note}")

@@ -63,18 +63,12 @@ class EvalJudgeSpec(BaseModel):
     max_tokens: int = Field(512, ge=1, le=8000)
 
 
-class EvalRequest(BaseModel):
-    """``POST /eval/runs``.
-
-    ``models``: registry ids (numbers), registered names, local model directories or hub ids;
-    base, SFT and DPO of one lineage typically. The held-out essays are those of the lineage's
-    SFT run split (or of ``sft_run``) that no model of the lineage trained on.
-    """
+class EvalOptions(BaseModel):
+    """What an evaluation measures and how, whatever the models: ``POST /eval/runs`` without
+    ``models``, ``name`` and ``reference``; a rounds run's ``evaluation`` reuses it."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    models: list[RowId | str] = Field(min_length=1, max_length=8)
-    name: str | None = Field(None, min_length=1, max_length=200)
     sft_run: RowId | None = Field(
         None, description="the SFT run whose essay split defines the held-out essays"
     )
@@ -85,14 +79,26 @@ class EvalRequest(BaseModel):
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     style: StyleSpec = Field(default_factory=StyleSpec)
     judge: EvalJudgeSpec | None = None
+    bootstrap_samples: int = Field(1000, ge=50, le=100_000)
+    seed: int = 0
+
+
+class EvalRequest(EvalOptions):
+    """``POST /eval/runs``.
+
+    ``models``: registry ids (numbers), registered names, local model directories or hub ids;
+    base, SFT and DPO of one lineage typically. The held-out essays are those of the lineage's
+    SFT run split (or of ``sft_run``) that no model of the lineage trained on.
+    """
+
+    models: list[RowId | str] = Field(min_length=1, max_length=8)
+    name: str | None = Field(None, min_length=1, max_length=200)
     reference: str = Field(
         "sft",
         max_length=1000,
         description='"sft": the SFT model of the list; "real": the real held-out essay; or '
         "one of the models as given in models",
     )
-    bootstrap_samples: int = Field(1000, ge=50, le=100_000)
-    seed: int = 0
 
 
 class EvalRunOut(BaseModel):

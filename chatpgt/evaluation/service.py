@@ -26,7 +26,7 @@ from chatpgt.evaluation.errors import (
     UnknownEvalModel,
 )
 from chatpgt.evaluation.models import EvalRun
-from chatpgt.evaluation.schemas import EvalRequest, EvalRunOut, EvalRunPage
+from chatpgt.evaluation.schemas import EvalOptions, EvalRequest, EvalRunOut, EvalRunPage
 from chatpgt.orchestration.status import RunStatus
 from chatpgt.orchestration.tasks import EVAL_RUN
 from chatpgt.paths import DataRoots
@@ -61,7 +61,8 @@ async def _resolve(session: AsyncSession, ref: int | str, roots: DataRoots) -> d
     return {**start, "name": text if start.get("model_id") is None else text}
 
 
-def check_judge(settings: Settings, request: EvalRequest) -> None:
+def check_judge(settings: Settings, request: EvalOptions) -> None:
+    """400 for a judge on an unknown provider or on one whose key is not set."""
     judge = request.judge
     if judge is None:
         return
@@ -85,15 +86,10 @@ async def submit(
     session: AsyncSession, settings: Settings, request: EvalRequest, *, roots: DataRoots
 ) -> EvalRun:
     models = [await _resolve(session, ref, roots) for ref in request.models]
-    check_judge(settings, request)
     registered = [m["model_id"] for m in models if m.get("model_id") is not None]
     untracked = [str(m["ref"]) for m in models if m.get("model_id") is None]
-    held = await heldout_mod.heldout_set(
-        session,
-        registered,
-        sft_run=request.sft_run,
-        max_essays=request.max_essays,
-        untracked=untracked,
+    held = await check_options(
+        session, settings, request, registered, untracked=untracked, roots=roots
     )
     if request.reference not in ("sft", "real") and request.reference not in {
         str(m["ref"]) for m in models
@@ -102,17 +98,6 @@ async def submit(
             f"reference {request.reference!r} is neither 'sft', 'real' nor one of the models.",
             reference=request.reference,
         )
-    if request.style.enabled:
-        other = request.style.other_essays
-        if other:
-            roots.check_source(other, field="style.other_essays")
-            await asyncio.to_thread(check_local_source, other)
-        elif await repo.count_candidate_essays(session) == 0:
-            raise NoOtherEssays(
-                "The style classifier needs other writers' essays: the database holds no "
-                "candidate essays yet; run a datagen job, pass style.other_essays (a file), or "
-                "set style.enabled false.",
-            )
     return await repo.create_run(
         session,
         name=request.name,
@@ -120,6 +105,44 @@ async def submit(
         models=models,
         heldout=held,
     )
+
+
+async def check_options(
+    session: AsyncSession,
+    settings: Settings,
+    options: EvalOptions,
+    model_ids: list[int],
+    *,
+    untracked: list[str] | None = None,
+    roots: DataRoots,
+    candidates_to_come: bool = False,
+) -> dict[str, Any]:
+    """What submit checks of an evaluation of the registered models ``model_ids`` (and the
+    ``untracked`` ones, by path or hub id) with ``options``: the judge's provider and key, the
+    held-out essays of the lineage (returned: the run's ``heldout`` record), the style
+    classifier's other writers. 4xx (:class:`~chatpgt.errors.ChatPGTError`) when one is wrong.
+    ``candidates_to_come``: the caller makes candidate essays before the evaluation runs (a
+    rounds run's datagen job), so an empty database is no reason to refuse."""
+    check_judge(settings, options)
+    held = await heldout_mod.heldout_set(
+        session,
+        model_ids,
+        sft_run=options.sft_run,
+        max_essays=options.max_essays,
+        untracked=untracked or [],
+    )
+    if options.style.enabled:
+        other = options.style.other_essays
+        if other:
+            roots.check_source(other, field="style.other_essays")
+            await asyncio.to_thread(check_local_source, other)
+        elif not candidates_to_come and await repo.count_candidate_essays(session) == 0:
+            raise NoOtherEssays(
+                "The style classifier needs other writers' essays: the database holds no "
+                "candidate essays yet; run a datagen job, pass style.other_essays (a file), or "
+                "set style.enabled false.",
+            )
+    return held
 
 
 async def get_run(session: AsyncSession, run_id: int) -> EvalRunOut:

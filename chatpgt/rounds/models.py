@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from chatpgt.db.base import Base, BigId, JSONType, Money, Timestamped, UTCDateTime
@@ -30,7 +30,7 @@ class RoundsRun(Timestamped, Base):
     request: Mapped[dict[str, Any]] = mapped_column(JSONType)
     # the SFT model the rounds start from: {"id", "name", "kind"}
     start_model: Mapped[dict[str, Any]] = mapped_column(JSONType)
-    # completed | budget_exhausted | cancelled | failed
+    # completed | budget_exhausted | no_improvement | cancelled | failed
     stop_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     # the token of the one live chain of step messages (see service.step)
     step_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
@@ -47,8 +47,9 @@ class RoundsRun(Timestamped, Base):
 
 class Round(Timestamped, Base):
     """One round: its datagen job (generators include ``generator_model``), its DPO run from
-    ``generator_model`` and the model that run registered. ``status``: generating, training,
-    succeeded, failed, cancelled."""
+    ``generator_model``, the model that run registered and, with the request's ``evaluation``,
+    the eval run of that model against ``generator_model``. ``status``: generating, training,
+    evaluating, succeeded, failed, cancelled."""
 
     __tablename__ = "rounds"
     __table_args__ = (UniqueConstraint("rounds_run_id", "number"),)
@@ -72,6 +73,14 @@ class Round(Timestamped, Base):
     pairs: Mapped[int] = mapped_column(Integer, default=0)
     pairs_trained: Mapped[int] = mapped_column(Integer, default=0)
     cost_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    eval_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("eval_runs.id", ondelete="SET NULL"), nullable=True
+    )
+    # evaluation.metric of this round's model and of generator_model, read from the eval run's
+    # results; improved: it beat the best model so far (rounds.stopping), None before
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    start_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    improved: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -5,19 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chatpgt.datagen.pairing import PairingRule
 from chatpgt.datagen.schemas import GeneratorSpec, JudgeSpec, TopicSelection
 from chatpgt.db.ids import RowId
+from chatpgt.evaluation.schemas import EvalOptions
+from chatpgt.evaluation.scores import METRICS, EvalMetric, unmeasured
 from chatpgt.training.schemas import DPOHyperparameters, SampleSpec
 
 # The most rounds one rounds run may ask for.
 MAX_ROUNDS = 20
 
 RoundsStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-RoundStatus = Literal["generating", "training", "succeeded", "failed", "cancelled"]
-StopReason = Literal["completed", "budget_exhausted", "cancelled", "failed"]
+RoundStatus = Literal["generating", "training", "evaluating", "succeeded", "failed", "cancelled"]
+StopReason = Literal["completed", "budget_exhausted", "no_improvement", "cancelled", "failed"]
 
 
 class PolicySpec(BaseModel):
@@ -43,6 +45,56 @@ class RoundsDPO(BaseModel):
     exclude_heldout: bool = True
     hyperparameters: DPOHyperparameters = Field(default_factory=DPOHyperparameters)
     samples: SampleSpec = Field(default_factory=SampleSpec)
+
+
+class RoundsEval(EvalOptions):
+    """After each round's DPO run, an evaluation (``POST /eval/runs``' options, on the held-out
+    essays of the lineage) of the round's model against the model it started from; the run
+    stops once ``patience`` rounds in a row did not beat the best model so far on ``metric`` by
+    at least ``min_improvement``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "examples": [
+                {
+                    "metric": "style",
+                    "patience": 1,
+                    "min_improvement": 0.01,
+                    "max_essays": 20,
+                    "generation": {"max_new_tokens": 400},
+                }
+            ]
+        },
+    )
+
+    metric: EvalMetric = Field(
+        "style",
+        description="style (higher is better), perplexity (lower), win_rate or "
+        "length_controlled_win_rate (higher; vs the real held-out essay, needs judge)",
+    )
+    min_improvement: float = Field(
+        0, ge=0, description="how much better than the best so far a round must score"
+    )
+    patience: int = Field(
+        1, ge=1, le=MAX_ROUNDS, description="rounds in a row without improvement that stop it"
+    )
+
+    @model_validator(mode="after")
+    def _metric_is_measured(self) -> RoundsEval:
+        why = unmeasured(self.metric, self)
+        if why is not None:
+            raise ValueError(why)
+        return self
+
+    @property
+    def higher_is_better(self) -> bool:
+        return METRICS[self.metric].higher_is_better
+
+    def options(self) -> dict[str, Any]:
+        """The fields of the evaluation request (``EvalRequest`` without models and name)."""
+        return self.model_dump(mode="json", include=set(EvalOptions.model_fields))
 
 
 class RoundsRequest(BaseModel):
@@ -88,6 +140,9 @@ class RoundsRequest(BaseModel):
         None, gt=0, le=1_000_000, description="over all rounds' datagen cost"
     )
     dpo: RoundsDPO = Field(default_factory=RoundsDPO)
+    evaluation: RoundsEval | None = Field(
+        None, description="evaluate each round's model; stop when it no longer improves"
+    )
 
 
 class RoundOut(BaseModel):
@@ -100,6 +155,14 @@ class RoundOut(BaseModel):
     pairs: int = Field(description="pairs this round's datagen job produced")
     pairs_trained: int = Field(description="pairs its DPO run trained on")
     cost_usd: float
+    eval_run_id: int | None = Field(description="the evaluation of this round's model")
+    score: float | None = Field(description="this round's model's evaluation.metric")
+    start_score: float | None = Field(
+        description="the model it started from (generator_model), in the same eval run"
+    )
+    improved: bool | None = Field(
+        description="it beat the best model so far by min_improvement (None: not evaluated)"
+    )
     error: str | None
     created_at: datetime
     finished_at: datetime | None
@@ -116,6 +179,11 @@ class RoundsRunOut(BaseModel):
     budget_usd: float | None
     rounds: list[RoundOut]
     model_id: int | None = Field(description="the last round's model")
+    best_round: int | None = Field(
+        description="with evaluation: the round whose model scored best (0: no round beat the "
+        "start model); None without evaluation"
+    )
+    best_model_id: int | None = Field(description="that round's model (or the start model)")
     cancel_requested: bool
     attempts: int
     error: str | None

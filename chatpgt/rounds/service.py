@@ -7,11 +7,16 @@ A rounds run starts from a registered SFT model and runs K rounds; round n:
    that name) plus the request's extra generators, judged by ``judge``;
 2. once it succeeded, a DPO run from the current model on the job's pairs (and the earlier
    rounds' with ``accumulate``), registered as ``<name>-r<n>``;
-3. once that succeeded, its model is the current model of round n+1.
+3. once that succeeded, with the request's ``evaluation``: an eval run (``POST /eval/runs``) of
+   the round's model next to the model it started from (and the best model so far, when that
+   is another one), and the round's score read from its results (:mod:`.stopping`);
+4. then its model is the current model of round n+1.
 
 The run stops when K rounds are done (``completed``), when the datagen cost of all rounds
-reaches ``budget_usd`` (``budget_exhausted``; each job also gets the budget left), on cancel
-(the current job or run is cancelled), or when a job or run fails.
+reaches ``budget_usd`` (``budget_exhausted``; each job also gets the budget left), once
+``evaluation.patience`` rounds in a row did not improve on the best model so far
+(``no_improvement``), on cancel (the current job, DPO run or eval run is cancelled), or when a
+job or run fails.
 
 Nothing here waits: :func:`step` advances the state machine by one move and says when to look
 again. The ``chatpgt.datagen.rounds_step`` task (datagen queue: the gpu worker is never
@@ -37,11 +42,15 @@ from chatpgt.datagen import service as datagen
 from chatpgt.datagen.schemas import DatagenJobCreate, GeneratorSpec, TopicSelection
 from chatpgt.db.session import is_unavailable, make_engine, make_sessionmaker, transaction
 from chatpgt.errors import ChatPGTError, Conflict, InvalidInput, InvalidState, NotFound
+from chatpgt.evaluation import service as evaluation
+from chatpgt.evaluation.schemas import EvalRequest
+from chatpgt.evaluation.scores import model_score
 from chatpgt.orchestration.leases import now, worker_identity
 from chatpgt.orchestration.status import ACTIVE, ROUNDS_RUN, TERMINAL, RunStatus
-from chatpgt.orchestration.tasks import DATAGEN_RUN_JOB, TRAIN_DPO
+from chatpgt.orchestration.tasks import DATAGEN_RUN_JOB, EVAL_RUN, TRAIN_DPO
 from chatpgt.paths import DataRoots
 from chatpgt.rounds import repository as repo
+from chatpgt.rounds import stopping
 from chatpgt.rounds.models import Round, RoundsRun
 from chatpgt.rounds.schemas import RoundOut, RoundsRequest, RoundsRunOut, RoundsRunPage
 from chatpgt.settings import Settings
@@ -66,16 +75,35 @@ class RoundsRunNotFound(NotFound):
 # Submit
 
 
-async def submit(session: AsyncSession, settings: Settings, request: RoundsRequest) -> RoundsRun:
+async def submit(
+    session: AsyncSession,
+    settings: Settings,
+    request: RoundsRequest,
+    *,
+    roots: DataRoots | None = None,
+) -> RoundsRun:
     """A queued rounds run; the caller commits and enqueues the first step. 400 for an unknown
     or non-SFT/DPO model, an unknown or keyless provider, an empty topic selection, a job the
-    datagen API would refuse, a process count the workers cannot run; 409 when a round's model
-    name is already registered. Nothing is written then."""
+    datagen API would refuse, a process count the workers cannot run, an evaluation the eval
+    API would refuse for the start model (judge, held-out essays, other writers' file; 403 for
+    a file outside ``roots``); 409 when a round's model name is already registered. Nothing is
+    written then."""
     start = await _start_model(session, request.model)
     distributed.check_request(request.dpo.hyperparameters, settings)
     topic_ids = await datagen.resolve_topic_ids(session, request.topics)
     job = job_request(request, topic_ids, start["name"], request.budget_usd)
     datagen.check_providers(settings, job)
+    if request.evaluation is not None:
+        # The round's datagen job writes candidate essays before its evaluation: an empty
+        # database is no reason to refuse the style classifier.
+        await evaluation.check_options(
+            session,
+            settings,
+            request.evaluation,
+            [int(start["id"])],
+            roots=roots or DataRoots.unrestricted(),
+            candidates_to_come=True,
+        )
     body = request.model_dump(mode="json")
     run = await repo.create_run(
         session, name=request.name, request={**body, "topic_ids": topic_ids}, start_model=start
@@ -142,6 +170,33 @@ def round_model_name(run: RoundsRun, number: int) -> str:
     return f"{run.name}-r{number}"
 
 
+def eval_request(run: RoundsRun, request: RoundsRequest, row: Round, best_id: int) -> EvalRequest:
+    """The eval run of round ``row``: its model next to the model it started from and the best
+    model so far (``best_id``, when that is another one), on ``evaluation``'s options. The
+    judge's win rates are against the real held-out essay, the one reference every round
+    shares."""
+    assert request.evaluation is not None and row.model_id is not None
+    models = [int(row.generator_model["id"]), row.model_id]
+    if best_id not in models:
+        models.insert(0, best_id)
+    return EvalRequest(
+        models=models,  # type: ignore[arg-type]
+        name=f"{round_model_name(run, row.number)}-eval",
+        reference="real",
+        **request.evaluation.options(),
+    )
+
+
+def _standing(rounds: list[Round]) -> stopping.Standing:
+    return stopping.standing((r.number, r.improved) for r in rounds)
+
+
+def _best_model_id(run: RoundsRun, rounds: list[Round], best_round: int) -> int | None:
+    if best_round == 0:
+        return int(run.start_model["id"])
+    return next((r.model_id for r in rounds if r.number == best_round), None)
+
+
 def _request(run: RoundsRun) -> tuple[RoundsRequest, list[int]]:
     body = dict(run.request)
     topic_ids = [int(i) for i in body.pop("topic_ids")]
@@ -171,8 +226,8 @@ async def list_runs(session: AsyncSession, *, limit: int, before: int | None) ->
 
 async def cancel(session: AsyncSession, run_id: int) -> RoundsRunOut:
     """A queued run is cancelled at once; a running one at its next step, which cancels the
-    current datagen job or DPO run. Cancelling a cancelled run is a no-op; a finished one is a
-    409."""
+    current datagen job, DPO run or eval run. Cancelling a cancelled run is a no-op; a finished
+    one is a 409."""
     run = await repo.get_run(session, run_id, for_update=True)
     if run is None:
         raise RoundsRunNotFound(run_id)
@@ -199,6 +254,10 @@ def round_out(row: Round) -> RoundOut:
         pairs=row.pairs,
         pairs_trained=row.pairs_trained,
         cost_usd=float(row.cost_usd or 0),
+        eval_run_id=row.eval_run_id,
+        score=row.score,
+        start_score=row.start_score,
+        improved=row.improved,
         error=row.error,
         created_at=row.created_at,
         finished_at=row.finished_at,
@@ -208,6 +267,7 @@ def round_out(row: Round) -> RoundOut:
 def run_out(run: RoundsRun, rounds: list[Round]) -> RoundsRunOut:
     done = [r.model_id for r in rounds if r.model_id is not None]
     budget = run.request.get("budget_usd")
+    best_round = _standing(rounds).best_round if run.request.get("evaluation") else None
     return RoundsRunOut(
         id=run.id,
         status=run.status,  # type: ignore[arg-type]
@@ -219,6 +279,8 @@ def run_out(run: RoundsRun, rounds: list[Round]) -> RoundsRunOut:
         budget_usd=float(budget) if budget is not None else None,
         rounds=[round_out(r) for r in rounds],
         model_id=done[-1] if done else None,
+        best_round=best_round,
+        best_model_id=None if best_round is None else _best_model_id(run, rounds, best_round),
         cancel_requested=run.cancel_requested,
         attempts=run.attempts,
         error=run.error,
@@ -319,7 +381,7 @@ async def _advance(
     poll = settings.rounds_poll_s
 
     if run.cancel_requested:
-        if current is not None and current.status in ("generating", "training"):
+        if current is not None and current.status in ("generating", "training", "evaluating"):
             await _cancel_child(session, current)
             _finish_round(current, "cancelled")
         await repo.transition(session, run_id, RunStatus.CANCELLED, stop_reason="cancelled")
@@ -328,6 +390,11 @@ async def _advance(
     if current is None or current.status == "succeeded":
         if len(rounds) >= request.rounds:
             await repo.transition(session, run_id, RunStatus.SUCCEEDED, stop_reason="completed")
+            return None
+        if request.evaluation is not None and _standing(rounds).stops(request.evaluation.patience):
+            await repo.transition(
+                session, run_id, RunStatus.SUCCEEDED, stop_reason="no_improvement"
+            )
             return None
         spent = float(run.cost_usd or 0)
         budget = request.budget_usd
@@ -384,8 +451,11 @@ async def _advance(
         if unusable:
             why = view.error or view.stop_reason or f"{view.pairs} pairs"
             return await _fail(
-                session, run, current, f"round {current.number}: datagen job {view.id} "
-                f"ended {view.status} with {view.pairs} pairs ({why})"
+                session,
+                run,
+                current,
+                f"round {current.number}: datagen job {view.id} "
+                f"ended {view.status} with {view.pairs} pairs ({why})",
             )
         job_ids = [r.datagen_job_id for r in rounds if r.datagen_job_id is not None]
         dpo = DPORequest(
@@ -403,9 +473,7 @@ async def _advance(
             # The model is a registry name: no local path to check against the data roots.
             train = await training.submit_dpo(session, dpo, roots=DataRoots.unrestricted())
         except ChatPGTError as exc:
-            return await _fail(
-                session, run, current, f"round {current.number}: DPO refused: {exc}"
-            )
+            return await _fail(session, run, current, f"round {current.number}: DPO refused: {exc}")
         current.dpo_run_id = train.id
         current.pairs_trained = int(train.request.get("pairs_at_submit") or 0)
         current.status = "training"
@@ -421,18 +489,96 @@ async def _advance(
             return poll
         if train_run.status != RunStatus.SUCCEEDED:
             return await _fail(
-                session, run, current, f"round {current.number}: DPO run {train_run.id} ended "
-                f"{train_run.status}: {train_run.error or ''}".strip()
+                session,
+                run,
+                current,
+                f"round {current.number}: DPO run {train_run.id} ended "
+                f"{train_run.status}: {train_run.error or ''}".strip(),
             )
         registered = await training_repo.get_model_by_run(session, train_run.id)
         if registered is None:
             return await _fail(session, run, current, f"DPO run {train_run.id} registered no model")
         current.model_id = registered.id
-        _finish_round(current, "succeeded")
-        return 0.0  # the next round (or the end) at once
+        if request.evaluation is None:
+            _finish_round(current, "succeeded")
+            return 0.0  # the next round (or the end) at once
+        best_id = _best_model_id(run, rounds, _standing(rounds[:-1]).best_round)
+        if best_id is None:
+            return await _fail(session, run, current, "the best round's model is gone")
+        try:
+            ev = await evaluation.submit(
+                session,
+                settings,
+                eval_request(run, request, current, best_id),
+                roots=DataRoots.unrestricted(),  # its file was checked at submit
+            )
+        except ChatPGTError as exc:
+            return await _fail(
+                session, run, current, f"round {current.number}: evaluation refused: {exc}"
+            )
+        current.eval_run_id = ev.id
+        current.status = "evaluating"
+        current.updated_at = now()
+        outbox.append((EVAL_RUN, ev.id))
+        return poll
+
+    if current.status == "evaluating":
+        assert current.eval_run_id is not None and request.evaluation is not None
+        return await _evaluated(session, run, request, rounds, current, poll)
 
     # A failed or cancelled round ends the run (a step cut off after writing it).
     return await _fail(session, run, current, current.error or f"round {current.status}")
+
+
+async def _evaluated(
+    session: AsyncSession,
+    run: RoundsRun,
+    request: RoundsRequest,
+    rounds: list[Round],
+    current: Round,
+    poll: float,
+) -> float | None:
+    """The evaluating round once its eval run finished: its score, whether it improved."""
+    spec = request.evaluation
+    assert spec is not None and current.eval_run_id is not None and current.model_id is not None
+    eval_id = current.eval_run_id
+    try:
+        ev = await evaluation.get_run(session, eval_id)
+    except NotFound:
+        return await _fail(session, run, current, f"eval run {eval_id} is gone")
+    if ev.status in ACTIVE:
+        return poll
+    if ev.status != RunStatus.SUCCEEDED:
+        why = f": {ev.error}" if ev.error else ""
+        return await _fail(
+            session,
+            run,
+            current,
+            f"round {current.number}: eval run {eval_id} ended {ev.status}{why}",
+        )
+    before = _standing(rounds[:-1])
+    best_id = _best_model_id(run, rounds, before.best_round)
+    score = model_score(ev.results, current.model_id, spec.metric)
+    best = None if best_id is None else model_score(ev.results, best_id, spec.metric)
+    if score is None or best is None:
+        missing = current.model_id if score is None else best_id
+        return await _fail(
+            session, run, current, f"round {current.number}: eval run {eval_id} has no "
+            f"{spec.metric} for model {missing} (e.g. no matchup was judged)"
+        )  # fmt: skip
+    improved, _ = stopping.judge_round(
+        before,
+        current.number,
+        score,
+        best,
+        higher_is_better=spec.higher_is_better,
+        min_improvement=spec.min_improvement,
+    )
+    current.score = score
+    current.start_score = model_score(ev.results, int(current.generator_model["id"]), spec.metric)
+    current.improved = improved
+    _finish_round(current, "succeeded")
+    return 0.0  # the next round, or the end (completed, no_improvement) at once
 
 
 async def _stopped_on_budget(session: AsyncSession, row: Round | None) -> bool:
@@ -457,9 +603,12 @@ async def _fail(session: AsyncSession, run: RoundsRun, row: Round, error: str) -
 
 
 async def _cancel_child(session: AsyncSession, row: Round) -> None:
-    """Cancel the round's datagen job or DPO run; one that already finished stays as it is."""
+    """Cancel the round's datagen job, DPO run or eval run; one that already finished stays as
+    it is."""
     try:
-        if row.status == "training" and row.dpo_run_id is not None:
+        if row.status == "evaluating" and row.eval_run_id is not None:
+            await evaluation.cancel_run(session, row.eval_run_id)
+        elif row.status == "training" and row.dpo_run_id is not None:
             await training.cancel_run(session, row.dpo_run_id)
         elif row.datagen_job_id is not None:
             await datagen.cancel_job(session, row.datagen_job_id)
