@@ -1,10 +1,8 @@
 """near-duplicate scans: a leased run per POST /pairs/dedup, executed by a datagen worker
 
 Revision ID: 0012
-Revises: 0010
-Create Date: 2026-12-03 10:00:00
-
-(Another branch adds 0011 on 0010; whoever merges both re-chains this one onto it.)
+Revises: 0011
+Create Date: 2026-12-02 18:30:00
 """
 
 from collections.abc import Sequence
@@ -14,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0012"
-down_revision: str | None = "0010"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
