@@ -7,7 +7,6 @@ drops pairs as ``chatpgt.datasets.balance`` describes, as the rows go by.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import os
@@ -107,39 +106,16 @@ async def _batches(
     check_format(fmt)
     rows_in = row_batches(session, filters, balancer=balancer)
     if fmt == "parquet":
-        async for item in _parquet_batches(rows_in):
-            yield item
+        stream = ParquetStream()
+        async for rows in rows_in:
+            yield stream.add([export_record(row) for row in rows]), len(rows)
+        yield stream.close(), 0
         return
     if fmt == "csv":
         yield _csv_chunk([SEED_CSV_COLUMNS]), 0
     encode = _csv_batch if fmt == "csv" else _jsonl_batch
     async for rows in rows_in:
         yield encode(rows), len(rows)
-
-
-async def _parquet_batches(
-    rows_in: AsyncIterator[Sequence[AnyRow]],
-) -> AsyncIterator[tuple[bytes, int]]:
-    """The Parquet bytes of each batch, with its row count. Encoding (Arrow conversion and zstd,
-    which pyarrow runs without holding the GIL) happens on a worker thread while the next batch
-    is read from the database, one batch ahead at most."""
-    loop = asyncio.get_running_loop()
-    stream = ParquetStream()
-    pending: asyncio.Future[bytes] | None = None
-    count = 0
-    try:
-        async for rows in rows_in:
-            records = [export_record(row) for row in rows]
-            if pending is not None:
-                yield await pending, count
-            pending, count = loop.run_in_executor(None, stream.add, records), len(rows)
-        if pending is not None:
-            yield await pending, count
-            pending = None
-        yield await loop.run_in_executor(None, stream.close), 0
-    finally:
-        if pending is not None:  # closed early: let the encoding end before the stream goes
-            await asyncio.wait([pending])
 
 
 async def iter_export(
