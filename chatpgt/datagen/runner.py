@@ -24,7 +24,7 @@ from chatpgt.datagen import summaries
 from chatpgt.datagen.executor import Executor, StopFlag
 from chatpgt.datagen.flusher import Flusher
 from chatpgt.datagen.planner import JobPlan, JudgmentPlanner, load_work, plan_job
-from chatpgt.db.session import make_engine, make_sessionmaker, transaction
+from chatpgt.db.session import make_engine, make_sessionmaker, run_once, transaction
 from chatpgt.orchestration.heartbeat import heartbeat
 from chatpgt.orchestration.leases import LeaseLost, worker_identity
 from chatpgt.orchestration.retry import until_reachable
@@ -285,19 +285,9 @@ async def recoverable_jobs(
     settings: Settings, queued_for_s: float = 30.0
 ) -> list[tuple[int, float]]:
     """Active jobs with the seconds to wait before re-enqueuing each (see workers)."""
-    engine = make_engine(settings.database_url, pool_size=1)
-    try:
-        async with transaction(make_sessionmaker(engine)) as s:
-            return await repo.recoverable_jobs(s, queued_for_s)
-    finally:
-        await engine.dispose()
+    return await run_once(settings.database_url, lambda s: repo.recoverable_jobs(s, queued_for_s))
 
 
 async def orphaned_jobs(settings: Settings) -> list[int]:
     """Running jobs whose lease ran out (see the workers' periodic sweep)."""
-    engine = make_engine(settings.database_url, pool_size=1)
-    try:
-        async with transaction(make_sessionmaker(engine)) as s:
-            return await repo.orphaned_jobs(s)
-    finally:
-        await engine.dispose()
+    return await run_once(settings.database_url, repo.orphaned_jobs)

@@ -29,7 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatpgt.datasets import dedup
 from chatpgt.datasets import repository as repo
-from chatpgt.db.session import is_unavailable, make_engine, make_sessionmaker, transaction
+from chatpgt.db.session import (
+    is_unavailable,
+    make_engine,
+    make_sessionmaker,
+    run_once,
+    transaction,
+)
 from chatpgt.orchestration.heartbeat import heartbeat
 from chatpgt.orchestration.leases import LeaseLost, now, worker_identity
 from chatpgt.orchestration.status import TERMINAL, RunStatus
@@ -272,19 +278,9 @@ async def recoverable_scans(
     settings: Settings, queued_for_s: float = ORPHAN_QUEUED_AFTER_S
 ) -> list[tuple[int, float]]:
     """Running scans and scans queued for long, with the seconds until each lease runs out."""
-    engine = make_engine(settings.database_url, pool_size=1)
-    try:
-        async with transaction(make_sessionmaker(engine)) as s:
-            return await repo.recoverable_scans(s, queued_for_s)
-    finally:
-        await engine.dispose()
+    return await run_once(settings.database_url, lambda s: repo.recoverable_scans(s, queued_for_s))
 
 
 async def orphaned_scans(settings: Settings) -> list[int]:
     """Running scans whose lease ran out (the sweep's)."""
-    engine = make_engine(settings.database_url, pool_size=1)
-    try:
-        async with transaction(make_sessionmaker(engine)) as s:
-            return await repo.orphaned_scans(s)
-    finally:
-        await engine.dispose()
+    return await run_once(settings.database_url, repo.orphaned_scans)

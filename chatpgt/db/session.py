@@ -6,9 +6,9 @@ import errno
 import hashlib
 import socket
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import DBAPIError
@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+T = TypeVar("T")
 
 # How long a SQLite connection waits for another writer (threads and processes share the file).
 SQLITE_BUSY_TIMEOUT_S = 30
@@ -129,3 +131,14 @@ async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterato
     """One unit of work: commits on success, rolls back on error."""
     async with factory() as session, session.begin():
         yield session
+
+
+async def run_once(url: str, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """``work`` in one transaction on an engine of its own (one connection), disposed after:
+    for a worker's short reads outside any run (recovery at start, the orphan sweep)."""
+    engine = make_engine(url, pool_size=1)
+    try:
+        async with transaction(make_sessionmaker(engine)) as session:
+            return await work(session)
+    finally:
+        await engine.dispose()

@@ -40,7 +40,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatpgt.datagen import service as datagen
 from chatpgt.datagen.schemas import DatagenJobCreate, GeneratorSpec, TopicSelection
-from chatpgt.db.session import is_unavailable, make_engine, make_sessionmaker, transaction
+from chatpgt.db.session import (
+    is_unavailable,
+    make_engine,
+    make_sessionmaker,
+    run_once,
+    transaction,
+)
 from chatpgt.errors import ChatPGTError, Conflict, InvalidInput, InvalidState, NotFound
 from chatpgt.evaluation import service as evaluation
 from chatpgt.evaluation.schemas import EvalRequest
@@ -619,9 +625,6 @@ async def _cancel_child(session: AsyncSession, row: Round) -> None:
 async def stalled_runs(settings: Settings) -> list[int]:
     """Active runs whose chain of steps was lost; the sweep and a starting datagen worker send
     each a step without a token."""
-    engine = make_engine(settings.database_url, pool_size=1)
-    try:
-        async with make_sessionmaker(engine)() as session:
-            return await repo.stalled_runs(session, stall_after_s(settings))
-    finally:
-        await engine.dispose()
+    return await run_once(
+        settings.database_url, lambda s: repo.stalled_runs(s, stall_after_s(settings))
+    )
