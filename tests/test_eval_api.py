@@ -75,6 +75,7 @@ async def test_eval_run_end_to_end(
         "name": "base-vs-sft",
         "generation": {"max_new_tokens": 12},
         "style": {"chunk_words": 30, "folds": 2},
+        "controls": True,
         "judge": {
             "provider": "local",
             "model": str(tiny_model_dir),
@@ -100,15 +101,31 @@ async def test_eval_run_end_to_end(
     for m in results["models"]:
         ppl = m["perplexity"]
         assert ppl["low"] <= ppl["value"] <= ppl["high"] and ppl["n"] == 2
-        assert 0 <= m["style"]["value"] <= 1
+        # Four training essays cannot make a reliable classifier: no number, the reason.
+        assert "too few chunks" in m["style"]["not_measured"]
         assert m["descriptive"]["count"] == 2
+        assert m["fluency"]["value"] > 0
+    paired = results["models"][1]["paired"]
+    assert paired["vs"] == str(tiny_model_dir)
+    ratio = paired["perplexity_ratio"]
+    assert ratio["low"] <= ratio["value"] <= ratio["high"] and ratio["n"] == 2
+    assert ratio["value"] == pytest.approx(
+        results["models"][1]["perplexity"]["value"] / results["models"][0]["perplexity"]["value"]
+    )
+    assert "style_difference" not in paired  # not measured, so not compared
+    # The controls: random weights (perplexity far above the trained models'), shuffled words.
+    controls = {c["name"]: c for c in results["controls"]}
+    assert set(controls) == {"random weights", "shuffled words"}
+    assert controls["random weights"]["paired"]["vs"] == str(tiny_model_dir)
+    assert controls["random weights"]["perplexity"]["n"] == 2
+    assert controls["shuffled words"]["fluency"]["value"] > 0
     base_out, sft_out = results["models"]
     assert sft_out["win_rate"] == {"reference": True}  # the reference by default
     win = base_out["win_rate"]
     assert win["judged"] + win["failed"] == 2
     assert win["wins"] + win["losses"] + win["ties"] == win["judged"]
     assert results["reference"]["name"] == "eval-sft"
-    assert results["real_essays"]["style"]["n"] == 2
+    assert "not_measured" in results["real_essays"]["style"]
     assert results["style_classifier"]["author_texts"] == 4  # the SFT run's training essays
     assert results["style_classifier"]["name"] == "evaluation_style_classifier"
     assert results["style_classifier"]["features"] == "char+word"  # not the datagen judge's

@@ -26,6 +26,9 @@ CHROMIUM_ARGS = [
 ]
 
 
+BASE_PATH = "/a/very/long/path/to/var/demo/models/smollm2-135m-instruct"
+
+
 def sample_report() -> dict[str, Any]:
     """A report built from the real metric functions on made-up texts."""
     rng = random.Random(0)
@@ -56,6 +59,14 @@ def sample_report() -> dict[str, Any]:
                 ],
             }
         )
+    models[0]["name"] = BASE_PATH
+    # Each model against the one before it, paired over the essays (as the runner writes it).
+    for prev, entry in zip(models, models[1:], strict=False):
+        entry["paired"] = {
+            "vs": prev["name"],
+            "perplexity_ratio": {"value": 0.81, "low": 0.79, "high": 0.83, "n": 6},
+            "style_difference": {"value": 0.05, "low": -0.02, "high": 0.11, "n": 6},
+        }
     return {
         "run_id": 1,
         "name": "sample",
@@ -78,13 +89,20 @@ def test_report_json_and_table(tmp_path: Path) -> None:
     json_path, html_path = write_report(report, tmp_path)
     loaded = json.loads(json_path.read_text())
     assert loaded["models"][0]["descriptive"]["distinct_2"] is None
-    assert [m["name"] for m in loaded["models"]] == ["base", "sft", "dpo"]
+    assert [m["name"] for m in loaded["models"]] == [BASE_PATH, "sft", "dpo"]
     text = format_table(loaded)
     assert "real held-out essays" in text and "sft (sft)" in text
+    # A terminal of 80 columns and a log file: no line longer, short labels with a legend.
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    assert "M1  …/models/smollm2-135m-instruct (base)" in text
+    assert "M1  0.810 [0.790, 0.830]" in text
+    flat = " ".join(text.split())  # the verdict is wrapped at 80 columns
+    assert "M2 (sft) vs M1: lowered held-out perplexity: -19.0% [-21.0%, -17.0%]" in flat
+    assert "left the style score unchanged within noise (+0.05 [-0.02, +0.11])" in flat
     html = html_path.read_text()
     assert "&lt;no model trained on them&gt;" in html  # escaped
     assert "http://" not in html and "https://" not in html  # self-contained
-    assert html.count("data:image/png;base64,") == 4
+    assert html.count("data:image/png;base64,") == 5  # with the paired perplexity ratios
 
 
 @pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="Debian's chromium is not installed")
@@ -106,7 +124,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, log_dir: Path) -> N
             page.screenshot(path=str(screenshot), full_page=True)
         finally:
             browser.close()
-    assert len(widths) == 4 and all(w > 0 for w in widths), widths
+    assert len(widths) == 5 and all(w > 0 for w in widths), widths
     assert rows == 1 + 3 + 1  # header, three models, the real essays
     assert screenshot.stat().st_size > 10_000
     print(f"screenshot: {screenshot}")

@@ -7,6 +7,7 @@ CLI's :class:`chatpgt.api_client.client.ChatPGTClient` (the root's ``--api``, ``
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
 from chatpgt.api_client.client import ChatPGTClient
 from chatpgt.api_client.requests import InvalidRequest, parse_eval_judge
@@ -24,7 +24,7 @@ from chatpgt.cli.context import api as client_of
 from chatpgt.cli.output import EXIT_DETACHED, EXIT_FAILED, EXIT_OK
 from chatpgt.cli.output import TERMINAL_STATUSES as TERMINAL
 from chatpgt.evaluation.schemas import EvalRequest, EvalRunOut
-from chatpgt.evaluation.table import COLUMNS, rows
+from chatpgt.evaluation.table import WIDTH, format_table
 
 app = typer.Typer(help="Evaluate models on the held-out essays.", no_args_is_help=True)
 out = Console(highlight=False)
@@ -84,17 +84,17 @@ def follow(api: ChatPGTClient, run: EvalRunOut, *, interval_s: float = 1.0) -> E
 
 
 def print_results(run: EvalRunOut, console: Console = out) -> None:
-    """The results table, the held-out statement, the notes and the report's path."""
-    table = Table(title=f"evaluation {run.id}" + (f" ({run.name})" if run.name else ""))
-    for _, header in COLUMNS:
-        table.add_column(header)
-    for row in rows(run.results):
-        table.add_row(*(escape(row[k]) for k, _ in COLUMNS))
-    console.print(table)
+    """The results (at most 80 columns: a legend of the models, three narrow tables, the
+    verdict, the notes), the held-out statement and the report's path."""
+    console.print(
+        f"evaluation {run.id}" + (f" ({escape(run.name)})" if run.name else ""), soft_wrap=True
+    )
     if run.heldout.get("statement"):
-        console.print(escape(str(run.heldout["statement"])), soft_wrap=True)
-    for note in run.results.get("notes") or []:
-        console.print(f"* {escape(str(note))}", soft_wrap=True)
+        for line in textwrap.wrap(str(run.heldout["statement"]), WIDTH):
+            console.print(escape(line), soft_wrap=True)
+    console.print("")
+    for line in format_table(run.results).splitlines():
+        console.print(escape(line), soft_wrap=True)
     if run.artifacts.get("report_html"):
         console.print(f"report: {escape(str(run.artifacts['report_html']))}", soft_wrap=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +109,11 @@ async def heldout_set(
             "one was trained on by another model of the lineage: nothing is left to evaluate on.",
             sft_run=chosen.run_id,
         )
-    limited = essays[:max_essays] if max_essays else essays
     sft = SFTRequest.model_validate(chosen.request)
+    templates = list(sft.prompts.templates or DEFAULT_PROMPT_TEMPLATES)
+    drawn = _templates_drawn(split.get("eval", []), len(templates), sft.hyperparameters.split_seed)
+    essays = [{**e, "template": drawn[e["title"]]} for e in essays]
+    limited = essays[:max_essays] if max_essays else essays
     statement = (
         f"{len(limited)} held-out essay(s) of {split.get('corpus')!r}: the eval split of SFT run "
         f"{chosen.run_id} (seed {split.get('seed')}, fraction {split.get('eval_fraction')})"
@@ -132,7 +136,8 @@ async def heldout_set(
         "excluded": excluded,
         "train": split.get("train", []),
         "examples": {
-            "templates": list(sft.prompts.templates or DEFAULT_PROMPT_TEMPLATES),
+            "templates": templates,
+            "system_prompt": sft.prompts.system_prompt,
             "continuation_template": sft.prompts.continuation_template
             or DEFAULT_CONTINUATION_TEMPLATE,
             "context_words": sft.prompts.continuation_context_words,
@@ -141,6 +146,14 @@ async def heldout_set(
         },
         "statement": statement,
     }
+
+
+def _templates_drawn(eval_essays: list[dict[str, Any]], n: int, seed: int) -> dict[str, int]:
+    """title -> index of the prompt template SFT drew for each of its eval essays: one
+    ``Random(seed)`` over the whole eval split in its order, as ``corpus.build_examples`` draws
+    them, so a subset (``max_essays``, exclusions) keeps each essay's own template."""
+    rng = random.Random(seed)
+    return {e["title"]: rng.randrange(n) for e in eval_essays}
 
 
 async def dpo_heldout_topics(session: AsyncSession, model_id: int) -> tuple[int, list[str]] | None:

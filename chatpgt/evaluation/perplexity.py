@@ -1,12 +1,12 @@
 """Perplexity of held-out essays under a model, on the completion tokens only.
 
 The essays become exactly the conversations SFT trains on: :func:`chatpgt.training.corpus
-.build_examples` with the SFT run's prompt templates (one drawn per essay with the split seed, as
-SFT draws it), continuation prompt and ``max_length``, so a long essay is scored in the same
-parts it was (or would have been) trained in, and nothing is truncated. Each part is tokenized
-the way TRL's completion-only loss sees it: the prompt rendered with the generation prompt, then
-the whole conversation; the scored tokens are those after the prompt (the essay and the end of
-the assistant turn). Worker only: imports torch.
+.build_examples` with the SFT run's system prompt, prompt templates (each essay's the one SFT drew
+for it), continuation prompt and ``max_length``, so a long essay is scored in the same parts, with
+the same tokens, as the SFT run's ``eval.jsonl`` holds it, and nothing is truncated. Each part
+is tokenized the way TRL's completion-only loss sees it: the prompt rendered with the generation
+prompt, then the whole conversation; the scored tokens are those after the prompt (the essay and
+the end of the assistant turn). Worker only: imports torch.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class ExampleSpec:
     context_words: int
     max_length: int
     seed: int
+    system_prompt: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,17 +52,22 @@ def essay_parts(
     spec: ExampleSpec,
     measure: corpus.MeasureFn,
     count: corpus.CountFn,
+    template_indices: Sequence[int | None] | None = None,
 ) -> list[list[dict[str, Any]]]:
-    """For each essay, its SFT rows (prompt/completion conversations), as SFT would build them.
+    """For each essay, its SFT rows (prompt/completion conversations), as SFT built them.
 
-    The template of each essay is drawn from one ``Random(seed)`` in essay order, as
-    ``build_examples`` draws them, so the held-out essays in the SFT run's order get the very
-    prompts of that run's ``eval.jsonl``.
+    ``template_indices`` are the templates SFT drew for these essays (the held-out record stores
+    them); ``measure`` must count ``spec.system_prompt`` (:func:`chatpgt.training.recipes
+    .token_counters`). Without indices the templates are drawn from one ``Random(seed)`` in essay
+    order, which matches SFT only for its whole eval split in order (records from before the
+    indices were stored).
     """
     rng = random.Random(spec.seed)
+    indices = list(template_indices or [None] * len(essays))
     out = []
-    for essay in essays:
-        template = spec.templates[rng.randrange(len(spec.templates))]
+    for essay, index in zip(essays, indices, strict=True):
+        drawn = rng.randrange(len(spec.templates))
+        template = spec.templates[drawn if index is None else index]
         out.append(
             corpus.build_examples(
                 [essay],
@@ -72,6 +78,7 @@ def essay_parts(
                 continuation_template=spec.continuation_template,
                 context_words=spec.context_words,
                 seed=spec.seed,
+                system_prompt=spec.system_prompt,
             )
         )
     return out

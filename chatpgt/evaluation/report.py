@@ -20,7 +20,14 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from chatpgt.evaluation.table import COLUMNS, rows  # noqa: E402
+from chatpgt.evaluation.table import (  # noqa: E402
+    COLUMNS,
+    display_name,
+    labelled,
+    legend,
+    rows,
+    verdict,
+)
 
 _TEMPLATE = jinja2.Template(
     """<!doctype html>
@@ -39,6 +46,8 @@ pre { white-space: pre-wrap; background: #fafafa; padding: 0.5em; }
 <h1>Evaluation {{ report.run_id }}{% if report.name %}: {{ report.name }}{% endif %}</h1>
 <p class="note">{{ report.heldout.statement }}</p>
 <h2>Results</h2>
+<ul id="legend">{% for l in legend %}<li><code>{{ l }}</code></li>{% endfor %}</ul>
+<ul id="verdict">{% for v in verdict %}<li><b>{{ v }}</b></li>{% endfor %}</ul>
 <table id="results"><tr>{% for _, h in columns %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for r in table %}<tr>{% for k, _ in columns %}<td>{{ r[k] }}</td>{% endfor %}</tr>{% endfor %}
 </table>
@@ -53,7 +62,7 @@ pre { white-space: pre-wrap; background: #fafafa; padding: 0.5em; }
 <h2>Held-out essays ({{ report.heldout.titles|length }})</h2>
 <ol>{% for t in report.heldout.titles %}<li>{{ t }}</li>{% endfor %}</ol>
 <h2>Generations</h2>
-{% for m in report.models %}<details><summary>{{ m.name }}</summary>
+{% for m in report.models + (report.controls or []) %}<details><summary>{{ m.name }}</summary>
 {% for g in m.generations %}<h4>{{ g.title }}</h4><pre>{{ g.text }}</pre>{% endfor %}
 </details>{% endfor %}
 </body></html>
@@ -75,23 +84,32 @@ def _ok(d: dict[str, Any] | None) -> bool:
 
 
 def _interval_plot(
-    names: list[str], intervals: list[dict[str, Any]], title: str, ylabel: str
+    names: list[str], intervals: list[dict[str, Any]], title: str, xlabel: str
 ) -> str:
-    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    """Horizontal bars with their intervals: one label per row, so labels cannot overlap
+    whatever their length or number (the figure grows with the rows)."""
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.45 * len(names)))
     values = [i["value"] for i in intervals]
     errs = [[i["value"] - i["low"] for i in intervals], [i["high"] - i["value"] for i in intervals]]
-    ax.bar(names, values, yerr=errs, capsize=6, color="#4c72b0")
+    y = list(range(len(names)))
+    ax.barh(y, values, xerr=errs, capsize=5, color="#4c72b0")
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
     ax.set_title(title)
-    ax.set_ylabel(ylabel)
-    ax.tick_params(axis="x", labelrotation=15)
+    ax.set_xlabel(xlabel)
     return _uri(fig)
 
 
 def figures(report: dict[str, Any]) -> list[dict[str, str]]:
-    models = report.get("models", [])
-    real = report.get("real_essays") or {}
+    """The report's plots, every entry under its short label (M1, R, C1 …; the legend says
+    which is which)."""
+    entries = labelled(report)
     out = []
-    ppl = [(m["name"], m["perplexity"]) for m in models if _ok(m.get("perplexity"))]
+    ppl = [
+        (f"{lab} {display_name(e)}", e["perplexity"])
+        for lab, e in entries
+        if _ok(e.get("perplexity"))
+    ]
     if ppl:
         out.append(
             {
@@ -101,53 +119,71 @@ def figures(report: dict[str, Any]) -> list[dict[str, str]]:
                 ),
             }
         )
-    style = [(m["name"], m["style"]) for m in models if _ok(m.get("style"))]
-    if _ok(real.get("style")):
-        style.append(("real essays", real["style"]))
+    ratio = [
+        (f"{lab} vs {(e.get('paired') or {}).get('vs')}", e["paired"]["perplexity_ratio"])
+        for lab, e in entries
+        if _ok((e.get("paired") or {}).get("perplexity_ratio"))
+    ]
+    if ratio:
+        out.append(
+            {
+                "title": "Perplexity ratio to the previous model, paired over the same essays "
+                "(below 1: the model is closer to the author)",
+                "uri": _interval_plot(
+                    [n for n, _ in ratio], [i for _, i in ratio], "Paired perplexity ratio", "ratio"
+                ),
+            }
+        )
+    style = [(f"{lab} {display_name(e)}", e["style"]) for lab, e in entries if _ok(e.get("style"))]
     if style:
         out.append(
             {
                 "title": "Style score: mean P(author) of the generations "
-                "(real essays: the ceiling)",
+                "(real essays, cut to the same length: the ceiling)",
                 "uri": _interval_plot(
                     [n for n, _ in style], [i for _, i in style], "Style score", "P(author)"
                 ),
             }
         )
     wins = [
-        (m["name"], m["win_rate"]) for m in models if _ok((m.get("win_rate") or {}).get("win_rate"))
+        (f"{lab} {display_name(e)}", e["win_rate"])
+        for lab, e in entries
+        if _ok((e.get("win_rate") or {}).get("win_rate"))
     ]
     if wins:
-        fig, ax = plt.subplots(figsize=(6.5, 3.2))
-        x = list(range(len(wins)))
+        fig, ax = plt.subplots(figsize=(7, 1.4 + 0.6 * len(wins)))
+        y = list(range(len(wins)))
         for offset, key, label in (
             (-0.2, "win_rate", "raw"),
             (0.2, "length_controlled_win_rate", "length-controlled"),
         ):
             vals = [w[key] for _, w in wins]
-            ax.bar(
-                [i + offset for i in x],
+            ax.barh(
+                [i + offset for i in y],
                 [v["value"] for v in vals],
-                width=0.4,
+                height=0.4,
                 label=label,
-                yerr=[
+                xerr=[
                     [v["value"] - v["low"] for v in vals],
                     [v["high"] - v["value"] for v in vals],
                 ],
                 capsize=4,
             )
-        ax.axhline(0.5, color="#999", linestyle="--", linewidth=1)
-        ax.set_xticks(x, [n for n, _ in wins])
-        ax.set_ylim(0, 1)
+        ax.axvline(0.5, color="#999", linestyle="--", linewidth=1)
+        ax.set_yticks(y, [n for n, _ in wins])
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
         ax.set_title(f"Win rate vs {report.get('reference', {}).get('name', 'reference')}")
-        ax.legend()
+        # outside the axes: a legend never covers the bars
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
         out.append({"title": "Judged win rate (both orders; ties count half)", "uri": _uri(fig)})
-    hists = [(m["name"], (m.get("descriptive") or {}).get("lengths") or []) for m in models]
-    if real.get("descriptive"):
-        hists.append(("real essays", real["descriptive"].get("lengths") or []))
+    hists = [
+        (f"{lab} {display_name(e)}", (e.get("descriptive") or {}).get("lengths") or [])
+        for lab, e in entries
+    ]
     hists = [(n, lengths) for n, lengths in hists if lengths]
     if hists:
-        fig, ax = plt.subplots(figsize=(6.5, 3.2))
+        fig, ax = plt.subplots(figsize=(7, 3.2))
         every = [n for _, lengths in hists for n in lengths]
         bins = [
             float(b) for b in np.histogram_bin_edges(every, bins=min(20, max(5, len(set(every)))))
@@ -157,10 +193,10 @@ def figures(report: dict[str, Any]) -> list[dict[str, str]]:
         ax.set_xlabel("words")
         ax.set_ylabel("essays")
         ax.set_title("Length distribution")
-        ax.legend()
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
         out.append(
             {
-                "title": "Lengths of the generations and of the real held-out essays",
+                "title": "Lengths of the generations and of the real held-out essays (cut)",
                 "uri": _uri(fig),
             }
         )
@@ -172,6 +208,8 @@ def render_html(report: dict[str, Any]) -> str:
         report=report,
         table=rows(report),
         columns=COLUMNS,
+        legend=legend(report),
+        verdict=verdict(report),
         figures=figures(report),
         style_json=json.dumps(report.get("style_classifier"), indent=2),
         judge_json=json.dumps(report.get("judge"), indent=2),

@@ -19,11 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from chatpgt.datagen.prompts import DEFAULT_SYSTEM_PROMPT
 from chatpgt.evaluation import stats
 from chatpgt.evaluation.repository import EvalSnapshot, EvalStore
 from chatpgt.orchestration.leases import worker_identity
 from chatpgt.orchestration.status import TERMINAL, RunStatus
 from chatpgt.settings import Settings, get_settings
+from chatpgt.style.controls import cut_words, random_token_texts, shuffled_words
 from chatpgt.training import corpus
 from chatpgt.training.errors import TrainingDataError
 from chatpgt.training.execution import (
@@ -149,13 +151,16 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
     """What the run row keeps: the report without generations and per-essay lists."""
 
     def slim(entry: dict[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in entry.items() if k not in ("generations", "per_essay")}
+        out = {
+            k: v for k, v in entry.items() if k not in ("generations", "per_essay", "style_scores")
+        }
         if "descriptive" in out:
             out["descriptive"] = {k: v for k, v in out["descriptive"].items() if k != "lengths"}
         return out
 
     return {
         "models": [slim(m) for m in report["models"]],
+        "controls": [slim(m) for m in report.get("controls") or []],
         "real_essays": slim(report.get("real_essays") or {}),
         "reference": report.get("reference"),
         "style_classifier": report.get("style_classifier"),
@@ -194,15 +199,8 @@ def evaluate(
     run_dir: Path,
 ) -> dict[str, Any]:
     """Every metric of every model; returns the report (see :mod:`.report`)."""
-    from chatpgt.evaluation.perplexity import (
-        ExampleSpec,
-        essay_parts,
-        perplexity_interval,
-        score_essays,
-    )
-    from chatpgt.style.classifier import StyleClassifier
+    from chatpgt.evaluation.perplexity import ExampleSpec
     from chatpgt.training import recipes
-    from chatpgt.training.schemas import SampleSpec
 
     if settings.local_torch_threads:  # as the local provider does: a shared CPU, one thread
         import torch
@@ -214,45 +212,35 @@ def evaluate(
     t = time.monotonic()
     held, train = _load_essays(snapshot, settings)
     titles = [e.title for e in held]
-    n_models = len(snapshot.models)
-    judge_units = 2 * len(held) * n_models if req.get("judge") else 0
+    controls = bool(req.get("controls"))
+    models = list(snapshot.models)
+    if controls:  # the first model's architecture with random weights: the floor of every figure
+        models.append(
+            {
+                **models[0],
+                "name": "random weights",
+                "kind": "control",
+                "model_id": None,
+                "ref": "control:random-weights",
+                "random_weights": True,
+            }
+        )
+    n_models = len(models)
+    judge_units = 2 * len(held) * len(snapshot.models) if req.get("judge") else 0
     progress = Progress(
-        reporter, n_models * len(held) * (2 if req["perplexity"] else 1) + judge_units
+        reporter,
+        n_models * len(held) * (2 if req["perplexity"] else 1)
+        + judge_units
+        + (len(held) * (n_models + 2) if req.get("fluency", True) else 0),
     )
     notes: list[str] = []
+    base_tokenizer, _ = recipes.load_tokenizer(models[0]["path"])
 
     classifier = None
     if req["style"]["enabled"]:
         progress.stage("style classifier")
-        style = req["style"]
-        if style.get("other_essays"):
-            other = [e.text for e in corpus.load_essays(style["other_essays"])][
-                : style["max_other"]
-            ]
-        else:
-            other = store.candidate_essays(style["max_other"])
-        classifier = StyleClassifier.train(
-            [e.text for e in train],
-            other,
-            chunk_words=style["chunk_words"],
-            folds=style["folds"],
-            seed=seed,
-        )
+        classifier = _train_classifier(req, store, train, base_tokenizer, seed)
         timings["style_classifier_s"] = round(time.monotonic() - t, 2)
-        if "warning" in classifier.describe():
-            notes.append("style classifier: " + classifier.describe()["warning"])
-        notes.append(
-            "style classifier: trained on the SFT run's training essays vs "
-            + (
-                "the file " + style["other_essays"]
-                if style.get("other_essays")
-                else "the database's candidate essays (other models)"
-            )
-            + f"; {classifier.features} features; cross-validated balanced accuracy "
-            + (f"{classifier.cv_accuracy:.3f}" if classifier.cv_accuracy is not None else "n/a")
-            + ". It is not the classifier of the style_classifier datagen judge (word n-grams, "
-            "another split)."
-        )
 
     ex = snapshot.heldout["examples"]
     spec = ExampleSpec(
@@ -261,79 +249,83 @@ def evaluate(
         context_words=ex["context_words"],
         max_length=ex["max_length"],
         seed=ex["seed"],
+        # Records from before the system prompt was stored: SFT's default then.
+        system_prompt=ex.get("system_prompt", DEFAULT_SYSTEM_PROMPT),
     )
+    template_indices = [e.get("template") for e in snapshot.heldout["essays"]]
     gen = req["generation"]
     prompts = [gen["template"].format(title=title) for title in titles]
     device = recipes.Device.detect()
     models_out: list[dict[str, Any]] = []
-    for i, m in enumerate(snapshot.models):
+    for i, m in enumerate(models):
         label = {"model": m["name"], "model_index": i + 1, "models": n_models}
         entry: dict[str, Any] = {k: m.get(k) for k in ("name", "kind", "ref", "path", "model_id")}
         timing: dict[str, float] = {}
         t = time.monotonic()
-        tokenizer, _ = recipes.load_tokenizer(m["path"])
-        model: Any = recipes.load_model(m["path"], device)
-        if device.cuda:
-            model = model.to("cuda")
+        tokenizer, model = _load(m, device, seed)
         timing["load_s"] = round(time.monotonic() - t, 2)
         if req["perplexity"]:
             progress.stage("perplexity", **label)
             t = time.monotonic()
-            measure, count = recipes.token_counters(tokenizer)
-            parts = essay_parts(held, spec, measure, count)
-            scores = score_essays(
-                model, tokenizer, parts, titles, on_essay=lambda _: progress.step()
-            )
-            interval = perplexity_interval(scores, samples=samples, seed=seed)
-            entry["perplexity"] = interval.as_dict()
-            entry["per_essay"] = [
-                {"title": s.title, "perplexity": s.perplexity, "tokens": s.tokens, "parts": s.parts}
-                for s in scores
-            ]
+            entry.update(_perplexity(model, tokenizer, held, spec, template_indices, req, progress))
             timing["perplexity_s"] = round(time.monotonic() - t, 2)
         progress.stage("generation", **label)
         t = time.monotonic()
-        texts: list[str] = []
-        for start in range(0, len(prompts), _SAMPLE_CHUNK):
-            chunk = prompts[start : start + _SAMPLE_CHUNK]
-            spec_s = SampleSpec(
-                prompts=chunk,
-                max_new_tokens=gen["max_new_tokens"],
-                temperature=gen["temperature"],
-                top_p=gen["top_p"],
-            )
-            for sample in recipes.generate_samples(
-                model, tokenizer, spec_s, seed=gen["seed"] + start
-            ):
-                texts.append(sample["text"])
-                progress.step()
+        texts = _generate(model, tokenizer, prompts, gen, spec.system_prompt, progress)
         timing["generation_s"] = round(time.monotonic() - t, 2)
         entry["generations"] = [
             {"title": ti, "text": x} for ti, x in zip(titles, texts, strict=True)
         ]
-        if classifier is not None:
-            t = time.monotonic()
-            entry["style"] = stats.bootstrap(
-                classifier.score(texts), stats.mean, samples=samples, seed=seed
-            ).as_dict()
-            timing["style_s"] = round(time.monotonic() - t, 2)
+        entry.update(_style(classifier, texts, samples, seed))
         entry["descriptive"] = stats.descriptive(texts, seed=seed, samples=samples)
         entry["timings_s"] = timing
         models_out.append(entry)
-        del model
-        gc.collect()
-        if device.cuda:
-            import torch
+        _free(model, device)
 
-            torch.cuda.empty_cache()
-
+    # Real essays cut to the generations' length: the same length for every figure that
+    # depends on it (distinct-n, repetition, style), and the author's own words shuffled.
+    gen_words = [len(g["text"].split()) for m in models_out for g in m["generations"]]
+    cut = max(1, round(stats.mean(gen_words))) if gen_words else 1
+    real_texts = cut_words([e.text for e in held], cut)
     real: dict[str, Any] = {
-        "descriptive": stats.descriptive([e.text for e in held], seed=seed, samples=samples)
+        "name": "real held-out essays",
+        "kind": "real",
+        "cut_words": cut,
+        "generations": [{"title": ti, "text": x} for ti, x in zip(titles, real_texts, strict=True)],
+        "descriptive": stats.descriptive(real_texts, seed=seed, samples=samples),
+        **_style(classifier, real_texts, samples, seed),
     }
-    if classifier is not None:
-        real["style"] = stats.bootstrap(
-            classifier.score([e.text for e in held]), stats.mean, samples=samples, seed=seed
-        ).as_dict()
+    text_controls: list[dict[str, Any]] = []
+    if controls:
+        shuffled = shuffled_words(real_texts, seed=seed)
+        text_controls.append(
+            {
+                "name": "shuffled words",
+                "kind": "control",
+                "generations": [
+                    {"title": ti, "text": x} for ti, x in zip(titles, shuffled, strict=True)
+                ],
+                "descriptive": stats.descriptive(shuffled, seed=seed, samples=samples),
+                **_style(classifier, shuffled, samples, seed),
+            }
+        )
+    if req.get("fluency", True):
+        t = time.monotonic()
+        progress.stage("fluency", model=models[0]["name"])
+        tokenizer, model = _load(models[0], device, seed)
+        for entry in [*models_out, real, *text_controls]:
+            entry.update(
+                _fluency(model, tokenizer, entry["generations"], prompts, spec, samples, seed)
+            )
+            progress.step(len(held))
+        _free(model, device)
+        timings["fluency_s"] = round(time.monotonic() - t, 2)
+        notes.append(
+            f"fluency: perplexity of each text under {models[0]['name']} (the first model), as "
+            "the answer to its prompt; text without fluency (random weights, shuffled words) "
+            "scores far higher, so lower distinct-n or repetition is only read beside it."
+        )
+    _paired(models_out, samples, seed)
 
     reference = _reference(req, snapshot.models)
     if req.get("judge"):
@@ -344,8 +336,9 @@ def evaluate(
             if reference["kind"] == "real"
             else [g["text"] for g in models_out[reference["index"]]["generations"]]
         )
+        judged = [m for m in models_out if m.get("kind") != "control"]
         asyncio.run(
-            _judge_all(req, settings, prompts, titles, models_out, ref_texts, reference, progress)
+            _judge_all(req, settings, prompts, titles, judged, ref_texts, reference, progress)
         )
         timings["judging_s"] = round(time.monotonic() - t, 2)
         notes.append(
@@ -354,13 +347,11 @@ def evaluate(
             "length-controlled rate is sigmoid(intercept) of a logistic fit on tanh(normalised "
             "length difference), as in AlpacaEval 2."
         )
-    notes.append(
-        "perplexity: completion tokens only, in the SFT run's chat format and parts "
-        "(long essays split as in training, never truncated); lower is closer."
-    )
+    notes.extend(_notes(classifier, req, spec, cut, controls))
     notes.append(
         "intervals: 95% percentile bootstrap over essays (titles), seed "
-        f"{seed}, {samples} resamples."
+        f"{seed}, {samples} resamples; comparisons ('vs') are paired: the same essays resampled "
+        "for both models."
     )
     progress.stage("report")
     return {
@@ -368,7 +359,8 @@ def evaluate(
         "name": snapshot.name,
         "created_at": snapshot.created_at.isoformat(),
         "heldout": {k: v for k, v in snapshot.heldout.items() if k != "train"},
-        "models": models_out,
+        "models": [m for m in models_out if m.get("kind") != "control"],
+        "controls": [m for m in models_out if m.get("kind") == "control"] + text_controls,
         "real_essays": real,
         "reference": reference,
         # Named, so the report says which classifier scored (never the datagen judge's).
@@ -383,6 +375,251 @@ def evaluate(
         "notes": notes,
         "timings_s": timings,
     }
+
+
+def _train_classifier(
+    req: dict[str, Any], store: EvalStore, train: list[corpus.Essay], tokenizer: Any, seed: int
+) -> Any:
+    """The evaluation's style classifier: the SFT run's training essays vs other writers' essays
+    and degenerate texts (the training essays' words shuffled, random tokens)."""
+    from chatpgt.style.classifier import StyleClassifier
+
+    style = req["style"]
+    if style.get("other_essays"):
+        other = [e.text for e in corpus.load_essays(style["other_essays"])][: style["max_other"]]
+    else:
+        other = store.candidate_essays(style["max_other"])
+    author = [e.text for e in train]
+    # As many degenerate chunks as fluent other chunks, half of each kind (at least a few).
+    n = max(4, sum(max(1, len(t.split()) // style["chunk_words"]) for t in other) // 2)
+    words = style["chunk_words"]
+    degenerate = shuffled_words(cut_words(author, words)[:n], seed=seed) + random_token_texts(
+        lambda ids: str(tokenizer.decode(ids)),
+        len(tokenizer),
+        count=n,
+        tokens=round(words * 1.3),
+        seed=seed,
+        skip=tokenizer.all_special_ids,
+    )
+    return StyleClassifier.train(
+        author,
+        other,
+        degenerate=degenerate,
+        chunk_words=words,
+        folds=style["folds"],
+        seed=seed,
+    )
+
+
+def _load(m: dict[str, Any], device: Any, seed: int) -> tuple[Any, Any]:
+    """(tokenizer, model) of a model entry; ``random_weights``: its architecture, freshly
+    initialised with ``seed``."""
+    from chatpgt.training import recipes
+
+    tokenizer, _ = recipes.load_tokenizer(m["path"])
+    if m.get("random_weights"):
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        torch.manual_seed(seed)
+        model: Any = AutoModelForCausalLM.from_config(
+            AutoConfig.from_pretrained(m["path"]), dtype=device.dtype
+        )
+    else:
+        model = recipes.load_model(m["path"], device)
+    if device.cuda:
+        model = model.to("cuda")
+    return tokenizer, model.eval()
+
+
+def _free(model: Any, device: Any) -> None:
+    del model
+    gc.collect()
+    if device.cuda:
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def _perplexity(
+    model: Any,
+    tokenizer: Any,
+    held: list[corpus.Essay],
+    spec: Any,
+    template_indices: list[int | None],
+    req: dict[str, Any],
+    progress: Progress,
+) -> dict[str, Any]:
+    from chatpgt.evaluation.perplexity import essay_parts, perplexity_interval, score_essays
+    from chatpgt.training import recipes
+
+    measure, count = recipes.token_counters(tokenizer, spec.system_prompt)
+    parts = essay_parts(held, spec, measure, count, template_indices)
+    scores = score_essays(
+        model, tokenizer, parts, [e.title for e in held], on_essay=lambda _: progress.step()
+    )
+    interval = perplexity_interval(
+        scores, samples=int(req["bootstrap_samples"]), seed=int(req["seed"])
+    )
+    return {
+        "perplexity": interval.as_dict(),
+        "per_essay": [
+            {
+                "title": s.title,
+                "perplexity": s.perplexity,
+                "nll": s.nll,
+                "tokens": s.tokens,
+                "parts": s.parts,
+            }
+            for s in scores
+        ],
+    }
+
+
+def _generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    gen: dict[str, Any],
+    system_prompt: str | None,
+    progress: Progress,
+) -> list[str]:
+    from chatpgt.training import recipes
+    from chatpgt.training.schemas import SampleSpec
+
+    texts: list[str] = []
+    batch = 8
+    for start in range(0, len(prompts), batch):
+        spec = SampleSpec(
+            prompts=prompts[start : start + batch],
+            max_new_tokens=gen["max_new_tokens"],
+            temperature=gen["temperature"],
+            top_p=gen["top_p"],
+            system_prompt=system_prompt,
+        )
+        for sample in recipes.generate_samples(
+            model, tokenizer, spec, seed=gen["seed"] + start, batch_size=batch
+        ):
+            texts.append(sample["text"])
+        progress.step(len(spec.prompts))
+    return texts
+
+
+def _style(classifier: Any, texts: list[str], samples: int, seed: int) -> dict[str, Any]:
+    """The style score of ``texts`` (interval and per text), or why it is not measured."""
+    if classifier is None:
+        return {}
+    scores = classifier.score(texts)
+    reason = classifier.unreliable()
+    if reason is not None:
+        return {"style": {"not_measured": reason}, "style_scores": scores}
+    interval = stats.bootstrap(scores, stats.mean, samples=samples, seed=seed)
+    return {"style": interval.as_dict(), "style_scores": scores}
+
+
+def _fluency(
+    model: Any,
+    tokenizer: Any,
+    generations: list[dict[str, Any]],
+    prompts: list[str],
+    spec: Any,
+    samples: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Perplexity of each text as the answer to its prompt under ``model`` (the base)."""
+    from chatpgt.datagen.prompts import generation_messages
+    from chatpgt.evaluation.perplexity import EssayScore, perplexity_interval, score_essays
+
+    rows = [
+        [
+            {
+                "prompt": generation_messages(prompt, spec.system_prompt),
+                "completion": [{"role": "assistant", "content": g["text"]}],
+            }
+        ]
+        for prompt, g in zip(prompts, generations, strict=True)
+    ]
+    scores = score_essays(model, tokenizer, rows, [g["title"] for g in generations])
+    scored = [s for s in scores if s.tokens > 0]
+    if not scored:
+        return {}
+    per_text: list[EssayScore] = scored
+    return {
+        "fluency": perplexity_interval(per_text, samples=samples, seed=seed).as_dict(),
+    }
+
+
+def _paired(models_out: list[dict[str, Any]], samples: int, seed: int) -> None:
+    """Each model against the one before it (a control against the first model): the
+    perplexity ratio and the style difference, with paired bootstrap intervals over essays."""
+    from chatpgt.evaluation.perplexity import EssayScore, corpus_perplexity
+
+    def essays(entry: dict[str, Any]) -> list[EssayScore]:
+        return [
+            EssayScore(title=e["title"], nll=e["nll"], tokens=e["tokens"], parts=e["parts"])
+            for e in entry.get("per_essay") or []
+        ]
+
+    for i, entry in enumerate(models_out):
+        if i == 0:
+            continue
+        prev = models_out[0] if entry.get("kind") == "control" else models_out[i - 1]
+        out: dict[str, Any] = {"vs": prev["name"]}
+        a, b = essays(entry), essays(prev)
+        if a and len(a) == len(b):
+            out["perplexity_ratio"] = stats.paired(
+                a, b, stats.ratio_of(corpus_perplexity), samples=samples, seed=seed
+            ).as_dict()
+        sa, sb = entry.get("style_scores"), prev.get("style_scores")
+        style = entry.get("style") or {}
+        if sa and sb and "not_measured" not in style:
+            out["style_difference"] = stats.paired(
+                sa, sb, stats.mean_difference, samples=samples, seed=seed
+            ).as_dict()
+        entry["paired"] = out
+
+
+def _notes(classifier: Any, req: dict[str, Any], spec: Any, cut: int, controls: bool) -> list[str]:
+    notes = []
+    if classifier is not None:
+        d = classifier.describe()
+        style = req["style"]
+        notes.append(
+            "style: P(author) of a classifier trained on the SFT run's training essays vs "
+            + (
+                "the file " + style["other_essays"]
+                if style.get("other_essays")
+                else "the database's candidate essays (other models)"
+            )
+            + f" ({d['other_chunks']} chunks) and degenerate texts ({d['degenerate_chunks']} "
+            "chunks: the author's words shuffled, random tokens); held out by cross-validation "
+            f"it tells the author from the other writers with balanced accuracy "
+            f"{_fmt(classifier.cv_accuracy)} and AUC {_fmt(classifier.cv_auc)}. It is not the "
+            "datagen judge's classifier."
+        )
+        if "not_measured" in d:
+            notes.append(f"style not measured: {d['not_measured']}.")
+    if req["perplexity"]:
+        notes.append(
+            "perplexity: completion tokens only, in the SFT run's own conversations (its system "
+            "prompt, templates and parts; long essays split as in training, never truncated); "
+            "lower is closer."
+        )
+    notes.append(
+        f"real held-out essays are cut to {cut} words (the generations' mean length) for "
+        "distinct-n, repetition, style and fluency."
+    )
+    if controls:
+        notes.append(
+            "controls: 'random weights' is the first model's architecture freshly initialised; "
+            "'shuffled words' is the cut real essays with their words shuffled. A sound score "
+            "ranks both last."
+        )
+    return notes
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _reference(req: dict[str, Any], models: list[dict[str, Any]]) -> dict[str, Any]:

@@ -79,6 +79,16 @@ class EvalOptions(BaseModel):
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     style: StyleSpec = Field(default_factory=StyleSpec)
     judge: EvalJudgeSpec | None = None
+    controls: bool = Field(
+        False,
+        description="also measure two controls that every sound score ranks last: the first "
+        "model's architecture with random weights, and the real essays' words shuffled",
+    )
+    fluency: bool = Field(
+        True,
+        description="perplexity of every model's generations under the first model (the base): "
+        "the figure beside distinct-n and repetition that text without fluency cannot win",
+    )
     bootstrap_samples: int = Field(1000, ge=50, le=100_000)
     seed: int = 0
 

@@ -108,3 +108,39 @@ def descriptive(texts: Sequence[str], *, seed: int = 0, samples: int = 1000) -> 
         "distinct_2": distinct_n(texts, 2),
         "repetition_rate": bootstrap(reps, mean, seed=seed, samples=samples).as_dict(),
     }
+
+
+def paired(
+    a: Sequence[Any],
+    b: Sequence[Any],
+    statistic: Callable[[Sequence[Any], Sequence[Any]], float],
+    *,
+    samples: int = DEFAULT_BOOTSTRAP_SAMPLES,
+    seed: int = 0,
+) -> Interval:
+    """``statistic(a, b)`` of two models measured on the same units (``a[i]`` and ``b[i]`` are
+    one essay or title), with a *paired* bootstrap interval: each resample draws units, and both
+    models keep their own values for the units drawn. The interval is of the comparison itself,
+    so a model that is better on every essay gets an interval that says so even when the two
+    marginal intervals overlap."""
+    if len(a) != len(b):
+        raise ValueError(f"paired measurements need the same units: {len(a)} vs {len(b)}")
+    units = list(zip(a, b, strict=True))
+    return bootstrap(
+        units,
+        lambda picked: statistic([x for x, _ in picked], [y for _, y in picked]),
+        samples=samples,
+        seed=seed,
+    )
+
+
+def ratio_of(
+    statistic: Callable[[Sequence[Any]], float],
+) -> Callable[[Sequence[Any], Sequence[Any]], float]:
+    """``statistic(a) / statistic(b)``: e.g. the corpus-perplexity ratio of two models."""
+    return lambda a, b: statistic(a) / statistic(b)
+
+
+def mean_difference(a: Sequence[float], b: Sequence[float]) -> float:
+    """The mean of ``a[i] - b[i]``."""
+    return mean([x - y for x, y in zip(a, b, strict=True)])

@@ -20,14 +20,19 @@ from typing import Any, Literal
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import FeatureUnion, Pipeline
 
 Features = Literal["char+word", "word"]
 DEFAULT_CHUNK_WORDS = 250
 MIN_TEXTS_PER_CLASS = 2
-# Below this many chunks in a class, describe() warns that the score means little.
-MIN_RELIABLE_CHUNKS = 30
+# Below this many chunks by the author or by other (fluent) writers, the score is not reported.
+MIN_RELIABLE_CHUNKS = 20
+# Below this cross-validated balanced accuracy (author vs fluent other writers), or this AUC,
+# the score is not reported.
+MIN_RELIABLE_ACCURACY = 0.8
+MIN_RELIABLE_AUC = 0.8
 
 
 class NotEnoughTexts(ValueError):
@@ -91,7 +96,10 @@ def make_pipeline(features: Features, seed: int) -> Pipeline:
 @dataclass(slots=True)
 class StyleClassifier:
     """A fitted classifier; ``cv_accuracy`` is its k-fold cross-validated *balanced* accuracy on
-    chunks (the mean of both classes' recall: 0.5 is chance whatever the class sizes)."""
+    chunks (the mean of both classes' recall: 0.5 is chance whatever the class sizes), and
+    ``cv_auc`` its cross-validated ROC AUC, both of the author vs the *fluent* other writers
+    (the degenerate texts, easy to tell apart, would flatter them); ``cv_degenerate_recall`` the
+    share of degenerate chunks it called "other"."""
 
     pipeline: Pipeline
     features: Features
@@ -99,6 +107,31 @@ class StyleClassifier:
     cv_accuracy: float | None
     cv_folds: int
     trained_on: dict[str, int] = field(default_factory=dict)
+    cv_auc: float | None = None
+    cv_degenerate_recall: float | None = None
+
+    def unreliable(self) -> str | None:
+        """Why its scores should not be reported (too few chunks, chance-level held-out
+        accuracy); None when they can be."""
+        author = self.trained_on.get("author_chunks", 0)
+        other = self.trained_on.get("other_chunks", 0)
+        if min(author, other) < MIN_RELIABLE_CHUNKS:
+            return (
+                f"too few chunks to train a reliable style classifier ({author} by the author, "
+                f"{other} by other writers; {MIN_RELIABLE_CHUNKS} of each needed)"
+            )
+        if self.cv_accuracy is None or self.cv_accuracy < MIN_RELIABLE_ACCURACY:
+            return (
+                "the style classifier cannot tell the author from other writers on held-out "
+                f"chunks (cross-validated balanced accuracy {_fmt(self.cv_accuracy)}, "
+                f"{MIN_RELIABLE_ACCURACY} needed)"
+            )
+        if self.cv_auc is None or self.cv_auc < MIN_RELIABLE_AUC:
+            return (
+                f"the style classifier ranks held-out chunks poorly (cross-validated AUC "
+                f"{_fmt(self.cv_auc)}, {MIN_RELIABLE_AUC} needed)"
+            )
+        return None
 
     @classmethod
     def train(
@@ -106,37 +139,44 @@ class StyleClassifier:
         author: Sequence[str],
         other: Sequence[str],
         *,
+        degenerate: Sequence[str] = (),
         features: Features = "char+word",
         chunk_words: int = DEFAULT_CHUNK_WORDS,
         folds: int = 5,
         seed: int = 0,
     ) -> StyleClassifier:
-        """Fit on ``author`` (label 1) vs ``other`` (label 0) texts, after cross-validating.
+        """Fit on ``author`` (label 1) vs ``other`` and ``degenerate`` texts (label 0), after
+        cross-validating.
 
-        Folds are over chunks, stratified; raises :class:`NotEnoughTexts` when a class has fewer
-        than two chunks.
+        ``degenerate`` texts (:mod:`chatpgt.style.controls`: the author's own words shuffled,
+        random-token text) teach the classifier that text without fluency is not the author,
+        whatever its words. Folds are over chunks, stratified; the reported accuracy and AUC
+        are of the author vs the fluent ``other`` chunks. Raises :class:`NotEnoughTexts` when a
+        class has fewer than two chunks.
         """
         a = [c for t in author for c in chunk(t, chunk_words)]
         o = [c for t in other for c in chunk(t, chunk_words)]
+        d = [c for t in degenerate for c in chunk(t, chunk_words)]
         if len(a) < MIN_TEXTS_PER_CLASS or len(o) < MIN_TEXTS_PER_CLASS:
             raise NotEnoughTexts(
                 f"the style classifier needs at least {MIN_TEXTS_PER_CLASS} texts of each class; "
                 f"got {len(a)} by the author and {len(o)} by other writers"
             )
-        texts = a + o
-        labels = np.array([1] * len(a) + [0] * len(o))
-        k = min(folds, len(a), len(o))
-        accuracy = None
+        texts = a + o + d
+        labels = np.array([1] * len(a) + [0] * (len(o) + len(d)))
+        k = min(folds, len(a), len(o) + len(d))
+        accuracy = auc = degenerate_recall = None
         if k >= 2:
             splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-            scores = cross_val_score(
-                make_pipeline(features, seed),
-                texts,
-                labels,
-                cv=splitter,
-                scoring="balanced_accuracy",  # a plain accuracy rewards the larger class
-            )
-            accuracy = float(scores.mean())
+            proba = cross_val_predict(
+                make_pipeline(features, seed), texts, labels, cv=splitter, method="predict_proba"
+            )[:, 1]
+            fluent = slice(0, len(a) + len(o))
+            # balanced: a plain accuracy rewards the larger class
+            accuracy = float(balanced_accuracy_score(labels[fluent], proba[fluent] >= 0.5))
+            auc = float(roc_auc_score(labels[fluent], proba[fluent]))
+            if d:
+                degenerate_recall = float(np.mean(proba[len(a) + len(o) :] < 0.5))
         pipeline = make_pipeline(features, seed).fit(texts, labels)
         return cls(
             pipeline=pipeline,
@@ -144,11 +184,15 @@ class StyleClassifier:
             chunk_words=chunk_words,
             cv_accuracy=accuracy,
             cv_folds=k,
+            cv_auc=auc,
+            cv_degenerate_recall=degenerate_recall,
             trained_on={
                 "author_texts": len(author),
                 "other_texts": len(other),
+                "degenerate_texts": len(degenerate),
                 "author_chunks": len(a),
                 "other_chunks": len(o),
+                "degenerate_chunks": len(d),
             },
         )
 
@@ -176,18 +220,14 @@ class StyleClassifier:
             + " -> logistic regression (balanced classes)",
             "chunk_words": self.chunk_words,
             "cv_accuracy": self.cv_accuracy,
-            "cv_metric": "balanced accuracy",
+            "cv_metric": "balanced accuracy, author vs fluent other writers",
+            "cv_auc": self.cv_auc,
+            "cv_degenerate_recall": self.cv_degenerate_recall,
             "cv_folds": self.cv_folds,
             **self.trained_on,
-            **(
-                {"warning": f"only {few} chunks in the smaller class: the score is unreliable"}
-                if (
-                    few := min(
-                        self.trained_on.get("author_chunks", 0),
-                        self.trained_on.get("other_chunks", 0),
-                    )
-                )
-                < MIN_RELIABLE_CHUNKS
-                else {}
-            ),
+            **({"not_measured": reason} if (reason := self.unreliable()) else {}),
         }
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

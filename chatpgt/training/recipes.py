@@ -606,30 +606,50 @@ def save_final_model(
 
 
 def generate_samples(
-    model: Any, tokenizer: PreTrainedTokenizerBase, spec: SampleSpec, *, seed: int
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    spec: SampleSpec,
+    *,
+    seed: int,
+    batch_size: int = 8,
 ) -> list[dict[str, str]]:
-    """One sampled essay per prompt (temperature and top_p from ``spec``)."""
+    """One sampled essay per prompt (temperature and top_p from ``spec``), ``batch_size``
+    prompts per ``generate`` call (left-padded): on a CPU a batch of 8 writes several times the
+    tokens per second of one prompt at a time."""
     model.eval()
     device = next(model.parameters()).device
     torch.manual_seed(seed)
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # new tokens follow each prompt's last token
     out = []
-    for prompt in spec.prompts:
-        encoded: Any = tokenizer.apply_chat_template(
-            generation_messages(prompt, spec.system_prompt),
-            add_generation_prompt=True,
-            return_tensors="pt",
-            return_dict=True,
-        )
-        inputs = {k: v.to(device) for k, v in encoded.items()}
-        with torch.no_grad():
-            ids = model.generate(
-                **inputs,
-                do_sample=True,
-                temperature=spec.temperature,
-                top_p=spec.top_p,
-                max_new_tokens=spec.max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
+    try:
+        for start in range(0, len(spec.prompts), batch_size):
+            prompts = spec.prompts[start : start + batch_size]
+            texts = [
+                tokenizer.apply_chat_template(
+                    generation_messages(p, spec.system_prompt),
+                    add_generation_prompt=True,
+                    tokenize=False,
+                )
+                for p in prompts
+            ]
+            encoded: Any = tokenizer(
+                texts, return_tensors="pt", padding=True, add_special_tokens=False
             )
-        new = ids[0, inputs["input_ids"].shape[1] :]
-        out.append({"prompt": prompt, "text": str(tokenizer.decode(new, skip_special_tokens=True))})
+            inputs = {k: v.to(device) for k, v in encoded.items()}
+            with torch.no_grad():
+                ids = model.generate(
+                    **inputs,
+                    do_sample=True,
+                    temperature=spec.temperature,
+                    top_p=spec.top_p,
+                    max_new_tokens=spec.max_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            new = ids[:, inputs["input_ids"].shape[1] :]
+            for prompt, row in zip(prompts, new, strict=True):
+                text = str(tokenizer.decode(row, skip_special_tokens=True))
+                out.append({"prompt": prompt, "text": text})
+    finally:
+        tokenizer.padding_side = side
     return out
