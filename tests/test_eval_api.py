@@ -126,7 +126,7 @@ async def test_eval_run_end_to_end(
     assert win["wins"] + win["losses"] + win["ties"] == win["judged"]
     assert results["reference"]["name"] == "eval-sft"
     assert "not_measured" in results["real_essays"]["style"]
-    assert results["style_classifier"]["author_texts"] == 4  # the SFT run's training essays
+    assert results["style_classifier"]["author_essays"] == 4  # the SFT run's training essays
     assert results["style_classifier"]["name"] == "evaluation_style_classifier"
     assert results["style_classifier"]["features"] == "char+word"  # not the datagen judge's
 

@@ -209,7 +209,13 @@ class Executor:
         ok = drop_near_duplicates(self.job_id, self.req.dedup, t, ok, self.flusher)
         pairs = []
         if self.req.include_corpus_pairs:
-            pairs = corpus_pair_rows(self.job_id, t, ok, self.settings.corpus_pair_confidence)
+            pairs = corpus_pair_rows(
+                self.job_id,
+                t,
+                ok,
+                self.settings.corpus_pair_confidence,
+                match_length=self.req.corpus_pair_length == "matched",
+            )
         if len(ok) >= 2:
             pairs += await self._judge_topic(t, ok)
         if not all(g.status in ITEM_TERMINAL for g in t.generations):

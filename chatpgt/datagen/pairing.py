@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from itertools import combinations
@@ -122,10 +123,38 @@ def judged_pair_row(
     }
 
 
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
+
+
+def cut_to_length(text: str, words: int) -> str:
+    """The start of ``text`` with about ``words`` words: cut at the first sentence end at or
+    after ``words`` words (within a quarter more), else at ``words`` words. Paragraph breaks
+    before the cut are kept."""
+    tokens = list(re.finditer(r"\S+", text))
+    if len(tokens) <= words:
+        return text
+    end = max(words, 1)
+    for i in range(end - 1, min(len(tokens), end + max(words // 4, 1))):
+        if _SENTENCE_END.search(tokens[i].group()):
+            end = i + 1
+            break
+    return text[: tokens[end - 1].end()]
+
+
 def corpus_pair_rows(
-    job_id: int, topic: TopicView, ok: Iterable[Generation], confidence: float
+    job_id: int,
+    topic: TopicView,
+    ok: Iterable[Generation],
+    confidence: float,
+    *,
+    match_length: bool = True,
 ) -> list[dict[str, Any]]:
-    """The corpus essay chosen over each generated essay (none when the topic has none)."""
+    """The corpus essay chosen over each generated essay (none when the topic has none).
+
+    ``match_length``: the corpus essay is cut to the generated essay's length (at a sentence
+    end), so that the pair teaches the author's style rather than "longer is better": a real
+    essay is thousands of words, a generated one a few hundred.
+    """
     if not topic.reference_text:
         return []
     return [
@@ -135,7 +164,9 @@ def corpus_pair_rows(
             "source": "corpus",
             "topic": topic.title,
             "prompt": topic.prompt,
-            "chosen": topic.reference_text,
+            "chosen": cut_to_length(topic.reference_text, len((g.text or "").split()))
+            if match_length
+            else topic.reference_text,
             "rejected": g.text,
             "chosen_model": "corpus",
             "rejected_model": g.model,

@@ -155,6 +155,11 @@ class DatagenJobCreate(BaseModel):
     judge: JudgeSpec
     pairing: PairingRule = PairingRule.BEST_VS_WORST
     include_corpus_pairs: bool = False
+    corpus_pair_length: Literal["matched", "full"] = Field(
+        "matched",
+        description="corpus pairs: the real essay cut to the generated essay's length at a "
+        "sentence end (matched: the pair teaches style, not length) or whole (full)",
+    )
     budget_usd: float | None = Field(None, gt=0, le=1_000_000)
     system_prompt: str | None = Field(None, max_length=20_000)
     prompt_templates: list[str] | None = Field(None, min_length=1, max_length=32)

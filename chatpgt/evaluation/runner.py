@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -382,17 +383,19 @@ def _train_classifier(
 ) -> Any:
     """The evaluation's style classifier: the SFT run's training essays vs other writers' essays
     and degenerate texts (the training essays' words shuffled, random tokens)."""
-    from chatpgt.style.classifier import StyleClassifier
+    from chatpgt.style.classifier import StyleClassifier, chunk
 
     style = req["style"]
     if style.get("other_essays"):
         other = [e.text for e in corpus.load_essays(style["other_essays"])][: style["max_other"]]
     else:
         other = store.candidate_essays(style["max_other"])
-    author = [e.text for e in train]
-    # As many degenerate chunks as fluent other chunks, half of each kind (at least a few).
-    n = max(4, sum(max(1, len(t.split()) // style["chunk_words"]) for t in other) // 2)
     words = style["chunk_words"]
+    author = [c for e in train for c in chunk(e.text, words)]
+    if len(author) > style.get("max_author_chunks", len(author)):
+        author = random.Random(seed).sample(author, style["max_author_chunks"])
+    # As many degenerate chunks as fluent other chunks, half of each kind (at least a few).
+    n = max(4, sum(max(1, len(t.split()) // words) for t in other) // 2)
     degenerate = shuffled_words(cut_words(author, words)[:n], seed=seed) + random_token_texts(
         lambda ids: str(tokenizer.decode(ids)),
         len(tokenizer),
@@ -401,7 +404,7 @@ def _train_classifier(
         seed=seed,
         skip=tokenizer.all_special_ids,
     )
-    return StyleClassifier.train(
+    classifier = StyleClassifier.train(
         author,
         other,
         degenerate=degenerate,
@@ -409,6 +412,8 @@ def _train_classifier(
         folds=style["folds"],
         seed=seed,
     )
+    classifier.trained_on["author_essays"] = len(train)
+    return classifier
 
 
 def _load(m: dict[str, Any], device: Any, seed: int) -> tuple[Any, Any]:

@@ -47,6 +47,13 @@ class StyleSpec(BaseModel):
         "default: the succeeded candidate essays in the database",
     )
     max_other: int = Field(2000, ge=2, le=100_000)
+    max_author_chunks: int = Field(
+        3000,
+        ge=2,
+        le=1_000_000,
+        description="the author's training essays, cut into chunks, are sampled down to this "
+        "many (seeded) so that training the classifier stays quick on a large corpus",
+    )
     chunk_words: int = Field(250, ge=20, le=5000)
     folds: int = Field(5, ge=2, le=20)
 
