@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test lint demo bench-datagen bench-api bench-export
+.PHONY: setup test lint demo demo-serve quality bench-datagen bench-api bench-export
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,10 @@ test: setup
 
 demo: setup
 	$(PY) -m chatpgt.demo
+
+# The API and /ui on what the last `make demo` left in var/demo, until Ctrl-C.
+demo-serve: setup
+	$(PY) -m chatpgt.demo serve
 
 bench-datagen: setup
 	$(PY) bench/datagen_throughput.py

@@ -69,7 +69,12 @@ def resolve_corpus(
     except CorpusUnavailable as exc:
         skipped.append(str(exc))
     if sibling_csv.is_file():
-        return DemoCorpus(sibling_csv, str(sibling_csv), message=skipped[0])
+        # The expected case on a machine without the hub: say it as the choice it is.
+        note = (
+            f"the essays come from {sibling_csv} (the dataset {settings.demo_dataset} is not in "
+            "the local cache; fetch it once with HF_HUB_OFFLINE=0 to use it instead)"
+        )
+        return DemoCorpus(sibling_csv, str(sibling_csv), message=note)
     skipped.append(f"no {sibling_csv}")
     message = (
         f"no corpus ({'; '.join(skipped)}); the demo uses {len(BUILTIN_TITLES)} built-in titles "

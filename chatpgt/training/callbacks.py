@@ -28,6 +28,7 @@ class RunProgressCallback(TrainerCallback):
         self.latest: dict[str, Any] = dict(latest or {})
         self._t0 = time.monotonic()
         self._step0 = 0
+        self._eval_done = 0
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
@@ -35,9 +36,32 @@ class RunProgressCallback(TrainerCallback):
         self._t0 = time.monotonic()
         self._step0 = state.global_step
         progress = self._progress(state)
+        progress["stage"] = "training"
         progress["resumed_from_step"] = state.global_step or None
         self.reporter.report(progress=progress, force=True)
         self._maybe_stop(control)
+
+    def on_prediction_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        """An evaluation batch done: the held-out pass is shown, not a silent stretch."""
+        loader = kw.get("eval_dataloader")
+        total = len(loader) if loader is not None and hasattr(loader, "__len__") else None
+        self._eval_done += 1
+        self.reporter.report(
+            progress={"stage": "evaluating", "eval_batches": self._eval_done, "eval_total": total}
+        )
+
+    def on_evaluate(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
+    ) -> None:
+        self._eval_done = 0
+        self.reporter.report(progress={"stage": "training"}, force=True)
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
+    ) -> None:
+        self.reporter.report(progress={"stage": "saving the model and writing samples"}, force=True)
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any

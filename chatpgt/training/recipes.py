@@ -298,6 +298,8 @@ def run_dpo(
     if lora is None and not precompute:
         # Asked for explicitly: the classic setup with a second full copy as the reference.
         ref_model = load_model(model_path, device)
+    if precompute:  # DPOTrainer computes them while it is built: say so, it takes a while
+        reporter.report(progress={"stage": "reference log-probs", "pairs": len(train)}, force=True)
     args = DPOConfig(
         **_common_args(hp, run_dir, device, features, has_eval=evals is not None),
         max_length=hp.max_length,
