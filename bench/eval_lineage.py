@@ -44,6 +44,7 @@ def main() -> None:
 
     import torch
 
+    from chatpgt.datagen.prompts import DEFAULT_SYSTEM_PROMPT
     from chatpgt.evaluation import stats
     from chatpgt.evaluation.perplexity import (
         ExampleSpec,
@@ -77,14 +78,19 @@ def main() -> None:
     train, held_all = corpus.split_train_eval(essays, 0.2, 42)
     held = held_all[: args.essays]
     spec = ExampleSpec(
-        DEFAULT_PROMPT_TEMPLATES, DEFAULT_CONTINUATION_TEMPLATE, 30, args.max_length, 42
+        DEFAULT_PROMPT_TEMPLATES,
+        DEFAULT_CONTINUATION_TEMPLATE,
+        30,
+        args.max_length,
+        42,
+        DEFAULT_SYSTEM_PROMPT,
     )
     device = recipes.Device.detect()
     tokenizer, _ = recipes.load_tokenizer(model_path)
     base: Any = recipes.load_model(model_path, device)
     if device.cuda:
         base = base.to("cuda")
-    measure, count = recipes.token_counters(tokenizer)
+    measure, count = recipes.token_counters(tokenizer, DEFAULT_SYSTEM_PROMPT)
     t0 = time.monotonic()
     parts = essay_parts(held, spec, measure, count)
     timed("build_parts_s", t0)

