@@ -32,6 +32,12 @@ demo: setup
 demo-serve: setup
 	$(PY) -m chatpgt.demo serve
 
+# The quality run (bench/quality_run.py): about 2 h on 2 idle cores; QUALITY_PROFILE=quick for a
+# 20-30 minute rehearsal of every stage. Needs the corpus next to the checkout (or --corpus).
+QUALITY_PROFILE ?= full
+quality: setup
+	$(PY) bench/quality_run.py --profile $(QUALITY_PROFILE)
+
 bench-datagen: setup
 	$(PY) bench/datagen_throughput.py
 
