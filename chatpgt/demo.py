@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -148,9 +149,10 @@ def follow(
         body = api.get(path).raise_for_status().json()
         text = line(body)
         now = time.monotonic()
-        if text != last:
+        key = re.sub(r", ETA \d+ s", "", text)  # a new ETA alone is no news
+        if key != last:
             say(text)
-            last, printed, changed = text, now, now
+            last, printed, changed = key, now, now
         elif now - printed >= every_s:
             say(f"{text} (still working, {now - changed:.0f} s on this)")
             printed = now
