@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from chatpgt.style.classifier import StyleClassifier
-from chatpgt.style.judge import StyleJudge, confidence_from_gap
+from chatpgt.style.judge import StyleJudge, confidence_from_gap, confidence_from_scores
 from chatpgt.training.corpus import Essay
 from tests.test_eval_metrics import VOCAB_A, VOCAB_B, author_text
 
@@ -43,3 +43,16 @@ def test_confidence_from_gap() -> None:
     assert confidence_from_gap(0.0) == 1
     assert confidence_from_gap(0.45) == 6 == confidence_from_gap(-0.45)
     assert confidence_from_gap(0.95) == 10
+
+
+def test_confidence_from_scores_on_the_logit_scale() -> None:
+    assert confidence_from_scores(0.3, 0.3) == 1
+    assert confidence_from_scores(0.02, 0.10) == confidence_from_scores(0.10, 0.02)
+    # Generated essays sit at a few percent: 0.02 vs 0.10 is a clear preference (logit gap 1.7,
+    # Bradley-Terry 0.85), where the probability gap (0.08) gave confidence 2.
+    assert confidence_from_scores(0.02, 0.10) == 7 > confidence_from_gap(0.08) == 2
+    assert confidence_from_scores(0.5, 0.55) <= 2  # a logit gap of 0.2: hardly a preference
+    assert confidence_from_scores(0.001, 0.999) == 10
+    # The threshold 6 sits at a preference probability of about 0.78: odds 2.5 times as
+    # high (logit gap 0.92, preference 0.71) fall short, 4 times (1.39, 0.80) pass.
+    assert confidence_from_scores(0.2, 2.5 / 6.5) < 6 <= confidence_from_scores(0.2, 0.5)

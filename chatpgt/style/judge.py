@@ -33,6 +33,7 @@ class TitledText(Protocol):
     @property
     def text(self) -> str: ...
 
+
 JUDGE_FEATURES: Features = "word"
 JUDGE_SEED_OFFSET = 7919  # its own split, whatever seed the evaluation classifier uses
 
@@ -53,9 +54,31 @@ class StyleVerdict:
 
 
 def confidence_from_gap(gap: float) -> int:
-    """1 at no difference, 10 at a gap of 0.9 or more in P(author), linear in between."""
+    """1 at no difference, 10 at a gap of 0.9 or more in P(author), linear in between (the scale
+    before confidence_from_scores; kept for what was judged with it)."""
     # floor(x + 0.5): round half up (Python's round() rounds half to even).
     return max(1, min(10, 1 + math.floor(10 * abs(gap) + 0.5)))
+
+
+_CLIP = 0.01  # P(author) of 0 or 1 would be an infinite logit
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, _CLIP), 1 - _CLIP)
+    return math.log(p / (1 - p))
+
+
+def confidence_from_scores(score_a: float, score_b: float) -> int:
+    """1-10 from the classifier's scores on the logit scale: the Bradley-Terry probability that
+    the winner is preferred, ``sigmoid(|logit a - logit b|)``, mapped from [0.5, 1] to [1, 10].
+
+    A gap of probabilities would compress where generated essays sit (P(author) of a few
+    percent, where 0.02 against 0.10 is a real difference that a probability gap calls 0.08,
+    confidence 2); the logit difference is what the logistic classifier's linear score says.
+    Confidence 6 needs a preference probability of about 0.78 (a logit difference of 1.3).
+    """
+    preferred = 1 / (1 + math.exp(-abs(_logit(score_a) - _logit(score_b))))
+    return max(1, min(10, 1 + math.floor(9 * (2 * preferred - 1) + 0.5)))
 
 
 @dataclass(slots=True)
@@ -100,12 +123,13 @@ class StyleJudge:
         return sorted(scored, key=lambda item: (-item[1], item[0]))
 
     def verdict(self, essay_a: str, essay_b: str) -> StyleVerdict:
-        """The pairwise verdict the datagen runner stores: no position, confidence from the gap.
+        """The pairwise verdict the datagen runner stores: no position, confidence from the
+        scores' logit difference (:func:`confidence_from_scores`).
         An exact tie returns ("A", 1), as ``confidence_from_ab`` does, so a two-order judge
         turns it into a tie."""
         score_a, score_b = self.scores([essay_a, essay_b])
         winner = "B" if score_b > score_a else "A"
-        return StyleVerdict(winner, confidence_from_gap(score_a - score_b), score_a, score_b)
+        return StyleVerdict(winner, confidence_from_scores(score_a, score_b), score_a, score_b)
 
     def describe(self) -> dict[str, Any]:
         return {
