@@ -142,6 +142,7 @@ def pipeline(api: httpx.Client, corpus: Path, base: Path, profile: dict[str, Any
                 }
             ],
             "judge": {"method": "style_classifier"},
+            "include_corpus_pairs": True,  # one candidate per topic: nothing to judge
             "budget_usd": 1.0,
         },
         f"the base model's essays on {len(other_titles)} training titles (other writers)",
