@@ -470,6 +470,8 @@ WORK_FIELDS = (
     "judgments_cost_usd",
     "judgments_prompt_tokens",
     "judgments_completion_tokens",
+    "position_a_wins",
+    "position_b_wins",
 )
 
 
@@ -501,7 +503,8 @@ async def compute_job_work(
     session: AsyncSession, job_ids: Sequence[int]
 ) -> dict[int, dict[str, Any]]:
     """The ``WORK_FIELDS`` of each given job, from its generations and judgments (one grouped
-    scan of each table, plus the order-flip count)."""
+    read of each table through its ``(job_id, status)`` index, plus the order-flip and
+    position counts)."""
     if not job_ids:
         return {}
     zero = dict.fromkeys(WORK_FIELDS, 0)
@@ -529,6 +532,8 @@ async def compute_job_work(
             )
     for job_id, (matchups, flips) in (await datagen_repo.flip_counts(session, job_ids)).items():
         work[job_id].update(matchups=matchups, flips=flips)
+    for job_id, (a_wins, b_wins) in (await position_wins(session, job_ids)).items():
+        work[job_id].update(position_a_wins=a_wins, position_b_wins=b_wins)
     return work
 
 
