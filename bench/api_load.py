@@ -71,9 +71,18 @@ def loadavg() -> str:
 
 
 class Api:
-    """The real API in a subprocess (its own process group), against the bench database."""
+    """The real API in a subprocess (its own process group), against the bench database; or,
+    with ``app="floor_app:app"``, the bare floor server (``bench/floor_app.py``)."""
 
-    def __init__(self, async_url: str, workers: int, auth: str = "auto") -> None:
+    def __init__(
+        self,
+        async_url: str,
+        workers: int,
+        auth: str = "auto",
+        *,
+        app: str = "api.main:app",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {
@@ -82,8 +91,11 @@ class Api:
             "CHATPGT_BROKER_URL": "redis://127.0.0.1:6379/15",
             "CHATPGT_EMBEDDED_WORKER": "false",
             "CHATPGT_AUTH": auth,
+            **(env or {}),
         }
-        cmd = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1"]
+        cmd = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1"]
+        if app.startswith("floor_app:"):
+            cmd += ["--app-dir", str(ROOT / "bench")]
         cmd += ["--port", str(self.port), "--workers", str(workers), "--no-access-log"]
         cmd += ["--log-level", "warning"]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
@@ -338,6 +350,150 @@ async def bench_key(async_url: str) -> str:
     return created.key.get_secret_value()
 
 
+async def stream_export(base: str, query: dict[str, Any]) -> tuple[int, float]:
+    """``GET /pairs/export`` read to the end and counted (nothing written): bytes and seconds."""
+    timeout = aiohttp.ClientTimeout(total=3600, sock_read=120)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        t0 = time.perf_counter()
+        async with http.get(f"{base}/pairs/export", params=query) as resp:
+            if resp.status != 200:
+                raise SystemExit(f"export got {resp.status}: {(await resp.read())[:300]!r}")
+            size = 0
+            async for chunk in resp.content.iter_chunked(1 << 20):
+                size += len(chunk)
+        return size, time.perf_counter() - t0
+
+
+def _rss_mb(server: Api) -> float:
+    total = 0
+    for proc in server.processes():
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 1e6
+
+
+def versus_floor(args: argparse.Namespace, async_url: str, sync_url: str, workers: int) -> None:
+    """The API and the bare floor (``bench/floor_app.py``) side by side, taking turns: pages
+    under load, stats latency, export throughput; each figure as a ratio to the floor's."""
+    floor_env = {"FLOOR_DATABASE_URL": sync_url, "FLOOR_POOL_SIZE": str(args.floor_pool)}
+    servers = {
+        "api": Api(async_url, workers),
+        "floor": Api(async_url, workers, app="floor_app:app", env=floor_env),
+    }
+    query = {"min_confidence": args.min_confidence, "limit": args.limit}
+    try:
+        for server in servers.values():
+            server.wait_ready()
+        print(
+            f"uvicorn --workers {workers}: the API and the floor, {args.rounds} turns each; "
+            f"load {loadavg()}",
+            flush=True,
+        )
+        pages: dict[str, PhaseResult] = {}
+        for turn in range(args.rounds):
+            order = list(servers) if turn % 2 == 0 else list(servers)[::-1]
+            for name in order:
+                split = CpuSplit(servers[name], args.db)
+                r = asyncio.run(
+                    run_phase(
+                        name,
+                        servers[name].base,
+                        args.clients,
+                        args.duration / args.rounds,
+                        query,
+                        lambda: (None, None),
+                        split,
+                    )
+                )
+                if name in pages:
+                    pages[name].merge(r)
+                else:
+                    pages[name] = r
+        for r in pages.values():
+            print(r.line(), flush=True)
+            for sample in r.error_samples:
+                print(f"    error: {sample}")
+
+        stats: dict[tuple[str, str], tuple[float, list[float]]] = {}
+        for label, stats_q in (
+            ("no filter", {}),
+            ("min_confidence", {"min_confidence": args.min_confidence}),
+        ):
+            for name in servers:
+                stats[(name, label)] = asyncio.run(
+                    time_stats(servers[name].base, args.stats_runs, stats_q)
+                )
+
+        export: dict[str, list[tuple[int, float]]] = {name: [] for name in servers}
+        peak_rss: dict[str, float] = dict.fromkeys(servers, 0.0)
+        for turn in range(args.export_runs):
+            order = list(servers) if turn % 2 == 0 else list(servers)[::-1]
+            for name in order:
+                rss_before = _rss_mb(servers[name])
+                export[name].append(
+                    asyncio.run(stream_export(servers[name].base, {"format": "jsonl"}))
+                )
+                peak_rss[name] = max(peak_rss[name], _rss_mb(servers[name]) - rss_before)
+    finally:
+        for server in servers.values():
+            server.stop()
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}" if b else "-"
+
+    api, floor = pages["api"], pages["floor"]
+    rows = [
+        ("pages req/s", api.requests / api.wall, floor.requests / floor.wall, "{:.1f}"),
+        ("pages MB/s", api.bytes / api.wall / 1e6, floor.bytes / floor.wall / 1e6, "{:.1f}"),
+        ("pages p50 ms", api.pct(0.5), floor.pct(0.5), "{:.0f}"),
+        (
+            "server CPU ms/page",
+            api.cpu["api"] / max(1, api.requests) * 1e3,
+            floor.cpu["api"] / max(1, floor.requests) * 1e3,
+            "{:.2f}",
+        ),
+        (
+            "Postgres CPU ms/page",
+            api.cpu["postgres"] / max(1, api.requests) * 1e3,
+            floor.cpu["postgres"] / max(1, floor.requests) * 1e3,
+            "{:.2f}",
+        ),
+    ]
+    for label in ("no filter", "min_confidence"):
+        a_first, a_rest = stats[("api", label)]
+        f_first, f_rest = stats[("floor", label)]
+        rows.append(
+            (
+                f"stats {label[:9]} p50 ms",
+                statistics.median(a_rest) * 1e3,
+                statistics.median(f_rest) * 1e3,
+                "{:.1f}",
+            )
+        )
+    for name in servers:
+        sizes = {size for size, _ in export[name]}
+        if len(sizes) != 1:
+            print(f"  warning: {name} exports differ in size: {sorted(sizes)}")
+    a_mbs = statistics.median(size / wall / 1e6 for size, wall in export["api"])
+    f_mbs = statistics.median(size / wall / 1e6 for size, wall in export["floor"])
+    rows.append(("export MB/s", a_mbs, f_mbs, "{:.1f}"))
+    rows.append(("export RSS growth MB", peak_rss["api"], peak_rss["floor"], "{:.0f}"))
+    print(f"  {'':<24}{'API':>10}{'floor':>10}{'API/floor':>11}")
+    for label, a, f, fmt in rows:
+        print(f"  {label:<24}{fmt.format(a):>10}{fmt.format(f):>10}{ratio(a, f):>11}")
+    a_first = stats[("api", "no filter")][0]
+    print(
+        f"  (stats: the API's first read {a_first * 1e3:.0f} ms, then the median of "
+        f"{args.stats_runs - 1}; export: median of {args.export_runs}, "
+        f"{export['api'][0][0] / 1e6:.0f} MB API, {export['floor'][0][0] / 1e6:.0f} MB floor; "
+        f"RSS growth: the server processes' resident size after an export less before); "
+        f"load {loadavg()}",
+        flush=True,
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -354,6 +510,14 @@ def main() -> None:
     p.add_argument("--min-confidence", type=float, default=6.0)
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--stats-runs", type=int, default=6)
+    p.add_argument(
+        "--floor",
+        action="store_true",
+        help="instead of the phases: the API and the bare floor (bench/floor_app.py: ASGI, "
+        "asyncpg, orjson) side by side in turns, first pages, stats and export, as ratios",
+    )
+    p.add_argument("--export-runs", type=int, default=3, help="exports per server (--floor)")
+    p.add_argument("--floor-pool", type=int, default=20, help="the floor's asyncpg pool size")
     p.add_argument(
         "--auth",
         default="loopback",
@@ -382,6 +546,16 @@ def main() -> None:
         "random": lambda: (lambda a: (encode_cursor(a), a))(rng.randrange(span)),
     }
     query = {"min_confidence": args.min_confidence, "limit": args.limit}
+    if args.floor:
+        print(
+            f"api vs floor: {args.pairs:,} pairs in {args.db}, GET /pairs?min_confidence="
+            f"{args.min_confidence:g}&limit={args.limit} from {args.clients} clients, "
+            f"{args.duration:g} s each; {psutil.cpu_count()} CPUs; load {loadavg()}",
+            flush=True,
+        )
+        for workers in (int(w) for w in args.workers.split(",")):
+            versus_floor(args, async_url, sync_url, workers)
+        return
     print(
         f"api load: {args.pairs:,} pairs in {args.db}, GET /pairs?min_confidence="
         f"{args.min_confidence:g}&limit={args.limit}, {args.clients} clients x "

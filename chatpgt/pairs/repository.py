@@ -14,12 +14,16 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
+    Dialect,
     Float,
     Integer,
     Row,
     Select,
+    String,
     Text,
+    bindparam,
     case,
     cast,
     func,
@@ -55,6 +59,12 @@ class PairFilters:
     dedup_threshold: float | None = None
 
 
+def _given(value: object) -> bool:
+    """Whether a filter value is set: not None, not an empty string (a bound parameter standing
+    for a value, see :func:`_page_sql`, is set)."""
+    return value is not None and value != "" if isinstance(value, str | None) else True
+
+
 def _conditions(filters: PairFilters) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     human = consensus_of(Pair.id) if filters.labels == "prefer" else None
@@ -65,11 +75,11 @@ def _conditions(filters: PairFilters) -> list[ColumnElement[bool]]:
         conditions.append(by_judge if human is None else or_(by_judge, human.in_(DECIDED)))
     if filters.job_ids:
         conditions.append(Pair.job_id.in_(filters.job_ids))
-    if filters.model:
+    if _given(filters.model):
         conditions.append(
             or_(Pair.chosen_model == filters.model, Pair.rejected_model == filters.model)
         )
-    if filters.source:
+    if _given(filters.source):
         conditions.append(Pair.source == filters.source)
     if filters.dedup_threshold is not None:
         flagged = select(NearDuplicate.generation_id).where(
@@ -176,12 +186,76 @@ def page_statement(filters: PairFilters, *, after_id: int | None, limit: int) ->
     return stmt
 
 
+# The page statement's SQL per shape of the filters (which are set, how many jobs) and
+# dialect, with the parameter names in the order the driver takes them.
+_PAGE_SQL: dict[tuple[Any, ...], tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+
+
+def _page_sql(
+    dialect: Dialect, filters: PairFilters, *, after_id: bool
+) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    """``(sql, parameter names in order, constant parameters)`` of :func:`page_statement` for
+    filters of this shape, compiled once: building and compiling the statement (SQLAlchemy's
+    cache key included) cost more CPU than Postgres spends on the page."""
+    key = (
+        dialect,
+        filters.min_confidence is not None,
+        len(filters.job_ids),
+        _given(filters.model),
+        _given(filters.source),
+        filters.labels,
+        filters.dedup_threshold is not None,
+        after_id,
+    )
+    found = _PAGE_SQL.get(key)
+    if found is None:
+        # The filters with a bound parameter in place of each value that is set.
+        placeholders: dict[str, Any] = {
+            "min_confidence": bindparam("min_confidence", type_=Float) if key[1] else None,
+            "job_ids": tuple(bindparam(f"job_{i}", type_=BigInteger) for i in range(key[2])),
+            "model": bindparam("model", type_=String) if key[3] else None,
+            "source": bindparam("source", type_=String) if key[4] else None,
+            "labels": filters.labels,
+            "dedup_threshold": bindparam("dedup_threshold", type_=Float) if key[6] else None,
+        }
+        shape = PairFilters(**placeholders)
+        stmt = page_statement(
+            shape,
+            after_id=bindparam("after_id", type_=BigInteger) if after_id else None,  # type: ignore[arg-type]
+            limit=bindparam("limit", type_=Integer),  # type: ignore[arg-type]
+        )
+        compiled = stmt.compile(dialect=dialect)
+        found = (compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params))
+        _PAGE_SQL[key] = found
+    return found
+
+
 async def pair_page(
     session: AsyncSession, filters: PairFilters, *, after_id: int | None, limit: int
 ) -> Sequence[AnyRow]:
-    """Up to ``limit`` pairs with id > ``after_id``, ascending id, as ``PAIR_COLUMNS`` rows."""
-    stmt = page_statement(filters, after_id=after_id, limit=limit)
-    return (await session.execute(stmt)).all()
+    """Up to ``limit`` pairs with id > ``after_id``, ascending id, as ``PAIR_COLUMNS`` rows.
+
+    On Postgres the statement's SQL is compiled once per shape of the filters and sent as is
+    (:func:`_page_sql`); the rows are the driver's values (Postgres needs no result
+    processing for these columns)."""
+    dialect = session.get_bind().dialect
+    if dialect.name != "postgresql" or dialect.paramstyle != "numeric_dollar":
+        stmt = page_statement(filters, after_id=after_id, limit=limit)
+        return (await session.execute(stmt)).all()
+    sql, names, constants = _page_sql(dialect, filters, after_id=after_id is not None)
+    values: dict[str, Any] = {
+        **constants,
+        "min_confidence": filters.min_confidence,
+        "model": filters.model,
+        "source": filters.source,
+        "dedup_threshold": filters.dedup_threshold,
+        "after_id": after_id,
+        "limit": limit,
+    }
+    values.update((f"job_{i}", job_id) for i, job_id in enumerate(filters.job_ids))
+    connection = await session.connection()
+    result = await connection.exec_driver_sql(sql, tuple(values[name] for name in names))
+    return result.all()
 
 
 async def pair_by_id(session: AsyncSession, pair_id: int) -> AnyRow | None:
