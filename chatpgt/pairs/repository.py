@@ -493,26 +493,32 @@ async def sqlite_group_counts(
 @dataclass(frozen=True, slots=True)
 class PairAggregates:
     """What pair statistics need from the pairs table: counts per confidence bucket, per
-    (chosen_model, rejected_model) and per source, and how many essays have each length."""
+    (chosen_model, rejected_model) and per source, how many essays have each length, and per
+    job its matchups and how many chosen essays are longer or shorter than the rejected."""
 
     buckets: dict[int, int]
     matchups: list[tuple[str, str, int]]
     sources: dict[str, int]
     chosen_lengths: dict[int, int]
     rejected_lengths: dict[int, int]
+    job_matchups: list[tuple[int, str, str, int]]
+    job_lengths: list[JobLengthCounts]
 
 
 async def pair_aggregates(session: AsyncSession, filters: PairFilters) -> PairAggregates:
     """All of ``PairAggregates`` from one scan (Postgres: grouping sets over the stored
     lengths, index-only through ``ix_pairs_stats``). The length histograms give exact means,
-    medians, minima and maxima without sorting a million values."""
+    medians, minima and maxima without sorting a million values; the per-job figures are
+    those of :func:`job_matchup_counts` and :func:`job_length_counts`."""
     bucket = _bucket(sqlite=False).label("bucket")
+    longer = func.sign(Pair.chosen_chars - Pair.rejected_chars).label("longer")
     dims: tuple[_Column, ...] = (
         bucket,
         Pair.chosen_model,
         Pair.source,
         Pair.chosen_chars,
         Pair.rejected_chars,
+        Pair.job_id,
     )
     stmt = (
         select(
@@ -522,6 +528,8 @@ async def pair_aggregates(session: AsyncSession, filters: PairFilters) -> PairAg
             Pair.source,
             Pair.chosen_chars,
             Pair.rejected_chars,
+            Pair.job_id,
+            longer,
             *(func.grouping(d).label(f"g{i}") for i, d in enumerate(dims)),
             func.count().label("n"),
         )
@@ -533,14 +541,22 @@ async def pair_aggregates(session: AsyncSession, filters: PairFilters) -> PairAg
                 tuple_(Pair.source),
                 tuple_(Pair.chosen_chars),
                 tuple_(Pair.rejected_chars),
+                tuple_(Pair.job_id, Pair.chosen_model, Pair.rejected_model),
+                tuple_(Pair.job_id, longer),
             )
         )
     )
-    agg = PairAggregates({}, [], {}, {}, {})
+    agg = PairAggregates({}, [], {}, {}, {}, [], [])
+    sides: dict[int, dict[int, int]] = {}
     for row in await session.execute(stmt):
         n = int(row.n)
-        # grouping(x) is 0 in the grouping set that groups by x
-        if row.g0 == 0:
+        # grouping(x) is 0 in the grouping sets that group by x
+        if row.g5 == 0:  # per job
+            if row.g1 == 0:
+                agg.job_matchups.append((int(row.job_id), row.chosen_model, row.rejected_model, n))
+            else:
+                sides.setdefault(int(row.job_id), {})[int(row.longer)] = n
+        elif row.g0 == 0:
             agg.buckets[int(row.bucket)] = n
         elif row.g1 == 0:
             agg.matchups.append((row.chosen_model, row.rejected_model, n))
@@ -550,6 +566,11 @@ async def pair_aggregates(session: AsyncSession, filters: PairFilters) -> PairAg
             agg.chosen_lengths[int(row.chosen_chars)] = n
         else:
             agg.rejected_lengths[int(row.rejected_chars)] = n
+    for job_id in sorted(sides):
+        counts = sides[job_id]
+        agg.job_lengths.append(
+            JobLengthCounts(job_id, sum(counts.values()), counts.get(1, 0), counts.get(-1, 0))
+        )
     return agg
 
 

@@ -76,17 +76,26 @@ def _position_bias(a: int, b: int) -> PositionBias:
 
 
 async def bias_stats(
-    session: AsyncSession, filters: PairFilters, work: dict[int, dict[str, Any]]
+    session: AsyncSession,
+    filters: PairFilters,
+    work: dict[int, dict[str, Any]],
+    agg: repository.PairAggregates | None = None,
 ) -> BiasStats:
     """Length and position bias and generator win rates, over the selection and per job.
 
     Length and win rates are over the matching pairs; position over the successful verdicts of
     the filtered jobs (every job without a job filter), as the judge's flip rate is, taken from
-    ``work`` (:func:`job_work`)."""
-    per_job_lengths = await repository.job_length_counts(session, filters)
+    ``work`` (:func:`job_work`). The per-job pair counts come from ``agg`` when given (the
+    one scan of :func:`repository.pair_aggregates`), else from two grouped reads."""
+    if agg is not None:
+        per_job_lengths = agg.job_lengths
+        job_matchups = agg.job_matchups
+    else:
+        per_job_lengths = await repository.job_length_counts(session, filters)
+        job_matchups = await repository.job_matchup_counts(session, filters)
     positions = {job_id: (w["position_a_wins"], w["position_b_wins"]) for job_id, w in work.items()}
     matchups: dict[int, list[tuple[str, str, int]]] = {}
-    for job_id, chosen, rejected, n in await repository.job_matchup_counts(session, filters):
+    for job_id, chosen, rejected, n in job_matchups:
         matchups.setdefault(job_id, []).append((chosen, rejected, n))
     per_job = [
         JobBias(
@@ -225,6 +234,7 @@ async def pair_stats(session: AsyncSession, filters: PairFilters) -> PairStats:
     """Counts, confidence histogram, wins and losses per model, matchups and essay lengths of
     the pairs matching ``filters``; judge order-flip rate and cost of the filtered jobs' work
     (every job when ``filters.job_ids`` is empty)."""
+    agg = None
     if is_sqlite(session):
         totals = await repository.sqlite_pair_totals(session, filters)
         buckets, matchup_counts = await repository.sqlite_group_counts(session, filters)
@@ -275,6 +285,6 @@ async def pair_stats(session: AsyncSession, filters: PairFilters) -> PairStats:
             judgments=work["judgments"],
             total_cost_usd=work["generations"].cost_usd + work["judgments"].cost_usd,
         ),
-        bias=await bias_stats(session, filters, per_job_work),
+        bias=await bias_stats(session, filters, per_job_work, agg),
         dedup=await dedup_figures(session, filters),
     )
