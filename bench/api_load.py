@@ -20,8 +20,17 @@ CPU split: user+system seconds of the API processes, of the Postgres backends se
 database (a backend that exits during a phase is not counted), of this load generator, and of
 everything else on the machine, per phase, and the API's and Postgres' CPU per request.
 
+``--floor`` measures instead the API next to a bare floor it starts itself (``bench/floor_app.py``:
+ASGI, asyncpg and orjson over the same tables and the same SQL shape, no framework), taking
+turns: first pages under load, then ``GET /pairs/stats`` latency, then whole JSONL exports, and
+prints each figure and its ratio to the floor's in one table. ``--baseline-root DIR`` adds the
+API of another checkout (``before``) to the same turns. The servers' pools together must stay
+under Postgres' max_connections (``--api-pool``, ``--floor-pool``).
+
     python bench/api_load.py --pairs 1000000 --workers 1,2
     python bench/api_load.py --pairs 10000 --duration 10 --workers 1   # a quick run
+    python bench/api_load.py --pairs 20000 --db chatpgt_bench_i24 --floor --workers 2 \
+        --duration 24 --rounds 3 --api-pool 10 --floor-pool 10
 """
 
 from __future__ import annotations
@@ -82,6 +91,7 @@ class Api:
         *,
         app: str = "api.main:app",
         env: dict[str, str] | None = None,
+        root: Path = ROOT,
     ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -98,7 +108,9 @@ class Api:
             cmd += ["--app-dir", str(ROOT / "bench")]
         cmd += ["--port", str(self.port), "--workers", str(workers), "--no-access-log"]
         cmd += ["--log-level", "warning"]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+        if root != ROOT:
+            env["PYTHONPATH"] = str(root)
+        self.proc = subprocess.Popen(cmd, cwd=root, env=env, start_new_session=True)
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -376,25 +388,27 @@ def _rss_mb(server: Api) -> float:
 
 def versus_floor(args: argparse.Namespace, async_url: str, sync_url: str, workers: int) -> None:
     """The API and the bare floor (``bench/floor_app.py``) side by side, taking turns: pages
-    under load, stats latency, export throughput; each figure as a ratio to the floor's."""
+    under load, stats latency, export throughput; each figure as a ratio to the floor's. With
+    ``--baseline-root``, the API of that checkout too (``before``), in the same turns."""
     floor_env = {"FLOOR_DATABASE_URL": sync_url, "FLOOR_POOL_SIZE": str(args.floor_pool)}
-    servers = {
-        "api": Api(async_url, workers),
-        "floor": Api(async_url, workers, app="floor_app:app", env=floor_env),
-    }
+    api_env = {"CHATPGT_API_DB_POOL_SIZE": str(args.api_pool)} if args.api_pool else None
+    servers = {"api": Api(async_url, workers, env=api_env)}
+    if args.baseline_root:
+        servers["before"] = Api(async_url, workers, root=Path(args.baseline_root).resolve())
+    servers["floor"] = Api(async_url, workers, app="floor_app:app", env=floor_env)
+    names = list(servers)
     query = {"min_confidence": args.min_confidence, "limit": args.limit}
     try:
         for server in servers.values():
             server.wait_ready()
         print(
-            f"uvicorn --workers {workers}: the API and the floor, {args.rounds} turns each; "
+            f"uvicorn --workers {workers}: {', '.join(names)}, {args.rounds} turns each; "
             f"load {loadavg()}",
             flush=True,
         )
         pages: dict[str, PhaseResult] = {}
         for turn in range(args.rounds):
-            order = list(servers) if turn % 2 == 0 else list(servers)[::-1]
-            for name in order:
+            for name in names if turn % 2 == 0 else names[::-1]:
                 split = CpuSplit(servers[name], args.db)
                 r = asyncio.run(
                     run_phase(
@@ -416,80 +430,65 @@ def versus_floor(args: argparse.Namespace, async_url: str, sync_url: str, worker
             for sample in r.error_samples:
                 print(f"    error: {sample}")
 
+        filters = (("no filter", {}), ("min_conf", {"min_confidence": args.min_confidence}))
         stats: dict[tuple[str, str], tuple[float, list[float]]] = {}
-        for label, stats_q in (
-            ("no filter", {}),
-            ("min_confidence", {"min_confidence": args.min_confidence}),
-        ):
-            for name in servers:
+        for label, stats_q in filters:
+            for name in names:
                 stats[(name, label)] = asyncio.run(
                     time_stats(servers[name].base, args.stats_runs, stats_q)
                 )
 
-        export: dict[str, list[tuple[int, float]]] = {name: [] for name in servers}
-        peak_rss: dict[str, float] = dict.fromkeys(servers, 0.0)
+        export: dict[str, list[tuple[int, float]]] = {name: [] for name in names}
+        rss_growth: dict[str, float] = dict.fromkeys(names, 0.0)
         for turn in range(args.export_runs):
-            order = list(servers) if turn % 2 == 0 else list(servers)[::-1]
-            for name in order:
-                rss_before = _rss_mb(servers[name])
+            for name in names if turn % 2 == 0 else names[::-1]:
+                before = _rss_mb(servers[name])
                 export[name].append(
                     asyncio.run(stream_export(servers[name].base, {"format": "jsonl"}))
                 )
-                peak_rss[name] = max(peak_rss[name], _rss_mb(servers[name]) - rss_before)
+                rss_growth[name] = max(rss_growth[name], _rss_mb(servers[name]) - before)
     finally:
         for server in servers.values():
             server.stop()
 
-    def ratio(a: float, b: float) -> str:
-        return f"{a / b:.2f}" if b else "-"
+    def per_page(name: str, party: str) -> float:
+        return pages[name].cpu[party] / max(1, pages[name].requests) * 1e3
 
-    api, floor = pages["api"], pages["floor"]
-    rows = [
-        ("pages req/s", api.requests / api.wall, floor.requests / floor.wall, "{:.1f}"),
-        ("pages MB/s", api.bytes / api.wall / 1e6, floor.bytes / floor.wall / 1e6, "{:.1f}"),
-        ("pages p50 ms", api.pct(0.5), floor.pct(0.5), "{:.0f}"),
-        (
-            "server CPU ms/page",
-            api.cpu["api"] / max(1, api.requests) * 1e3,
-            floor.cpu["api"] / max(1, floor.requests) * 1e3,
-            "{:.2f}",
-        ),
-        (
-            "Postgres CPU ms/page",
-            api.cpu["postgres"] / max(1, api.requests) * 1e3,
-            floor.cpu["postgres"] / max(1, floor.requests) * 1e3,
-            "{:.2f}",
-        ),
-    ]
-    for label in ("no filter", "min_confidence"):
-        a_first, a_rest = stats[("api", label)]
-        f_first, f_rest = stats[("floor", label)]
-        rows.append(
-            (
-                f"stats {label[:9]} p50 ms",
-                statistics.median(a_rest) * 1e3,
-                statistics.median(f_rest) * 1e3,
-                "{:.1f}",
-            )
+    figures: dict[str, dict[str, float]] = {name: {} for name in names}
+    for name in names:
+        r = pages[name]
+        f = figures[name]
+        f["pages req/s"] = r.requests / r.wall
+        f["pages MB/s"] = r.bytes / r.wall / 1e6
+        f["pages p50 ms"] = r.pct(0.5)
+        f["server CPU ms/page"] = per_page(name, "api")
+        f["Postgres CPU ms/page"] = per_page(name, "postgres")
+        for label, _ in filters:
+            f[f"stats {label} p50 ms"] = statistics.median(stats[(name, label)][1]) * 1e3
+        f["export MB/s"] = statistics.median(size / wall / 1e6 for size, wall in export[name])
+        f["export RSS growth MB"] = rss_growth[name]
+        if len({size for size, _ in export[name]}) != 1:
+            print(f"  warning: the {name} exports differ in size")
+    header = "".join(f"{name:>9}" for name in names)
+    ratios = "".join(f"{name + '/fl':>10}" for name in names if name != "floor")
+    print(f"  {'':<24}{header}{ratios}")
+    for key in figures["api"]:
+        values = "".join(f"{figures[name][key]:9.1f}" for name in names)
+        floor = figures["floor"][key]
+        shares = "".join(
+            f"{figures[name][key] / floor:10.2f}" if floor else f"{'-':>10}"
+            for name in names
+            if name != "floor"
         )
-    for name in servers:
-        sizes = {size for size, _ in export[name]}
-        if len(sizes) != 1:
-            print(f"  warning: {name} exports differ in size: {sorted(sizes)}")
-    a_mbs = statistics.median(size / wall / 1e6 for size, wall in export["api"])
-    f_mbs = statistics.median(size / wall / 1e6 for size, wall in export["floor"])
-    rows.append(("export MB/s", a_mbs, f_mbs, "{:.1f}"))
-    rows.append(("export RSS growth MB", peak_rss["api"], peak_rss["floor"], "{:.0f}"))
-    print(f"  {'':<24}{'API':>10}{'floor':>10}{'API/floor':>11}")
-    for label, a, f, fmt in rows:
-        print(f"  {label:<24}{fmt.format(a):>10}{fmt.format(f):>10}{ratio(a, f):>11}")
-    a_first = stats[("api", "no filter")][0]
+        print(f"  {key:<24}{values}{shares}")
+    firsts = ", ".join(
+        f"{name} {stats[(name, 'no filter')][0] * 1e3:.0f} ms" for name in names if name != "floor"
+    )
     print(
-        f"  (stats: the API's first read {a_first * 1e3:.0f} ms, then the median of "
-        f"{args.stats_runs - 1}; export: median of {args.export_runs}, "
-        f"{export['api'][0][0] / 1e6:.0f} MB API, {export['floor'][0][0] / 1e6:.0f} MB floor; "
-        f"RSS growth: the server processes' resident size after an export less before); "
-        f"load {loadavg()}",
+        f"  stats: median of {args.stats_runs - 1} after a first read ({firsts}); export: "
+        f"median of {args.export_runs}, {export['api'][0][0] / 1e6:.0f} MB from the API, "
+        f"{export['floor'][0][0] / 1e6:.0f} MB from the floor; RSS growth: resident size after "
+        f"an export less before; load {loadavg()}",
         flush=True,
     )
 
@@ -518,6 +517,17 @@ def main() -> None:
     )
     p.add_argument("--export-runs", type=int, default=3, help="exports per server (--floor)")
     p.add_argument("--floor-pool", type=int, default=20, help="the floor's asyncpg pool size")
+    p.add_argument(
+        "--api-pool",
+        type=int,
+        help="with --floor: CHATPGT_API_DB_POOL_SIZE of the API (default: the setting's); the "
+        "servers' pools together must stay under Postgres' max_connections",
+    )
+    p.add_argument(
+        "--baseline-root",
+        help="with --floor: also run the API of this checkout (e.g. an earlier commit "
+        "unpacked by git archive) in the same turns, as 'before'",
+    )
     p.add_argument(
         "--auth",
         default="loopback",
