@@ -190,6 +190,7 @@ def page_statement(filters: PairFilters, *, after_id: int | None, limit: int) ->
 # The page statement's SQL per shape of the filters (which are set, how many jobs) and
 # dialect, with the parameter names in the order the driver takes them.
 _PAGE_SQL: dict[tuple[Any, ...], tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+_PAGE_SQL_MAX = 256
 
 
 def _page_sql(
@@ -227,6 +228,8 @@ def _page_sql(
         )
         compiled = stmt.compile(dialect=dialect)
         found = (compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params))
+        if len(_PAGE_SQL) >= _PAGE_SQL_MAX:  # job filters of many lengths: start over
+            _PAGE_SQL.clear()
         _PAGE_SQL[key] = found
     return found
 
