@@ -24,7 +24,7 @@ from api.routers import (
     train,
 )
 from chatpgt.auth.service import AccessControl, AccessPolicy, KeyVerifier
-from chatpgt.db.session import make_engine, make_sessionmaker
+from chatpgt.db.session import make_engine, make_read_sessionmaker, make_sessionmaker
 from chatpgt.metrics import configure as configure_metrics
 from chatpgt.paths import DataRoots
 from chatpgt.redact import install_log_redaction, known_secret_count, register_provider_keys
@@ -60,10 +60,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             from chatpgt.db.migrate import upgrade
 
             await run_in_threadpool(upgrade, settings.database_url)
-        engine = make_engine(settings.database_url)
+        # A fixed pool (no overflow connections opened and closed under load) and no ping per
+        # checkout: a connection a database restart closed is replaced when checked out.
+        engine = make_engine(
+            settings.database_url,
+            pool_size=settings.api_db_pool_size,
+            max_overflow=0,
+            pre_ping=False,
+        )
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.read_sessionmaker = make_read_sessionmaker(engine)
         policy = AccessPolicy(mode=settings.auth, api_host=settings.api_host)
         app.state.access = AccessControl(
             policy, KeyVerifier(app.state.sessionmaker, ttl_s=settings.auth_cache_ttl_s)

@@ -17,7 +17,7 @@ IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 DEFAULT_PAGE_SIZE = 50
 
 
-def page_limit(
+async def page_limit(
     settings: AppSettings,
     limit: Annotated[
         int, Query(ge=1, description="page size, at most the server's api_max_page_size")

@@ -20,8 +20,17 @@ CPU split: user+system seconds of the API processes, of the Postgres backends se
 database (a backend that exits during a phase is not counted), of this load generator, and of
 everything else on the machine, per phase, and the API's and Postgres' CPU per request.
 
+``--floor`` measures instead the API next to a bare floor it starts itself (``bench/floor_app.py``:
+ASGI, asyncpg and orjson over the same tables and the same SQL shape, no framework), taking
+turns: first pages under load, then ``GET /pairs/stats`` latency, then whole JSONL exports, and
+prints each figure and its ratio to the floor's in one table. ``--baseline-root DIR`` adds the
+API of another checkout (``before``) to the same turns. The servers' pools together must stay
+under Postgres' max_connections (``--api-pool``, ``--floor-pool``).
+
     python bench/api_load.py --pairs 1000000 --workers 1,2
     python bench/api_load.py --pairs 10000 --duration 10 --workers 1   # a quick run
+    python bench/api_load.py --pairs 20000 --db chatpgt_bench_i24 --floor --workers 2 \
+        --duration 24 --rounds 3 --api-pool 10 --floor-pool 10
 """
 
 from __future__ import annotations
@@ -71,9 +80,19 @@ def loadavg() -> str:
 
 
 class Api:
-    """The real API in a subprocess (its own process group), against the bench database."""
+    """The real API in a subprocess (its own process group), against the bench database; or,
+    with ``app="floor_app:app"``, the bare floor server (``bench/floor_app.py``)."""
 
-    def __init__(self, async_url: str, workers: int, auth: str = "auto") -> None:
+    def __init__(
+        self,
+        async_url: str,
+        workers: int,
+        auth: str = "auto",
+        *,
+        app: str = "api.main:app",
+        env: dict[str, str] | None = None,
+        root: Path = ROOT,
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {
@@ -82,11 +101,16 @@ class Api:
             "CHATPGT_BROKER_URL": "redis://127.0.0.1:6379/15",
             "CHATPGT_EMBEDDED_WORKER": "false",
             "CHATPGT_AUTH": auth,
+            **(env or {}),
         }
-        cmd = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1"]
+        cmd = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1"]
+        if app.startswith("floor_app:"):
+            cmd += ["--app-dir", str(ROOT / "bench")]
         cmd += ["--port", str(self.port), "--workers", str(workers), "--no-access-log"]
         cmd += ["--log-level", "warning"]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+        if root != ROOT:
+            env["PYTHONPATH"] = str(root)
+        self.proc = subprocess.Popen(cmd, cwd=root, env=env, start_new_session=True)
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -338,6 +362,137 @@ async def bench_key(async_url: str) -> str:
     return created.key.get_secret_value()
 
 
+async def stream_export(base: str, query: dict[str, Any]) -> tuple[int, float]:
+    """``GET /pairs/export`` read to the end and counted (nothing written): bytes and seconds."""
+    timeout = aiohttp.ClientTimeout(total=3600, sock_read=120)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        t0 = time.perf_counter()
+        async with http.get(f"{base}/pairs/export", params=query) as resp:
+            if resp.status != 200:
+                raise SystemExit(f"export got {resp.status}: {(await resp.read())[:300]!r}")
+            size = 0
+            async for chunk in resp.content.iter_chunked(1 << 20):
+                size += len(chunk)
+        return size, time.perf_counter() - t0
+
+
+def _rss_mb(server: Api) -> float:
+    total = 0
+    for proc in server.processes():
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 1e6
+
+
+def versus_floor(args: argparse.Namespace, async_url: str, sync_url: str, workers: int) -> None:
+    """The API and the bare floor (``bench/floor_app.py``) side by side, taking turns: pages
+    under load, stats latency, export throughput; each figure as a ratio to the floor's. With
+    ``--baseline-root``, the API of that checkout too (``before``), in the same turns."""
+    floor_env = {"FLOOR_DATABASE_URL": sync_url, "FLOOR_POOL_SIZE": str(args.floor_pool)}
+    api_env = {"CHATPGT_API_DB_POOL_SIZE": str(args.api_pool)} if args.api_pool else None
+    servers = {"api": Api(async_url, workers, env=api_env)}
+    if args.baseline_root:
+        servers["before"] = Api(async_url, workers, root=Path(args.baseline_root).resolve())
+    servers["floor"] = Api(async_url, workers, app="floor_app:app", env=floor_env)
+    names = list(servers)
+    query = {"min_confidence": args.min_confidence, "limit": args.limit}
+    try:
+        for server in servers.values():
+            server.wait_ready()
+        print(
+            f"uvicorn --workers {workers}: {', '.join(names)}, {args.rounds} turns each; "
+            f"load {loadavg()}",
+            flush=True,
+        )
+        pages: dict[str, PhaseResult] = {}
+        for turn in range(args.rounds):
+            for name in names if turn % 2 == 0 else names[::-1]:
+                split = CpuSplit(servers[name], args.db)
+                r = asyncio.run(
+                    run_phase(
+                        name,
+                        servers[name].base,
+                        args.clients,
+                        args.duration / args.rounds,
+                        query,
+                        lambda: (None, None),
+                        split,
+                    )
+                )
+                if name in pages:
+                    pages[name].merge(r)
+                else:
+                    pages[name] = r
+        for r in pages.values():
+            print(r.line(), flush=True)
+            for sample in r.error_samples:
+                print(f"    error: {sample}")
+
+        filters = (("no filter", {}), ("min_conf", {"min_confidence": args.min_confidence}))
+        stats: dict[tuple[str, str], tuple[float, list[float]]] = {}
+        for label, stats_q in filters:
+            for name in names:
+                stats[(name, label)] = asyncio.run(
+                    time_stats(servers[name].base, args.stats_runs, stats_q)
+                )
+
+        export: dict[str, list[tuple[int, float]]] = {name: [] for name in names}
+        rss_growth: dict[str, float] = dict.fromkeys(names, 0.0)
+        for turn in range(args.export_runs):
+            for name in names if turn % 2 == 0 else names[::-1]:
+                before = _rss_mb(servers[name])
+                export[name].append(
+                    asyncio.run(stream_export(servers[name].base, {"format": "jsonl"}))
+                )
+                rss_growth[name] = max(rss_growth[name], _rss_mb(servers[name]) - before)
+    finally:
+        for server in servers.values():
+            server.stop()
+
+    def per_page(name: str, party: str) -> float:
+        return pages[name].cpu[party] / max(1, pages[name].requests) * 1e3
+
+    figures: dict[str, dict[str, float]] = {name: {} for name in names}
+    for name in names:
+        r = pages[name]
+        f = figures[name]
+        f["pages req/s"] = r.requests / r.wall
+        f["pages MB/s"] = r.bytes / r.wall / 1e6
+        f["pages p50 ms"] = r.pct(0.5)
+        f["server CPU ms/page"] = per_page(name, "api")
+        f["Postgres CPU ms/page"] = per_page(name, "postgres")
+        for label, _ in filters:
+            f[f"stats {label} p50 ms"] = statistics.median(stats[(name, label)][1]) * 1e3
+        f["export MB/s"] = statistics.median(size / wall / 1e6 for size, wall in export[name])
+        f["export RSS growth MB"] = rss_growth[name]
+        if len({size for size, _ in export[name]}) != 1:
+            print(f"  warning: the {name} exports differ in size")
+    header = "".join(f"{name:>9}" for name in names)
+    ratios = "".join(f"{name + '/fl':>10}" for name in names if name != "floor")
+    print(f"  {'':<24}{header}{ratios}")
+    for key in figures["api"]:
+        values = "".join(f"{figures[name][key]:9.1f}" for name in names)
+        floor = figures["floor"][key]
+        shares = "".join(
+            f"{figures[name][key] / floor:10.2f}" if floor else f"{'-':>10}"
+            for name in names
+            if name != "floor"
+        )
+        print(f"  {key:<24}{values}{shares}")
+    firsts = ", ".join(
+        f"{name} {stats[(name, 'no filter')][0] * 1e3:.0f} ms" for name in names if name != "floor"
+    )
+    print(
+        f"  stats: median of {args.stats_runs - 1} after a first read ({firsts}); export: "
+        f"median of {args.export_runs}, {export['api'][0][0] / 1e6:.0f} MB from the API, "
+        f"{export['floor'][0][0] / 1e6:.0f} MB from the floor; RSS growth: resident size after "
+        f"an export less before; load {loadavg()}",
+        flush=True,
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -354,6 +509,25 @@ def main() -> None:
     p.add_argument("--min-confidence", type=float, default=6.0)
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--stats-runs", type=int, default=6)
+    p.add_argument(
+        "--floor",
+        action="store_true",
+        help="instead of the phases: the API and the bare floor (bench/floor_app.py: ASGI, "
+        "asyncpg, orjson) side by side in turns, first pages, stats and export, as ratios",
+    )
+    p.add_argument("--export-runs", type=int, default=3, help="exports per server (--floor)")
+    p.add_argument("--floor-pool", type=int, default=20, help="the floor's asyncpg pool size")
+    p.add_argument(
+        "--api-pool",
+        type=int,
+        help="with --floor: CHATPGT_API_DB_POOL_SIZE of the API (default: the setting's); the "
+        "servers' pools together must stay under Postgres' max_connections",
+    )
+    p.add_argument(
+        "--baseline-root",
+        help="with --floor: also run the API of this checkout (e.g. an earlier commit "
+        "unpacked by git archive) in the same turns, as 'before'",
+    )
     p.add_argument(
         "--auth",
         default="loopback",
@@ -382,6 +556,16 @@ def main() -> None:
         "random": lambda: (lambda a: (encode_cursor(a), a))(rng.randrange(span)),
     }
     query = {"min_confidence": args.min_confidence, "limit": args.limit}
+    if args.floor:
+        print(
+            f"api vs floor: {args.pairs:,} pairs in {args.db}, GET /pairs?min_confidence="
+            f"{args.min_confidence:g}&limit={args.limit} from {args.clients} clients, "
+            f"{args.duration:g} s each; {psutil.cpu_count()} CPUs; load {loadavg()}",
+            flush=True,
+        )
+        for workers in (int(w) for w in args.workers.split(",")):
+            versus_floor(args, async_url, sync_url, workers)
+        return
     print(
         f"api load: {args.pairs:,} pairs in {args.db}, GET /pairs?min_confidence="
         f"{args.min_confidence:g}&limit={args.limit}, {args.clients} clients x "

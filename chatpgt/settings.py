@@ -194,6 +194,11 @@ class Settings(BaseSettings):
     corpus_pair_confidence: float = Field(10.0, ge=1, le=10)
     # API
     api_max_page_size: int = 500
+    # Postgres connections each API process keeps open (no overflow: a request that finds them
+    # all busy waits for one instead of opening and closing a connection of its own). Size it to
+    # the requests one process serves at once; processes × this must stay under the server's
+    # max_connections (100 by default) with room for the workers.
+    api_db_pool_size: int = Field(20, ge=1, le=1000)
     api_max_topics_per_request: int = 10_000
     # Request bodies over this many bytes are a 413 (checked before the body is read).
     api_max_body_bytes: int = Field(8 << 20, ge=1024)

@@ -237,6 +237,25 @@ async def test_job_survives_a_database_restart(
     assert "database unreachable" in log and "database back after" in log, log[-4000:]
 
 
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+async def test_reads_right_after_a_restart_are_answered(
+    mode: str, cluster: PgCluster, restart_api: str
+) -> None:
+    """The API pings no connection on checkout; a pooled connection the restart closed is
+    replaced when checked out, so no request after the restart meets a dead connection (not
+    even the first ones, when nothing asked while the database was down)."""
+    async with httpx.AsyncClient(base_url=restart_api, timeout=30.0) as api:
+
+        async def burst() -> list[int]:
+            pages = [api.get("/pairs", params={"limit": 1}) for _ in range(12)]
+            return [r.status_code for r in await asyncio.gather(*pages)]
+
+        assert set(await burst()) == {200}  # several pooled connections, all idle now
+        cluster.stop(mode)
+        cluster.start()
+        assert set(await burst()) == {200}
+
+
 async def test_unavailable_errors_are_told_from_refused_statements(
     cluster: PgCluster, db: async_sessionmaker[AsyncSession]
 ) -> None:

@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from api import problems
-from api.deps import Session
+from api.deps import ReadSession, Session
 from api.pagination import MAX_ID, IdPath, PageLimit
 from chatpgt.datagen import service as datagen_service
 from chatpgt.datagen.schemas import EssayOut, EssayPage, JudgmentOut, JudgmentPage, WorkStatus
@@ -63,7 +63,7 @@ Filters = Annotated[PairFilters, Depends(pair_filters)]
 
 @router.get("/pairs", response_model=PairPage, responses=problems.responses(400))
 async def list_pairs(
-    session: Session, filters: Filters, limit: PageLimit, cursor: str | None = None
+    session: ReadSession, filters: Filters, limit: PageLimit, cursor: str | None = None
 ) -> Response:
     """Matching pairs in id order; follow `next_cursor` (a bad cursor is a 400)."""
     body = await service.pairs_page_json(session, filters, limit=limit, cursor=cursor)
@@ -131,7 +131,7 @@ async def get_pair_card(
 
 
 @router.get("/pairs/{pair_id}", response_model=PairOut, responses=problems.responses(404))
-async def get_pair(pair_id: IdPath, session: Session) -> Response:
+async def get_pair(pair_id: IdPath, session: ReadSession) -> Response:
     return Response(await service.pair_json(session, pair_id), media_type=JSON)
 
 

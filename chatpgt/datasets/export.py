@@ -1,8 +1,8 @@
 """Exporting pairs: TRL JSONL, the seed CSV or Parquet, streamed from a server-side cursor.
 
-Memory stays flat in the number of rows: rows are read in batches and each batch is encoded
-and handed on before the next is read (Parquet: a row group at a time). ``balance_length``
-drops pairs as ``chatpgt.datasets.balance`` describes, as the rows go by.
+Memory stays flat in the number of rows: rows are read in batches, the next one read while the
+last is encoded and handed on, never more than one ahead (Parquet: a row group at a time).
+``balance_length`` drops pairs as ``chatpgt.datasets.balance`` describes, as the rows go by.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from chatpgt.datasets.balance import LengthBalancer
 from chatpgt.datasets.card import build_card
 from chatpgt.datasets.hf import DATA_FILES, Layout
 from chatpgt.datasets.parquet import ParquetStream
+from chatpgt.db.read_ahead import read_ahead
 from chatpgt.errors import InvalidInput
 from chatpgt.pairs import repository
 from chatpgt.pairs.formats import SEED_CSV_COLUMNS, prompt_messages, trl_record
@@ -84,8 +85,10 @@ async def row_batches(
     balancer: LengthBalancer | None = None,
 ) -> AsyncIterator[Sequence[AnyRow]]:
     """The matching pairs as ``EXPORT_COLUMNS`` rows in id order, in batches, less those the
-    balancer drops."""
-    async for rows in repository.stream_export_rows(session, filters, batch_size=BATCH_ROWS):
+    balancer drops. The next batch is read from the server-side cursor while the caller
+    encodes and sends the last one (Postgres and this process work at the same time)."""
+    batches = repository.stream_export_rows(session, filters, batch_size=BATCH_ROWS)
+    async for rows in read_ahead(batches):
         kept = balancer.keep(rows) if balancer is not None else rows
         if kept:
             yield kept

@@ -93,9 +93,11 @@ class Pair(Timestamped, Base):
 class JobWorkSummary(Base):
     """The judge and cost figures of one finished datagen job, as pair statistics report them.
 
-    A finished job's generations and judgments never change, so these are computed once (on the
-    first statistics read that needs them) instead of on every read; ``finished_at`` is the
-    job's, and a summary whose ``finished_at`` differs from the job's is recomputed.
+    A finished job's generations and judgments never change, so these are computed once (by the
+    runner as the job finishes, or by the first statistics read that misses them) instead of on
+    every read: a statistics read over finished jobs reads no generation and no judgment.
+    ``finished_at`` is the job's, and a summary whose ``finished_at`` differs from the job's is
+    recomputed.
     """
 
     __tablename__ = "job_work_summaries"
@@ -115,6 +117,9 @@ class JobWorkSummary(Base):
     judgments_cost_usd: Mapped[Decimal] = mapped_column(Money)
     judgments_prompt_tokens: Mapped[int] = mapped_column(BigInteger)
     judgments_completion_tokens: Mapped[int] = mapped_column(BigInteger)
+    # succeeded verdicts for the essay shown first / second (the judge's position bias)
+    position_a_wins: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    position_b_wins: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class NearDuplicate(Base):

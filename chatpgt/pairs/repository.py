@@ -6,6 +6,7 @@ speed of the query only if no per-row object is built.
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,12 +15,16 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
+    Dialect,
     Float,
     Integer,
     Row,
     Select,
+    String,
     Text,
+    bindparam,
     case,
     cast,
     func,
@@ -55,6 +60,12 @@ class PairFilters:
     dedup_threshold: float | None = None
 
 
+def _given(value: object) -> bool:
+    """Whether a filter value is set: not None, not an empty string (a bound parameter standing
+    for a value, see :func:`_page_sql`, is set)."""
+    return value is not None and value != "" if isinstance(value, str | None) else True
+
+
 def _conditions(filters: PairFilters) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     human = consensus_of(Pair.id) if filters.labels == "prefer" else None
@@ -65,11 +76,11 @@ def _conditions(filters: PairFilters) -> list[ColumnElement[bool]]:
         conditions.append(by_judge if human is None else or_(by_judge, human.in_(DECIDED)))
     if filters.job_ids:
         conditions.append(Pair.job_id.in_(filters.job_ids))
-    if filters.model:
+    if _given(filters.model):
         conditions.append(
             or_(Pair.chosen_model == filters.model, Pair.rejected_model == filters.model)
         )
-    if filters.source:
+    if _given(filters.source):
         conditions.append(Pair.source == filters.source)
     if filters.dedup_threshold is not None:
         flagged = select(NearDuplicate.generation_id).where(
@@ -176,12 +187,79 @@ def page_statement(filters: PairFilters, *, after_id: int | None, limit: int) ->
     return stmt
 
 
+# The page statement's SQL per shape of the filters (which are set, how many jobs) and
+# dialect, with the parameter names in the order the driver takes them.
+_PAGE_SQL: dict[tuple[Any, ...], tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+_PAGE_SQL_MAX = 256
+
+
+def _page_sql(
+    dialect: Dialect, filters: PairFilters, *, after_id: bool
+) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    """``(sql, parameter names in order, constant parameters)`` of :func:`page_statement` for
+    filters of this shape, compiled once: building and compiling the statement (SQLAlchemy's
+    cache key included) cost more CPU than Postgres spends on the page."""
+    key = (
+        dialect,
+        filters.min_confidence is not None,
+        len(filters.job_ids),
+        _given(filters.model),
+        _given(filters.source),
+        filters.labels,
+        filters.dedup_threshold is not None,
+        after_id,
+    )
+    found = _PAGE_SQL.get(key)
+    if found is None:
+        # The filters with a bound parameter in place of each value that is set.
+        placeholders: dict[str, Any] = {
+            "min_confidence": bindparam("min_confidence", type_=Float) if key[1] else None,
+            "job_ids": tuple(bindparam(f"job_{i}", type_=BigInteger) for i in range(key[2])),
+            "model": bindparam("model", type_=String) if key[3] else None,
+            "source": bindparam("source", type_=String) if key[4] else None,
+            "labels": filters.labels,
+            "dedup_threshold": bindparam("dedup_threshold", type_=Float) if key[6] else None,
+        }
+        shape = PairFilters(**placeholders)
+        stmt = page_statement(
+            shape,
+            after_id=bindparam("after_id", type_=BigInteger) if after_id else None,  # type: ignore[arg-type]
+            limit=bindparam("limit", type_=Integer),  # type: ignore[arg-type]
+        )
+        compiled = stmt.compile(dialect=dialect)
+        found = (compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params))
+        if len(_PAGE_SQL) >= _PAGE_SQL_MAX:  # job filters of many lengths: start over
+            _PAGE_SQL.clear()
+        _PAGE_SQL[key] = found
+    return found
+
+
 async def pair_page(
     session: AsyncSession, filters: PairFilters, *, after_id: int | None, limit: int
 ) -> Sequence[AnyRow]:
-    """Up to ``limit`` pairs with id > ``after_id``, ascending id, as ``PAIR_COLUMNS`` rows."""
-    stmt = page_statement(filters, after_id=after_id, limit=limit)
-    return (await session.execute(stmt)).all()
+    """Up to ``limit`` pairs with id > ``after_id``, ascending id, as ``PAIR_COLUMNS`` rows.
+
+    On Postgres the statement's SQL is compiled once per shape of the filters and sent as is
+    (:func:`_page_sql`); the rows are the driver's values (Postgres needs no result
+    processing for these columns)."""
+    dialect = session.get_bind().dialect
+    if dialect.name != "postgresql" or dialect.paramstyle != "numeric_dollar":
+        stmt = page_statement(filters, after_id=after_id, limit=limit)
+        return (await session.execute(stmt)).all()
+    sql, names, constants = _page_sql(dialect, filters, after_id=after_id is not None)
+    values: dict[str, Any] = {
+        **constants,
+        "min_confidence": filters.min_confidence,
+        "model": filters.model,
+        "source": filters.source,
+        "dedup_threshold": filters.dedup_threshold,
+        "after_id": after_id,
+        "limit": limit,
+    }
+    values.update((f"job_{i}", job_id) for i, job_id in enumerate(filters.job_ids))
+    connection = await session.connection()
+    result = await connection.exec_driver_sql(sql, tuple(values[name] for name in names))
+    return result.all()
 
 
 async def pair_by_id(session: AsyncSession, pair_id: int) -> AnyRow | None:
@@ -200,7 +278,11 @@ async def stream_export_rows(
 ) -> AsyncIterator[Sequence[AnyRow]]:
     """Every matching pair as ``EXPORT_COLUMNS`` rows, ascending id, in batches of at most
     ``batch_size``, read through a server-side cursor: memory stays flat in the row count.
-    The session holds an open transaction until the iteration ends."""
+    The session holds an open transaction until the iteration ends.
+
+    On Postgres the cursor is asyncpg's own, one round trip a batch (SQLAlchemy's fetches a
+    batch as 50 rows, then the rest: two), and the rows are named tuples of the driver's
+    values (Postgres needs no result processing for these columns)."""
     columns = _preferring_labels(EXPORT_COLUMNS) if filters.labels == "prefer" else EXPORT_COLUMNS
     stmt = (
         select(*columns)
@@ -208,12 +290,29 @@ async def stream_export_rows(
         .join(Generation, _PROMPT_GENERATION)
         .where(*_conditions(filters))
         .order_by(Pair.id)
-        .execution_options(yield_per=batch_size)
     )
-    result = await session.stream(stmt)
+    dialect = session.get_bind().dialect
+    if dialect.name == "postgresql" and dialect.paramstyle == "numeric_dollar":
+        compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+        args = [compiled.params[name] for name in compiled.positiontup or ()]
+        make_row: Any = namedtuple(  # type: ignore[misc]  # noqa: PYI024
+            "ExportRow", list(stmt.selected_columns.keys())
+        )
+        connection = await session.connection()
+        driver: Any = (await connection.get_raw_connection()).driver_connection
+        if not driver.is_in_transaction():
+            # A cursor lives in a transaction: the session's own, begun by a first statement,
+            # so that it ends (rolled back) with the session whatever happens to this iterator.
+            await connection.exec_driver_sql("SELECT 1")
+        cursor = await driver.cursor(compiled.string, *args)
+        while batch := await cursor.fetch(batch_size):
+            rows: Any = [make_row._make(record) for record in batch]
+            yield rows
+        return
+    result = await session.stream(stmt.execution_options(yield_per=batch_size))
     try:
-        async for batch in result.partitions(batch_size):
-            yield batch
+        async for rows in result.partitions(batch_size):
+            yield rows
     finally:
         await result.close()
 
@@ -397,26 +496,32 @@ async def sqlite_group_counts(
 @dataclass(frozen=True, slots=True)
 class PairAggregates:
     """What pair statistics need from the pairs table: counts per confidence bucket, per
-    (chosen_model, rejected_model) and per source, and how many essays have each length."""
+    (chosen_model, rejected_model) and per source, how many essays have each length, and per
+    job its matchups and how many chosen essays are longer or shorter than the rejected."""
 
     buckets: dict[int, int]
     matchups: list[tuple[str, str, int]]
     sources: dict[str, int]
     chosen_lengths: dict[int, int]
     rejected_lengths: dict[int, int]
+    job_matchups: list[tuple[int, str, str, int]]
+    job_lengths: list[JobLengthCounts]
 
 
 async def pair_aggregates(session: AsyncSession, filters: PairFilters) -> PairAggregates:
     """All of ``PairAggregates`` from one scan (Postgres: grouping sets over the stored
     lengths, index-only through ``ix_pairs_stats``). The length histograms give exact means,
-    medians, minima and maxima without sorting a million values."""
+    medians, minima and maxima without sorting a million values; the per-job figures are
+    those of :func:`job_matchup_counts` and :func:`job_length_counts`."""
     bucket = _bucket(sqlite=False).label("bucket")
+    longer = func.sign(Pair.chosen_chars - Pair.rejected_chars).label("longer")
     dims: tuple[_Column, ...] = (
         bucket,
         Pair.chosen_model,
         Pair.source,
         Pair.chosen_chars,
         Pair.rejected_chars,
+        Pair.job_id,
     )
     stmt = (
         select(
@@ -426,6 +531,8 @@ async def pair_aggregates(session: AsyncSession, filters: PairFilters) -> PairAg
             Pair.source,
             Pair.chosen_chars,
             Pair.rejected_chars,
+            Pair.job_id,
+            longer,
             *(func.grouping(d).label(f"g{i}") for i, d in enumerate(dims)),
             func.count().label("n"),
         )
@@ -437,14 +544,22 @@ async def pair_aggregates(session: AsyncSession, filters: PairFilters) -> PairAg
                 tuple_(Pair.source),
                 tuple_(Pair.chosen_chars),
                 tuple_(Pair.rejected_chars),
+                tuple_(Pair.job_id, Pair.chosen_model, Pair.rejected_model),
+                tuple_(Pair.job_id, longer),
             )
         )
     )
-    agg = PairAggregates({}, [], {}, {}, {})
+    agg = PairAggregates({}, [], {}, {}, {}, [], [])
+    sides: dict[int, dict[int, int]] = {}
     for row in await session.execute(stmt):
         n = int(row.n)
-        # grouping(x) is 0 in the grouping set that groups by x
-        if row.g0 == 0:
+        # grouping(x) is 0 in the grouping sets that group by x
+        if row.g5 == 0:  # per job
+            if row.g1 == 0:
+                agg.job_matchups.append((int(row.job_id), row.chosen_model, row.rejected_model, n))
+            else:
+                sides.setdefault(int(row.job_id), {})[int(row.longer)] = n
+        elif row.g0 == 0:
             agg.buckets[int(row.bucket)] = n
         elif row.g1 == 0:
             agg.matchups.append((row.chosen_model, row.rejected_model, n))
@@ -454,6 +569,11 @@ async def pair_aggregates(session: AsyncSession, filters: PairFilters) -> PairAg
             agg.chosen_lengths[int(row.chosen_chars)] = n
         else:
             agg.rejected_lengths[int(row.rejected_chars)] = n
+    for job_id in sorted(sides):
+        counts = sides[job_id]
+        agg.job_lengths.append(
+            JobLengthCounts(job_id, sum(counts.values()), counts.get(1, 0), counts.get(-1, 0))
+        )
     return agg
 
 
@@ -470,6 +590,8 @@ WORK_FIELDS = (
     "judgments_cost_usd",
     "judgments_prompt_tokens",
     "judgments_completion_tokens",
+    "position_a_wins",
+    "position_b_wins",
 )
 
 
@@ -501,7 +623,8 @@ async def compute_job_work(
     session: AsyncSession, job_ids: Sequence[int]
 ) -> dict[int, dict[str, Any]]:
     """The ``WORK_FIELDS`` of each given job, from its generations and judgments (one grouped
-    scan of each table, plus the order-flip count)."""
+    read of each table through its ``(job_id, status)`` index, plus the order-flip and
+    position counts)."""
     if not job_ids:
         return {}
     zero = dict.fromkeys(WORK_FIELDS, 0)
@@ -529,6 +652,8 @@ async def compute_job_work(
             )
     for job_id, (matchups, flips) in (await datagen_repo.flip_counts(session, job_ids)).items():
         work[job_id].update(matchups=matchups, flips=flips)
+    for job_id, (a_wins, b_wins) in (await position_wins(session, job_ids)).items():
+        work[job_id].update(position_a_wins=a_wins, position_b_wins=b_wins)
     return work
 
 

@@ -75,15 +75,27 @@ def _position_bias(a: int, b: int) -> PositionBias:
     return PositionBias(a_wins=a, b_wins=b, a_win_share=_share(a, b))
 
 
-async def bias_stats(session: AsyncSession, filters: PairFilters) -> BiasStats:
+async def bias_stats(
+    session: AsyncSession,
+    filters: PairFilters,
+    work: dict[int, dict[str, Any]],
+    agg: repository.PairAggregates | None = None,
+) -> BiasStats:
     """Length and position bias and generator win rates, over the selection and per job.
 
     Length and win rates are over the matching pairs; position over the successful verdicts of
-    the filtered jobs (every job without a job filter), as the judge's flip rate is."""
-    per_job_lengths = await repository.job_length_counts(session, filters)
-    positions = await repository.position_wins(session, filters.job_ids)
+    the filtered jobs (every job without a job filter), as the judge's flip rate is, taken from
+    ``work`` (:func:`job_work`). The per-job pair counts come from ``agg`` when given (the
+    one scan of :func:`repository.pair_aggregates`), else from two grouped reads."""
+    if agg is not None:
+        per_job_lengths = agg.job_lengths
+        job_matchups = agg.job_matchups
+    else:
+        per_job_lengths = await repository.job_length_counts(session, filters)
+        job_matchups = await repository.job_matchup_counts(session, filters)
+    positions = {job_id: (w["position_a_wins"], w["position_b_wins"]) for job_id, w in work.items()}
     matchups: dict[int, list[tuple[str, str, int]]] = {}
-    for job_id, chosen, rejected, n in await repository.job_matchup_counts(session, filters):
+    for job_id, chosen, rejected, n in job_matchups:
         matchups.setdefault(job_id, []).append((chosen, rejected, n))
     per_job = [
         JobBias(
@@ -174,11 +186,12 @@ def _totals(agg: repository.PairAggregates) -> SimpleNamespace:
     return SimpleNamespace(**values)
 
 
-async def job_work_totals(session: AsyncSession, job_ids: Sequence[int]) -> dict[str, Any]:
-    """``WORK_FIELDS`` summed over the given jobs (every job when empty). A finished job's
+async def job_work(session: AsyncSession, job_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """``{job id: WORK_FIELDS}`` of the given jobs (every job when empty). A finished job's
     figures come from its stored summary, computed and stored (in the session's transaction;
     the caller commits) when missing or older than the job's ``finished_at``; an unfinished
-    job's are computed on every call."""
+    job's are computed on every call (through the work tables' ``job_id`` indexes). Over
+    summarised finished jobs this reads no generation and no judgment."""
     finish_times = await repository.job_finish_times(session, job_ids)
     saved = await repository.saved_job_summaries(session, job_ids)
     current = {
@@ -197,19 +210,31 @@ async def job_work_totals(session: AsyncSession, job_ids: Sequence[int]) -> dict
             if finish_times[job_id] is not None
         ],
     )
+    return {**current, **computed}
+
+
+def work_totals(work: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """``WORK_FIELDS`` summed over the jobs of :func:`job_work`."""
     totals: dict[str, Any] = dict.fromkeys(WORK_FIELDS, 0)
     for name in ("generations_cost_usd", "judgments_cost_usd"):
         totals[name] = Decimal(0)
-    for row in (*current.values(), *computed.values()):
+    for row in work.values():
         for name in WORK_FIELDS:
             totals[name] += row[name]
     return totals
+
+
+async def job_work_totals(session: AsyncSession, job_ids: Sequence[int]) -> dict[str, Any]:
+    """``WORK_FIELDS`` summed over the given jobs (every job when empty); see
+    :func:`job_work`."""
+    return work_totals(await job_work(session, job_ids))
 
 
 async def pair_stats(session: AsyncSession, filters: PairFilters) -> PairStats:
     """Counts, confidence histogram, wins and losses per model, matchups and essay lengths of
     the pairs matching ``filters``; judge order-flip rate and cost of the filtered jobs' work
     (every job when ``filters.job_ids`` is empty)."""
+    agg = None
     if is_sqlite(session):
         totals = await repository.sqlite_pair_totals(session, filters)
         buckets, matchup_counts = await repository.sqlite_group_counts(session, filters)
@@ -217,7 +242,8 @@ async def pair_stats(session: AsyncSession, filters: PairFilters) -> PairStats:
         agg = await repository.pair_aggregates(session, filters)
         totals = _totals(agg)
         buckets, matchup_counts = agg.buckets, agg.matchups
-    work = await job_work_totals(session, filters.job_ids)
+    per_job_work = await job_work(session, filters.job_ids)
+    work = work_totals(per_job_work)
     matchups, flips = work["matchups"], work["flips"]
     costs = {
         name: (
@@ -259,6 +285,6 @@ async def pair_stats(session: AsyncSession, filters: PairFilters) -> PairStats:
             judgments=work["judgments"],
             total_cost_usd=work["generations"].cost_usd + work["judgments"].cost_usd,
         ),
-        bias=await bias_stats(session, filters),
+        bias=await bias_stats(session, filters, per_job_work, agg),
         dedup=await dedup_figures(session, filters),
     )

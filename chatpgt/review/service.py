@@ -245,13 +245,21 @@ async def stats_calibration(
     session: AsyncSession, filters: PairFilters, *, target: float = DEFAULT_TARGET
 ) -> PairStatsCalibration:
     """The labels and suggested ``min_confidence`` GET /pairs/stats shows. The confidence
-    filter is ignored (the suggestion is about where to put it)."""
+    filter is ignored (the suggestion is about where to put it).
+
+    The same figures as :func:`calibration`'s ``overall``, from the labels alone (one grouped
+    read of ``pair_labels`` joined to their pairs): the per-judge flip, position and length
+    figures it also computes would read every judgment of the selected jobs."""
     selection = dataclasses.replace(filters, min_confidence=None)
-    result = await calibration(session, selection, target=target)
+    overall = _Tally()
+    for _job_id, confidence, preferred, _longer, n in await repo.label_counts(session, selection):
+        overall.per_bucket[bucket_of(confidence)][preferred] += n
     return PairStatsCalibration(
-        labels=sum(j.labels for j in result.judges),
+        labels=overall.labels(),
         target=target,
-        suggested_min_confidence=result.suggested_min_confidence,
+        suggested_min_confidence=suggest(
+            overall.thresholds(), target=target, min_labels=DEFAULT_MIN_LABELS
+        ),
     )
 
 
