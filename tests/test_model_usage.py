@@ -1,0 +1,172 @@
+"""Using a trained model, through the real API, Postgres, Redis and a gpu-queue worker: the
+saved model renders its training format, its card (YAML parsed with huggingface_hub's card
+classes, with the numbers of its latest evaluation), generations (API and CLI), the archive and
+the Hub push.
+
+One SFT run (and a DPO run from it) of a tiny random llama with the real SmolLM2 tokenizer is
+trained once for the module; the tests read it and never truncate the tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chatpgt.datagen.prompts import DEFAULT_SYSTEM_PROMPT
+from tests import fixtures_training as ft
+from tests import procs
+from tests.fixtures_training import finished, insert_pairs, sft_body, wait_run
+
+pytestmark = pytest.mark.e2e
+tiny_model_dir = ft.tiny_model_dir
+essay_corpus = ft.essay_corpus
+gpu_worker = ft.gpu_worker
+PROBLEM = "application/problem+json"
+SMOLLM_DEFAULT = "You are a helpful AI assistant named SmolLM"
+
+
+def assert_problem(response: httpx.Response, status: int, needle: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    assert needle in response.json()["detail"], response.json()
+
+
+@pytest.fixture(scope="module")
+async def trained(
+    api_url: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    gpu_worker: procs.Proc,
+    tiny_model_dir: Path,
+    essay_corpus: Path,
+) -> dict[str, Any]:
+    """An SFT model and a DPO model from it, as the registry lists them."""
+    async with sessionmaker() as session:
+        await insert_pairs(session, [8, 8, 7, 9])
+    async with httpx.AsyncClient(base_url=api_url, timeout=30.0) as api:
+        body = {**sft_body(tiny_model_dir, essay_corpus, max_steps=2), "name": "usage-sft"}
+        response = await api.post("/train/sft", json=body)
+        assert response.status_code == 202, response.text
+        sft = await wait_run(api, response.json()["id"], finished, worker=gpu_worker)
+        assert sft["status"] == "succeeded", sft["error"]
+        dpo_body = {
+            "model": "usage-sft",
+            "name": "usage-dpo",
+            "pairs": {"min_confidence": 6},
+            "hyperparameters": {"max_steps": 1, "max_length": 256, "per_device_batch_size": 2},
+            "samples": {"prompts": [], "max_new_tokens": 4},
+        }
+        response = await api.post("/train/dpo", json=dpo_body)
+        assert response.status_code == 202, response.text
+        dpo = await wait_run(api, response.json()["id"], finished, worker=gpu_worker)
+        assert dpo["status"] == "succeeded", dpo["error"]
+        models = {m["name"]: m for m in (await api.get("/models")).json()["items"]}
+    return {"sft_run": sft, "dpo_run": dpo, "sft": models["usage-sft"], "dpo": models["usage-dpo"]}
+
+
+def rendered(model_dir: str, messages: list[dict[str, str]]) -> str:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+
+async def test_saved_models_render_the_training_system_prompt(trained: dict[str, Any]) -> None:
+    user = [{"role": "user", "content": 'Write an essay titled "Cities".'}]
+    for name in ("sft", "dpo"):
+        text = rendered(trained[name]["path"], user)
+        assert text.startswith(f"<|im_start|>system\n{DEFAULT_SYSTEM_PROMPT}<|im_end|>"), name
+        assert SMOLLM_DEFAULT not in text
+    # The seed's usage: pipeline() with a plain user message renders the same prompt.
+    from transformers import pipeline
+
+    generator = pipeline("text-generation", model=trained["sft"]["path"])
+    prompt = generator.tokenizer.apply_chat_template(user, tokenize=False)
+    assert DEFAULT_SYSTEM_PROMPT in prompt
+    out = generator(user, max_new_tokens=3)[0]["generated_text"]
+    assert out[0] == {"role": "user", "content": user[0]["content"]}
+    assert out[-1]["role"] == "assistant"
+
+
+def read_text(path: Path) -> str:
+    return path.read_text() if path.is_file() else ""
+
+
+async def wait_file(path: Path, needle: str, within_s: float = 30.0) -> str:
+    """The file's text once it contains ``needle`` (the worker writes cards after the run's
+    status changed)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if needle in (text := read_text(path)):
+            return text
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{path} never contained {needle!r}")
+
+
+async def test_model_card(
+    api: httpx.AsyncClient, trained: dict[str, Any], gpu_worker: procs.Proc, tiny_model_dir: Path
+) -> None:
+    from huggingface_hub import ModelCard
+
+    sft, dpo = trained["sft"], trained["dpo"]
+    # Written into the folder by the worker, and over the trainer's card in the run directory.
+    folder_card = await wait_file(Path(sft["path"]) / "README.md", "library_name: transformers")
+    run_dir = Path(trained["sft_run"]["artifacts"]["run_dir"])
+    assert "[None]" not in read_text(run_dir / "README.md")
+
+    response = await api.get(f"/models/{sft['id']}/card")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/markdown")
+    card = ModelCard(response.text)
+    data = card.data.to_dict()
+    assert data["library_name"] == "transformers"
+    assert "chatpgt" in data["tags"] and "sft" in data["tags"]
+    assert "base_model" not in data  # a local base has no Hub page to link to
+    assert data["chatpgt"]["lineage"][-1] == {"id": sft["id"], "name": "usage-sft", "kind": "sft"}
+    assert card.data.eval_results is None  # not evaluated yet
+    assert "Not evaluated yet" in card.text
+    assert "fine-tuned version of [None]" not in card.text
+    assert str(tiny_model_dir) in card.text  # lineage
+    assert DEFAULT_SYSTEM_PROMPT in card.text
+    assert "learning_rate" in card.text and "Corpus" in card.text
+    assert ModelCard(folder_card).data.to_dict()["chatpgt"]["model_id"] == sft["id"]
+
+    dpo_card = ModelCard((await api.get(f"/models/{dpo['id']}/card")).text)
+    assert [e["name"] for e in dpo_card.data.to_dict()["chatpgt"]["lineage"]] == [
+        str(tiny_model_dir),
+        "usage-sft",
+        "usage-dpo",
+    ]
+    assert "Preference pairs" in dpo_card.text
+
+    # An evaluation of the SFT model: its numbers land in model-index, and in the folder's card.
+    body = {
+        "models": ["usage-sft"],
+        "generation": {"max_new_tokens": 6},
+        "style": {"enabled": False},
+        "bootstrap_samples": 50,
+    }
+    response = await api.post("/eval/runs", json=body)
+    assert response.status_code == 202, response.text
+    run = await wait_run(
+        api, response.json()["id"], finished, worker=gpu_worker, runs_path="/eval/runs"
+    )
+    assert run["status"] == "succeeded", run["error"]
+    perplexity = run["results"]["models"][0]["perplexity"]["value"]
+    card = ModelCard((await api.get(f"/models/{sft['id']}/card")).text)
+    results = {r.metric_type: r for r in card.data.eval_results}
+    assert results["perplexity"].metric_value == pytest.approx(perplexity, rel=1e-5)
+    assert results["perplexity"].task_type == "text-generation"
+    assert card.data.to_dict()["chatpgt"]["evaluation_run_id"] == run["id"]
+    assert f"Evaluation run {run['id']}" in card.text
+    refreshed = await wait_file(Path(sft["path"]) / "README.md", "model-index")
+    assert ModelCard(refreshed).data.eval_results[0].metric_value == pytest.approx(
+        perplexity, rel=1e-5
+    )
+
+    assert_problem(await api.get("/models/999999/card"), 404, "999999")
