@@ -10,6 +10,10 @@ trained once for the module; the tests read it and never truncate the tables.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -170,3 +174,118 @@ async def test_model_card(
     )
 
     assert_problem(await api.get("/models/999999/card"), 404, "999999")
+
+
+async def wait_generation(
+    api: httpx.AsyncClient, location: str, worker: procs.Proc, within_s: float = 90.0
+) -> dict[str, Any]:
+    return await wait_run(
+        api,
+        int(location.rsplit("/", 1)[1]),
+        finished,
+        worker=worker,
+        within_s=within_s,
+        runs_path=location.rsplit("/", 1)[0],
+    )
+
+
+async def test_generations_through_the_api(
+    api: httpx.AsyncClient, trained: dict[str, Any], gpu_worker: procs.Proc
+) -> None:
+    from transformers import AutoTokenizer
+
+    sft = trained["sft"]
+    body = {"title": "Why Cities Matter", "max_new_tokens": 6, "n": 2, "temperature": 0.8}
+    response = await api.post(f"/models/{sft['id']}/generations", json=body)
+    assert response.status_code == 202, response.text
+    queued = response.json()
+    assert queued["status"] == "queued" and queued["model_name"] == "usage-sft"
+    location = response.headers["location"]
+    assert location == f"/models/{sft['id']}/generations/{queued['id']}"
+    done = await wait_generation(api, location, gpu_worker)
+    assert done["status"] == "succeeded", done["error"]
+    assert len(done["results"]) == 2
+    for essay in done["results"]:
+        assert isinstance(essay["text"], str)
+        assert 1 <= essay["completion_tokens"] <= 6
+    # The model was asked in its training format: the title in the template, under the system
+    # prompt its chat template renders by default.
+    assert done["request"]["messages"] == [
+        {"role": "user", "content": 'Write an essay titled "Why Cities Matter".'}
+    ]
+    tokenizer = AutoTokenizer.from_pretrained(sft["path"])
+    prompt = tokenizer.apply_chat_template(
+        done["request"]["messages"], tokenize=True, add_generation_prompt=True, return_dict=True
+    )
+    assert done["results"][0]["prompt_tokens"] == len(prompt["input_ids"])
+    assert done["timings"]["device"] == "cpu" and done["timings"]["generate_s"] > 0
+
+    # Messages instead of a title, greedy: the same answer twice.
+    messages = [
+        {"role": "system", "content": "Answer in one word."},
+        {"role": "user", "content": "Say something."},
+    ]
+    greedy = {"messages": messages, "max_new_tokens": 4, "temperature": 0, "n": 2}
+    response = await api.post(f"/models/{trained['dpo']['id']}/generations", json=greedy)
+    assert response.status_code == 202, response.text
+    done = await wait_generation(api, response.headers["location"], gpu_worker)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["results"][0]["text"] == done["results"][1]["text"]
+
+    # Refused at submit, nothing queued.
+    url = f"/models/{sft['id']}/generations"
+    assert_problem(await api.post("/models/999999/generations", json=body), 404, "999999")
+    too_long = {"title": "x", "max_new_tokens": 4000}
+    assert_problem(await api.post(url, json=too_long), 400, "does not fit the context")
+    for bad in (
+        {"title": "x", "temperature": -1},
+        {"title": "x", "n": 1000},
+        {"title": "x", "max_new_tokens": 0},
+        {"title": "x", "top_p": 0},
+        {"max_new_tokens": 5},
+        {"title": "x", "messages": messages},
+        {"messages": [{"role": "assistant", "content": "hi"}]},
+        {"title": "x", "template": "no placeholder"},
+    ):
+        assert_problem(await api.post(url, json=bad), 422, "")
+    other = f"/models/{trained['dpo']['id']}/generations/{queued['id']}"
+    assert_problem(await api.get(other), 404, str(queued["id"]))
+
+
+def test_generate_with_the_cli(
+    api_url: str, service_env: dict[str, str], trained: dict[str, Any], gpu_worker: procs.Proc
+) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "chatpgt.cli", "--api", api_url, "models", *args],
+            cwd=procs.ROOT,
+            env={**service_env, "COLUMNS": "200", "NO_COLOR": "1"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        assert "Traceback" not in done.stdout + done.stderr, done.stderr
+        return done
+
+    done = cli("generate", "usage-sft", "The Hardest Lessons", "--max-new-tokens", "5", "--json")
+    assert done.returncode == 0, done.stderr
+    generation = json.loads(done.stdout)
+    assert generation["status"] == "succeeded" and generation["model_name"] == "usage-sft"
+    assert generation["results"][0]["completion_tokens"] <= 5
+    assert "tokens in" in done.stderr
+
+    done = cli("generate", str(trained["sft"]["id"]), "Cities", "--max-new-tokens", "3")
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^[0-3] tokens in [0-9.]+ s", done.stderr, re.M), done.stderr
+
+    done = cli("generate", "no-such-model", "Cities")
+    assert done.returncode == 1
+    assert "no registered model is named 'no-such-model'" in done.stderr
+
+    done = cli("generate", "usage-sft", "Cities", "--temperature", "-2")
+    assert done.returncode == 2, done.stderr
+    assert "--temperature: Input should be greater than or equal to 0" in done.stderr
+
+    card = cli("card", "usage-sft")
+    assert card.returncode == 0 and card.stdout.startswith("---\n")

@@ -3,13 +3,15 @@ chatpgt.serving.service."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import PlainTextResponse
 
 from api import problems
-from api.deps import Session
+from api.deps import Queue, Session
 from api.pagination import IdPath
+from chatpgt.orchestration.tasks import GENERATE
 from chatpgt.serving import service
+from chatpgt.serving.schemas import GenerationCreate, GenerationOut
 
 router = APIRouter(tags=["models"])
 
@@ -24,3 +26,32 @@ async def get_model_card(model_id: IdPath, session: Session) -> PlainTextRespons
     results in ``model-index``, then recipe, data, lineage and evaluation table."""
     text = await service.model_card(session, model_id)
     return PlainTextResponse(text, media_type="text/markdown; charset=utf-8")
+
+
+@router.post(
+    "/models/{model_id}/generations",
+    status_code=202,
+    response_model=GenerationOut,
+    responses=problems.responses(400, 404, 409),
+)
+async def submit_generation(
+    model_id: IdPath, body: GenerationCreate, session: Session, enqueue: Queue, response: Response
+) -> GenerationOut:
+    """Ask the model for ``n`` essays (a title, or messages); a gpu worker generates them. Poll
+    the ``Location`` until ``status`` is terminal."""
+    row = await service.submit_generation(session, model_id, body)
+    await session.commit()
+    await enqueue(GENERATE, row.id)
+    response.headers["Location"] = f"/models/{model_id}/generations/{row.id}"
+    return await service.get_generation(session, model_id, row.id)
+
+
+@router.get(
+    "/models/{model_id}/generations/{generation_id}",
+    response_model=GenerationOut,
+    responses=problems.responses(404),
+)
+async def get_generation(
+    model_id: IdPath, generation_id: IdPath, session: Session
+) -> GenerationOut:
+    return await service.get_generation(session, model_id, generation_id)

@@ -31,6 +31,7 @@ from chatpgt.evaluation.schemas import EvalRequest, EvalRunOut
 from chatpgt.pairs.schemas import ExportFormat, PairSource
 from chatpgt.review.schemas import PairStatsWithLabels
 from chatpgt.rounds.schemas import RoundsRequest, RoundsRunOut
+from chatpgt.serving.schemas import GenerationCreate, GenerationOut
 from chatpgt.topics.schemas import FileImport, HFImport, ImportResult, TopicsCreated
 from chatpgt.training.schemas import DPORequest, ModelOut, ModelPage, SFTRequest, TrainingRunOut
 
@@ -393,3 +394,22 @@ class ChatPGTClient:
             if page.next_after is None or not page.items:
                 return
             after = page.next_after
+
+    def model_by_ref(self, ref: str) -> ModelOut:
+        """A registered model by id (digits) or name; ApiError 404 when there is none."""
+        if ref.isdigit():
+            return self._get(f"/models/{int(ref)}", ModelOut)
+        for model in self.iter_models():
+            if model.name == ref:
+                return model
+        raise ApiError(404, f"no registered model is named {ref!r} (see `chatpgt models list`)")
+
+    def model_card(self, model_id: int) -> str:
+        """The model's Hugging Face card (README.md text), with its latest evaluation."""
+        return self._request("GET", f"/models/{model_id}/card").text
+
+    def submit_generation(self, model_id: int, request: GenerationCreate) -> GenerationOut:
+        return self._post(f"/models/{model_id}/generations", GenerationOut, _dump(request))
+
+    def get_generation(self, model_id: int, generation_id: int) -> GenerationOut:
+        return self._get(f"/models/{model_id}/generations/{generation_id}", GenerationOut)

@@ -8,6 +8,7 @@ from chatpgt.evaluation.models import EvalRun
 from chatpgt.pairs.labels import PairLabel
 from chatpgt.pairs.models import JobWorkSummary, NearDuplicate, Pair
 from chatpgt.rounds.models import Round, RoundsRun
+from chatpgt.serving.models import ModelGeneration
 from chatpgt.topics.models import Topic
 from chatpgt.training.models import RegisteredModel, TrainingRun
 
@@ -21,6 +22,7 @@ __all__ = [
     "JobTopic",
     "JobWorkSummary",
     "Judgment",
+    "ModelGeneration",
     "NearDuplicate",
     "Pair",
     "PairLabel",

@@ -4,14 +4,20 @@ evaluation) and the generation requests."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
+from chatpgt.db.base import utcnow
 from chatpgt.evaluation.models import EvalRun
+from chatpgt.orchestration import leases
 from chatpgt.orchestration.status import RunStatus
+from chatpgt.serving.models import ModelGeneration
 from chatpgt.training.models import RegisteredModel, TrainingRun
+from chatpgt.training.repository import RunStore
 
 # How many of the newest succeeded evaluation runs are searched for a model's latest one.
 _EVAL_LOOKBACK = 500
@@ -76,3 +82,81 @@ async def models_of_eval_run(session: AsyncSession, run_id: int) -> list[int]:
     if run is None:
         return []
     return [int(m["model_id"]) for m in run.models or [] if m.get("model_id") is not None]
+
+
+# --------------------------------------------------------------------------------------------
+# Generation requests: API side (async)
+
+
+async def create_generation(
+    session: AsyncSession, *, model_id: int, request: dict[str, Any]
+) -> ModelGeneration:
+    row = ModelGeneration(
+        model_id=model_id,
+        status=RunStatus.QUEUED,
+        request=request,
+        results=[],
+        timings={},
+    )
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def get_generation(session: AsyncSession, generation_id: int) -> ModelGeneration | None:
+    return await session.get(ModelGeneration, generation_id, populate_existing=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Generation requests: worker side (sync)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationSnapshot:
+    id: int
+    status: str
+    request: dict[str, Any]
+    model_path: str
+    model_name: str
+    attempts: int
+    lease_expired: bool
+
+
+class GenerationStore(RunStore):
+    """The worker's sync access to generation requests: claim, heartbeat and finish are the
+    training run store's statements on this table (same lifecycle, same lease columns)."""
+
+    table = ModelGeneration
+
+    def read(self, generation_id: int) -> GenerationSnapshot | None:
+        g = ModelGeneration
+        with Session(self.engine) as session:
+            row = session.execute(
+                select(
+                    g,
+                    RegisteredModel.path,
+                    RegisteredModel.name,
+                    or_(g.lease_expires_at.is_(None), g.lease_expires_at < utcnow()),
+                )
+                .join(RegisteredModel, RegisteredModel.id == g.model_id)
+                .where(g.id == generation_id)
+            ).first()
+            if row is None:
+                return None
+            gen, path, name, expired = row
+            return GenerationSnapshot(
+                id=gen.id,
+                status=gen.status,
+                request=dict(gen.request),
+                model_path=path,
+                model_name=name,
+                attempts=gen.attempts,
+                lease_expired=bool(expired),
+            )
+
+    def orphaned_generations(self, queued_for_s: float) -> list[tuple[int, float]]:
+        """Requests a starting gpu worker re-enqueues (see RunStore.orphaned_runs)."""
+        now = utcnow()
+        with Session(self.engine) as session:
+            rows = session.execute(leases.recoverable_stmt(ModelGeneration, queued_for_s)).all()
+        return [(int(row_id), leases.wait_until_free(expires, now)) for row_id, expires in rows]

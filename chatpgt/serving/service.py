@@ -9,6 +9,7 @@ of the model succeeds (:func:`refresh_cards`), so a folder copied by hand has it
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chatpgt.db.session import make_engine, make_sessionmaker
 from chatpgt.serving import card
 from chatpgt.serving import repository as repo
-from chatpgt.serving.errors import ModelFolderMissing, RegisteredModelNotFound
+from chatpgt.serving.errors import (
+    GenerationRequestNotFound,
+    InvalidGeneration,
+    ModelFolderMissing,
+    RegisteredModelNotFound,
+)
+from chatpgt.serving.models import ModelGeneration
+from chatpgt.serving.schemas import GeneratedEssay, GenerationCreate, GenerationOut
+from chatpgt.settings import Settings
 from chatpgt.training.chat_format import TEMPLATE_FILE, TOKENIZER_CONFIG, default_system_prompt
 from chatpgt.training.models import RegisteredModel, TrainingRun
 
@@ -71,8 +80,6 @@ def _system_prompt(path: Path) -> str | None:
             return default_system_prompt(template.read_text(encoding="utf-8"))
         config = path / TOKENIZER_CONFIG
         if config.is_file():
-            import json
-
             value = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
             return default_system_prompt(value) if isinstance(value, str) else None
     except (OSError, ValueError):
@@ -178,3 +185,81 @@ def refresh_cards(
             eval_run,
         )
         return []
+
+
+# --------------------------------------------------------------------------------------------
+# Generations
+
+
+def _context_length(folder: Path) -> int | None:
+    """The model's context (``max_position_embeddings`` of its config.json), if it says."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len"):
+        value = config.get(key) if isinstance(config, dict) else None
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+async def submit_generation(
+    session: AsyncSession, ref: int | str, body: GenerationCreate
+) -> ModelGeneration:
+    """A queued generation request of a registered model with a folder here: 404 for an unknown
+    model, 409 for one without a folder (a hub base), 400 for ``max_new_tokens`` the model's
+    context cannot hold. The caller commits, then enqueues ``GENERATE`` with the id."""
+    model = await resolve_model(session, ref)
+    folder = await asyncio.to_thread(model_folder, model)
+    context = await asyncio.to_thread(_context_length, folder)
+    if context is not None and body.max_new_tokens >= context:
+        raise InvalidGeneration(
+            f"max_new_tokens {body.max_new_tokens} does not fit the context of {model.name!r} "
+            f"({context} tokens, prompt included).",
+            max_new_tokens=body.max_new_tokens,
+            context=context,
+        )
+    request = {
+        "messages": body.chat_messages(),
+        "title": body.title,
+        "max_new_tokens": body.max_new_tokens,
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "n": body.n,
+    }
+    return await repo.create_generation(session, model_id=model.id, request=request)
+
+
+async def get_generation(session: AsyncSession, model_id: int, generation_id: int) -> GenerationOut:
+    row = await repo.get_generation(session, generation_id)
+    if row is None or row.model_id != model_id:
+        raise GenerationRequestNotFound(generation_id)
+    model = await repo.get_model(session, row.model_id)
+    return GenerationOut(
+        id=row.id,
+        model_id=row.model_id,
+        model_name=model.name if model else "",
+        status=row.status,  # type: ignore[arg-type]
+        request=row.request,
+        results=[GeneratedEssay.model_validate(r) for r in row.results or []],
+        timings=row.timings or {},
+        attempts=row.attempts,
+        error=row.error,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )
+
+
+def execute_generation(generation_id: int, settings: Settings | None = None) -> str:
+    """Worker entry point (:mod:`chatpgt.serving.runner`)."""
+    from chatpgt.serving.runner import execute_generation as _execute
+
+    return _execute(generation_id, settings)
+
+
+def recoverable_generations(settings: Settings | None = None) -> list[tuple[int, float]]:
+    from chatpgt.serving.runner import recoverable_generations as _recoverable
+
+    return _recoverable(settings)
