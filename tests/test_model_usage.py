@@ -289,3 +289,113 @@ def test_generate_with_the_cli(
 
     card = cli("card", "usage-sft")
     assert card.returncode == 0 and card.stdout.startswith("---\n")
+
+
+async def hub_base(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    """A base model registered by its Hub id: no folder here."""
+    from chatpgt.training.models import RegisteredModel
+
+    async with sessionmaker() as session:
+        model = RegisteredModel(
+            name="usage-hub-base", kind="base", path="HuggingFaceTB/SmolLM2-135M", metrics={}
+        )
+        session.add(model)
+        await session.commit()
+        return model.id
+
+
+async def test_archive_unpacks_and_loads(
+    api: httpx.AsyncClient,
+    trained: dict[str, Any],
+    sessionmaker: async_sessionmaker[AsyncSession],
+    tmp_path: Path,
+) -> None:
+    from huggingface_hub import ModelCard
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from chatpgt.serving.archive import folder_files, read_tar
+
+    sft = trained["sft"]
+    response = await api.get(f"/models/{sft['id']}/archive")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/x-tar"
+    assert 'filename="usage-sft.tar"' in response.headers["content-disposition"]
+    folder = read_tar(response.content, tmp_path)
+    assert folder.name == "usage-sft"
+    original = Path(sft["path"])
+    assert set(folder_files(folder)) == set(folder_files(original)) | {Path("README.md")}
+    for name in ("config.json", "model.safetensors", "chat_template.jinja"):
+        assert (folder / name).read_bytes() == (original / name).read_bytes()
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.to_dict()["chatpgt"]["model_id"] == sft["id"]
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert model.config.num_hidden_layers == 2
+    user = [{"role": "user", "content": "Hi"}]
+    assert DEFAULT_SYSTEM_PROMPT in tokenizer.apply_chat_template(user, tokenize=False)
+
+    assert_problem(await api.get("/models/999999/archive"), 404, "999999")
+    base_id = await hub_base(sessionmaker)
+    assert_problem(await api.get(f"/models/{base_id}/archive"), 409, "no model folder")
+    body = {"title": "x", "max_new_tokens": 2}
+    assert_problem(
+        await api.post(f"/models/{base_id}/generations", json=body), 409, "no model folder"
+    )
+
+
+def test_push_to_a_fake_hub(
+    api_url: str, service_env: dict[str, str], trained: dict[str, Any], tmp_path: Path
+) -> None:
+    from chatpgt.serving.archive import folder_files
+    from tests.fake_hub import fake_hub
+
+    token = "hf_test_token"
+    sft = trained["sft"]
+    with fake_hub(token) as (endpoint, hub):
+        env = {
+            **service_env,
+            "HF_ENDPOINT": endpoint,
+            "HF_HUB_OFFLINE": "0",  # only the fake Hub on 127.0.0.1 is reached
+            "HF_HOME": str(tmp_path / "hf-home"),  # no saved login
+            "HF_TOKEN": "",
+            "COLUMNS": "200",
+            "NO_COLOR": "1",
+        }
+
+        def push(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+            done = subprocess.run(
+                [sys.executable, "-m", "chatpgt.cli", "--api", api_url, "models", "push", *args],
+                cwd=procs.ROOT,
+                env={**env, **extra},
+                capture_output=True,
+                text=True,
+                timeout=120,
+                stdin=subprocess.DEVNULL,
+            )
+            assert "Traceback" not in done.stdout + done.stderr, done.stderr
+            return done
+
+        # No token, then a refused one: nothing is created or uploaded.
+        done = push("usage-sft", "tester/usage-sft")
+        assert done.returncode == 1 and "No Hugging Face token" in done.stderr
+        done = push("usage-sft", "tester/usage-sft", HF_TOKEN="hf_wrong")
+        assert done.returncode == 1 and "token was refused (HTTP 401)" in done.stderr
+        assert not [r for r in hub.requests if r.startswith("POST")]
+
+        done = push("usage-sft", "tester/usage-sft", "--hf-token", token)
+        assert done.returncode == 0, done.stderr
+        assert "tester/usage-sft/commit" in done.stdout
+        assert hub.repos["tester/usage-sft"]["visibility"] == "private"
+        uploaded = hub.files["tester/usage-sft"]
+        original = Path(sft["path"])
+        expected = {str(p) for p in folder_files(original)} | {"README.md"}
+        assert set(uploaded) == expected
+        for name in expected - {"README.md"}:
+            assert uploaded[name] == (original / name).read_bytes(), name
+        assert b"library_name: transformers" in uploaded["README.md"]
+        assert hub.validated == 1  # the card's metadata passed the (fake) Hub's check
+
+        done = push(str(sft["id"]), "tester/public-copy", "--public", HF_TOKEN=token)
+        assert done.returncode == 0, done.stderr
+        assert hub.repos["tester/public-copy"]["visibility"] == "public"

@@ -4,7 +4,7 @@ chatpgt.serving.service."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from api import problems
 from api.deps import Queue, Session
@@ -55,3 +55,20 @@ async def get_generation(
     model_id: IdPath, generation_id: IdPath, session: Session
 ) -> GenerationOut:
     return await service.get_generation(session, model_id, generation_id)
+
+
+@router.get(
+    "/models/{model_id}/archive",
+    response_class=StreamingResponse,
+    responses={**problems.responses(404, 409), 200: {"content": {"application/x-tar": {}}}},
+)
+async def get_model_archive(model_id: IdPath, session: Session) -> StreamingResponse:
+    """The model's folder as a tar stream (``<name>/config.json``, weights, tokenizer, chat
+    template, and the card as of now as README.md): ``tar -xf`` it and load the folder with
+    ``AutoModelForCausalLM.from_pretrained``."""
+    filename, chunks = await service.model_archive(session, model_id)
+    return StreamingResponse(
+        chunks,
+        media_type="application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, BinaryIO, Literal, Self, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -413,3 +413,21 @@ class ChatPGTClient:
 
     def get_generation(self, model_id: int, generation_id: int) -> GenerationOut:
         return self._get(f"/models/{model_id}/generations/{generation_id}", GenerationOut)
+
+    def model_archive(self, model_id: int, target: BinaryIO) -> int:
+        """Write the model folder's tar (``GET /models/{id}/archive``) into ``target``; bytes."""
+        written = 0
+        try:
+            with self._http.stream(
+                "GET", f"/models/{model_id}/archive", timeout=EXPORT_TIMEOUT
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    detail, body = _problem_detail(response)
+                    raise ApiError(response.status_code, detail, body)
+                for chunk in response.iter_bytes():
+                    target.write(chunk)
+                    written += len(chunk)
+        except (httpx.RequestError, httpx.InvalidURL) as exc:
+            raise ApiUnreachable(self.base_url, _reason(exc)) from exc
+        return written

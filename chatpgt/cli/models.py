@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,7 +13,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from chatpgt.cli.context import api
-from chatpgt.cli.output import TERMINAL_STATUSES, err, fail, out, usage, when
+from chatpgt.cli.output import TERMINAL_STATUSES, err, fail, filesize, out, usage, when
+from chatpgt.errors import InvalidInput
+from chatpgt.serving import hub
+from chatpgt.serving.archive import read_tar
 from chatpgt.serving.schemas import GenerationCreate
 
 app = typer.Typer(help="The model registry.", no_args_is_help=True)
@@ -110,3 +115,36 @@ def models_generate(
         f"{t.get('tokens_per_s') or 0:.1f} tokens/s on {t.get('device', '?')})",
         soft_wrap=True,
     )
+
+
+@app.command("push")
+def models_push(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="model id or name")],
+    repo: Annotated[str, typer.Argument(help="Hub model repository, owner/name")],
+    private: Annotated[
+        bool, typer.Option("--private/--public", help="create the Hub repo private (default)")
+    ] = True,
+    hf_token: Annotated[
+        str | None,
+        typer.Option(help="Hugging Face token (default: HF_TOKEN or the saved login)"),
+    ] = None,
+) -> None:
+    """Upload the model's folder (weights, tokenizer, chat template) with its card as README.md
+    to a Hub model repository. The token is checked before anything is downloaded or uploaded;
+    the folder comes from the API (GET /models/{id}/archive)."""
+    try:
+        token = hub.hub_token(hf_token)
+        account = hub.check_token(token)
+    except InvalidInput as exc:
+        fail(exc.detail)
+    client = api(ctx)
+    found = client.model_by_ref(model)
+    with tempfile.TemporaryDirectory(prefix="chatpgt-push-") as tmp:
+        tar_path = Path(tmp) / "model.tar"
+        with tar_path.open("wb") as f:
+            size = client.model_archive(found.id, f)
+        err.print(f"fetched {found.name} ({filesize(size)}); uploading as {escape(account)}")
+        folder = read_tar(tar_path.read_bytes(), Path(tmp) / "folder")
+        url, files = hub.push_folder(folder, repo, token=token, private=private)
+    out.print(f"pushed {len(files)} files of {escape(found.name)} to {escape(url)}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chatpgt.db.session import make_engine, make_sessionmaker
 from chatpgt.serving import card
 from chatpgt.serving import repository as repo
+from chatpgt.serving.archive import archive_name, stream_tar
 from chatpgt.serving.errors import (
     GenerationRequestNotFound,
     InvalidGeneration,
@@ -263,3 +265,17 @@ def recoverable_generations(settings: Settings | None = None) -> list[tuple[int,
     from chatpgt.serving.runner import recoverable_generations as _recoverable
 
     return _recoverable(settings)
+
+
+# --------------------------------------------------------------------------------------------
+# Archive
+
+
+async def model_archive(session: AsyncSession, model_id: int) -> tuple[str, Iterator[bytes]]:
+    """``(file name, tar chunks)`` of the model's folder with its card as of now as README.md;
+    404 for an unknown model, 409 for one without a folder here."""
+    model = await resolve_model(session, model_id)
+    folder = await asyncio.to_thread(model_folder, model)
+    text = card.render(await card_inputs(session, model))
+    top = archive_name(model.name)
+    return f"{top}.tar", stream_tar(folder, top, {CARD_FILE: text.encode()})
