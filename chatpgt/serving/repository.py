@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -15,7 +15,7 @@ from chatpgt.db.base import utcnow
 from chatpgt.evaluation.models import EvalRun
 from chatpgt.orchestration import leases
 from chatpgt.orchestration.status import RunStatus
-from chatpgt.serving.models import ModelGeneration
+from chatpgt.serving.models import ArenaBattle, ModelGeneration
 from chatpgt.training.models import RegisteredModel, TrainingRun
 from chatpgt.training.repository import RunStore
 
@@ -160,3 +160,74 @@ class GenerationStore(RunStore):
         with Session(self.engine) as session:
             rows = session.execute(leases.recoverable_stmt(ModelGeneration, queued_for_s)).all()
         return [(int(row_id), leases.wait_until_free(expires, now)) for row_id, expires in rows]
+
+
+# --------------------------------------------------------------------------------------------
+# Playground battles
+
+
+async def create_battle(
+    session: AsyncSession,
+    *,
+    title: str,
+    reviewer: str,
+    model_ids: list[int],
+    generation_ids: list[int],
+) -> ArenaBattle:
+    battle = ArenaBattle(
+        title=title, reviewer=reviewer, model_ids=model_ids, generation_ids=generation_ids
+    )
+    session.add(battle)
+    await session.flush()
+    return battle
+
+
+async def get_battle(session: AsyncSession, battle_id: int) -> ArenaBattle | None:
+    return await session.get(ArenaBattle, battle_id, populate_existing=True)
+
+
+async def generations_by_id(
+    session: AsyncSession, ids: Sequence[int]
+) -> dict[int, ModelGeneration]:
+    if not ids:
+        return {}
+    rows = await session.scalars(select(ModelGeneration).where(ModelGeneration.id.in_(ids)))
+    return {row.id: row for row in rows}
+
+
+async def record_vote(
+    session: AsyncSession, battle_id: int, *, choice: str, winner: int | None, voter: str
+) -> bool:
+    """Store the vote once; False when the battle already has one."""
+    stmt = (
+        update(ArenaBattle)
+        .where(ArenaBattle.id == battle_id, ArenaBattle.choice.is_(None))
+        .values(choice=choice, winner_model_id=winner, voted_by=voter, voted_at=utcnow())
+        .returning(ArenaBattle.id)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def voted_battles(session: AsyncSession) -> list[tuple[list[int], str]]:
+    """Every vote: the battle's models in shown order and the choice."""
+    rows = await session.execute(
+        select(ArenaBattle.model_ids, ArenaBattle.choice).where(ArenaBattle.choice.is_not(None))
+    )
+    return [(list(ids), str(choice)) for ids, choice in rows.all()]
+
+
+async def model_names(session: AsyncSession, ids: Sequence[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(RegisteredModel.id, RegisteredModel.name).where(RegisteredModel.id.in_(ids))
+    )
+    return {int(i): str(n) for i, n in rows.all()}
+
+
+async def trained_models(session: AsyncSession, limit: int = 500) -> list[RegisteredModel]:
+    """Registered models, newest first (the playground's choices)."""
+    rows = await session.scalars(
+        select(RegisteredModel).order_by(RegisteredModel.id.desc()).limit(limit)
+    )
+    return list(rows)

@@ -1,4 +1,5 @@
-"""model generations: a leased request per POST /models/{id}/generations, run by a gpu worker
+"""model generations (a leased request per POST /models/{id}/generations, run by a gpu worker)
+and the playground's blind comparisons (arena_battles)
 
 Revision ID: 0013
 Revises: 0012
@@ -59,6 +60,30 @@ def upgrade() -> None:
     )
 
 
+    op.create_table(
+        "arena_battles",
+        sa.Column("id", BIGID, autoincrement=True, nullable=False),
+        sa.Column("title", sa.Text(), nullable=False),
+        sa.Column("reviewer", sa.String(length=255), nullable=False),
+        sa.Column("model_ids", _json(), nullable=False),
+        sa.Column("generation_ids", _json(), nullable=False),
+        sa.Column("choice", sa.String(length=8), nullable=True),
+        sa.Column("winner_model_id", BIGID, nullable=True),
+        sa.Column("voted_by", sa.String(length=255), nullable=True),
+        sa.Column("voted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.func.now(),
+            nullable=False,
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_arena_battles")),
+    )
+    op.create_index("ix_arena_battles_voted_at", "arena_battles", ["voted_at"], unique=False)
+
+
 def downgrade() -> None:
+    op.drop_index("ix_arena_battles_voted_at", table_name="arena_battles")
+    op.drop_table("arena_battles")
     op.drop_index("ix_model_generations_model_id_id", table_name="model_generations")
     op.drop_table("model_generations")
