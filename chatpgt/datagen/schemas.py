@@ -219,7 +219,7 @@ class DatagenJobView(BaseModel):
     outcome: JobOutcome | None = Field(
         None,
         description="null until the job is terminal: produced (at least one pair, no failed "
-        "item), produced_with_failures (pairs, and some items failed), nothing_produced",
+        "item), produced_with_failures (pairs, and some items failed), nothing_produced"
     )
     stop_reason: StopReason | None
     error: str | None

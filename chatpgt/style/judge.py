@@ -33,7 +33,6 @@ class TitledText(Protocol):
     @property
     def text(self) -> str: ...
 
-
 JUDGE_FEATURES: Features = "word"
 JUDGE_SEED_OFFSET = 7919  # its own split, whatever seed the evaluation classifier uses
 

@@ -296,7 +296,9 @@ class RunStore:
     def heartbeat(self, run_id: int, owner: str, lease_s: float) -> bool | None:
         """Renew the lease. Returns the cancel flag, or None when the lease is no longer ours."""
         t = self.table
-        stmt = leases.renew_stmt(t, run_id, owner, lease_s, t.status == RunStatus.RUNNING)
+        stmt = leases.renew_stmt(
+            t, run_id, owner, lease_s, t.status == RunStatus.RUNNING
+        )
         with self.engine.begin() as conn:
             row = conn.execute(stmt).first()
         return None if row is None else bool(row[0])
