@@ -10,6 +10,7 @@ default system prompt. ``license`` is left for the user to choose. Pure: the cal
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,7 +170,7 @@ def render(inputs: CardInputs) -> str:
     out = ["---", header, "---", "", f"# {model.name}", ""]
     what = KIND_TITLES.get(model.kind, model.kind)
     out += [
-        f"`{model.name}` was trained by [ChatPGT](https://github.com/) with {what} "
+        f"`{model.name}` was trained by ChatPGT with {what} "
         + (f"from `{parent.name}` (`{parent.path}`)." if parent else "."),
         "",
         "**License:** not set. Choose one (add `license:` to the header above) before you share "
@@ -190,6 +191,7 @@ def render(inputs: CardInputs) -> str:
     ]
     if inputs.system_prompt:
         out += [
+            "",
             "The chat template renders the system prompt the model was trained with when a "
             "conversation has none (below); a conversation with its own system message keeps it.",
             "",
@@ -250,7 +252,7 @@ def _data_section(
         pairs = request.get("pairs") or {}
         return [
             "Preference pairs from ChatPGT's datagen (essays compared by a blinded judge in both "
-            f"orders), selected with `{pairs}`: {report.get('pairs_exported', '–')} pairs "
+            f"orders), selected with `{json.dumps(pairs)}`: {report.get('pairs_exported', '–')} pairs "
             f"exported ({request.get('pairs_at_submit', '–')} matched at submit), "
             f"{report.get('pairs_excluded_heldout', 0)} on held-out essays left out, "
             f"{report.get('pairs_truncated', 0)} truncated. Reference model: "
