@@ -253,7 +253,8 @@ def _data_section(
         return [
             "Preference pairs from ChatPGT's datagen (essays compared by a blinded judge in both "
             f"orders), selected with `{json.dumps(pairs)}`: "
-            f"{report.get('pairs_exported', '–')} pairs exported ({request.get('pairs_at_submit', '–')} matched at submit), "
+            f"{report.get('pairs_exported', '–')} pairs exported "
+            f"({request.get('pairs_at_submit', '–')} matched at submit), "
             f"{report.get('pairs_excluded_heldout', 0)} on held-out essays left out, "
             f"{report.get('pairs_truncated', 0)} truncated. Reference model: "
             f"{report.get('reference', '–')}. `chatpgt pairs export` with the same selection "
