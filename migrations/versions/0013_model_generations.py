@@ -59,7 +59,6 @@ def upgrade() -> None:
         "ix_model_generations_model_id_id", "model_generations", ["model_id", "id"], unique=False
     )
 
-
     op.create_table(
         "arena_battles",
         sa.Column("id", BIGID, autoincrement=True, nullable=False),
