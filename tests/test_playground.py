@@ -215,8 +215,12 @@ async def test_playground_over_http_refuses_bad_input(
 ) -> None:
     """Open API (loopback): unknown models, one model twice, a missing title, a bad vote."""
     model = await register(sessionmaker, "arena-http", tiny_chat_model)
+    hub_only = await register(sessionmaker, "arena-hub-id", Path("HuggingFaceTB/SmolLM2-135M"))
     page = await api.get("/ui/playground")
     assert page.status_code == 200
+    # Only models with a folder here are offered.
+    assert f'<option value="{model}">' in page.text
+    assert f'<option value="{hub_only}"' not in page.text
     token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
     post = {"csrf_token": token, "title": "T", "model": [str(model), "999999"]}
     assert (await api.post("/ui/playground", data=post)).status_code == 404

@@ -16,7 +16,6 @@ from api.ui.routes import _form, _form_redirect, page
 from api.ui.session import CSRF_FIELD
 from chatpgt.orchestration.tasks import GENERATE
 from chatpgt.serving import arena
-from chatpgt.serving import repository as serving_repo
 
 router = APIRouter(prefix="/ui/playground", include_in_schema=False)
 VOTES = (("A", "a", "A is better"), ("B", "b", "B is better"), ("tie", "t", "Tie"))
@@ -24,7 +23,7 @@ VOTES = (("A", "a", "A is better"), ("B", "b", "B is better"), ("tie", "t", "Tie
 
 @router.get("", response_class=HTMLResponse)
 async def playground(request: Request, session: Session) -> Response:
-    models = await serving_repo.trained_models(session)
+    models = await arena.servable_models(session)
     rates = await arena.win_rates(session)
     return page(request, "playground.html", {"models": models, "rates": rates})
 

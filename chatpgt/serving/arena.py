@@ -9,8 +9,10 @@ costs what two generations cost and runs on the gpu queue like them.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +24,7 @@ from chatpgt.serving import repository as repo
 from chatpgt.serving.models import ArenaBattle
 from chatpgt.serving.schemas import GenerationCreate
 from chatpgt.serving.service import submit_generation
+from chatpgt.training.models import RegisteredModel
 
 CHOICES = ("A", "B", "tie")
 POSITIONS = ("A", "B")
@@ -168,6 +171,16 @@ def tally(votes: list[tuple[list[int], str]], names: dict[int, str]) -> list[Pai
             )
         )
     return out
+
+
+async def servable_models(session: AsyncSession) -> list[RegisteredModel]:
+    """The registered models that can write here (a folder with a config.json), newest first:
+    the playground's choices."""
+    models = await repo.trained_models(session)
+    present = await asyncio.to_thread(
+        lambda: [(Path(m.path) / "config.json").is_file() for m in models]
+    )
+    return [m for m, ok in zip(models, present, strict=True) if ok]
 
 
 async def win_rates(session: AsyncSession) -> list[PairRate]:
