@@ -132,7 +132,7 @@ async def battle_view(session: AsyncSession, battle_id: int) -> BattleView:
 
 
 async def vote(session: AsyncSession, battle_id: int, choice: str, voter: str) -> None:
-    """Record the vote (once): 422-like 400 for an unknown choice, 409 before both essays are
+    """Record the vote (once): 400 for an unknown choice, 409 before both essays are
     in or when the battle already has a vote."""
     if choice not in CHOICES:
         raise InvalidInput(f"A vote is one of {', '.join(CHOICES)}.")
