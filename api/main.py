@@ -20,6 +20,7 @@ from api.routers import (
     metrics,
     pairs,
     providers,
+    serving,
     topics,
     train,
 )
@@ -119,7 +120,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     auth.install(app)
     # datasets before pairs: GET /pairs/dedup is not GET /pairs/{pair_id}
-    routers = (health, providers, topics, datagen, datasets, pairs, labels, train, eval, metrics)
+    routers = (
+        health,
+        providers,
+        topics,
+        datagen,
+        datasets,
+        pairs,
+        labels,
+        train,
+        serving,
+        eval,
+        metrics,
+    )
     for module in routers:
         app.include_router(module.router)
     ui.install(app, settings)

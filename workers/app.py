@@ -40,6 +40,7 @@ def make_celery() -> Celery:
             "chatpgt.datagen.*": {"queue": DATAGEN_QUEUE},
             "chatpgt.train.*": {"queue": GPU_QUEUE},
             "chatpgt.eval.*": {"queue": GPU_QUEUE},
+            "chatpgt.serve.*": {"queue": GPU_QUEUE},
         },
         broker_transport_options={
             "visibility_timeout": settings.broker_visibility_timeout_s,
@@ -51,7 +52,12 @@ def make_celery() -> Celery:
         },
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        imports=["workers.datagen_tasks", "workers.training_tasks", "workers.eval_tasks"],
+        imports=[
+            "workers.datagen_tasks",
+            "workers.training_tasks",
+            "workers.eval_tasks",
+            "workers.serving_tasks",
+        ],
         beat_schedule=beat_schedule(settings.job_sweep_interval_s),
     )
     return app

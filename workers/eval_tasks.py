@@ -11,13 +11,19 @@ from typing import Any
 from celery.signals import worker_ready
 
 from chatpgt.evaluation import service
+from chatpgt.orchestration.status import RunStatus
+from chatpgt.serving.service import refresh_cards
+from chatpgt.settings import get_settings
 from workers.app import celery_app
 from workers.training_tasks import reenqueue_orphans
 
 
 @celery_app.task(name=service.TASK_NAME, acks_late=True, ignore_result=True)
 def run_eval(run_id: int) -> str:
-    return service.execute_run(run_id)
+    outcome = service.execute_run(run_id)
+    if outcome == RunStatus.SUCCEEDED:  # the measured models' cards carry the new results
+        refresh_cards(get_settings().database_url, eval_run=run_id)
+    return outcome
 
 
 @worker_ready.connect

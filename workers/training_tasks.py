@@ -14,8 +14,10 @@ from typing import Any
 
 from celery.signals import worker_ready
 
+from chatpgt.orchestration.status import RunStatus
 from chatpgt.orchestration.tasks import TRAIN_DPO, TRAIN_SFT, training_task
-from chatpgt.settings import Settings
+from chatpgt.serving.service import refresh_cards
+from chatpgt.settings import Settings, get_settings
 from chatpgt.training import service
 from workers.app import GPU_QUEUE, celery_app
 
@@ -24,12 +26,19 @@ log = logging.getLogger(__name__)
 
 @celery_app.task(name=TRAIN_SFT, acks_late=True, ignore_result=True)
 def train_sft(run_id: int) -> str:
-    return service.execute_run(run_id)
+    return _finish(run_id, service.execute_run(run_id))
 
 
 @celery_app.task(name=TRAIN_DPO, acks_late=True, ignore_result=True)
 def train_dpo(run_id: int) -> str:
-    return service.execute_run(run_id)
+    return _finish(run_id, service.execute_run(run_id))
+
+
+def _finish(run_id: int, outcome: str) -> str:
+    """A succeeded run's model gets its card (README.md) in its folder."""
+    if outcome == RunStatus.SUCCEEDED:
+        refresh_cards(get_settings().database_url, training_run=run_id)
+    return outcome
 
 
 def recovery_messages(settings: Settings | None = None) -> list[tuple[str, int, float | None]]:

@@ -17,7 +17,7 @@ HERE = Path(__file__).parent
 
 def install(app: FastAPI, settings: Settings) -> None:
     """Mount the static assets and the page routes, and make the session signer."""
-    from api.ui import routes
+    from api.ui import playground, routes
 
     secret = settings.ui_session_secret
     app.state.ui_signer = Signer(
@@ -26,3 +26,4 @@ def install(app: FastAPI, settings: Settings) -> None:
     )
     app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="ui-static")
     app.include_router(routes.router)
+    app.include_router(playground.router)

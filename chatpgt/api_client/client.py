@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, BinaryIO, Literal, Self, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -31,6 +31,7 @@ from chatpgt.evaluation.schemas import EvalRequest, EvalRunOut
 from chatpgt.pairs.schemas import ExportFormat, PairSource
 from chatpgt.review.schemas import PairStatsWithLabels
 from chatpgt.rounds.schemas import RoundsRequest, RoundsRunOut
+from chatpgt.serving.schemas import GenerationCreate, GenerationOut
 from chatpgt.topics.schemas import FileImport, HFImport, ImportResult, TopicsCreated
 from chatpgt.training.schemas import DPORequest, ModelOut, ModelPage, SFTRequest, TrainingRunOut
 
@@ -393,3 +394,40 @@ class ChatPGTClient:
             if page.next_after is None or not page.items:
                 return
             after = page.next_after
+
+    def model_by_ref(self, ref: str) -> ModelOut:
+        """A registered model by id (digits) or name; ApiError 404 when there is none."""
+        if ref.isdigit():
+            return self._get(f"/models/{int(ref)}", ModelOut)
+        for model in self.iter_models():
+            if model.name == ref:
+                return model
+        raise ApiError(404, f"no registered model is named {ref!r} (see `chatpgt models list`)")
+
+    def model_card(self, model_id: int) -> str:
+        """The model's Hugging Face card (README.md text), with its latest evaluation."""
+        return self._request("GET", f"/models/{model_id}/card").text
+
+    def submit_generation(self, model_id: int, request: GenerationCreate) -> GenerationOut:
+        return self._post(f"/models/{model_id}/generations", GenerationOut, _dump(request))
+
+    def get_generation(self, model_id: int, generation_id: int) -> GenerationOut:
+        return self._get(f"/models/{model_id}/generations/{generation_id}", GenerationOut)
+
+    def model_archive(self, model_id: int, target: BinaryIO) -> int:
+        """Write the model folder's tar (``GET /models/{id}/archive``) into ``target``; bytes."""
+        written = 0
+        try:
+            with self._http.stream(
+                "GET", f"/models/{model_id}/archive", timeout=EXPORT_TIMEOUT
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    detail, body = _problem_detail(response)
+                    raise ApiError(response.status_code, detail, body)
+                for chunk in response.iter_bytes():
+                    target.write(chunk)
+                    written += len(chunk)
+        except (httpx.RequestError, httpx.InvalidURL) as exc:
+            raise ApiUnreachable(self.base_url, _reason(exc)) from exc
+        return written

@@ -8,11 +8,13 @@ from chatpgt.evaluation.models import EvalRun
 from chatpgt.pairs.labels import PairLabel
 from chatpgt.pairs.models import JobWorkSummary, NearDuplicate, Pair
 from chatpgt.rounds.models import Round, RoundsRun
+from chatpgt.serving.models import ArenaBattle, ModelGeneration
 from chatpgt.topics.models import Topic
 from chatpgt.training.models import RegisteredModel, TrainingRun
 
 __all__ = [
     "ApiKey",
+    "ArenaBattle",
     "Base",
     "DatagenJob",
     "DedupScan",
@@ -21,6 +23,7 @@ __all__ = [
     "JobTopic",
     "JobWorkSummary",
     "Judgment",
+    "ModelGeneration",
     "NearDuplicate",
     "Pair",
     "PairLabel",

@@ -18,6 +18,9 @@ TRAIN_SFT: Final = "chatpgt.train.sft"
 TRAIN_DPO: Final = "chatpgt.train.dpo"
 
 EVAL_RUN: Final = "chatpgt.eval.run"
+# Essays asked of a registered model (chatpgt.serving.runner): on the gpu queue, where the
+# models are loaded.
+GENERATE: Final = "chatpgt.serve.generate"
 
 TRAINING_TASKS: Final = {"sft": TRAIN_SFT, "dpo": TRAIN_DPO}
 

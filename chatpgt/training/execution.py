@@ -26,6 +26,7 @@ from chatpgt.orchestration.heartbeat import ThreadHeartbeat
 from chatpgt.orchestration.leases import worker_identity
 from chatpgt.orchestration.status import TERMINAL, RunStatus
 from chatpgt.settings import Settings, get_settings
+from chatpgt.training import chat_format
 from chatpgt.training.errors import RankFailed, TrainingDataError
 from chatpgt.training.repository import RunSnapshot, RunStore
 
@@ -186,6 +187,11 @@ def _execute(store: RunStore, run_id: int, settings: Settings) -> str:
                 outcome = distributed.run(snapshot, run_dir, reporter, settings)
             else:
                 outcome = recipes.run(snapshot, run_dir, reporter, settings.database_url)
+            if outcome.status == RunStatus.SUCCEEDED:
+                # The saved template renders the system prompt the run trained with.
+                chat_format.apply_trained_format(
+                    snapshot.kind, snapshot.request, run_dir, Path(outcome.artifacts["model_dir"])
+                )
         except Exception as exc:
             log.exception("training run %s failed", run_id)
             if reporter.lost.is_set():

@@ -1,0 +1,89 @@
+"""The blind playground's pages (``/ui/playground``). Thin: parse the form, call
+chatpgt.serving.arena, render. Same sign-in, CSRF and scopes as the review pages (api.ui.gate:
+a read key sees the page and the win rates, posts nothing)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, Response
+
+from api.deps import Queue, Session
+from api.pagination import IdPath
+from api.routers.labels import reviewer_of
+from api.ui import session as ui_session
+from api.ui.routes import _form, _form_redirect, page
+from api.ui.session import CSRF_FIELD
+from chatpgt.orchestration.tasks import GENERATE
+from chatpgt.serving import arena
+
+router = APIRouter(prefix="/ui/playground", include_in_schema=False)
+VOTES = (("A", "a", "A is better"), ("B", "b", "B is better"), ("tie", "t", "Tie"))
+
+
+@router.get("", response_class=HTMLResponse)
+async def playground(request: Request, session: Session) -> Response:
+    models = await arena.servable_models(session)
+    rates = await arena.win_rates(session)
+    return page(request, "playground.html", {"models": models, "rates": rates})
+
+
+@router.post("", response_class=HTMLResponse)
+async def start_battle(request: Request, session: Session, enqueue: Queue) -> Response:
+    form = await request.form()
+    ui_session.check_csrf(request, str(form.get(CSRF_FIELD) or ""))
+    await _form(request)  # the NUL check of every text field
+    try:
+        model_ids = [int(str(v)) for v in form.getlist("model")]
+        max_new_tokens = int(str(form.get("max_new_tokens") or arena.DEFAULT_MAX_NEW_TOKENS))
+    except ValueError:
+        raise RequestValidationError(
+            [{"loc": ("body", "model"), "msg": "Input should be a model id", "type": "int"}]
+        ) from None
+    if not 1 <= max_new_tokens <= 8192:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("body", "max_new_tokens"),
+                    "msg": "Input should be 1 to 8192",
+                    "type": "value_error",
+                }
+            ]  # fmt: skip
+        )
+    battle, generation_ids = await arena.create_battle(
+        session,
+        title=str(form.get("title") or ""),
+        model_ids=model_ids,
+        reviewer=reviewer_of(request),
+        max_new_tokens=max_new_tokens,
+    )
+    await session.commit()
+    for generation_id in generation_ids:
+        await enqueue(GENERATE, generation_id)
+    return _form_redirect(f"/ui/playground/battles/{battle.id}")
+
+
+def _battle_context(view: arena.BattleView) -> dict[str, object]:
+    return {"battle": view, "votes": VOTES}
+
+
+@router.get("/battles/{battle_id}", response_class=HTMLResponse)
+async def battle_page(battle_id: IdPath, request: Request, session: Session) -> Response:
+    view = await arena.battle_view(session, battle_id)
+    return page(request, "battle.html", _battle_context(view))
+
+
+@router.get("/battles/{battle_id}/essays", response_class=HTMLResponse)
+async def battle_essays(battle_id: IdPath, request: Request, session: Session) -> Response:
+    """The essays part of the page, polled by htmx until both are written."""
+    view = await arena.battle_view(session, battle_id)
+    return page(request, "_battle.html", _battle_context(view))
+
+
+@router.post("/battles/{battle_id}/vote", response_class=HTMLResponse)
+async def vote(battle_id: IdPath, request: Request, session: Session) -> Response:
+    form = await _form(request)
+    ui_session.check_csrf(request, form.get(CSRF_FIELD))
+    await arena.vote(session, battle_id, form.get("choice", ""), reviewer_of(request))
+    await session.commit()
+    return _form_redirect(f"/ui/playground/battles/{battle_id}")

@@ -1,0 +1,189 @@
+"""The blind playground: two models write on one title, a reviewer sees the essays as A and B
+(in a random order, recorded with the battle) without the models' names, and votes A, B or tie.
+The votes give a human win rate per pair of models with its Wilson interval (ties counted
+apart: the rate is over decisive votes).
+
+The essays are two ordinary generation requests (:mod:`chatpgt.serving.runner`), so a battle
+costs what two generations cost and runs on the gpu queue like them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chatpgt.errors import InvalidInput, InvalidState, NotFound
+from chatpgt.orchestration.status import RunStatus
+from chatpgt.review.schemas import Rate
+from chatpgt.review.service import wilson
+from chatpgt.serving import repository as repo
+from chatpgt.serving.models import ArenaBattle
+from chatpgt.serving.schemas import GenerationCreate
+from chatpgt.serving.service import submit_generation
+from chatpgt.training.models import RegisteredModel
+
+CHOICES = ("A", "B", "tie")
+POSITIONS = ("A", "B")
+DEFAULT_MAX_NEW_TOKENS = 300
+
+
+class BattleNotFound(NotFound):
+    def __init__(self, battle_id: int) -> None:
+        super().__init__(f"Battle {battle_id} does not exist.", battle_id=battle_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    position: str
+    status: str
+    text: str | None
+    error: str | None
+    model_name: str | None  # only once the battle is voted
+
+
+@dataclass(frozen=True, slots=True)
+class BattleView:
+    id: int
+    title: str
+    sides: list[Side]
+    choice: str | None
+    voted_by: str | None
+
+    @property
+    def ready(self) -> bool:
+        return all(s.status == RunStatus.SUCCEEDED for s in self.sides)
+
+    @property
+    def failed(self) -> bool:
+        return any(s.status in (RunStatus.FAILED, RunStatus.CANCELLED) for s in self.sides)
+
+
+@dataclass(frozen=True, slots=True)
+class PairRate:
+    """Votes between two models: ``first`` won ``rate.hits`` of ``rate.n`` decisive votes."""
+
+    first: str
+    second: str
+    first_wins: int
+    second_wins: int
+    ties: int
+    rate: Rate
+
+
+async def create_battle(
+    session: AsyncSession,
+    *,
+    title: str,
+    model_ids: list[int],
+    reviewer: str,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+) -> tuple[ArenaBattle, list[int]]:
+    """A battle between two distinct models on ``title``, in a random order, and the ids of
+    the two generation requests to enqueue (the caller commits first). 400 for anything else
+    than two distinct models or an empty title; 404/409 as for a generation."""
+    title = " ".join(title.split())
+    if not title:
+        raise InvalidInput("Give a title for the essays.")
+    if len(title) > 1000:
+        raise InvalidInput("The title is longer than 1000 characters.")
+    if len(model_ids) != 2 or len(set(model_ids)) != 2:
+        raise InvalidInput("Pick two different models.")
+    order = list(model_ids)
+    if secrets.randbelow(2):
+        order.reverse()
+    body = GenerationCreate(title=title, max_new_tokens=max_new_tokens)
+    generations = [await submit_generation(session, model_id, body) for model_id in order]
+    battle = await repo.create_battle(
+        session,
+        title=title,
+        reviewer=reviewer,
+        model_ids=order,
+        generation_ids=[g.id for g in generations],
+    )
+    return battle, [g.id for g in generations]
+
+
+async def battle_view(session: AsyncSession, battle_id: int) -> BattleView:
+    battle = await repo.get_battle(session, battle_id)
+    if battle is None:
+        raise BattleNotFound(battle_id)
+    rows = await repo.generations_by_id(session, battle.generation_ids)
+    names = await repo.model_names(session, battle.model_ids) if battle.choice else {}
+    sides = []
+    for position, gen_id, model_id in zip(
+        POSITIONS, battle.generation_ids, battle.model_ids, strict=True
+    ):
+        row = rows.get(gen_id)
+        results = (row.results or []) if row else []
+        sides.append(
+            Side(
+                position=position,
+                status=row.status if row else RunStatus.FAILED,
+                text=results[0]["text"] if results else None,
+                error=row.error if row else "the generation request is gone",
+                model_name=names.get(model_id),
+            )
+        )
+    return BattleView(battle.id, battle.title, sides, battle.choice, battle.voted_by)
+
+
+async def vote(session: AsyncSession, battle_id: int, choice: str, voter: str) -> None:
+    """Record the vote (once): 400 for an unknown choice, 409 before both essays are
+    in or when the battle already has a vote."""
+    if choice not in CHOICES:
+        raise InvalidInput(f"A vote is one of {', '.join(CHOICES)}.")
+    view = await battle_view(session, battle_id)
+    if not view.ready:
+        raise InvalidState("Both essays must be written before the vote.", battle_id=battle_id)
+    battle = await repo.get_battle(session, battle_id)
+    assert battle is not None
+    winner = None if choice == "tie" else battle.model_ids[POSITIONS.index(choice)]
+    if not await repo.record_vote(session, battle_id, choice=choice, winner=winner, voter=voter):
+        raise InvalidState("This battle already has a vote.", battle_id=battle_id)
+
+
+def tally(votes: list[tuple[list[int], str]], names: dict[int, str]) -> list[PairRate]:
+    """Per unordered pair of models (the lower id first): wins each way, ties, and the first
+    model's win rate over decisive votes with its Wilson interval. Pure, for tests."""
+    counts: dict[tuple[int, int], list[int]] = {}
+    for model_ids, choice in votes:
+        first, second = sorted(model_ids)
+        c = counts.setdefault((first, second), [0, 0, 0])
+        if choice == "tie":
+            c[2] += 1
+        else:
+            winner = model_ids[POSITIONS.index(choice)]
+            c[0 if winner == first else 1] += 1
+    out = []
+    for (first, second), (w1, w2, ties) in sorted(counts.items()):
+        out.append(
+            PairRate(
+                first=names.get(first, str(first)),
+                second=names.get(second, str(second)),
+                first_wins=w1,
+                second_wins=w2,
+                ties=ties,
+                rate=wilson(w1, w1 + w2),
+            )
+        )
+    return out
+
+
+async def servable_models(session: AsyncSession) -> list[RegisteredModel]:
+    """The registered models that can write here (a folder with a config.json), newest first:
+    the playground's choices."""
+    models = await repo.trained_models(session)
+    present = await asyncio.to_thread(
+        lambda: [(Path(m.path) / "config.json").is_file() for m in models]
+    )
+    return [m for m, ok in zip(models, present, strict=True) if ok]
+
+
+async def win_rates(session: AsyncSession) -> list[PairRate]:
+    votes = await repo.voted_battles(session)
+    ids = sorted({i for model_ids, _ in votes for i in model_ids})
+    return tally(votes, await repo.model_names(session, ids))

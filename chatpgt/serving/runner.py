@@ -1,0 +1,143 @@
+"""Running one generation request in a gpu worker: claim it, generate with the local provider,
+store the essays.
+
+The model is loaded by :class:`chatpgt.providers.local.LocalProvider` once per worker process and
+kept (``chatpgt.providers.local_models``): the first request to a model pays the load, the next
+ones only generate. The ``n`` samples of a request go to the provider together, so they run as
+one batched ``generate``. Like a training run, the request is leased: a redelivered task finds it
+busy or done, one whose worker died is taken over, and after ``MAX_ATTEMPTS`` it fails. Every
+error becomes a failed request with its reason; nothing is re-raised to Celery.
+
+This module imports no torch: the provider imports it on the first request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from chatpgt.orchestration.heartbeat import ThreadHeartbeat
+from chatpgt.orchestration.leases import worker_identity
+from chatpgt.orchestration.status import TERMINAL, RunStatus
+from chatpgt.providers.local import LocalProvider
+from chatpgt.providers.types import ChatRequest, ChatResult, ProviderError
+from chatpgt.serving.repository import GenerationSnapshot, GenerationStore
+from chatpgt.settings import Settings, get_settings
+from chatpgt.training.execution import describe, make_sync_engine
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+ORPHAN_QUEUED_AFTER_S = 600.0
+
+
+def execute_generation(generation_id: int, settings: Settings | None = None) -> str:
+    """Generate the essays of request ``generation_id``; returns what happened, for logs."""
+    settings = settings or get_settings()
+    engine = make_sync_engine(settings)
+    try:
+        return _execute(GenerationStore(engine), generation_id, settings)
+    finally:
+        engine.dispose()
+
+
+def _execute(store: GenerationStore, generation_id: int, settings: Settings) -> str:
+    snapshot = store.read(generation_id)
+    if snapshot is None:
+        return "missing"
+    if snapshot.status in TERMINAL:
+        return "finished"
+    owner = worker_identity()
+    if not store.claim(generation_id, owner, settings.job_lease_s, MAX_ATTEMPTS):
+        again = store.read(generation_id)
+        if again is not None and again.lease_expired and again.attempts >= MAX_ATTEMPTS:
+            store.finish(
+                generation_id,
+                None,
+                RunStatus.FAILED,
+                error=f"gave up after {again.attempts} attempts: the worker stopped during each "
+                "one (killed, or out of memory?)",
+            )
+            return RunStatus.FAILED
+        return "busy"
+
+    lost = False
+
+    def beat() -> bool:
+        nonlocal lost
+        lost = store.heartbeat(generation_id, owner, settings.job_lease_s) is None
+        return lost
+
+    with ThreadHeartbeat(beat, interval_s=settings.job_heartbeat_s, name=f"gen-{generation_id}"):
+        try:
+            results, timings = asyncio.run(_generate(snapshot, settings))
+        except Exception as exc:
+            log.exception("generation request %s failed", generation_id)
+            reason = exc.message if isinstance(exc, ProviderError) else describe(exc)
+            if not store.finish(generation_id, owner, RunStatus.FAILED, error=reason):
+                return "lost"
+            return RunStatus.FAILED
+    if lost or not store.finish(
+        generation_id, owner, RunStatus.SUCCEEDED, results=results, timings=timings
+    ):
+        return "lost"
+    return RunStatus.SUCCEEDED
+
+
+async def _generate(
+    snapshot: GenerationSnapshot, settings: Settings
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    request = snapshot.request
+    provider = LocalProvider("local", settings.local_options())
+    try:
+        started = time.perf_counter()
+        loaded = await provider.preload(snapshot.model_path)
+        loaded_at = time.perf_counter()
+        calls = [
+            provider.chat(
+                ChatRequest(
+                    provider="local",
+                    model=snapshot.model_path,
+                    messages=request["messages"],
+                    temperature=request["temperature"],
+                    top_p=request["top_p"],
+                    max_tokens=request["max_new_tokens"],
+                )
+            )
+            for _ in range(int(request["n"]))
+        ]
+        answers: list[ChatResult] = await asyncio.gather(*calls)
+        done = time.perf_counter()
+    finally:
+        await provider.aclose()
+    tokens = sum(a.completion_tokens for a in answers)
+    generate_s = done - loaded_at
+    results = [
+        {
+            "text": a.text,
+            "finish_reason": a.finish_reason,
+            "prompt_tokens": a.prompt_tokens,
+            "completion_tokens": a.completion_tokens,
+        }
+        for a in answers
+    ]
+    timings = {
+        "load_s": round(loaded_at - started, 3),
+        "generate_s": round(generate_s, 3),
+        "tokens_per_s": round(tokens / generate_s, 2) if generate_s > 0 else None,
+        "device": loaded.device,
+    }
+    return results, timings
+
+
+def recoverable_generations(settings: Settings | None = None) -> list[tuple[int, float]]:
+    """Requests a starting gpu worker re-enqueues: running with an expired lease, or queued for
+    over ``ORPHAN_QUEUED_AFTER_S``, each with the seconds to wait first."""
+    settings = settings or get_settings()
+    engine = make_sync_engine(settings)
+    try:
+        return GenerationStore(engine).orphaned_generations(ORPHAN_QUEUED_AFTER_S)
+    finally:
+        engine.dispose()
