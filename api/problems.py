@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -20,6 +21,20 @@ PROBLEM_JSON = "application/problem+json"
 # Seconds a client is told to wait when the database is unreachable (restarting, failing over).
 DB_UNAVAILABLE_RETRY_AFTER_S = 2
 _PROBLEM_REF = {"$ref": "#/components/schemas/ProblemDetail"}
+
+
+class ProblemResponse(JSONResponse):
+    """problem+json. A refused request may name a key or a tag it was sent, and that text may be
+    a lone surrogate no UTF-8 encoder takes: then the body is written with ASCII escapes (the
+    same JSON, ``"\\ud800"``), never a 500 in place of the 4xx."""
+
+    media_type = PROBLEM_JSON
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False).encode("ascii")
 
 
 class ProblemDetail(BaseModel):
@@ -73,7 +88,7 @@ def problem(
         "detail": detail,
         **extra,
     }
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    return ProblemResponse(body, status_code=status, headers=headers)
 
 
 def install(app: FastAPI) -> None:

@@ -12,6 +12,7 @@ from chatpgt.datagen.judges.base import BUILTIN_PROVIDER
 from chatpgt.datagen.pairing import PairingRule
 from chatpgt.datagen.summaries import JobOutcome
 from chatpgt.db.ids import RowId
+from chatpgt.db.text import StoredText
 from chatpgt.orchestration.status import ItemStatus, RunStatus
 from chatpgt.pairs.schemas import DEFAULT_DEDUP_THRESHOLD
 
@@ -25,7 +26,7 @@ class TopicSelection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    titles: list[str] | None = Field(None, min_length=1, max_length=10_000)
+    titles: list[StoredText] | None = Field(None, min_length=1, max_length=10_000)
     ids: list[RowId] | None = Field(None, min_length=1, max_length=10_000)
     sample: int | None = Field(None, ge=1, le=10_000, description="sample N topics from the pool")
     seed: int | None = Field(None, description="random seed for sample")
@@ -43,8 +44,8 @@ class TopicSelection(BaseModel):
 class GeneratorSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    provider: str = Field(min_length=1, max_length=64)
-    model: str = Field(min_length=1, max_length=255)
+    provider: StoredText = Field(min_length=1, max_length=64)
+    model: StoredText = Field(min_length=1, max_length=255)
     samples_per_topic: int = Field(1, ge=1, le=16)
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -65,14 +66,14 @@ class GeneratorSpec(BaseModel):
 class JudgeSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    provider: str = Field(
+    provider: StoredText = Field(
         min_length=1,
         max_length=64,
         description="required, but for style_classifier (no provider: rows name 'builtin')",
     )
-    model: str = Field(min_length=1, max_length=255)
+    model: StoredText = Field(min_length=1, max_length=255)
     both_orders: bool = True
-    method: str = Field(
+    method: StoredText = Field(
         "json",
         description="json: the judge writes {winner, reasoning, confidence}; ab_probability: the "
         "verdict and confidence come from the probabilities the judge gives to answering A or B "
@@ -156,8 +157,8 @@ class DatagenJobCreate(BaseModel):
     pairing: PairingRule = PairingRule.BEST_VS_WORST
     include_corpus_pairs: bool = False
     budget_usd: float | None = Field(None, gt=0, le=1_000_000)
-    system_prompt: str | None = Field(None, max_length=20_000)
-    prompt_templates: list[str] | None = Field(None, min_length=1, max_length=32)
+    system_prompt: StoredText | None = Field(None, max_length=20_000)
+    prompt_templates: list[StoredText] | None = Field(None, min_length=1, max_length=32)
     max_failure_rate: float | None = Field(
         None,
         ge=0,
@@ -219,7 +220,7 @@ class DatagenJobView(BaseModel):
     outcome: JobOutcome | None = Field(
         None,
         description="null until the job is terminal: produced (at least one pair, no failed "
-        "item), produced_with_failures (pairs, and some items failed), nothing_produced"
+        "item), produced_with_failures (pairs, and some items failed), nothing_produced",
     )
     stop_reason: StopReason | None
     error: str | None

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chatpgt.db.ids import RowId
+from chatpgt.db.text import RowIdOrText, StoredText
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 DEFAULT_GENERATION_TEMPLATE = 'Write an essay titled "{title}".'
@@ -19,7 +20,7 @@ class GenerationSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    template: str = DEFAULT_GENERATION_TEMPLATE
+    template: StoredText = DEFAULT_GENERATION_TEMPLATE
     max_new_tokens: int = Field(400, ge=1, le=8192)
     temperature: float = Field(0.7, gt=0, le=5)
     top_p: float = Field(0.9, gt=0, le=1)
@@ -40,7 +41,7 @@ class StyleSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    other_essays: str | None = Field(
+    other_essays: StoredText | None = Field(
         None,
         max_length=1000,
         description="a local corpus (CSV/JSONL/.txt/.md or folder) of other writers' essays; "
@@ -56,8 +57,8 @@ class EvalJudgeSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    provider: str = Field(min_length=1, max_length=64)
-    model: str = Field(min_length=1, max_length=1000)
+    provider: StoredText = Field(min_length=1, max_length=64)
+    model: StoredText = Field(min_length=1, max_length=1000)
     method: Literal["json", "ab_probability"] = "json"
     min_letter_mass: float = Field(0.1, ge=0, le=1)
     max_tokens: int = Field(512, ge=1, le=8000)
@@ -91,9 +92,9 @@ class EvalRequest(EvalOptions):
     SFT run split (or of ``sft_run``) that no model of the lineage trained on.
     """
 
-    models: list[RowId | str] = Field(min_length=1, max_length=8)
-    name: str | None = Field(None, min_length=1, max_length=200)
-    reference: str = Field(
+    models: list[RowIdOrText] = Field(min_length=1, max_length=8)
+    name: StoredText | None = Field(None, min_length=1, max_length=200)
+    reference: StoredText = Field(
         "sft",
         max_length=1000,
         description='"sft": the SFT model of the list; "real": the real held-out essay; or '

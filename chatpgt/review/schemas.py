@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chatpgt.db.text import StoredText
 from chatpgt.pairs.schemas import PairStats
 
 Choice = Literal["A", "B", "tie", "bad"]
@@ -27,7 +28,7 @@ class LabelIn(BaseModel):
 
     choice: Choice = Field(description="A or B (the better essay as shown), tie, or bad (pair)")
     shown_order: ShownOrder
-    note: str | None = Field(None, max_length=NOTE_MAX_CHARS)
+    note: StoredText | None = Field(None, max_length=NOTE_MAX_CHARS)
 
 
 class LabelOut(BaseModel):

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chatpgt.datagen.pairing import PairingRule
 from chatpgt.datagen.schemas import GeneratorSpec, JudgeSpec, TopicSelection
-from chatpgt.db.ids import RowId
+from chatpgt.db.text import RowIdOrText, StoredText
 from chatpgt.evaluation.schemas import EvalOptions
 from chatpgt.evaluation.scores import METRICS, EvalMetric, unmeasured
 from chatpgt.training.schemas import DPOHyperparameters, SampleSpec
@@ -29,7 +29,7 @@ class PolicySpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    provider: str = Field("local", min_length=1, max_length=64)
+    provider: StoredText = Field("local", min_length=1, max_length=64)
     samples_per_topic: int = Field(2, ge=1, le=16)
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -115,9 +115,9 @@ class RoundsRequest(BaseModel):
         },
     )
 
-    model: RowId | str = Field(description="the SFT model to start from: registry id or name")
+    model: RowIdOrText = Field(description="the SFT model to start from: registry id or name")
     rounds: int = Field(ge=1, le=MAX_ROUNDS)
-    name: str | None = Field(
+    name: StoredText | None = Field(
         None,
         min_length=1,
         max_length=180,
@@ -130,8 +130,8 @@ class RoundsRequest(BaseModel):
     )
     judge: JudgeSpec
     pairing: PairingRule = PairingRule.BEST_VS_WORST
-    system_prompt: str | None = Field(None, max_length=20_000)
-    prompt_templates: list[str] | None = Field(None, min_length=1, max_length=32)
+    system_prompt: StoredText | None = Field(None, max_length=20_000)
+    prompt_templates: list[StoredText] | None = Field(None, min_length=1, max_length=32)
     max_failure_rate: float | None = Field(None, ge=0, le=1)
     accumulate: bool = Field(
         False, description="each round's DPO also trains on the earlier rounds' pairs"

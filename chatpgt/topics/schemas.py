@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from chatpgt.db.text import StoredText
 from chatpgt.topics.normalize import normalize_title
 
 TopicSource = Literal["manual", "file", "hf", "corpus"]
@@ -17,7 +18,7 @@ class TopicsCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    titles: list[str] = Field(min_length=1, examples=[["The ethics of space mining"]])
+    titles: list[StoredText] = Field(min_length=1, examples=[["The ethics of space mining"]])
 
     @field_validator("titles")
     @classmethod
@@ -60,8 +61,8 @@ class TopicPage(BaseModel):
 class _ImportCommon(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    column: str = Field("title", description="column holding the topic title")
-    text_column: str | None = Field(
+    column: StoredText = Field("title", description="column holding the topic title")
+    text_column: StoredText | None = Field(
         None, description="column holding the real essay; makes the topics corpus topics"
     )
     as_corpus: bool = Field(
@@ -80,7 +81,7 @@ class FileImport(_ImportCommon):
     """A file readable by the API process: one title per line (txt) or a CSV with a header."""
 
     source: Literal["file"]
-    path: str = Field(min_length=1)
+    path: StoredText = Field(min_length=1)
     format: Literal["txt", "csv"] | None = Field(
         None, description="guessed from the extension (.txt, .csv) when omitted"
     )
@@ -91,9 +92,11 @@ class HFImport(_ImportCommon):
     directory written by ``save_to_disk``, or data files ``datasets.load_dataset`` can read)."""
 
     source: Literal["hf"]
-    dataset: str = Field(min_length=1)
-    split: str = "train"
-    config: str | None = Field(None, description="dataset configuration name, if it has several")
+    dataset: StoredText = Field(min_length=1)
+    split: StoredText = "train"
+    config: StoredText | None = Field(
+        None, description="dataset configuration name, if it has several"
+    )
 
 
 TopicImport = Annotated[FileImport | HFImport, Field(discriminator="source")]

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from chatpgt.datagen.prompts import DEFAULT_PROMPT_TEMPLATES as DATAGEN_PROMPT_TEMPLATES
 from chatpgt.datagen.prompts import DEFAULT_SYSTEM_PROMPT
 from chatpgt.db.ids import RowId
+from chatpgt.db.text import RowIdOrText, StoredText
 
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM3-3B"
 DEFAULT_CORPUS = "sgoel9/paul_graham_essays"
@@ -45,7 +46,7 @@ class LoraSpec(BaseModel):
     r: int = Field(16, ge=1, le=1024)
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    target_modules: list[StoredText] | Literal["all-linear"] = "all-linear"
     merge: bool = True
 
 
@@ -133,17 +134,17 @@ class PromptSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    templates: list[str] = Field(
+    templates: list[StoredText] = Field(
         default_factory=lambda: list(DEFAULT_PROMPT_TEMPLATES), min_length=1, max_length=50
     )
-    system_prompt: str | None = Field(
+    system_prompt: StoredText | None = Field(
         DEFAULT_SYSTEM_PROMPT,
         max_length=20_000,
         description="the system message of every training conversation; datagen's default, so "
         "SFT, datagen and DPO see the same conversation (null or empty: none). Set it to the "
         "datagen job's `system_prompt` when that job overrides it.",
     )
-    continuation_template: str = DEFAULT_CONTINUATION_TEMPLATE
+    continuation_template: StoredText = DEFAULT_CONTINUATION_TEMPLATE
     continuation_context_words: int = Field(
         30, ge=0, le=500, description="words of the previous part quoted in {previous}"
     )
@@ -171,8 +172,10 @@ class SampleSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_SAMPLE_PROMPTS), max_length=20)
-    system_prompt: str | None = Field(
+    prompts: list[StoredText] = Field(
+        default_factory=lambda: list(DEFAULT_SAMPLE_PROMPTS), max_length=20
+    )
+    system_prompt: StoredText | None = Field(
         DEFAULT_SYSTEM_PROMPT, max_length=20_000, description="as in `prompts.system_prompt`"
     )
     max_new_tokens: int = Field(200, ge=1, le=8192)
@@ -190,9 +193,9 @@ class SFTRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    base_model: str = Field(DEFAULT_BASE_MODEL, min_length=1, max_length=1000)
-    corpus: str = Field(DEFAULT_CORPUS, min_length=1, max_length=1000)
-    name: str | None = Field(
+    base_model: StoredText = Field(DEFAULT_BASE_MODEL, min_length=1, max_length=1000)
+    corpus: StoredText = Field(DEFAULT_CORPUS, min_length=1, max_length=1000)
+    name: StoredText | None = Field(
         None, min_length=1, max_length=200, description="registry name of the result"
     )
     hyperparameters: SFTHyperparameters = Field(default_factory=SFTHyperparameters)
@@ -238,9 +241,9 @@ class DPORequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: RowId | str
+    model: RowIdOrText
     pairs: PairSelection = Field(default_factory=PairSelection)
-    name: str | None = Field(None, min_length=1, max_length=200)
+    name: StoredText | None = Field(None, min_length=1, max_length=200)
     hyperparameters: DPOHyperparameters = Field(default_factory=DPOHyperparameters)
     samples: SampleSpec = Field(default_factory=SampleSpec)
 
