@@ -105,7 +105,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         # Keys are checked by a middleware (auth.install) before any of this; `bearer` only
         # declares the scheme in the OpenAPI schema.
-        dependencies=[Depends(auth.bearer), Depends(inputs.storable_params)],
+        dependencies=[
+            Depends(auth.bearer),
+            Depends(inputs.known_query_params),
+            Depends(inputs.storable_params),
+        ],
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     problems.install(app)

@@ -66,6 +66,8 @@ def _document_problems(schema: dict[str, Any]) -> None:
     components["ProblemDetail"] = ProblemDetail.model_json_schema()
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
+            # Any route may answer 400: an unknown query parameter (api.inputs).
+            operation.setdefault("responses", {}).setdefault("400", responses(400)[400])
             if "422" in operation.get("responses", {}):
                 operation["responses"]["422"] = responses(422)[422]
             if "requestBody" in operation:  # api.limits.BodySizeLimit

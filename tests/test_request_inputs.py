@@ -11,14 +11,18 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, BeforeValidator, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import problems
+from api.inputs import declared_query_params
 from api.main import create_app
 from chatpgt.db.text import StoredText, _storable
 from chatpgt.topics.schemas import TopicsCreate
+from tests import factories
 
 PROBLEM = "application/problem+json"
 JOB = {
@@ -212,3 +216,103 @@ def test_a_problem_quoting_unencodable_text_is_written_with_ascii_escapes() -> N
     body = json.loads(answer.body)
     assert body["detail"] == "unknown provider '\ud800'" and body["provider"] == "\udfff"
     assert json.loads(problems.problem(404, "été").body)["detail"] == "été"
+
+
+# --- unknown query parameters ---------------------------------------------------------------
+
+
+async def _one_pair(session: AsyncSession) -> int:
+    job = await factories.job(session)
+    topic = await factories.topic(session, "On the uses of boredom")
+    a = await factories.generation(session, job, topic, "writer-a", "Boredom is a door.")
+    b = await factories.generation(session, job, topic, "writer-b", "Boredom is bad.")
+    await factories.judged_pair(session, a, b, 7.0, topic_title=topic.title)
+    await session.commit()
+    return job.id
+
+
+def _assert_unknown(answer: httpx.Response, *names: str) -> dict[str, Any]:
+    assert answer.status_code == 400, answer.text
+    assert answer.headers["content-type"] == PROBLEM
+    problem = answer.json()
+    assert problem["unknown"] == sorted(names)
+    for name in names:
+        assert name in problem["detail"]
+    return problem
+
+
+async def test_a_typo_in_a_filter_is_a_400_not_every_pair(
+    api: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    job_id = await _one_pair(session)
+    other = job_id + 1000
+    # The parameter spelled right filters; spelled wrong it used to be ignored (every pair).
+    assert (await api.get("/pairs", params={"job_id": other})).json()["items"] == []
+    assert len((await api.get("/pairs", params={"job_id": job_id})).json()["items"]) == 1
+    problem = _assert_unknown(await api.get("/pairs", params={"jobid": other}), "jobid")
+    assert "job_id" in problem["allowed"] and "limit" in problem["allowed"]
+    _assert_unknown(await api.get("/pairs", params={"status": "bogus"}), "status")
+    export = await api.get("/pairs/export", params={"jobid": 1})
+    _assert_unknown(export, "jobid")
+    assert b"chosen" not in export.content
+    _assert_unknown(await api.get("/pairs/stats", params={"min_conf": 9, "x": ""}), "min_conf", "x")
+    # Repeated and aliased parameters the route declares are fine.
+    ok = await api.get(
+        "/pairs/export", params=[("job_id", job_id), ("job_id", other), ("format", "csv")]
+    )
+    assert ok.status_code == 200 and ok.headers["content-type"].startswith("text/csv")
+
+
+async def test_every_route_refuses_an_unknown_query_parameter(
+    api: httpx.AsyncClient, clean_db: None
+) -> None:
+    """One mechanism for all routes: every operation of the schema, the review page's too."""
+    schema = (await api.get("/openapi.json")).json()
+    seen = 0
+    for path, operations in schema["paths"].items():
+        for method in operations:
+            url = path.replace("{", "").replace("}", "")
+            url = "/".join(
+                "1" if part.endswith("_id") or part == "name" else part for part in url.split("/")
+            )
+            answer = await api.request(method, url, params={"zz_typo": "1"})
+            _assert_unknown(answer, "zz_typo")
+            assert "400" in operations[method]["responses"], (method, path)
+            seen += 1
+    assert seen > 40
+    for url in ("/ui/pairs", "/ui/login", "/ui/jobs", "/metrics"):
+        _assert_unknown(await api.get(url, params={"zz_typo": "1"}), "zz_typo")
+
+
+async def test_declared_query_parameters_still_reach_their_routes(
+    api: httpx.AsyncClient, clean_db: None
+) -> None:
+    checks = [
+        ("/topics", {"limit": 5, "q": "x", "source": "manual"}),
+        ("/datagen/jobs", {"limit": 5, "status": "queued"}),
+        ("/essays", {"limit": 5, "status": "succeeded"}),
+        ("/pairs/stats", {"min_confidence": 1, "source": "judged", "dedup_threshold": 0.9}),
+        ("/ui/pairs", {"kind": "judged", "q": "x", "labels": "", "flipped": ""}),
+        ("/ui/login", {"next": "/ui/pairs"}),
+        ("/ui/jobs", {}),
+    ]
+    for url, params in checks:
+        answer = await api.get(url, params=params)
+        assert answer.status_code == 200, (url, answer.text[:300])
+
+
+def test_declared_parameters_include_those_of_dependencies() -> None:
+    routes = {(r.path, frozenset(r.methods)): r for r in _api_routes(create_app().routes)}
+    pairs = declared_query_params(routes["/pairs", frozenset({"GET"})])
+    assert {
+        "job_id",
+        "model",
+        "min_confidence",
+        "source",
+        "dedup_threshold",
+        "limit",
+        "cursor",
+    } <= pairs
+    export = declared_query_params(routes["/pairs/export", frozenset({"GET"})])
+    assert "format" in export and "fmt" not in export
+
