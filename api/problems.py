@@ -111,13 +111,17 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            {"loc": list(e.get("loc", ())), "msg": _message(e), "type": e.get("type", "")}
             for e in exc.errors()
         ]
+        if any(e["type"] == "json_invalid" for e in errors):
+            return problem(422, UNREADABLE_BODY, errors=errors)
         return problem(422, "The request does not match the schema.", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if (unreadable := unreadable_body(exc)) is not None:
+            return unreadable
         return problem(exc.status_code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(DBAPIError)
@@ -126,6 +130,45 @@ def install(app: FastAPI) -> None:
         if not is_unavailable(exc):
             raise exc
         return database_unavailable()
+
+
+UNREADABLE_BODY = "The request body is not readable JSON."
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    msg = str(error.get("msg", ""))
+    if error.get("type") == "json_invalid" and (reason := (error.get("ctx") or {}).get("error")):
+        return f"{msg}: {reason}"  # FastAPI keeps the parser's reason ("Expecting value") here
+    return msg
+
+
+# FastAPI's answer when a JSON body cannot be read at all (bytes that are not UTF-8, nesting
+# deeper than the parser's recursion); malformed JSON is a RequestValidationError instead.
+_BODY_PARSE_FAILED = "There was an error parsing the body"
+
+
+def unreadable_body(exc: StarletteHTTPException) -> JSONResponse | None:
+    """A body that is not readable JSON is a 422, like malformed JSON: one kind of mistake, one
+    status (docs/architecture.md, "What a request may hold"). None for any other HTTP error."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or exc.detail != _BODY_PARSE_FAILED or cause is None:
+        return None
+    if isinstance(cause, UnicodeDecodeError):
+        error = {
+            "loc": ["body", cause.start],
+            "msg": f"JSON decode error: the body is not {cause.encoding.upper()} "
+            f"(byte {cause.start})",
+            "type": "json_invalid",
+        }
+    elif isinstance(cause, RecursionError):
+        error = {
+            "loc": ["body"],
+            "msg": "JSON decode error: nested too deeply",
+            "type": "json_invalid",
+        }
+    else:
+        error = {"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}
+    return problem(422, UNREADABLE_BODY, errors=[error])
 
 
 def from_error(exc: ChatPGTError) -> JSONResponse:

@@ -316,3 +316,29 @@ def test_declared_parameters_include_those_of_dependencies() -> None:
     export = declared_query_params(routes["/pairs/export", frozenset({"GET"})])
     assert "format" in export and "fmt" not in export
 
+
+# --- bodies that are not readable JSON ------------------------------------------------------
+
+UNREADABLE = [
+    pytest.param(b'{"titles": ["On cats"]', "Expecting", id="truncated-json"),
+    pytest.param(b'{"titles": [On cats]}', "Expecting value", id="not-json"),
+    pytest.param(b'{"titles": ["On caf\xe9"]}', "not UTF-8", id="latin-1-bytes"),
+    pytest.param(b'{"titles": ["\xff\xfe"]}', "not UTF-8", id="stray-bytes"),
+    pytest.param(b"[" * 100_000, "nested too deeply", id="nested-too-deeply"),
+]
+
+
+@pytest.mark.parametrize(("body", "says"), UNREADABLE)
+def test_malformed_json_and_bad_encodings_get_one_status(
+    conn: Connection, body: bytes, says: str
+) -> None:
+    """One kind of mistake, one answer: 422, type json_invalid (non-UTF-8 bytes were a 400)."""
+    for path in ("/topics", "/datagen/jobs"):
+        status, ctype, problem = conn.request("POST", path, body)
+        assert status == 422, problem
+        assert ctype == PROBLEM
+        assert problem["detail"] == "The request body is not readable JSON."
+        (error,) = problem["errors"]
+        assert error["type"] == "json_invalid" and error["loc"][0] == "body"
+        assert says in error["msg"], error
+    assert conn.request("GET", "/healthz")[0] == 200
