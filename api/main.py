@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from api import auth, inputs, problems, ui
+from api import auth, inputs, openapi, problems, ui
 from api.limits import BodySizeLimit
 from api.routers import (
     datagen,
@@ -112,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
-    problems.install(app)
+    problems.install(app, lambda schema: openapi.state_deployment_limits(schema, settings))
     auth.install(app)
     # datasets before pairs: GET /pairs/dedup is not GET /pairs/{pair_id}
     routers = (health, providers, topics, datagen, datasets, pairs, labels, train, eval, metrics)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -93,13 +94,17 @@ def problem(
     return ProblemResponse(body, status_code=status, headers=headers)
 
 
-def install(app: FastAPI) -> None:
-    """Map errors to problem+json and say so in the OpenAPI schema."""
+def install(app: FastAPI, *completions: Callable[[dict[str, Any]], None]) -> None:
+    """Map errors to problem+json and say so in the OpenAPI schema; ``completions`` complete
+    the document further, once (api.openapi)."""
     build_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            _document_problems(build_openapi())
+            schema = build_openapi()
+            _document_problems(schema)
+            for complete in completions:
+                complete(schema)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -122,7 +127,12 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if (unreadable := unreadable_body(exc)) is not None:
             return unreadable
-        return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            # The router names the methods of the first route on this path only; Allow must
+            # list every method the path has (GET and POST /topics are two routes).
+            headers = {**(headers or {}), "Allow": ", ".join(_methods_of(app, request.url.path))}
+        return problem(exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(DBAPIError)
     @app.exception_handler(OSError)
@@ -169,6 +179,25 @@ def unreadable_body(exc: StarletteHTTPException) -> JSONResponse | None:
     else:
         error = {"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}
     return problem(422, UNREADABLE_BODY, errors=[error])
+
+
+def _api_routes(routes: Iterable[Any]) -> Iterator[APIRoute]:
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        included = getattr(route, "original_router", None)  # FastAPI's include_router wrapper
+        if included is not None:
+            yield from _api_routes(included.routes)
+
+
+def _methods_of(app: FastAPI, path: str) -> list[str]:
+    methods = {
+        method
+        for route in _api_routes(app.routes)
+        if route.path_regex.match(path)
+        for method in route.methods
+    }
+    return sorted(methods)
 
 
 def from_error(exc: ChatPGTError) -> JSONResponse:

@@ -342,3 +342,48 @@ def test_malformed_json_and_bad_encodings_get_one_status(
         assert error["type"] == "json_invalid" and error["loc"][0] == "body"
         assert says in error["msg"], error
     assert conn.request("GET", "/healthz")[0] == 200
+
+
+# --- what the OpenAPI document states is what the server enforces ----------------------------
+
+
+async def test_the_document_states_the_deployment_limits(api: httpx.AsyncClient) -> None:
+    schema = (await api.get("/openapi.json")).json()
+    params = {p["name"]: p["schema"] for p in schema["paths"]["/pairs"]["get"]["parameters"]}
+    assert params["limit"]["maximum"] == 500  # CHATPGT_API_MAX_PAGE_SIZE's default
+    cursor = next(b for b in params["cursor"]["anyOf"] if b.get("type") == "string")
+    assert cursor["pattern"].startswith("^(?:aWQ6")
+    titles = schema["components"]["schemas"]["TopicsCreate"]["properties"]["titles"]
+    assert titles["maxItems"] == 10_000 and titles["items"]["pattern"]
+    selection = schema["components"]["schemas"]["TopicSelection"]
+    assert [b["required"] for b in selection["oneOf"]] == [["titles"], ["ids"], ["sample"]]
+    for route in ("/train/runs", "/models", "/train/rounds", "/eval/runs", "/pairs/dedup"):
+        answer = await api.get(route, params={"limit": 501})
+        assert answer.status_code == 422, (route, answer.text)  # they clamped silently before
+
+
+async def test_what_the_document_refuses_the_server_refuses(api: httpx.AsyncClient) -> None:
+    job = {**JOB, "topics": {"titles": ["On cats"]}}
+    refused = [
+        ("/topics", {"titles": ["On cats", "+++"]}, ["body", "titles", 1]),
+        ("/datagen/jobs", {**job, "topics": {"titles": ["---"]}}, ["body", "topics", "titles", 0]),
+        ("/datagen/jobs", {**job, "topics": {"titles": ["x"], "sample": 2}}, ["body", "topics"]),
+        ("/datagen/jobs", {**job, "topics": {"sample": True}}, ["body", "topics"]),
+        ("/datagen/jobs", {**job, "budget_usd": True}, ["body"]),
+        ("/train/sft", {"hyperparameters": {"epochs": True}}, ["body", "hyperparameters"]),
+        ("/train/sft", {"hyperparameters": {"lora": {"merge": 1}}}, None),
+        ("/train/sft", {"prompts": {"templates": ["{title} {x}"]}}, None),
+    ]
+    for path, body, loc in refused:
+        answer = await api.post(path, json=body)
+        assert answer.status_code == 422, (path, body, answer.text)
+        if loc is not None:
+            assert loc in [e["loc"] for e in answer.json()["errors"]], answer.text
+
+
+async def test_a_405_lists_every_method_of_the_path(api: httpx.AsyncClient) -> None:
+    answer = await api.request("OPTIONS", "/topics")
+    assert answer.status_code == 405 and answer.headers["content-type"] == PROBLEM
+    assert answer.headers["allow"] == "GET, POST"
+    answer = await api.get("/pairs/import")
+    assert answer.status_code == 405 and answer.headers["allow"] == "POST", answer.text

@@ -7,12 +7,13 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from chatpgt.db.ids import RowId
+from chatpgt.db.requests import RequestModel
 from chatpgt.db.text import StoredText
 from chatpgt.orchestration.status import RunStatus
 from chatpgt.pairs.schemas import DEFAULT_DEDUP_THRESHOLD as DEFAULT_THRESHOLD
 
 
-class DedupRequest(BaseModel):
+class DedupRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     job_ids: list[RowId] = Field(
@@ -65,7 +66,7 @@ class DedupScanPage(BaseModel):
     next_cursor: str | None
 
 
-class PairImport(BaseModel):
+class PairImport(RequestModel):
     """``POST /pairs/import``: a Hugging Face preference dataset (prompt/chosen/rejected): a hub
     name, or a local path the API can read (a ``save_to_disk`` folder, a Parquet or JSON(L)
     file, or a folder of data files)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 from chatpgt.db.ids import RowId
@@ -45,7 +45,9 @@ def _storable(value: object) -> object:
 
 
 STORABLE = BeforeValidator(_storable)
-StoredText = Annotated[str, STORABLE]
+# What the OpenAPI document can say of it: no NUL (a lone surrogate is no JSON Schema string).
+NO_NUL = r"^[^\x00]*$"
+StoredText = Annotated[str, STORABLE, Field(json_schema_extra={"pattern": NO_NUL})]
 """A ``str`` Postgres can store: no NUL, no lone surrogate."""
 RowIdOrText = Annotated[RowId | str, STORABLE]
 """A row id or a name (a model by registry id or name): the rule checks the text before the

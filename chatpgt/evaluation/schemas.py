@@ -9,18 +9,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chatpgt.db.ids import RowId
+from chatpgt.db.requests import RequestModel
 from chatpgt.db.text import RowIdOrText, StoredText
+from chatpgt.training.schemas import TitleTemplate
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 DEFAULT_GENERATION_TEMPLATE = 'Write an essay titled "{title}".'
 
 
-class GenerationSpec(BaseModel):
+class GenerationSpec(RequestModel):
     """How each model writes an essay for each held-out title."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    template: StoredText = DEFAULT_GENERATION_TEMPLATE
+    template: TitleTemplate = DEFAULT_GENERATION_TEMPLATE
     max_new_tokens: int = Field(400, ge=1, le=8192)
     temperature: float = Field(0.7, gt=0, le=5)
     top_p: float = Field(0.9, gt=0, le=1)
@@ -35,7 +37,7 @@ class GenerationSpec(BaseModel):
         return value
 
 
-class StyleSpec(BaseModel):
+class StyleSpec(RequestModel):
     """The style classifier: the SFT run's training essays vs other writers' essays."""
 
     model_config = ConfigDict(extra="forbid")
@@ -52,7 +54,7 @@ class StyleSpec(BaseModel):
     folds: int = Field(5, ge=2, le=20)
 
 
-class EvalJudgeSpec(BaseModel):
+class EvalJudgeSpec(RequestModel):
     """A pairwise judge through the provider pool (an API model or a local one)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -64,7 +66,7 @@ class EvalJudgeSpec(BaseModel):
     max_tokens: int = Field(512, ge=1, le=8000)
 
 
-class EvalOptions(BaseModel):
+class EvalOptions(RequestModel):
     """What an evaluation measures and how, whatever the models: ``POST /eval/runs`` without
     ``models``, ``name`` and ``reference``; a rounds run's ``evaluation`` reuses it."""
 

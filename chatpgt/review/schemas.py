@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chatpgt.db.requests import RequestModel
 from chatpgt.db.text import StoredText
 from chatpgt.pairs.schemas import PairStats
 
@@ -19,7 +20,7 @@ DEFAULT_TARGET = 0.8
 DEFAULT_MIN_LABELS = 5
 
 
-class LabelIn(BaseModel):
+class LabelIn(RequestModel):
     """``POST /pairs/{id}/labels``. ``choice`` is by position as the reviewer saw the pair:
     ``shown_order`` "AB" when the pair's chosen essay was shown as A (on the left), "BA" when
     its rejected essay was."""

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import string
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from chatpgt.datagen.prompts import DEFAULT_PROMPT_TEMPLATES as DATAGEN_PROMPT_TEMPLATES
 from chatpgt.datagen.prompts import DEFAULT_SYSTEM_PROMPT
 from chatpgt.db.ids import RowId
-from chatpgt.db.text import RowIdOrText, StoredText
+from chatpgt.db.requests import RequestModel
+from chatpgt.db.text import STORABLE, RowIdOrText, StoredText
 
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM3-3B"
 DEFAULT_CORPUS = "sgoel9/paul_graham_essays"
@@ -38,7 +39,24 @@ def _placeholders(template: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
 
 
-class LoraSpec(BaseModel):
+def template_pattern(required: str, *others: str) -> WithJsonSchema:
+    """The OpenAPI statement of a ``str.format`` template that must use ``{required}`` and may
+    use only ``others`` besides: text with doubled braces, and those fields (a conversion and a
+    plain format spec allowed), ``{required}`` at least once."""
+    text = r"(?:[^{}\x00]|\{\{|\}\})"
+    spec = r"(?:![rsa])?(?::[^{}\x00]*)?\}"
+    must = rf"\{{{required}{spec}"
+    may = rf"\{{(?:{'|'.join((required, *others))}){spec}"
+    return WithJsonSchema(
+        {"type": "string", "pattern": f"^(?:{text}|{may})*{must}(?:{text}|{may})*$"}
+    )
+
+
+TitleTemplate = Annotated[str, STORABLE, template_pattern("title")]
+"""A prompt template that uses ``{title}`` and nothing else (validated where it is used)."""
+
+
+class LoraSpec(RequestModel):
     """LoRA through peft. The saved model is merged into full weights unless ``merge`` is false."""
 
     model_config = ConfigDict(extra="forbid")
@@ -50,7 +68,7 @@ class LoraSpec(BaseModel):
     merge: bool = True
 
 
-class TrainingKnobs(BaseModel):
+class TrainingKnobs(RequestModel):
     """Settings common to SFT and DPO."""
 
     # An infinite weight_decay or beta passes ge=0/gt=0 and then cannot be stored: the request is
@@ -128,13 +146,13 @@ class DPOHyperparameters(TrainingKnobs):
     )
 
 
-class PromptSpec(BaseModel):
+class PromptSpec(RequestModel):
     """How essays become SFT conversations: the user prompt around a title, and the prompt of the
     continuation parts of an essay longer than ``max_length``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    templates: list[StoredText] = Field(
+    templates: list[TitleTemplate] = Field(
         default_factory=lambda: list(DEFAULT_PROMPT_TEMPLATES), min_length=1, max_length=50
     )
     system_prompt: StoredText | None = Field(
@@ -144,7 +162,9 @@ class PromptSpec(BaseModel):
         "SFT, datagen and DPO see the same conversation (null or empty: none). Set it to the "
         "datagen job's `system_prompt` when that job overrides it.",
     )
-    continuation_template: StoredText = DEFAULT_CONTINUATION_TEMPLATE
+    continuation_template: Annotated[
+        str, STORABLE, template_pattern("title", "part", "previous")
+    ] = DEFAULT_CONTINUATION_TEMPLATE
     continuation_context_words: int = Field(
         30, ge=0, le=500, description="words of the previous part quoted in {previous}"
     )
@@ -167,7 +187,7 @@ class PromptSpec(BaseModel):
         return value
 
 
-class SampleSpec(BaseModel):
+class SampleSpec(RequestModel):
     """Sample essays generated after training and stored on the run."""
 
     model_config = ConfigDict(extra="forbid")
@@ -203,7 +223,7 @@ class SFTRequest(BaseModel):
     samples: SampleSpec = Field(default_factory=SampleSpec)
 
 
-class PairSelection(BaseModel):
+class PairSelection(RequestModel):
     """Which pairs DPO trains on (ties never become pairs)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -235,7 +255,7 @@ def as_submitted(request: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in request.items() if k not in SUBMIT_ANNOTATIONS}
 
 
-class DPORequest(BaseModel):
+class DPORequest(RequestModel):
     """``POST /train/dpo``. ``model`` is a finished SFT run id, a registered model name, or a
     local model directory (a Hugging Face id is also accepted and checked by the worker)."""
 
