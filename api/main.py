@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from api import auth, inputs, problems, ui
+from api import auth, inputs, openapi, problems, ui
 from api.limits import BodySizeLimit
 from api.routers import (
     datagen,
@@ -114,10 +114,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         # Keys are checked by a middleware (auth.install) before any of this; `bearer` only
         # declares the scheme in the OpenAPI schema.
-        dependencies=[Depends(auth.bearer), Depends(inputs.reject_nul)],
+        dependencies=[
+            Depends(auth.bearer),
+            Depends(inputs.known_query_params),
+            Depends(inputs.storable_params),
+        ],
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
-    problems.install(app)
+    problems.install(app, lambda schema: openapi.state_deployment_limits(schema, settings))
     auth.install(app)
     # datasets before pairs: GET /pairs/dedup is not GET /pairs/{pair_id}
     routers = (

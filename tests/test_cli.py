@@ -138,7 +138,7 @@ def test_topics_add_and_import(
     assert "nope.txt" in one_error_line(missing)
     blank = run_cli(cli_env, api_url, "topics", "add", "Fine", '""')
     assert blank.returncode == 2
-    assert "titles at positions 1 are blank" in one_error_line(blank)
+    assert "titles.1: A title must hold a letter or a digit" in one_error_line(blank)
     neither = run_cli(cli_env, api_url, "topics", "import")
     assert neither.returncode == 2
     assert "--hf" in one_error_line(neither)

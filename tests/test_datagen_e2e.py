@@ -235,6 +235,8 @@ async def test_malformed_judge_output_is_retried_then_failed_never_a_winner(
     for j in judgments:
         assert j.winner is None and j.winner_generation_id is None and j.confidence is None
         assert "unparseable" in (j.error or "")
+        # the error says what the last answer held, quoting its start (issue 20)
+        assert j.raw_answer and f"; the answer: {j.raw_answer.strip()[:40]}" in (j.error or "")
         assert j.attempts == 3  # the first answer and two parse retries
         assert j.raw_answer
     assert any(e["kind"] == "judgment" for e in job["errors"])

@@ -40,6 +40,52 @@ def test_parse_rejects_anything_else(answer: str) -> None:
         parse_verdict(answer)
 
 
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        # valid JSON without a winner: it used to read "winner must be 'A' or 'B', got None"
+        (
+            '{"verdict": "A", "reasoning": "x", "confidence": 7}',
+            'no "winner" key (the object has: "verdict", "reasoning", "confidence")',
+        ),
+        ("{}", 'no "winner" key (the object has: none)'),
+        ('{"winner": null, "reasoning": "x"}', '"winner" must be "A" or "B", got null'),
+        ('{"winner": "C", "reasoning": "x", "confidence": 7}', 'got "C"'),
+        ('{"winner": "A", "confidence": 7}', 'no "reasoning" key'),
+        ('{"winner": "A", "reasoning": " ", "confidence": 7}', '"reasoning" is empty'),
+        ('{"winner": "A", "reasoning": "x"}', 'no "confidence" key'),
+        ('{"winner": "A", "reasoning": "x", "confidence": "7"}', 'an integer, got "7"'),
+        ('{"winner": "A", "reasoning": "x", "confidence": 42}', "from 1 to 10, got 42"),
+        ('["A", "x", 7]', "not a JSON object but a list"),
+        ('"A"', "not a JSON object but a string"),
+        ("Essay A is better.", "not JSON (Expecting value at char 0)"),
+        ('{"winner": "A", "reasoning": "x", "confidence": NaN}', "NaN is not a JSON value"),
+    ],
+)
+def test_a_parse_error_says_what_the_answer_lacked_or_held(answer: str, says: str) -> None:
+    with pytest.raises(JudgeParseError) as caught:
+        parse_verdict(answer)
+    message = str(caught.value)
+    assert says in message
+    assert message.endswith(f"; the answer: {answer}")  # a short answer is quoted whole
+
+
+def test_a_parse_error_quotes_the_first_200_characters_on_one_line() -> None:
+    answer = '{"verdict": "A",\n"reasoning": "' + "x" * 500 + '\u0000"}'
+    with pytest.raises(JudgeParseError) as caught:
+        parse_verdict(answer)
+    message = str(caught.value)
+    quoted = message.split("; the answer: ", 1)[1]
+    assert quoted.startswith('{"verdict": "A",\\n"reasoning": "xxx')
+    assert quoted.endswith("x…") and len(quoted) == 201 + 1  # 200 chars, one escaped newline
+    assert "\n" not in message and "\x00" not in message
+    # NUL and lone surrogates, which no text column can hold, come out escaped
+    with pytest.raises(JudgeParseError) as caught:
+        parse_verdict("A\x00\ud800")
+    assert str(caught.value).endswith("the answer: A\\x00\\ud800")
+    str(caught.value).encode("utf-8")
+
+
 def v(jid: int, a: int, b: int, winner: int, conf: int) -> Verdict:
     return Verdict(jid, a, b, winner, conf, f"reason {jid}")
 

@@ -251,7 +251,7 @@ async def test_pair_filters_select_jobs_models_and_sources(
         ("/pairs", {"source": "invented"}, 422),
         ("/pairs", {"job_id": "x"}, 422),
         ("/pairs", {"job_id": 2**63}, 422),
-        ("/pairs/abc", {}, 422),
+        ("/pairs/abc", {}, 404),  # /pairs/{pair_id:int}: no such path
         ("/pairs/stats", {"min_confidence": -1}, 422),
         ("/pairs/export", {"format": "xml"}, 422),
         ("/pairs/export", {"format": "csv", "job_id": 0}, 422),

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 
 from api import problems
 from api.deps import AppSettings, Queue, Roots, Session
-from api.pagination import IdPath
+from api.pagination import IdPath, PageLimit
 from chatpgt.db.ids import MAX_ID
 from chatpgt.evaluation import service
 from chatpgt.evaluation.schemas import EvalRequest, EvalRunOut, EvalRunPage
@@ -36,13 +36,11 @@ async def submit_eval(
 @router.get("/eval/runs", response_model=EvalRunPage)
 async def list_eval_runs(
     session: Session,
-    settings: AppSettings,
-    limit: Annotated[int, Query(ge=1)] = 50,
+    limit: PageLimit,
     before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
 ) -> EvalRunPage:
     """Evaluation runs, newest first."""
-    limit = min(limit, settings.api_max_page_size)
     return await service.list_runs(session, limit=limit, before=before, status=status)
 
 

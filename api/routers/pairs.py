@@ -130,7 +130,9 @@ async def get_pair_card(
     return Response(card, media_type="text/markdown; charset=utf-8")
 
 
-@router.get("/pairs/{pair_id}", response_model=PairOut, responses=problems.responses(404))
+# ":int": only digits match, so GET /pairs/import (a POST-only path) is a 405, not a 422 for a
+# pair id "import"; FastAPI documents the path as /pairs/{pair_id} all the same.
+@router.get("/pairs/{pair_id:int}", response_model=PairOut, responses=problems.responses(404))
 async def get_pair(pair_id: IdPath, session: ReadSession) -> Response:
     return Response(await service.pair_json(session, pair_id), media_type=JSON)
 

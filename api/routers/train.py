@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from api import problems
 from api.deps import AppSettings, Queue, Roots, Session
-from api.pagination import IdPath
+from api.pagination import IdPath, PageLimit
 from chatpgt.db.ids import MAX_ID
 from chatpgt.orchestration.status import RunStatus
 from chatpgt.orchestration.tasks import ROUNDS_STEP, training_task
@@ -25,8 +25,6 @@ from chatpgt.training.schemas import (
 )
 
 router = APIRouter(tags=["training"])
-
-Limit = Annotated[int, Query(ge=1, description="page size (capped by the server)")]
 
 
 @router.post(
@@ -66,8 +64,7 @@ async def submit_dpo(
 @router.get("/train/runs", response_model=TrainingRunPage)
 async def list_runs(
     session: Session,
-    settings: AppSettings,
-    limit: Limit = 50,
+    limit: PageLimit,
     before: Annotated[
         int | None, Query(ge=1, le=MAX_ID, description="next_before of the last page")
     ] = None,
@@ -75,7 +72,6 @@ async def list_runs(
     status: RunStatus | None = None,
 ) -> TrainingRunPage:
     """Runs, newest first."""
-    limit = min(limit, settings.api_max_page_size)
     return await service.list_runs(session, limit=limit, before=before, kind=kind, status=status)
 
 
@@ -102,14 +98,12 @@ async def cancel_run(run_id: IdPath, session: Session) -> TrainingRunOut:
 @router.get("/models", response_model=ModelPage)
 async def list_models(
     session: Session,
-    settings: AppSettings,
-    limit: Limit = 50,
+    limit: PageLimit,
     after: Annotated[
         int | None, Query(ge=0, le=MAX_ID, description="next_after of the last page")
     ] = None,
 ) -> ModelPage:
     """The registry: base models and every model a run produced, with lineage."""
-    limit = min(limit, settings.api_max_page_size)
     return await service.list_models(session, limit=limit, after=after)
 
 
@@ -143,14 +137,12 @@ async def submit_rounds(
 @router.get("/train/rounds", response_model=RoundsRunPage)
 async def list_rounds(
     session: Session,
-    settings: AppSettings,
-    limit: Limit = 50,
+    limit: PageLimit,
     before: Annotated[
         int | None, Query(ge=1, le=MAX_ID, description="next_before of the last page")
     ] = None,
 ) -> RoundsRunPage:
     """Rounds runs, newest first."""
-    limit = min(limit, settings.api_max_page_size)
     return await rounds.list_runs(session, limit=limit, before=before)
 
 

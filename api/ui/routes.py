@@ -16,7 +16,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from api.deps import Session
-from api.inputs import NUL
+from api.inputs import unstorable_errors
 from api.pagination import IdPath
 from api.routers.labels import reviewer_of
 from api.ui import HERE, plots
@@ -120,15 +120,11 @@ async def login_form(request: Request, next: str | None = None) -> Response:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    """The posted form's text fields. Read here rather than with ``Form()`` parameters: the
-    app-wide NUL check reads the body first, and a form parsed before it would consume it."""
+    """The posted form's text fields; one Postgres cannot store (a NUL) is a 422 naming it."""
     form = await request.form()
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    nul = [("body", k) for k, v in fields.items() if NUL in v]
-    if nul:
-        raise RequestValidationError(
-            [{"loc": loc, "msg": "Text must not contain NUL", "type": "string_nul"} for loc in nul]
-        )
+    if errors := unstorable_errors([(("body", k), v) for k, v in fields.items()]):
+        raise RequestValidationError(errors)
     return fields
 
 

@@ -7,11 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from chatpgt.db.text import StoredText
+
 Scope = Literal["read", "write"]
 
 
 class ApiKeyCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=255, description="who or what the key is for")
+    name: StoredText = Field(min_length=1, max_length=255, description="who or what the key is for")
     scope: Scope = "read"
 
 

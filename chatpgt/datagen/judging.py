@@ -24,11 +24,25 @@ class ParsedVerdict:
     confidence: int
 
 
+EXCERPT_CHARS = 200
+_JSON_KINDS = {list: "a list", str: "a string", int: "a number", float: "a number"}
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """The first ``limit`` characters of an answer on one line, for an error message: line
+    breaks, NUL and lone surrogates (which no error column can store) are written as escapes."""
+    head = text[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+    for char, escape in (("\x00", "\\x00"), ("\n", "\\n"), ("\r", "\\r")):
+        head = head.replace(char, escape)
+    return head + ("…" if len(text) > limit else "")
+
+
 def parse_verdict(content: str) -> ParsedVerdict:
     """Parse ``{"winner": "A"|"B", "reasoning": str, "confidence": 1..10}``.
 
     Only a JSON object (optionally inside one markdown code fence) is accepted. Anything else
-    raises JudgeParseError: an unreadable answer never becomes a winner.
+    raises JudgeParseError: an unreadable answer never becomes a winner. The error says what the
+    answer lacked or held, and quotes its first 200 characters.
     """
     text = content.strip()
     fenced = _FENCE.match(text)
@@ -39,30 +53,49 @@ def parse_verdict(content: str) -> ParsedVerdict:
     try:
         data: Any = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise JudgeParseError(f"not JSON: {exc.msg} at char {exc.pos}") from None
+        reason = exc.msg.removesuffix(" at")
+        raise _unparseable(f"not JSON ({reason} at char {exc.pos})", content) from None
     except RecursionError:
         # Thousands of nested brackets: as unreadable as any other non-verdict, never a crash.
-        raise JudgeParseError("not JSON: nested too deeply") from None
+        raise _unparseable("not JSON (nested too deeply)", content) from None
+    except JudgeParseError as exc:
+        raise _unparseable(str(exc), content) from None
     if not isinstance(data, dict):
-        raise JudgeParseError("not a JSON object")
-    winner = data.get("winner")
+        kind = "null" if data is None else _JSON_KINDS.get(type(data), type(data).__name__)
+        raise _unparseable(f"not a JSON object but {kind}", content)
+    winner = _field(data, "winner", content)
     if not isinstance(winner, str) or winner.strip().upper() not in ("A", "B"):
-        raise JudgeParseError(f"winner must be 'A' or 'B', got {winner!r}"[:200])
-    reasoning = data.get("reasoning")
+        shown = json.dumps(winner, ensure_ascii=False)[:50]
+        raise _unparseable(f'"winner" must be "A" or "B", got {shown}', content)
+    reasoning = _field(data, "reasoning", content)
     if not isinstance(reasoning, str) or not reasoning.strip():
-        raise JudgeParseError("reasoning missing or empty")
-    confidence = data.get("confidence")
+        raise _unparseable('"reasoning" is empty or not a string', content)
+    confidence = _field(data, "confidence", content)
     if isinstance(confidence, bool) or not isinstance(confidence, int | float):
-        raise JudgeParseError(f"confidence must be an integer, got {confidence!r}"[:200])
+        shown = json.dumps(confidence, ensure_ascii=False)[:50]
+        raise _unparseable(f'"confidence" must be an integer, got {shown}', content)
     # 1e400 parses as infinity, which int() cannot take: a range check first, then integrality.
     if not math.isfinite(confidence) or not 1 <= confidence <= 10 or confidence != int(confidence):
-        raise JudgeParseError(f"confidence must be an integer from 1 to 10, got {confidence!r}")
+        raise _unparseable(
+            f'"confidence" must be an integer from 1 to 10, got {confidence!r}', content
+        )
     return ParsedVerdict(winner.strip().upper(), reasoning.strip(), int(confidence))
+
+
+def _field(data: dict[str, Any], key: str, content: str) -> Any:
+    if key not in data:
+        keys = ", ".join(json.dumps(k, ensure_ascii=False) for k in list(data)[:10]) or "none"
+        raise _unparseable(f'no "{key}" key (the object has: {keys})', content)
+    return data[key]
+
+
+def _unparseable(what: str, content: str) -> JudgeParseError:
+    return JudgeParseError(f"{what}; the answer: {excerpt(content.strip())}")
 
 
 def _reject_constant(name: str) -> Any:
     # json.loads accepts NaN and Infinity, which no verdict can carry.
-    raise JudgeParseError(f"not JSON: {name} is not a JSON value")
+    raise JudgeParseError(f"not JSON ({name} is not a JSON value)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,29 +3,49 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from chatpgt.datagen.judges import method_names, needs_provider
 from chatpgt.datagen.judges.base import BUILTIN_PROVIDER
 from chatpgt.datagen.pairing import PairingRule
 from chatpgt.datagen.summaries import JobOutcome
 from chatpgt.db.ids import RowId
+from chatpgt.db.requests import RequestModel
+from chatpgt.db.text import STORABLE, StoredText
 from chatpgt.orchestration.status import ItemStatus, RunStatus
 from chatpgt.pairs.schemas import DEFAULT_DEDUP_THRESHOLD
+from chatpgt.topics.schemas import Title
 
 JobStatus = RunStatus
 WorkStatus = ItemStatus
 StopReason = Literal["budget_exhausted", "cancelled", "max_failure_rate"]
 
 
-class TopicSelection(BaseModel):
+def _exactly_one_selection(schema: dict[str, Any]) -> None:
+    # What _exactly_one enforces, stated in the OpenAPI document: one of the three is given and
+    # not null (null counts as not given).
+    schema["oneOf"] = [
+        {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+        for name in ("titles", "ids", "sample")
+    ]
+
+
+class TopicSelection(RequestModel):
     """Exactly one way to pick topics: titles (created if new), ids, or a random sample."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_exactly_one_selection)
 
-    titles: list[str] | None = Field(None, min_length=1, max_length=10_000)
+    titles: list[Title] | None = Field(None, min_length=1, max_length=10_000)
     ids: list[RowId] | None = Field(None, min_length=1, max_length=10_000)
     sample: int | None = Field(None, ge=1, le=10_000, description="sample N topics from the pool")
     seed: int | None = Field(None, description="random seed for sample")
@@ -35,16 +55,29 @@ class TopicSelection(BaseModel):
         given = [x for x in (self.titles, self.ids, self.sample) if x is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of titles, ids or sample")
-        if self.titles is not None and any(not t.strip() for t in self.titles):
-            raise ValueError("titles must not be blank")
         return self
 
 
-class GeneratorSpec(BaseModel):
+def _has_title(template: str) -> str:
+    if "{title}" not in template:
+        raise ValueError("every prompt template must contain {title}")
+    return template
+
+
+PromptTemplate = Annotated[
+    str,
+    STORABLE,
+    AfterValidator(_has_title),
+    WithJsonSchema({"type": "string", "pattern": r"^[^\x00]*\{title\}[^\x00]*$"}),
+]
+"""A user prompt template: the topic's title goes where ``{title}`` stands (there must be one)."""
+
+
+class GeneratorSpec(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
-    provider: str = Field(min_length=1, max_length=64)
-    model: str = Field(min_length=1, max_length=255)
+    provider: StoredText = Field(min_length=1, max_length=64)
+    model: StoredText = Field(min_length=1, max_length=255)
     samples_per_topic: int = Field(1, ge=1, le=16)
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -62,17 +95,35 @@ class GeneratorSpec(BaseModel):
         return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
 
 
-class JudgeSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _state_builtin_judges(schema: dict[str, Any]) -> None:
+    # What _builtin_judge enforces, in the OpenAPI document: a method that asks a provider,
+    # or a built-in method with provider "builtin" and the method's name as model.
+    asking = [m for m in method_names() if needs_provider(m)]
+    schema["anyOf"] = [{"properties": {"method": {"enum": asking}}}] + [
+        {
+            "required": ["method"],
+            "properties": {
+                "method": {"const": m},
+                "provider": {"const": BUILTIN_PROVIDER},
+                "model": {"const": m},
+            },
+        }
+        for m in method_names()
+        if not needs_provider(m)
+    ]
 
-    provider: str = Field(
+
+class JudgeSpec(RequestModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_state_builtin_judges)
+
+    provider: StoredText = Field(
         min_length=1,
         max_length=64,
         description="required, but for style_classifier (no provider: rows name 'builtin')",
     )
-    model: str = Field(min_length=1, max_length=255)
+    model: StoredText = Field(min_length=1, max_length=255)
     both_orders: bool = True
-    method: str = Field(
+    method: StoredText = Field(
         "json",
         description="json: the judge writes {winner, reasoning, confidence}; ab_probability: the "
         "verdict and confidence come from the probabilities the judge gives to answering A or B "
@@ -115,7 +166,7 @@ class JudgeSpec(BaseModel):
         return {**data, **builtin}
 
 
-class JobDedup(BaseModel):
+class JobDedup(RequestModel):
     """``dedup`` of a job: as soon as a topic's essays are in, near-duplicates of each other
     (and of the topic's corpus essay) are flagged and neither judged nor paired."""
 
@@ -132,26 +183,53 @@ class JobDedup(BaseModel):
     )
 
 
-class DatagenJobCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "topics": {"titles": ["On boredom", "On cities"]},
-                    "generators": [
-                        {"provider": "openai", "model": "gpt-4o-mini"},
-                        {"provider": "openai", "model": "gpt-4.1-mini"},
-                    ],
-                    "judge": {"provider": "openai", "model": "gpt-4o"},
-                    "budget_usd": 1.0,
+def _state_comparable(schema: dict[str, Any]) -> None:
+    # What _comparable enforces, in the OpenAPI document: two candidates per topic at least (two
+    # generators, one sampling twice, or the corpus essay), and no generator given twice.
+    schema["anyOf"] = [
+        {"properties": {"generators": {"minItems": 2}}},
+        {
+            "properties": {
+                "generators": {
+                    "contains": {
+                        "required": ["samples_per_topic"],
+                        "properties": {"samples_per_topic": {"minimum": 2}},
+                    }
                 }
-            ]
+            }
         },
-    )
+        {
+            "required": ["include_corpus_pairs"],
+            "properties": {"include_corpus_pairs": {"const": True}},
+        },
+    ]
+    schema["properties"]["generators"]["uniqueItems"] = True
+    schema["examples"] = DATAGEN_JOB_EXAMPLES
+
+
+DATAGEN_JOB_EXAMPLES: list[dict[str, Any]] = [
+    {
+        "topics": {"titles": ["On boredom", "On cities"]},
+        "generators": [
+            {"provider": "openai", "model": "gpt-4o-mini"},
+            {"provider": "openai", "model": "gpt-4.1-mini"},
+        ],
+        "judge": {"provider": "openai", "model": "gpt-4o"},
+        "budget_usd": 1.0,
+    }
+]
+
+
+class DatagenJobCreate(RequestModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_state_comparable)
 
     topics: TopicSelection
-    generators: list[GeneratorSpec] = Field(min_length=1, max_length=16)
+    generators: list[GeneratorSpec] = Field(
+        min_length=1,
+        max_length=16,
+        description="no two with the same provider, model, temperature, top_p and max_tokens "
+        "(ask one for more samples_per_topic instead)",
+    )
     judge: JudgeSpec
     pairing: PairingRule = PairingRule.BEST_VS_WORST
     include_corpus_pairs: bool = False
@@ -161,8 +239,8 @@ class DatagenJobCreate(BaseModel):
         "sentence end (matched: the pair teaches style, not length) or whole (full)",
     )
     budget_usd: float | None = Field(None, gt=0, le=1_000_000)
-    system_prompt: str | None = Field(None, max_length=20_000)
-    prompt_templates: list[str] | None = Field(None, min_length=1, max_length=32)
+    system_prompt: StoredText | None = Field(None, max_length=20_000)
+    prompt_templates: list[PromptTemplate] | None = Field(None, min_length=1, max_length=32)
     max_failure_rate: float | None = Field(
         None,
         ge=0,
@@ -177,13 +255,6 @@ class DatagenJobCreate(BaseModel):
         description="flag near-duplicate essays of each topic (MinHash-LSH) before judging: "
         "flagged essays are not judged nor paired (docs/datasets.md)",
     )
-
-    @field_validator("prompt_templates")
-    @classmethod
-    def _templates_have_title(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and any("{title}" not in t for t in value):
-            raise ValueError("every prompt template must contain {title}")
-        return value
 
     @model_validator(mode="after")
     def _comparable(self) -> DatagenJobCreate:
@@ -224,7 +295,7 @@ class DatagenJobView(BaseModel):
     outcome: JobOutcome | None = Field(
         None,
         description="null until the job is terminal: produced (at least one pair, no failed "
-        "item), produced_with_failures (pairs, and some items failed), nothing_produced"
+        "item), produced_with_failures (pairs, and some items failed), nothing_produced",
     )
     stop_reason: StopReason | None
     error: str | None

@@ -7,11 +7,13 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from chatpgt.db.ids import RowId
+from chatpgt.db.requests import RequestModel
+from chatpgt.db.text import StoredText
 from chatpgt.orchestration.status import RunStatus
 from chatpgt.pairs.schemas import DEFAULT_DEDUP_THRESHOLD as DEFAULT_THRESHOLD
 
 
-class DedupRequest(BaseModel):
+class DedupRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     job_ids: list[RowId] = Field(
@@ -64,16 +66,16 @@ class DedupScanPage(BaseModel):
     next_cursor: str | None
 
 
-class PairImport(BaseModel):
+class PairImport(RequestModel):
     """``POST /pairs/import``: a Hugging Face preference dataset (prompt/chosen/rejected): a hub
     name, or a local path the API can read (a ``save_to_disk`` folder, a Parquet or JSON(L)
     file, or a folder of data files)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str = Field(min_length=1, max_length=1000)
-    split: str = Field("train", min_length=1, max_length=200)
-    config: str | None = Field(None, max_length=200)
+    dataset: StoredText = Field(min_length=1, max_length=1000)
+    split: StoredText = Field("train", min_length=1, max_length=200)
+    config: StoredText | None = Field(None, max_length=200)
     limit: int | None = Field(None, ge=1, le=1_000_000)
     confidence: float = Field(
         10.0, ge=1, le=10, description="confidence of rows without a `confidence` column"

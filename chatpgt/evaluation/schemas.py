@@ -9,17 +9,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chatpgt.db.ids import RowId
+from chatpgt.db.requests import RequestModel
+from chatpgt.db.text import RowIdOrText, StoredText
+from chatpgt.training.schemas import TitleTemplate
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 DEFAULT_GENERATION_TEMPLATE = 'Write an essay titled "{title}".'
 
 
-class GenerationSpec(BaseModel):
+class GenerationSpec(RequestModel):
     """How each model writes an essay for each held-out title."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    template: str = DEFAULT_GENERATION_TEMPLATE
+    template: TitleTemplate = DEFAULT_GENERATION_TEMPLATE
     max_new_tokens: int = Field(400, ge=1, le=8192)
     temperature: float = Field(0.7, gt=0, le=5)
     top_p: float = Field(0.9, gt=0, le=1)
@@ -34,13 +37,13 @@ class GenerationSpec(BaseModel):
         return value
 
 
-class StyleSpec(BaseModel):
+class StyleSpec(RequestModel):
     """The style classifier: the SFT run's training essays vs other writers' essays."""
 
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    other_essays: str | None = Field(
+    other_essays: StoredText | None = Field(
         None,
         max_length=1000,
         description="a local corpus (CSV/JSONL/.txt/.md or folder) of other writers' essays; "
@@ -58,19 +61,19 @@ class StyleSpec(BaseModel):
     folds: int = Field(5, ge=2, le=20)
 
 
-class EvalJudgeSpec(BaseModel):
+class EvalJudgeSpec(RequestModel):
     """A pairwise judge through the provider pool (an API model or a local one)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    provider: str = Field(min_length=1, max_length=64)
-    model: str = Field(min_length=1, max_length=1000)
+    provider: StoredText = Field(min_length=1, max_length=64)
+    model: StoredText = Field(min_length=1, max_length=1000)
     method: Literal["json", "ab_probability"] = "json"
     min_letter_mass: float = Field(0.1, ge=0, le=1)
     max_tokens: int = Field(512, ge=1, le=8000)
 
 
-class EvalOptions(BaseModel):
+class EvalOptions(RequestModel):
     """What an evaluation measures and how, whatever the models: ``POST /eval/runs`` without
     ``models``, ``name`` and ``reference``; a rounds run's ``evaluation`` reuses it."""
 
@@ -108,9 +111,9 @@ class EvalRequest(EvalOptions):
     SFT run split (or of ``sft_run``) that no model of the lineage trained on.
     """
 
-    models: list[RowId | str] = Field(min_length=1, max_length=8)
-    name: str | None = Field(None, min_length=1, max_length=200)
-    reference: str = Field(
+    models: list[RowIdOrText] = Field(min_length=1, max_length=8)
+    name: StoredText | None = Field(None, min_length=1, max_length=200)
+    reference: StoredText = Field(
         "sft",
         max_length=1000,
         description='"sft": the SFT model of the list; "real": the real held-out essay; or '

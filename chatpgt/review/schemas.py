@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chatpgt.db.requests import RequestModel
+from chatpgt.db.text import StoredText
 from chatpgt.pairs.schemas import PairStats
 
 Choice = Literal["A", "B", "tie", "bad"]
@@ -18,7 +20,7 @@ DEFAULT_TARGET = 0.8
 DEFAULT_MIN_LABELS = 5
 
 
-class LabelIn(BaseModel):
+class LabelIn(RequestModel):
     """``POST /pairs/{id}/labels``. ``choice`` is by position as the reviewer saw the pair:
     ``shown_order`` "AB" when the pair's chosen essay was shown as A (on the left), "BA" when
     its rejected essay was."""
@@ -27,7 +29,7 @@ class LabelIn(BaseModel):
 
     choice: Choice = Field(description="A or B (the better essay as shown), tie, or bad (pair)")
     shown_order: ShownOrder
-    note: str | None = Field(None, max_length=NOTE_MAX_CHARS)
+    note: StoredText | None = Field(None, max_length=NOTE_MAX_CHARS)
 
 
 class LabelOut(BaseModel):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chatpgt.datagen.pairing import PairingRule
-from chatpgt.datagen.schemas import GeneratorSpec, JudgeSpec, TopicSelection
-from chatpgt.db.ids import RowId
+from chatpgt.datagen.schemas import GeneratorSpec, JudgeSpec, PromptTemplate, TopicSelection
+from chatpgt.db.requests import RequestModel
+from chatpgt.db.text import RowIdOrText, StoredText
 from chatpgt.evaluation.schemas import EvalOptions
 from chatpgt.evaluation.scores import METRICS, EvalMetric, unmeasured
 from chatpgt.training.schemas import DPOHyperparameters, SampleSpec
@@ -22,21 +23,21 @@ RoundStatus = Literal["generating", "training", "evaluating", "succeeded", "fail
 StopReason = Literal["completed", "budget_exhausted", "no_improvement", "cancelled", "failed"]
 
 
-class PolicySpec(BaseModel):
+class PolicySpec(RequestModel):
     """How the current model writes candidates: the ``local`` provider given the model's
     registry name (default), or a configured OpenAI-compatible provider (a vLLM server) that
     serves the current model under its registry name."""
 
     model_config = ConfigDict(extra="forbid")
 
-    provider: str = Field("local", min_length=1, max_length=64)
+    provider: StoredText = Field("local", min_length=1, max_length=64)
     samples_per_topic: int = Field(2, ge=1, le=16)
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     max_tokens: int = Field(2000, ge=1, le=32_000)
 
 
-class RoundsDPO(BaseModel):
+class RoundsDPO(RequestModel):
     """The DPO run of each round (``POST /train/dpo``'s fields, without model and pairs)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -45,6 +46,31 @@ class RoundsDPO(BaseModel):
     exclude_heldout: bool = True
     hyperparameters: DPOHyperparameters = Field(default_factory=DPOHyperparameters)
     samples: SampleSpec = Field(default_factory=SampleSpec)
+
+
+def _state_measured_metric(schema: dict[str, Any], examples: list[dict[str, Any]]) -> None:
+    # What _metric_is_measured enforces, in the OpenAPI document: the metric's stage is on
+    # (style.enabled, perplexity) or, for the judge's metrics, a judge is given.
+    def stage(name: str) -> list[str]:
+        return [m for m, metric in METRICS.items() if metric.stage == name]
+
+    schema["anyOf"] = [
+        {
+            "properties": {
+                "metric": {"enum": stage("style")},
+                "style": {"properties": {"enabled": {"const": True}}},
+            }
+        },
+        {
+            "required": ["metric"],
+            "properties": {"metric": {"enum": stage("perplexity")}, "perplexity": {"const": True}},
+        },
+        {
+            "required": ["metric", "judge"],
+            "properties": {"metric": {"enum": stage("judge")}, "judge": {"type": "object"}},
+        },
+    ]
+    schema["examples"] = examples
 
 
 class RoundsEval(EvalOptions):
@@ -56,18 +82,17 @@ class RoundsEval(EvalOptions):
     model_config = ConfigDict(
         extra="forbid",
         allow_inf_nan=False,
-        json_schema_extra={
-            "examples": [
-                {
-                    "metric": "style",
-                    "patience": 1,
-                    "min_improvement": 0.01,
-                    "max_essays": 20,
-                    "generation": {"max_new_tokens": 400},
-                }
-            ]
-        },
+        json_schema_extra=lambda schema: _state_measured_metric(schema, RoundsEval.EXAMPLES),
     )
+    EXAMPLES: ClassVar[list[dict[str, Any]]] = [
+        {
+            "metric": "style",
+            "patience": 1,
+            "min_improvement": 0.01,
+            "max_essays": 20,
+            "generation": {"max_new_tokens": 400},
+        }
+    ]
 
     metric: EvalMetric = Field(
         "style",
@@ -97,7 +122,7 @@ class RoundsEval(EvalOptions):
         return self.model_dump(mode="json", include=set(EvalOptions.model_fields))
 
 
-class RoundsRequest(BaseModel):
+class RoundsRequest(RequestModel):
     """``POST /train/rounds``."""
 
     model_config = ConfigDict(
@@ -115,9 +140,9 @@ class RoundsRequest(BaseModel):
         },
     )
 
-    model: RowId | str = Field(description="the SFT model to start from: registry id or name")
+    model: RowIdOrText = Field(description="the SFT model to start from: registry id or name")
     rounds: int = Field(ge=1, le=MAX_ROUNDS)
-    name: str | None = Field(
+    name: StoredText | None = Field(
         None,
         min_length=1,
         max_length=180,
@@ -130,8 +155,8 @@ class RoundsRequest(BaseModel):
     )
     judge: JudgeSpec
     pairing: PairingRule = PairingRule.BEST_VS_WORST
-    system_prompt: str | None = Field(None, max_length=20_000)
-    prompt_templates: list[str] | None = Field(None, min_length=1, max_length=32)
+    system_prompt: StoredText | None = Field(None, max_length=20_000)
+    prompt_templates: list[PromptTemplate] | None = Field(None, min_length=1, max_length=32)
     max_failure_rate: float | None = Field(None, ge=0, le=1)
     accumulate: bool = Field(
         False, description="each round's DPO also trains on the earlier rounds' pairs"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 # Stripped from both ends: Unicode punctuation (quotes, brackets, dashes, "?!.*"), separators and
@@ -9,6 +10,20 @@ import unicodedata
 # meaning at the end of a title ("C#", "5%"), so "C++" and "C#" do not collapse into "c".
 _STRIPPED_CATEGORIES = ("P", "Z", "C")
 _KEPT = frozenset("#%&@")
+
+
+# A title names something: it holds a letter or a digit (Unicode ones: Python's ``\w`` without
+# the underscore, so the pattern means the same to the API's OpenAPI readers that use Python's
+# ``re``, the fuzzer included). "+", "---" or quotes alone are refused at the API (422).
+TITLE_PATTERN = r"[^\W_]"
+_HAS_TEXT = re.compile(TITLE_PATTERN)
+# The same, for the OpenAPI document of a request's title (no NUL either: chatpgt.db.text)
+TITLE_DOCUMENTED = r"^[^\x00]*[^\W_][^\x00]*$"
+
+
+def has_text(title: str) -> bool:
+    """Whether ``title`` holds a letter or a digit (then it never normalises to "")."""
+    return _HAS_TEXT.search(title) is not None
 
 
 def _strippable(char: str) -> bool:

@@ -5,29 +5,40 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
-from chatpgt.topics.normalize import normalize_title
+from chatpgt.db.requests import RequestModel
+from chatpgt.db.text import STORABLE, StoredText
+from chatpgt.topics.normalize import TITLE_DOCUMENTED, has_text
 
 TopicSource = Literal["manual", "file", "hf", "corpus"]
 
 
-class TopicsCreate(BaseModel):
+def _has_text(title: str) -> str:
+    if not has_text(title):
+        raise PydanticCustomError(
+            "title_blank", "A title must hold a letter or a digit (it is blank after normalisation)"
+        )
+    return title
+
+
+Title = Annotated[
+    str,
+    STORABLE,
+    AfterValidator(_has_text),
+    WithJsonSchema({"type": "string", "pattern": TITLE_DOCUMENTED}),
+]
+"""A topic title as requests give it: storable text that holds a letter or a digit; the OpenAPI
+document states the same rule as a pattern."""
+
+
+class TopicsCreate(RequestModel):
     """Titles to add. Each must keep some text after normalisation (not blank, not only quotes)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    titles: list[str] = Field(min_length=1, examples=[["The ethics of space mining"]])
-
-    @field_validator("titles")
-    @classmethod
-    def _no_blank_titles(cls, titles: list[str]) -> list[str]:
-        blank = [i for i, title in enumerate(titles) if not normalize_title(title)]
-        if blank:
-            shown = ", ".join(str(i) for i in blank[:20])
-            more = f" and {len(blank) - 20} more" if len(blank) > 20 else ""
-            raise ValueError(f"titles at positions {shown}{more} are blank after normalisation")
-        return titles
+    titles: list[Title] = Field(min_length=1, examples=[["The ethics of space mining"]])
 
 
 class TopicRef(BaseModel):
@@ -57,11 +68,11 @@ class TopicPage(BaseModel):
     )
 
 
-class _ImportCommon(BaseModel):
+class _ImportCommon(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
-    column: str = Field("title", description="column holding the topic title")
-    text_column: str | None = Field(
+    column: StoredText = Field("title", description="column holding the topic title")
+    text_column: StoredText | None = Field(
         None, description="column holding the real essay; makes the topics corpus topics"
     )
     as_corpus: bool = Field(
@@ -80,7 +91,7 @@ class FileImport(_ImportCommon):
     """A file readable by the API process: one title per line (txt) or a CSV with a header."""
 
     source: Literal["file"]
-    path: str = Field(min_length=1)
+    path: StoredText = Field(min_length=1)
     format: Literal["txt", "csv"] | None = Field(
         None, description="guessed from the extension (.txt, .csv) when omitted"
     )
@@ -91,9 +102,11 @@ class HFImport(_ImportCommon):
     directory written by ``save_to_disk``, or data files ``datasets.load_dataset`` can read)."""
 
     source: Literal["hf"]
-    dataset: str = Field(min_length=1)
-    split: str = "train"
-    config: str | None = Field(None, description="dataset configuration name, if it has several")
+    dataset: StoredText = Field(min_length=1)
+    split: StoredText = "train"
+    config: StoredText | None = Field(
+        None, description="dataset configuration name, if it has several"
+    )
 
 
 TopicImport = Annotated[FileImport | HFImport, Field(discriminator="source")]

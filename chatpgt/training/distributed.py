@@ -259,6 +259,27 @@ def launch(
     raise RankFailed(failure_reason(launch_dir, died, proc.returncode, n))
 
 
+def mark_stop_on_sigterm(launch_dir: Path, rank: str) -> None:
+    """In a rank: when the launcher stops it (torchrun sends SIGTERM to the ranks left once one
+    failed), leave ``rank-<i>.stopped`` before dying of the signal, so the worker can tell the
+    rank that died on its own from the ranks stopped after it. Under load the launcher can stop
+    rank 0 before the worker's next look; without the marker both ranks were just gone, and the
+    run blamed rank 0."""
+
+    def stopped(signum: int, frame: Any) -> None:
+        try:
+            (launch_dir / f"rank-{rank}.stopped").touch()
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stopped)
+
+
+def _marked(launch_dir: Path, rank: int, *kinds: str) -> bool:
+    return any((launch_dir / f"rank-{rank}.{kind}").exists() for kind in kinds)
+
+
 def _rank0_finished(launch_dir: Path) -> bool:
     """Rank 0 wrote the outcome and ended: the run's result, whatever the other ranks still do
     (they have nothing left to contribute; the group is killed)."""
@@ -288,15 +309,18 @@ def watch(
         dead = [
             (rank, child)
             for rank, child in sorted(seen.items())
-            if _gone(child) and not (launch_dir / f"rank-{rank}.done").exists()
+            if _gone(child) and not _marked(launch_dir, rank, "done")
         ]
         # A rank that died without raising (SIGKILL, OOM) is the cause; the ranks that raised
-        # in the same moment only lost their peer (gloo: "Connection closed by peer").
+        # in the same moment only lost their peer (gloo: "Connection closed by peer"), and those
+        # the launcher stopped (rank-<i>.stopped) were stopped because of it.
         for rank, child in dead:
-            if not (launch_dir / f"rank-{rank}.error").exists():
+            if not _marked(launch_dir, rank, "error", "stopped"):
                 return f"rank {rank} (pid {child.pid}) died"
-        if dead:
-            return f"rank {dead[0][0]} raised"
+        raised = [rank for rank, _ in dead if _marked(launch_dir, rank, "error")]
+        if raised:
+            return f"rank {raised[0]} raised"
+        # Only stopped ranks gone so far: the cause is still to be seen (or the launcher exits).
         time.sleep(_POLL_S)
     return None
 
@@ -341,12 +365,7 @@ def failure_reason(
     if died is None and n is not None:
         # The launcher may exit (a rank failed) before the watcher saw which: a rank with
         # neither a done nor an error marker left without raising (SIGKILL, OOM): the cause.
-        silent = [
-            r
-            for r in range(n)
-            if not (launch_dir / f"rank-{r}.done").exists()
-            and not (launch_dir / f"rank-{r}.error").exists()
-        ]
+        silent = [r for r in range(n) if not _marked(launch_dir, r, "done", "error", "stopped")]
         if silent and len(silent) < n:
             died = f"rank {silent[0]} died"
     if errors and not (died and died.endswith(" died")):

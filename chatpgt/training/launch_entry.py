@@ -29,7 +29,12 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from chatpgt.settings import get_settings
 from chatpgt.training import recipes
-from chatpgt.training.distributed import LAUNCH_DIR, OUTCOME_FILE, SNAPSHOT_FILE
+from chatpgt.training.distributed import (
+    LAUNCH_DIR,
+    OUTCOME_FILE,
+    SNAPSHOT_FILE,
+    mark_stop_on_sigterm,
+)
 from chatpgt.training.execution import RunReporter, describe, make_sync_engine
 from chatpgt.training.repository import RunSnapshot, RunStore
 
@@ -109,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         exit_with_worker(args.worker_pid)
     settings = get_settings()
     launch_dir = args.run_dir / LAUNCH_DIR
+    mark_stop_on_sigterm(launch_dir, os.environ.get("RANK", "0"))
     # The process group is made here, with a short timeout; the Trainer's state reuses it.
     state = PartialState(
         cpu=not torch.cuda.is_available(),

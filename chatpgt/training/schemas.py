@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import string
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from chatpgt.datagen.prompts import DEFAULT_PROMPT_TEMPLATES as DATAGEN_PROMPT_TEMPLATES
 from chatpgt.datagen.prompts import DEFAULT_SYSTEM_PROMPT
 from chatpgt.db.ids import RowId
+from chatpgt.db.requests import RequestModel
+from chatpgt.db.text import STORABLE, RowIdOrText, StoredText
 
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM3-3B"
 DEFAULT_CORPUS = "sgoel9/paul_graham_essays"
@@ -37,7 +39,24 @@ def _placeholders(template: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
 
 
-class LoraSpec(BaseModel):
+def template_pattern(required: str, *others: str) -> WithJsonSchema:
+    """The OpenAPI statement of a ``str.format`` template that must use ``{required}`` and may
+    use only ``others`` besides: text with doubled braces, and those fields (a conversion and a
+    plain format spec allowed), ``{required}`` at least once."""
+    text = r"(?:[^{}\x00]|\{\{|\}\})"
+    spec = r"(?:![rsa])?(?::[^{}\x00]*)?\}"
+    must = rf"\{{{required}{spec}"
+    may = rf"\{{(?:{'|'.join((required, *others))}){spec}"
+    return WithJsonSchema(
+        {"type": "string", "pattern": f"^(?:{text}|{may})*{must}(?:{text}|{may})*$"}
+    )
+
+
+TitleTemplate = Annotated[str, STORABLE, template_pattern("title")]
+"""A prompt template that uses ``{title}`` and nothing else (validated where it is used)."""
+
+
+class LoraSpec(RequestModel):
     """LoRA through peft. The saved model is merged into full weights unless ``merge`` is false."""
 
     model_config = ConfigDict(extra="forbid")
@@ -45,11 +64,11 @@ class LoraSpec(BaseModel):
     r: int = Field(16, ge=1, le=1024)
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    target_modules: list[StoredText] | Literal["all-linear"] = "all-linear"
     merge: bool = True
 
 
-class TrainingKnobs(BaseModel):
+class TrainingKnobs(RequestModel):
     """Settings common to SFT and DPO."""
 
     # An infinite weight_decay or beta passes ge=0/gt=0 and then cannot be stored: the request is
@@ -127,23 +146,25 @@ class DPOHyperparameters(TrainingKnobs):
     )
 
 
-class PromptSpec(BaseModel):
+class PromptSpec(RequestModel):
     """How essays become SFT conversations: the user prompt around a title, and the prompt of the
     continuation parts of an essay longer than ``max_length``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    templates: list[str] = Field(
+    templates: list[TitleTemplate] = Field(
         default_factory=lambda: list(DEFAULT_PROMPT_TEMPLATES), min_length=1, max_length=50
     )
-    system_prompt: str | None = Field(
+    system_prompt: StoredText | None = Field(
         DEFAULT_SYSTEM_PROMPT,
         max_length=20_000,
         description="the system message of every training conversation; datagen's default, so "
         "SFT, datagen and DPO see the same conversation (null or empty: none). Set it to the "
         "datagen job's `system_prompt` when that job overrides it.",
     )
-    continuation_template: str = DEFAULT_CONTINUATION_TEMPLATE
+    continuation_template: Annotated[
+        str, STORABLE, template_pattern("title", "part", "previous")
+    ] = DEFAULT_CONTINUATION_TEMPLATE
     continuation_context_words: int = Field(
         30, ge=0, le=500, description="words of the previous part quoted in {previous}"
     )
@@ -166,13 +187,15 @@ class PromptSpec(BaseModel):
         return value
 
 
-class SampleSpec(BaseModel):
+class SampleSpec(RequestModel):
     """Sample essays generated after training and stored on the run."""
 
     model_config = ConfigDict(extra="forbid")
 
-    prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_SAMPLE_PROMPTS), max_length=20)
-    system_prompt: str | None = Field(
+    prompts: list[StoredText] = Field(
+        default_factory=lambda: list(DEFAULT_SAMPLE_PROMPTS), max_length=20
+    )
+    system_prompt: StoredText | None = Field(
         DEFAULT_SYSTEM_PROMPT, max_length=20_000, description="as in `prompts.system_prompt`"
     )
     max_new_tokens: int = Field(200, ge=1, le=8192)
@@ -190,9 +213,9 @@ class SFTRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    base_model: str = Field(DEFAULT_BASE_MODEL, min_length=1, max_length=1000)
-    corpus: str = Field(DEFAULT_CORPUS, min_length=1, max_length=1000)
-    name: str | None = Field(
+    base_model: StoredText = Field(DEFAULT_BASE_MODEL, min_length=1, max_length=1000)
+    corpus: StoredText = Field(DEFAULT_CORPUS, min_length=1, max_length=1000)
+    name: StoredText | None = Field(
         None, min_length=1, max_length=200, description="registry name of the result"
     )
     hyperparameters: SFTHyperparameters = Field(default_factory=SFTHyperparameters)
@@ -200,7 +223,7 @@ class SFTRequest(BaseModel):
     samples: SampleSpec = Field(default_factory=SampleSpec)
 
 
-class PairSelection(BaseModel):
+class PairSelection(RequestModel):
     """Which pairs DPO trains on (ties never become pairs)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -232,15 +255,15 @@ def as_submitted(request: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in request.items() if k not in SUBMIT_ANNOTATIONS}
 
 
-class DPORequest(BaseModel):
+class DPORequest(RequestModel):
     """``POST /train/dpo``. ``model`` is a finished SFT run id, a registered model name, or a
     local model directory (a Hugging Face id is also accepted and checked by the worker)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    model: RowId | str
+    model: RowIdOrText
     pairs: PairSelection = Field(default_factory=PairSelection)
-    name: str | None = Field(None, min_length=1, max_length=200)
+    name: StoredText | None = Field(None, min_length=1, max_length=200)
     hyperparameters: DPOHyperparameters = Field(default_factory=DPOHyperparameters)
     samples: SampleSpec = Field(default_factory=SampleSpec)
 
