@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
+from chatpgt.datagen.cache import ResponseCache
 from chatpgt.datagen.dedup_step import drop_near_duplicates
 from chatpgt.datagen.flusher import Flusher
 from chatpgt.datagen.judges import JudgeCall, JudgmentItem, judge_method
@@ -82,8 +83,10 @@ class Executor:
         flusher: Flusher,
         planner: JudgmentPlanner,
         stop: StopFlag,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.job_id = job_id
+        self.cache = cache
         self.req = plan.req
         self.budget = plan.budget
         self.model_paths = plan.model_paths
@@ -126,6 +129,10 @@ class Executor:
         for t in todo:
             if not left[t.topic_id]:  # its essays are in already (a resumed run)
                 self._spawn_topic(t)
+        if self.cache is not None:
+            # One query per thousand essays says which are cached, so that a new job's requests
+            # cost no lookup each.
+            await self.cache.prefetch(self._generation_request(g) for _, g in queue)
         work = iter(queue)
         lanes = [
             asyncio.create_task(self._lane(work, left))
@@ -163,9 +170,21 @@ class Executor:
             self._topic_error = task.exception()
 
     async def issue(self, req: ChatRequest, call: Call | None = None) -> Issued:
-        """Make one request (``pool.chat`` unless ``call`` says otherwise) within the budget."""
-        if self.stop.reason is not None or self.budget.exhausted:
-            return Issued(skip=self.stop.reason or "budget_exhausted")
+        """Make one request (``pool.chat`` unless ``call`` says otherwise) within the budget.
+
+        A chat request whose answer is in the response cache is answered from there, at $0
+        (so even when the budget is spent); a new answer goes to the cache with the next flush.
+        """
+        if self.stop.reason is not None:
+            return Issued(skip=self.stop.reason)
+        key = self.cache.key(req) if self.cache is not None and call is None else None
+        if key is not None:
+            assert self.cache is not None
+            hit = await self.cache.get(key)
+            if hit is not None:
+                return Issued(result=hit)
+        if self.budget.exhausted:
+            return Issued(skip="budget_exhausted")
         estimate = self.pool.estimate_cost(req)
         if not await self.budget.reserve(estimate):
             return Issued(skip="budget_exhausted")
@@ -178,6 +197,10 @@ class Executor:
             await self.budget.settle(estimate, Decimal(0))
             raise
         await self.budget.settle(estimate, result.cost_usd)
+        if key is not None:
+            entry = ResponseCache.entry(key, req, result)
+            if entry is not None:
+                self.flusher.cached_responses.append(entry)
         return Issued(result=result)
 
     def _finished(self, kind: str, item_id: int, update: dict[str, Any]) -> None:
@@ -249,17 +272,22 @@ class Executor:
 
     # --- one item --------------------------------------------------------------------------
 
-    async def _generate(self, g: Generation) -> None:
+    def _generation_request(self, g: Generation) -> ChatRequest:
         params = g.params
-        req = ChatRequest(
+        seed = params.get("seed")
+        return ChatRequest(
             provider=g.provider,
             model=self.model_paths.get(g.model, g.model),
             messages=generation_messages(g.prompt, g.system_prompt),
             temperature=params.get("temperature"),
             top_p=params.get("top_p"),
             max_tokens=params.get("max_tokens"),
+            extra={"seed": seed} if seed is not None else {},
+            sample_index=g.sample_index,
         )
-        issued = await self.issue(req)
+
+    async def _generate(self, g: Generation) -> None:
+        issued = await self.issue(self._generation_request(g))
         if issued.stopped:
             return  # the finish step marks it cancelled
         update = _blank_generation_result(g)
@@ -288,6 +316,8 @@ class Executor:
                 cost_usd=result.cost_usd,
                 latency_ms=result.latency_ms,
                 finish_reason=result.finish_reason,
+                cache_hit=result.cache_hit,
+                saved_usd=result.saved_usd,
             )
         for key, value in update.items():
             setattr(g, key, value)
@@ -327,4 +357,6 @@ def _blank_generation_result(g: Generation) -> dict[str, Any]:
         "latency_ms": None,
         "finish_reason": None,
         "finished_at": utcnow(),
+        "cache_hit": False,
+        "saved_usd": Decimal(0),
     }

@@ -15,10 +15,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from chatpgt.db.base import Base, BigId, JSONType, Money, Timestamped, UTCDateTime
+from chatpgt.db.base import Base, BigId, JSONType, Money, Timestamped, UTCDateTime, utcnow
 
 
 class DatagenJob(Timestamped, Base):
@@ -74,6 +75,10 @@ class _WorkItem:
     cost_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
     latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Answered from the response cache (no provider request, cost 0); saved_usd is what the
+    # cached answer cost when it was bought.
+    cache_hit: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    saved_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0), server_default="0")
 
 
 class Generation(Timestamped, _WorkItem, Base):
@@ -119,3 +124,23 @@ class Judgment(Timestamped, _WorkItem, Base):
     reasoning: Mapped[str | None] = mapped_column(Text, nullable=True)
     confidence: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
     raw_answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class CachedResponse(Base):
+    """A provider's answer, kept under the hash of everything that decides it (endpoint,
+    model, messages, sampling parameters, seed, sample index): a request with the same key is
+    answered from here at $0, in any job (:mod:`chatpgt.datagen.cache`)."""
+
+    __tablename__ = "response_cache"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(255))
+    text: Mapped[str] = mapped_column(Text)
+    finish_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    # what the answer cost when it was bought: what each later hit saves
+    cost_usd: Mapped[Decimal] = mapped_column(Money)
+    logprobs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

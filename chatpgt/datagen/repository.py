@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatpgt.datagen.models import DatagenJob, Generation, JobTopic, Judgment
+from chatpgt.datagen.models import CachedResponse, DatagenJob, Generation, JobTopic, Judgment
 from chatpgt.db.base import utcnow
 from chatpgt.db.helpers import dialect_insert, insert_ignore, insert_one_ignore
 from chatpgt.errors import InvalidState, NotFound
@@ -181,6 +181,8 @@ async def job_counts(session: AsyncSession, job_ids: Sequence[int]) -> dict[int,
             "prompt_tokens": 0,
             "completion_tokens": 0,
             "cost_usd": Decimal(0),
+            "cache_hits": 0,
+            "saved_usd": Decimal(0),
         }
         for j in job_ids
     }
@@ -195,16 +197,20 @@ async def job_counts(session: AsyncSession, job_ids: Sequence[int]) -> dict[int,
                 func.coalesce(func.sum(model.prompt_tokens), 0),
                 func.coalesce(func.sum(model.completion_tokens), 0),
                 func.coalesce(func.sum(model.cost_usd), 0),
+                func.count().filter(model.cache_hit),
+                func.coalesce(func.sum(model.saved_usd), 0),
             )
             .where(model.job_id.in_(job_ids))
             .group_by(model.job_id, model.status)
         )
-        for job_id, status, n, pt, ct, cost in rows:
+        for job_id, status, n, pt, ct, cost, hits, saved in rows:
             c = out[job_id]
             c[key][status] = int(n)
             c["prompt_tokens"] += int(pt)
             c["completion_tokens"] += int(ct)
             c["cost_usd"] += Decimal(cost)
+            c["cache_hits"] += int(hits)
+            c["saved_usd"] += Decimal(saved)
     for job_id, n in await session.execute(
         select(Pair.job_id, func.count()).where(Pair.job_id.in_(job_ids)).group_by(Pair.job_id)
     ):
@@ -361,6 +367,8 @@ GENERATION_RESULT_COLUMNS = (
     "latency_ms",
     "finish_reason",
     "finished_at",
+    "cache_hit",
+    "saved_usd",
 )
 JUDGMENT_RESULT_COLUMNS = (
     "status",
@@ -376,6 +384,8 @@ JUDGMENT_RESULT_COLUMNS = (
     "reasoning",
     "confidence",
     "finished_at",
+    "cache_hit",
+    "saved_usd",
 )
 
 
@@ -479,9 +489,38 @@ async def upsert_near_duplicates(session: AsyncSession, rows: Sequence[dict[str,
     await session.execute(stmt, list(rows))
 
 
+# --- the response cache (chatpgt.datagen.cache) --------------------------------------------
+
+
+async def cached_keys(session: AsyncSession, keys: Sequence[str]) -> set[str]:
+    """Which of these keys the response cache holds."""
+    if not keys:
+        return set()
+    rows = await session.scalars(select(CachedResponse.key).where(CachedResponse.key.in_(keys)))
+    return set(rows)
+
+
+async def cached_response(session: AsyncSession, key: str) -> Row[Any] | None:
+    stmt = select(
+        CachedResponse.text,
+        CachedResponse.finish_reason,
+        CachedResponse.cost_usd,
+        CachedResponse.logprobs,
+    ).where(CachedResponse.key == key)
+    return (await session.execute(stmt)).first()
+
+
+async def insert_cached_responses(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Keep new answers; a key already there (another job bought it too) keeps the first."""
+    if rows:
+        now = utcnow()
+        await insert_ignore(session, CachedResponse, [{**r, "created_at": now} for r in rows])
+
+
 # --- reading the work of jobs (GET /essays, GET /judgments) ----------------------------------
 
 WorkModel = type[Generation] | type[Judgment]
+_MONEY = frozenset({"cost_usd", "saved_usd"})
 
 
 def _work_columns(model: WorkModel, names: Sequence[str]) -> list[ColumnElement[Any]]:
@@ -489,7 +528,7 @@ def _work_columns(model: WorkModel, names: Sequence[str]) -> list[ColumnElement[
     for name in names:
         column = getattr(model, name)
         # Money is NUMERIC; the API shows a float, like every other figure.
-        columns.append(sql_cast(column, Float).label(name) if name == "cost_usd" else column)
+        columns.append(sql_cast(column, Float).label(name) if name in _MONEY else column)
     return columns
 
 

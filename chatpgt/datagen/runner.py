@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatpgt.datagen import repository as repo
 from chatpgt.datagen import summaries
+from chatpgt.datagen.cache import ResponseCache
 from chatpgt.datagen.executor import Executor, StopFlag
 from chatpgt.datagen.flusher import Flusher
 from chatpgt.datagen.planner import JobPlan, JudgmentPlanner, load_work, plan_job
@@ -92,8 +93,11 @@ class JobRunner:
             planner = JudgmentPlanner(
                 self.job_id, self.sm, self._fence, interval_s=self.settings.db_flush_interval_s
             )
+            cache = ResponseCache(
+                self.sm, self.pool.configs, enabled=plan.req.cache, label=f"job {self.job_id}"
+            )
             executor = Executor(
-                self.job_id, plan, self.pool, self.settings, flusher, planner, self.stop
+                self.job_id, plan, self.pool, self.settings, flusher, planner, self.stop, cache
             )
             background = [
                 asyncio.create_task(

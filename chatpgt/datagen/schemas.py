@@ -49,17 +49,32 @@ class GeneratorSpec(BaseModel):
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     max_tokens: int = Field(2000, ge=1, le=32_000)
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**63 - 1,
+        description="sent as the request's seed (providers that honour it sample reproducibly); "
+        "part of the response cache's key",
+    )
 
     @property
     def key(self) -> str:
         """Identifies the generator inside a job (part of a generation's natural key)."""
-        return (
+        key = (
             f"{self.provider}/{self.model}|t={self.temperature:g}|p={self.top_p:g}"
             f"|m={self.max_tokens}"
         )
+        return key if self.seed is None else f"{key}|s={self.seed}"
 
     def params(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
+        params: dict[str, Any] = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+        }
+        if self.seed is not None:
+            params["seed"] = self.seed
+        return params
 
 
 class JudgeSpec(BaseModel):
@@ -172,6 +187,13 @@ class DatagenJobCreate(BaseModel):
         description="flag near-duplicate essays of each topic (MinHash-LSH) before judging: "
         "flagged essays are not judged nor paired (docs/datasets.md)",
     )
+    cache: bool = Field(
+        True,
+        description="answer a request from the response cache when the very same request "
+        "(endpoint, model, messages, sampling parameters, seed, sample index) was answered "
+        "before, in any job, at $0; false: ask the provider every time and keep nothing "
+        "(docs/cost.md)",
+    )
 
     @field_validator("prompt_templates")
     @classmethod
@@ -219,7 +241,7 @@ class DatagenJobView(BaseModel):
     outcome: JobOutcome | None = Field(
         None,
         description="null until the job is terminal: produced (at least one pair, no failed "
-        "item), produced_with_failures (pairs, and some items failed), nothing_produced"
+        "item), produced_with_failures (pairs, and some items failed), nothing_produced",
     )
     stop_reason: StopReason | None
     error: str | None
@@ -243,6 +265,12 @@ class DatagenJobView(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float
+    cache_hits: int = Field(
+        0, description="its essays and verdicts answered from the response cache, at $0"
+    )
+    saved_usd: float = Field(
+        0.0, description="what those cached answers cost when they were bought"
+    )
     budget_usd: float | None
     errors: list[dict[str, Any]]
     request: dict[str, Any]
@@ -264,6 +292,8 @@ class _WorkOut(BaseModel):
     completion_tokens: int
     cost_usd: float
     latency_ms: int | None
+    cache_hit: bool = Field(False, description="answered from the response cache, at $0")
+    saved_usd: float = 0.0
     created_at: datetime
     finished_at: datetime | None
 

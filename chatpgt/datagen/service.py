@@ -185,6 +185,8 @@ async def _views(session: AsyncSession, jobs: list[DatagenJob]) -> list[DatagenJ
                 prompt_tokens=c["prompt_tokens"],
                 completion_tokens=c["completion_tokens"],
                 cost_usd=float(c["cost_usd"]),
+                cache_hits=c["cache_hits"],
+                saved_usd=float(c["saved_usd"]),
                 budget_usd=float(job.budget_usd) if job.budget_usd is not None else None,
                 errors=job.errors,
                 request=job.request,

@@ -1,7 +1,7 @@
 """Imports every ORM model so that ``Base.metadata`` is complete (Alembic, tests)."""
 
 from chatpgt.auth.models import ApiKey
-from chatpgt.datagen.models import DatagenJob, Generation, JobTopic, Judgment
+from chatpgt.datagen.models import CachedResponse, DatagenJob, Generation, JobTopic, Judgment
 from chatpgt.datasets.models import DedupScan
 from chatpgt.db.base import Base
 from chatpgt.evaluation.models import EvalRun
@@ -14,6 +14,7 @@ from chatpgt.training.models import RegisteredModel, TrainingRun
 __all__ = [
     "ApiKey",
     "Base",
+    "CachedResponse",
     "DatagenJob",
     "DedupScan",
     "EvalRun",

@@ -87,6 +87,8 @@ class JudgmentItem:
     latency_ms: int | None = None
     raw_answer: str | None = None
     finished_at: datetime | None = None
+    cache_hit: bool = False
+    saved_usd: Decimal = Decimal(0)
 
 
 class JudgeMethod(Protocol):
@@ -152,6 +154,8 @@ def blank_result(j: JudgmentItem) -> dict[str, Any]:
         "reasoning": None,
         "confidence": None,
         "finished_at": None,
+        "cache_hit": False,
+        "saved_usd": Decimal(0),
     }
 
 
