@@ -34,7 +34,11 @@ class ProviderConfig(BaseModel):
     model_config = ConfigDict(hide_input_in_errors=True)
 
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")]
-    kind: str = Field("openai", description="'openai' (any OpenAI-compatible server) or 'local'")
+    kind: str = Field(
+        "openai",
+        description="'openai' (any OpenAI-compatible server), 'anthropic' (Anthropic's "
+        "Messages API) or 'local'",
+    )
     base_url: str = ""
     api_key_env: str | None = Field(
         None, description="name of the environment variable holding the API key"
@@ -54,6 +58,8 @@ class ProviderConfig(BaseModel):
         description="a 200 answer's body is read up to this size; a larger one fails the request",
     )
     supports_json_mode: bool = True
+    # The anthropic-version header of a provider of kind "anthropic".
+    anthropic_version: str = "2023-06-01"
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
     default_price: ModelPrice | None = None
 
@@ -106,6 +112,19 @@ PREDEFINED_PROVIDERS: dict[str, dict[str, Any]] = {
             "gpt-4o-mini": {"input_per_mtok": 0.15, "output_per_mtok": 0.60},
             "gpt-4o": {"input_per_mtok": 2.50, "output_per_mtok": 10.00},
             "gpt-4.1-mini": {"input_per_mtok": 0.40, "output_per_mtok": 1.60},
+        },
+    },
+    "anthropic": {
+        "name": "anthropic",
+        "kind": "anthropic",
+        "base_url": "https://api.anthropic.com/v1",
+        "api_key_env": "ANTHROPIC_API_KEY",
+        "max_concurrency": 32,
+        "requests_per_minute": 50,
+        "prices": {
+            "claude-haiku-4-5": {"input_per_mtok": 1.0, "output_per_mtok": 5.0},
+            "claude-sonnet-4-5": {"input_per_mtok": 3.0, "output_per_mtok": 15.0},
+            "claude-opus-4-1": {"input_per_mtok": 15.0, "output_per_mtok": 75.0},
         },
     },
     # A transformers model in the worker process: model = a directory, a registered model's

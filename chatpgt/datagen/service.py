@@ -107,6 +107,12 @@ def check_providers(settings: Settings, req: DatagenJobCreate) -> None:
     keyless = missing_keys(providers, wanted)
     if keyless:
         raise InvalidInput("; ".join(keyless))
+    judge = providers.get(req.judge.provider)
+    if req.judge.method == "ab_probability" and judge is not None and judge.kind == "anthropic":
+        raise InvalidInput(
+            f"judge method ab_probability reads token probabilities, which provider "
+            f"{req.judge.provider!r} (kind anthropic) does not return; use method json"
+        )
 
 
 async def _replay(session: AsyncSession, job: DatagenJob, digest: str) -> DatagenJobView:

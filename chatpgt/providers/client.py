@@ -60,6 +60,7 @@ from chatpgt.providers.answers import (
     MalformedBody,
     describe_failure,
     describe_transport_error,
+    parse_anthropic_message,
     parse_completion,
     parse_retry_after,
     read_capped,
@@ -87,6 +88,10 @@ RETRY_AFTER_CAP_S = 60.0
 # Per-message framing tokens in chat formats; it keeps the prompt estimate from undershooting.
 _MESSAGE_OVERHEAD_TOKENS = 4
 _RETRYABLE_STATUS = frozenset({408, 429})
+# Provider kinds spoken over HTTP: OpenAI's chat completions, Anthropic's Messages API.
+HTTP_KINDS = frozenset({"openai", "anthropic"})
+# Request fields with no Anthropic equivalent (the Messages API refuses unknown fields).
+_NOT_ANTHROPIC = frozenset({"seed", "logprobs", "top_logprobs", "response_format"})
 _MILLION = Decimal(1_000_000)
 
 # One line per attempt at DEBUG, in httpx's own words (httpx.AsyncClient logged them before the
@@ -180,7 +185,7 @@ class ProviderPool:
             )
             self._providers[name] = _Provider(
                 config=cfg,
-                url=_chat_url(cfg.base_url),
+                url=_chat_url(cfg.base_url, cfg.kind),
                 timeout=httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s).as_dict(),
                 # The transport's read timeout restarts with every chunk; this caps the whole
                 # attempt so a server that trickles bytes cannot hold a slot forever.
@@ -284,7 +289,7 @@ class ProviderPool:
         cfg = p.config
         if cfg.kind == "local":
             return await self._local_provider(req.provider).chat(req)
-        if cfg.kind != "openai":
+        if cfg.kind not in HTTP_KINDS:
             raise ProviderError(
                 f"provider {req.provider!r} is of kind {cfg.kind!r}, which this pool cannot call",
                 retryable=False,
@@ -300,9 +305,16 @@ class ProviderPool:
         if not secret and p.needs_key:
             raise ProviderError(missing_key_reason(cfg), retryable=False, attempts=0)
         headers = {"Content-Type": "application/json"}
-        if secret:
-            headers["Authorization"] = "Bearer " + secret
-        call = _Call(self, p, transport, req, orjson.dumps(self._body(req, cfg.supports_json_mode)))
+        if cfg.kind == "anthropic":
+            headers["anthropic-version"] = cfg.anthropic_version
+            if secret:
+                headers["x-api-key"] = secret
+            body = self._anthropic_body(req)
+        else:
+            if secret:
+                headers["Authorization"] = "Bearer " + secret
+            body = self._body(req, cfg.supports_json_mode)
+        call = _Call(self, p, transport, req, orjson.dumps(body))
         call.headers = headers
         call.secret = secret
         # The first attempt runs bare: most calls succeed at once, and a tenacity controller
@@ -417,6 +429,28 @@ class ProviderPool:
             body["response_format"] = {"type": "json_object"}
         return body
 
+    @staticmethod
+    def _anthropic_body(req: ChatRequest) -> dict[str, Any]:
+        """The Messages API body: system messages go to ``system``; ``max_tokens`` is required
+        (DEFAULT_MAX_TOKENS_ESTIMATE when the request sets none); ``top_p`` is sent only below 1
+        (recent Claude models refuse temperature and top_p together, and 1 changes nothing);
+        JSON mode, ``seed`` and logprobs have no Anthropic equivalent and are not sent."""
+        extra = {k: v for k, v in req.extra.items() if k not in _NOT_ANTHROPIC}
+        system = [m["content"] for m in req.messages if m.get("role") == "system"]
+        body: dict[str, Any] = {
+            **extra,
+            "model": req.model,
+            "max_tokens": req.max_tokens or DEFAULT_MAX_TOKENS_ESTIMATE,
+            "messages": [m for m in req.messages if m.get("role") != "system"],
+        }
+        if system:
+            body["system"] = "\n\n".join(system)
+        if req.temperature is not None:
+            body["temperature"] = min(req.temperature, 1.0)  # Anthropic's range is 0..1
+        if req.top_p is not None and req.top_p < 1:
+            body["top_p"] = req.top_p
+        return body
+
     def _result(
         self,
         req: ChatRequest,
@@ -449,9 +483,10 @@ class ProviderPool:
         )
 
 
-def _chat_url(base_url: str) -> httpx.URL | None:
+def _chat_url(base_url: str, kind: str = "openai") -> httpx.URL | None:
+    path = "/messages" if kind == "anthropic" else "/chat/completions"
     try:
-        url = httpx.URL(base_url.rstrip("/") + "/chat/completions")
+        url = httpx.URL(base_url.rstrip("/") + path)
     except httpx.InvalidURL:
         return None
     return url if url.scheme in ("http", "https") and url.host else None
@@ -606,7 +641,11 @@ class _Call:
                     attempts=self.attempts,
                 )
             try:
-                parsed = parse_completion(raw)
+                parsed = (
+                    parse_anthropic_message(raw)
+                    if cfg.kind == "anthropic"
+                    else parse_completion(raw)
+                )
             except MalformedBody as exc:
                 last = f"malformed response from {self.req.provider!r} (HTTP 200): {exc.reason}"
                 if exc.kind == "encoding":
