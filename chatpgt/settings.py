@@ -27,6 +27,10 @@ class ModelPrice(BaseModel):
 
     input_per_mtok: float = Field(0.0, ge=0)
     output_per_mtok: float = Field(0.0, ge=0)
+    # Through the provider's Batch API; unset: the online price less the provider's
+    # batch_discount.
+    batch_input_per_mtok: float | None = Field(None, ge=0)
+    batch_output_per_mtok: float | None = Field(None, ge=0)
 
 
 class ProviderConfig(BaseModel):
@@ -60,6 +64,18 @@ class ProviderConfig(BaseModel):
     supports_json_mode: bool = True
     # The anthropic-version header of a provider of kind "anthropic".
     anthropic_version: str = "2023-06-01"
+    # OpenAI's Batch API (/files, /batches) for generators and judges with "mode": "batch".
+    supports_batch: bool = False
+    batch_discount: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="batch price = online price x (1 - discount), per model "
+        "unless its price names batch_input_per_mtok/batch_output_per_mtok",
+    )
+    batch_max_requests: int = Field(50_000, ge=1, description="requests per batch (a file)")
+    batch_max_bytes: int = Field(190 * 1024 * 1024, ge=1024, description="bytes per batch file")
+    batch_completion_window: str = "24h"
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
     default_price: ModelPrice | None = None
 
@@ -105,6 +121,7 @@ PREDEFINED_PROVIDERS: dict[str, dict[str, Any]] = {
         "name": "openai",
         "base_url": "https://api.openai.com/v1",
         "api_key_env": "OPENAI_API_KEY",
+        "supports_batch": True,
         "max_concurrency": 32,
         "requests_per_minute": 500,
         "tokens_per_minute": 200_000,
@@ -202,6 +219,8 @@ class Settings(BaseSettings):
     # (their worker died), so another live worker takes them over; 0 turns it off (then only a
     # worker's start, or Redis' visibility timeout, brings them back).
     job_sweep_interval_s: float = Field(60.0, ge=0)
+    # A job waiting on provider batches gives its worker back and is looked at again this often.
+    batch_poll_s: float = Field(60.0, gt=0)
     db_flush_interval_s: float = Field(0.05, gt=0)
     # on-policy rounds (chatpgt.rounds): how often a rounds run's step looks at its current
     # datagen job or DPO run.

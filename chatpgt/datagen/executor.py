@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
+from chatpgt.datagen.batches import JobBatches
 from chatpgt.datagen.cache import ResponseCache
 from chatpgt.datagen.dedup_step import drop_near_duplicates
 from chatpgt.datagen.flusher import Flusher
 from chatpgt.datagen.judges import JudgeCall, JudgmentItem, judge_method
-from chatpgt.datagen.judges.base import Call, Issued
+from chatpgt.datagen.judges.base import WAITING_FOR_BATCH, Call, Issued
 from chatpgt.datagen.models import Generation
 from chatpgt.datagen.pairing import (
     PairingRule,
@@ -84,9 +85,11 @@ class Executor:
         planner: JudgmentPlanner,
         stop: StopFlag,
         cache: ResponseCache | None = None,
+        batches: JobBatches | None = None,
     ) -> None:
         self.job_id = job_id
         self.cache = cache
+        self.batches = batches
         self.req = plan.req
         self.budget = plan.budget
         self.model_paths = plan.model_paths
@@ -183,6 +186,8 @@ class Executor:
             hit = await self.cache.get(key)
             if hit is not None:
                 return Issued(result=hit)
+        if req.batch and self.batches is not None:
+            return await self._batch_issue(req, key)
         if self.budget.exhausted:
             return Issued(skip="budget_exhausted")
         estimate = self.pool.estimate_cost(req)
@@ -202,6 +207,35 @@ class Executor:
             if entry is not None:
                 self.flusher.cached_responses.append(entry)
         return Issued(result=result)
+
+    async def _batch_issue(self, req: ChatRequest, cache_key: str | None) -> Issued:
+        """A request of a generator or judge in batch mode: its stored batch answer (or the
+        error it ended with), else it waits in an open batch or is collected for a new one
+        (chatpgt.datagen.batches); a waiting item is left as it is."""
+        batches = self.batches
+        assert batches is not None
+        key = batches.key(req)
+        answer = batches.lookup(key)
+        if answer is not None:
+            if answer.error is not None:
+                return Issued(error=batches.error(key, answer))
+            result = batches.result(answer)
+            await self.budget.settle(Decimal(0), result.cost_usd)
+            if cache_key is not None:
+                entry = ResponseCache.entry(cache_key, req, result)
+                if entry is not None:
+                    self.flusher.cached_responses.append(entry)
+            return Issued(result=result)
+        if batches.is_waiting(key):
+            return Issued(skip=WAITING_FOR_BATCH)
+        estimate = batches.estimate(req)
+        if self.budget.exhausted or not self.budget.commit(estimate):
+            return Issued(skip="budget_exhausted")
+        batches.collect(key, req, estimate)
+        return Issued(skip=WAITING_FOR_BATCH)
+
+    def _batch_waiting(self) -> bool:
+        return self.batches is not None and self.batches.waiting
 
     def _finished(self, kind: str, item_id: int, update: dict[str, Any]) -> None:
         """Book one finished item: its error for the job's row, and the failure rate."""
@@ -227,6 +261,8 @@ class Executor:
         await asyncio.gather(
             *(self._generate(g) for g in t.generations if g.status not in ITEM_TERMINAL)
         )
+        if self._batch_waiting() and not all(g.status in ITEM_TERMINAL for g in t.generations):
+            return  # essays in a provider batch: judged in a later run, once all are in
         ok = [g for g in t.generations if g.status == ItemStatus.SUCCEEDED]
         # The job's dedup option: near-duplicates are flagged, neither judged nor paired.
         ok = drop_near_duplicates(self.job_id, self.req.dedup, t, ok, self.flusher)
@@ -234,7 +270,10 @@ class Executor:
         if self.req.include_corpus_pairs:
             pairs = corpus_pair_rows(self.job_id, t, ok, self.settings.corpus_pair_confidence)
         if len(ok) >= 2:
-            pairs += await self._judge_topic(t, ok)
+            judged = await self._judge_topic(t, ok)
+            if judged is None and self._batch_waiting():
+                return  # verdicts in a provider batch: paired in a later run
+            pairs += judged or []
         if not all(g.status in ITEM_TERMINAL for g in t.generations):
             return  # stopping (budget, cancel, failure rate): leave it for the finish step
         self.flusher.pairs += pairs
@@ -242,7 +281,10 @@ class Executor:
         for g in t.generations:  # the texts are in the pairs now; free them
             g.text = None
 
-    async def _judge_topic(self, t: TopicState, ok: list[Generation]) -> list[dict[str, Any]]:
+    async def _judge_topic(
+        self, t: TopicState, ok: list[Generation]
+    ) -> list[dict[str, Any]] | None:
+        """The topic's judged pairs; None while some of its judgments are not terminal."""
         judge = self.req.judge
         rows = judgment_rows(
             self.job_id,
@@ -262,7 +304,7 @@ class Executor:
             *(self._judge(j, t.prompt, texts) for j in judgments if j.status not in ITEM_TERMINAL)
         )
         if not all(j.status in ITEM_TERMINAL for j in judgments):
-            return []
+            return None
         results = decided_matchups(
             self.method, judgments, (g.id for g in ok), both_orders=judge.both_orders
         )
@@ -284,6 +326,7 @@ class Executor:
             max_tokens=params.get("max_tokens"),
             extra={"seed": seed} if seed is not None else {},
             sample_index=g.sample_index,
+            batch=params.get("mode") == "batch",
         )
 
     async def _generate(self, g: Generation) -> None:

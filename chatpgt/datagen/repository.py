@@ -6,6 +6,7 @@ Functions flush; the caller's unit of work commits.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -26,7 +27,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatpgt.datagen.models import CachedResponse, DatagenJob, Generation, JobTopic, Judgment
+from chatpgt.datagen.models import (
+    BatchResult,
+    CachedResponse,
+    DatagenJob,
+    Generation,
+    JobTopic,
+    Judgment,
+    ProviderBatch,
+)
 from chatpgt.db.base import utcnow
 from chatpgt.db.helpers import dialect_insert, insert_ignore, insert_one_ignore
 from chatpgt.errors import InvalidState, NotFound
@@ -515,6 +524,74 @@ async def insert_cached_responses(session: AsyncSession, rows: Sequence[dict[str
     if rows:
         now = utcnow()
         await insert_ignore(session, CachedResponse, [{**r, "created_at": now} for r in rows])
+
+
+# --- a job's remote batches (chatpgt.datagen.batches) ----------------------------------------
+
+BATCH_CLOSED = ("done", "abandoned")
+
+
+async def open_batches(session: AsyncSession, job_id: int) -> list[ProviderBatch]:
+    """The job's batches not yet done (submitting, or waiting at the provider)."""
+    stmt = (
+        select(ProviderBatch)
+        .where(ProviderBatch.job_id == job_id, ProviderBatch.status.not_in(BATCH_CLOSED))
+        .order_by(ProviderBatch.id)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def job_batches(session: AsyncSession, job_ids: Sequence[int]) -> list[ProviderBatch]:
+    stmt = (
+        select(ProviderBatch)
+        .where(ProviderBatch.job_id.in_(job_ids))
+        .order_by(ProviderBatch.job_id, ProviderBatch.id)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def insert_batch(session: AsyncSession, values: dict[str, Any]) -> int:
+    row = ProviderBatch(**values, counts={}, updated_at=utcnow())
+    session.add(row)
+    await session.flush()
+    return row.id
+
+
+async def update_batch(session: AsyncSession, batch_id: int, **values: Any) -> None:
+    await session.execute(
+        update(ProviderBatch)
+        .where(ProviderBatch.id == batch_id)
+        .values(**values, updated_at=utcnow())
+    )
+
+
+async def insert_batch_results(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    await insert_ignore(session, BatchResult, rows)
+
+
+async def batch_results(session: AsyncSession, job_id: int) -> list[BatchResult]:
+    """Every stored answer and error of the job's batches, oldest batch first."""
+    stmt = (
+        select(BatchResult)
+        .join(ProviderBatch, ProviderBatch.id == BatchResult.batch_id)
+        .where(ProviderBatch.job_id == job_id)
+        .order_by(BatchResult.batch_id)
+    )
+    return list((await session.execute(stmt)).scalars().all())
+
+
+async def park_job(session: AsyncSession, job_id: int, owner: str, until_s: float) -> bool:
+    """Give the worker back while the job waits on its batches: the lease is released but
+    held free of takers for ``until_s`` seconds, after which the sweep (or the task's own
+    retry) brings the job back to look again."""
+    at = utcnow()
+    result = await session.execute(
+        update(DatagenJob)
+        .where(DatagenJob.id == job_id, DatagenJob.lease_owner == owner)
+        .values(lease_owner=None, lease_expires_at=at + timedelta(seconds=until_s), updated_at=at)
+        .returning(DatagenJob.id)
+    )
+    return result.first() is not None
 
 
 # --- reading the work of jobs (GET /essays, GET /judgments) ----------------------------------

@@ -49,6 +49,11 @@ class GeneratorSpec(BaseModel):
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     max_tokens: int = Field(2000, ge=1, le=32_000)
+    mode: Literal["online", "batch"] = Field(
+        "online",
+        description="batch: through the provider's Batch API (about half price, answers within "
+        "its completion window; the job waits without holding a worker; docs/cost.md)",
+    )
     seed: int | None = Field(
         None,
         ge=0,
@@ -74,6 +79,8 @@ class GeneratorSpec(BaseModel):
         }
         if self.seed is not None:
             params["seed"] = self.seed
+        if self.mode == "batch":
+            params["mode"] = "batch"
         return params
 
 
@@ -104,6 +111,11 @@ class JudgeSpec(BaseModel):
     )
     temperature: float = Field(0.0, ge=0, le=2)
     max_tokens: int = Field(512, ge=1, le=8_000)
+    mode: Literal["online", "batch"] = Field(
+        "online",
+        description="batch: through the provider's Batch API (about half price, answers within "
+        "its completion window; the job waits without holding a worker; docs/cost.md)",
+    )
 
     @field_validator("method")
     @classmethod
@@ -235,6 +247,27 @@ class FailureReason(BaseModel):
     count: int
 
 
+class BatchView(BaseModel):
+    """One of a job's remote batches (its generators' or judge's ``"mode": "batch"``)."""
+
+    id: int
+    provider: str
+    status: str = Field(
+        description="submitting, the provider's while it works (validating, in_progress, "
+        "finalizing, cancelling), done once its results are stored, abandoned when it never "
+        "reached the provider"
+    )
+    remote_status: str | None = Field(
+        description="the provider's last word: completed, failed, expired, cancelled, ..."
+    )
+    remote_batch_id: str | None
+    remote_file_id: str | None
+    requests: int
+    counts: dict[str, Any] = Field(description="{total, completed, failed} as the provider said")
+    error: str | None
+    created_at: datetime
+
+
 class DatagenJobView(BaseModel):
     id: int
     status: JobStatus
@@ -272,6 +305,9 @@ class DatagenJobView(BaseModel):
         0.0, description="what those cached answers cost when they were bought"
     )
     budget_usd: float | None
+    batches: list[BatchView] = Field(
+        default_factory=list, description="its remote batches, oldest first"
+    )
     errors: list[dict[str, Any]]
     request: dict[str, Any]
 

@@ -1,7 +1,15 @@
 """Imports every ORM model so that ``Base.metadata`` is complete (Alembic, tests)."""
 
 from chatpgt.auth.models import ApiKey
-from chatpgt.datagen.models import CachedResponse, DatagenJob, Generation, JobTopic, Judgment
+from chatpgt.datagen.models import (
+    BatchResult,
+    CachedResponse,
+    DatagenJob,
+    Generation,
+    JobTopic,
+    Judgment,
+    ProviderBatch,
+)
 from chatpgt.datasets.models import DedupScan
 from chatpgt.db.base import Base
 from chatpgt.evaluation.models import EvalRun
@@ -14,6 +22,7 @@ from chatpgt.training.models import RegisteredModel, TrainingRun
 __all__ = [
     "ApiKey",
     "Base",
+    "BatchResult",
     "CachedResponse",
     "DatagenJob",
     "DedupScan",
@@ -25,6 +34,7 @@ __all__ = [
     "NearDuplicate",
     "Pair",
     "PairLabel",
+    "ProviderBatch",
     "RegisteredModel",
     "Round",
     "RoundsRun",

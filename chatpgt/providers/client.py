@@ -244,6 +244,28 @@ class ProviderPool:
         price_in, price_out = self._price(provider, model)
         return (prompt_tokens * price_in + completion_tokens * price_out) / _MILLION
 
+    def batch_cost(
+        self, provider: str, model: str, prompt_tokens: int, completion_tokens: int
+    ) -> Decimal:
+        """US dollars for the usage through the provider's Batch API: the model's batch prices
+        when its price names them, else the online prices less the provider's
+        ``batch_discount``."""
+        cfg = self._configs.get(provider)
+        if cfg is None:
+            raise ProviderError(f"unknown provider {provider!r}", retryable=False)
+        price = cfg.price_for(model)
+        factor = Decimal(1) - Decimal(str(cfg.batch_discount))
+        price_in, price_out = self._price(provider, model)
+        if price.batch_input_per_mtok is not None:
+            price_in = Decimal(str(price.batch_input_per_mtok))
+        else:
+            price_in *= factor
+        if price.batch_output_per_mtok is not None:
+            price_out = Decimal(str(price.batch_output_per_mtok))
+        else:
+            price_out *= factor
+        return (prompt_tokens * price_in + completion_tokens * price_out) / _MILLION
+
     def estimate_cost(self, req: ChatRequest) -> Decimal:
         """An upper bound on one attempt's cost, for budget checks before sending.
 
@@ -413,6 +435,11 @@ class ProviderPool:
         if cfg is None or cfg.kind != "local":
             raise ProviderError(f"{name!r} is not a local provider", retryable=False)
         return self._local_provider(name)
+
+    @staticmethod
+    def request_body(req: ChatRequest, supports_json_mode: bool) -> dict[str, Any]:
+        """The chat-completions body of a request (a Batch API line's ``body`` too)."""
+        return ProviderPool._body(req, supports_json_mode)
 
     @staticmethod
     def _body(req: ChatRequest, supports_json_mode: bool) -> dict[str, Any]:

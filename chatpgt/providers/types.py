@@ -25,6 +25,8 @@ class ChatRequest:
     # judge's parse retry). Never sent: it is part of the response cache's key, so that the
     # second sample is not served the first one's answer.
     sample_index: int = 0
+    # Ask through the provider's Batch API (chatpgt.datagen.batches) instead of online.
+    batch: bool = False
 
 
 @dataclass(frozen=True, slots=True)

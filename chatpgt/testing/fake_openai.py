@@ -72,6 +72,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from chatpgt.testing.fake_batches import FakeBatches, add_routes
 from chatpgt.testing.fake_content import (
     MALFORMED_KINDS,
     WORDS,
@@ -138,6 +139,12 @@ class Profile:
     huge_body_mb: float = 50.0
     position_bias: float = 0.0
     require_key_env: str | None = None
+    # The Batch API (chatpgt.testing.fake_batches): seconds until a batch completes, the share
+    # of its requests that fail, of batches that expire half done, of files rejected.
+    batch_delay_s: float = 0.0
+    batch_fail_rate: float = 0.0
+    batch_expire: float = 0.0
+    batch_reject: float = 0.0
 
 
 _RATE_FIELDS = frozenset(
@@ -149,6 +156,9 @@ _RATE_FIELDS = frozenset(
         "rate_empty",
         "rate_malformed_body",
         "position_bias",
+        "batch_fail_rate",
+        "batch_expire",
+        "batch_reject",
     }
 )
 _PROFILE_FIELDS = {f.name for f in fields(Profile)}
@@ -215,6 +225,7 @@ class FakeOpenAI:
         # Bumped by reset: requests from an older epoch neither count as in flight nor keep hanging.
         self.epoch = 0
         self._release = asyncio.Event()
+        self.batch_api: FakeBatches | None = None
         self._zero_stats()
 
     def _zero_stats(self) -> None:
@@ -226,6 +237,8 @@ class FakeOpenAI:
         self.in_flight = 0
         self.max_concurrent = 0
         self.requests: deque[dict[str, Any]] = deque(maxlen=RECORDED_REQUESTS)
+        if self.batch_api is not None:
+            self.batch_api.reset()
 
     def reset(self) -> None:
         self.profile = replace(self.start_profile)
@@ -248,6 +261,7 @@ class FakeOpenAI:
             "json_mode": self.json_mode,
             "in_flight": self.in_flight,
             "max_concurrent": self.max_concurrent,
+            **(self.batch_api.stats() if self.batch_api is not None else {}),
         }
 
     # --- handlers -----------------------------------------------------------------------------
@@ -676,6 +690,7 @@ def build_app(profile: Profile, seed: int | None = None) -> web.Application:
     app.router.add_get("/v1/models", fake.models)
     app.router.add_post("/v1/chat/completions", fake.chat)
     app.router.add_post("/v1/messages", fake.messages)
+    fake.batch_api = add_routes(app, fake)
     app.router.add_get("/_control", fake.get_control)
     app.router.add_post("/_control", fake.post_control)
     app.router.add_post("/_control/reset", fake.post_reset)
@@ -700,6 +715,10 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate-malformed-body", type=float, default=0.0)
     p.add_argument("--huge-body-mb", type=float, default=50.0)
     p.add_argument("--position-bias", type=float, default=0.0)
+    p.add_argument("--batch-delay-s", type=float, default=0.0)
+    p.add_argument("--batch-fail-rate", type=float, default=0.0)
+    p.add_argument("--batch-expire", type=float, default=0.0)
+    p.add_argument("--batch-reject", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--require-key-env", default=None)
     return p.parse_args(argv)
