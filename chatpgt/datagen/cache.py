@@ -19,6 +19,7 @@ that bought them, so an answer the job has on disk is in the cache too.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Iterable, Mapping
@@ -62,8 +63,8 @@ class ResponseCache:
     cannot), :meth:`entry` makes a new answer's row for the flusher's next batch.
 
     ``prefetch`` reads which of many keys are cached in a few queries, so that a job's new
-    requests (most of a new job) cost no lookup each; the answers themselves are read one by one
-    when asked for, so a large job never holds them all in memory.
+    requests (most of a new job) cost no lookup each; the answers themselves are read when asked
+    for (the lookups of a moment in one query), so a large job never holds them all in memory.
     """
 
     def __init__(
@@ -80,6 +81,8 @@ class ResponseCache:
         self.label = label
         self._known: set[str] | None = None  # keys prefetched: those cached
         self._asked: set[str] = set()  # keys prefetched: all of them
+        self._pending: dict[str, asyncio.Future[Any]] = {}  # lookups not read yet
+        self._reader: asyncio.Task[None] | None = None
 
     def key(self, req: ChatRequest) -> str | None:
         if not self.enabled:
@@ -109,17 +112,21 @@ class ResponseCache:
         return len(found)
 
     async def get(self, key: str) -> ChatResult | None:
-        """The cached answer under ``key`` as a result that cost nothing, or None."""
+        """The cached answer under ``key`` as a result that cost nothing, or None.
+
+        Lookups made while one is being read are read together by the next query (up to
+        PREFETCH_CHUNK keys each), so a hundred lanes asking at once cost one round trip, not
+        a hundred."""
         if self.sm is None or (key in self._asked and key not in (self._known or ())):
             return None
         started = time.perf_counter()
-        sm = self.sm
-
-        async def read() -> Any:
-            async with sm() as s:
-                return await repo.cached_response(s, key)
-
-        row = await until_reachable(read, label=self.label, what="cache lookup", first_delay_s=0.05)
+        waiting = self._pending.get(key)
+        if waiting is None:
+            waiting = asyncio.get_running_loop().create_future()
+            self._pending[key] = waiting
+            if self._reader is None or self._reader.done():
+                self._reader = asyncio.create_task(self._read_pending())
+        row = await asyncio.shield(waiting)
         if row is None:
             return None
         return ChatResult(
@@ -134,6 +141,32 @@ class ResponseCache:
             cache_hit=True,
             saved_usd=Decimal(row.cost_usd),
         )
+
+    async def _read_pending(self) -> None:
+        """Read the lookups asked for, in chunks, until none is left."""
+        sm = self.sm
+        assert sm is not None
+        while self._pending:
+            await asyncio.sleep(0)  # let the lookups of this moment join the query
+            keys = list(self._pending)[:PREFETCH_CHUNK]
+            futures = [self._pending.pop(k) for k in keys]
+
+            async def read(keys: list[str] = keys) -> dict[str, Any]:
+                async with sm() as s:
+                    return await repo.cached_responses(s, keys)
+
+            try:
+                rows = await until_reachable(
+                    read, label=self.label, what="cache lookup", first_delay_s=0.05
+                )
+            except Exception as exc:  # the waiting lookups raise it (their request fails)
+                for f in futures:
+                    if not f.done():
+                        f.set_exception(exc)
+                continue
+            for k, f in zip(keys, futures, strict=True):
+                if not f.done():
+                    f.set_result(rows.get(k))
 
     @staticmethod
     def entry(key: str, req: ChatRequest, result: ChatResult) -> dict[str, Any] | None:

@@ -509,14 +509,18 @@ async def cached_keys(session: AsyncSession, keys: Sequence[str]) -> set[str]:
     return set(rows)
 
 
-async def cached_response(session: AsyncSession, key: str) -> Row[Any] | None:
+async def cached_responses(session: AsyncSession, keys: Sequence[str]) -> dict[str, Row[Any]]:
+    """The cached answers under these keys (text, finish_reason, cost_usd, logprobs), by key."""
+    if not keys:
+        return {}
     stmt = select(
+        CachedResponse.key,
         CachedResponse.text,
         CachedResponse.finish_reason,
         CachedResponse.cost_usd,
         CachedResponse.logprobs,
-    ).where(CachedResponse.key == key)
-    return (await session.execute(stmt)).first()
+    ).where(CachedResponse.key.in_(keys))
+    return {row.key: row for row in await session.execute(stmt)}
 
 
 async def insert_cached_responses(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
