@@ -74,3 +74,39 @@ async def test_sigkilled_after_submit_and_before_the_id_was_stored(
     assert seen["batches"] == 2, seen  # essays, then verdicts: one batch per chunk
     assert seen["batch_item_max"] == 1 and seen["total"] == 0, seen
     assert job["batches"][0]["remote_batch_id"] == remote_id
+
+
+async def test_sigkilled_during_download(
+    api: httpx.AsyncClient,
+    session: AsyncSession,
+    fake: httpx.AsyncClient,
+    service_env: dict[str, str],
+    log_dir: Path,
+) -> None:
+    await control(fake, batch_delay_s=0.5, batch_download_delay_s=3.0)
+    doomed = procs.start_worker(service_env, log_dir, "datagen", concurrency=1, name="doomed2")
+    try:
+        created = await api.post("/datagen/jobs", json=batch_body(["On downloads"]))
+        assert created.status_code == 201, created.text
+        job_id = created.json()["id"]
+        deadline = time.monotonic() + 30
+        while (await stats(fake))["file_downloads"] < 1:  # the essays' output file
+            assert time.monotonic() < deadline, await stats(fake)
+            await asyncio.sleep(0.05)
+        doomed.kill()  # SIGKILL in the middle of the download
+    finally:
+        doomed.stop()
+    async with session.begin():
+        (batch,) = (await session.scalars(select(ProviderBatch))).all()
+        assert batch.status != "done"  # nothing of it was stored
+    await control(fake, batch_download_delay_s=0.0)
+
+    fresh = procs.start_worker(service_env, log_dir, "datagen", concurrency=1, name="fresh2")
+    try:
+        job = await wait_job(api, job_id, within_s=90)
+    finally:
+        fresh.stop()
+    assert job["status"] == "succeeded", job
+    seen = await stats(fake)
+    assert seen["batches"] == 2 and seen["batch_item_max"] == 1 and seen["total"] == 0, seen
+    assert seen["file_downloads"] >= 3  # the essays' file twice, then the verdicts'

@@ -124,7 +124,10 @@ async def test_cancel_cancels_the_remote_batch(
     assert job["batches"][0]["remote_status"] == "cancelled"
     remote = (await fake.get("/v1/batches")).json()["data"]
     assert [b["status"] for b in remote] == ["cancelled"]
-    assert job["generations"]["cancelled"] == 6
+    # The fake had finished half the batch when it was cancelled: those essays are kept.
+    assert job["batches"][0]["counts"]["completed"] == 3
+    assert job["generations"]["done"] == 3 and job["generations"]["cancelled"] == 3
+    assert job["cost_usd"] > 0 and job["judgments"]["done"] == 0
 
 
 async def test_a_rejected_batch_file_fails_its_items_with_the_reason(

@@ -179,6 +179,11 @@ class Executor:
         (so even when the budget is spent); a new answer goes to the cache with the next flush.
         """
         if self.stop.reason is not None:
+            if req.batch and self.batches is not None:
+                # What a cancelled job's batches finished is kept: it is paid for already.
+                answer = self.batches.lookup(self.batches.key(req))
+                if answer is not None and answer.error is None:
+                    return Issued(result=self.batches.result(answer))
             return Issued(skip=self.stop.reason)
         key = self.cache.key(req) if self.cache is not None and call is None else None
         if key is not None:

@@ -92,8 +92,12 @@ class JobRunner:
                 await self._db("batches", batches.refresh)
             plan.budget.spent = spent + batches.reserved
             if await self._db("cancel flag", self._cancel_requested):
-                # Asked while the job was parked on its batches: no heartbeat saw it.
+                # Asked while the job was parked on its batches (no heartbeat saw it): cancel
+                # them first, so that what they finished is stored and kept by this last run.
                 self.stop.request("cancelled")
+                if batches.outstanding:
+                    await self._db("cancel batches", batches.cancel_all)
+                    await self._db("batches", batches.refresh)
             flusher = Flusher(
                 self.job_id,
                 self.sm,

@@ -11,14 +11,17 @@
   with a 500. While ``batch_expire`` draws a batch, it ends ``expired`` with only its first half
   answered (the rest in neither file).
 - ``GET /v1/batches/{id}``, ``GET /v1/batches`` (newest first, ``after``/``limit``),
-  ``POST /v1/batches/{id}/cancel`` (``cancelled`` at once, nothing answered).
+  ``POST /v1/batches/{id}/cancel`` (``cancelled`` at once, its first half answered, as if
+  those had finished before the cancel).
 
-``/_stats`` counts ``batches`` created and ``batch_requests`` answered, and ``batch_items`` how
-often each custom_id was answered (the most any id was: ``batch_item_max``).
+``/_stats`` counts ``batches`` created, ``batch_requests`` answered, the most times any one
+custom_id was answered (``batch_item_max``) and ``file_downloads`` begun; a download waits
+``batch_download_delay_s`` before it answers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -45,6 +48,7 @@ class FakeBatches:
         self.batches: dict[str, dict[str, Any]] = {}
         self.created = 0
         self.answered = 0
+        self.downloads = 0
         self.items: Counter[str] = Counter()
 
     def stats(self) -> dict[str, Any]:
@@ -52,6 +56,7 @@ class FakeBatches:
             "batches": self.created,
             "batch_requests": self.answered,
             "batch_item_max": max(self.items.values(), default=0),
+            "file_downloads": self.downloads,
         }
 
     def _id(self, prefix: str) -> str:
@@ -75,6 +80,10 @@ class FakeBatches:
         data = self.files.get(request.match_info["file_id"])
         if data is None:
             return _error(404, "No such File object")
+        self.downloads += 1
+        delay = self.fake.profile.batch_download_delay_s
+        if delay:  # a slow download: a test kills the worker in the middle of it
+            await asyncio.sleep(delay)
         return web.Response(body=data, content_type="application/octet-stream")
 
     # --- batches --------------------------------------------------------------------------
@@ -153,15 +162,21 @@ class FakeBatches:
         if batch is None:
             return _error(404, "No such Batch object")
         if batch["status"] == "in_progress":
-            batch["status"] = "cancelled"
+            # What had finished before the cancel (its first half) is in its output file.
+            self._advance(batch, end="cancelled")
         return _json(_public(batch))
 
-    def _advance(self, batch: dict[str, Any]) -> None:
-        """Finish an in-progress batch whose time has come."""
-        if batch["status"] != "in_progress" or time.monotonic() < batch["_due"]:
+    def _advance(self, batch: dict[str, Any], end: str | None = None) -> None:
+        """Finish an in-progress batch whose time has come (or that ``end``s now, half done:
+        ``expired`` or ``cancelled``)."""
+        if batch["status"] != "in_progress":
             return
+        if end is None:
+            if time.monotonic() < batch["_due"]:
+                return
+            end = "expired" if batch["_expire"] else "completed"
         lines: list[dict[str, Any]] = batch.pop("_lines")
-        if batch["_expire"]:
+        if end != "completed":
             lines = lines[: len(lines) // 2]
         out, errors = [], []
         for line in lines:
@@ -199,7 +214,7 @@ class FakeBatches:
                     "error": None,
                 }
             )
-        batch["status"] = "expired" if batch["_expire"] else "completed"
+        batch["status"] = end
         counts = batch["request_counts"]
         counts.update(completed=len(out), failed=len(errors))
         if out:

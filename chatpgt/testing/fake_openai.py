@@ -145,6 +145,7 @@ class Profile:
     batch_fail_rate: float = 0.0
     batch_expire: float = 0.0
     batch_reject: float = 0.0
+    batch_download_delay_s: float = 0.0
 
 
 _RATE_FIELDS = frozenset(
@@ -719,6 +720,7 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-fail-rate", type=float, default=0.0)
     p.add_argument("--batch-expire", type=float, default=0.0)
     p.add_argument("--batch-reject", type=float, default=0.0)
+    p.add_argument("--batch-download-delay-s", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--require-key-env", default=None)
     return p.parse_args(argv)
