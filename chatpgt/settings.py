@@ -64,7 +64,8 @@ class ProviderConfig(BaseModel):
     supports_json_mode: bool = True
     # The anthropic-version header of a provider of kind "anthropic".
     anthropic_version: str = "2023-06-01"
-    # OpenAI's Batch API (/files, /batches) for generators and judges with "mode": "batch".
+    # A batch API (OpenAI's /files + /batches, Anthropic's /messages/batches) for generators
+    # and judges with "mode": "batch".
     supports_batch: bool = False
     batch_discount: float = Field(
         0.5,
@@ -136,6 +137,8 @@ PREDEFINED_PROVIDERS: dict[str, dict[str, Any]] = {
         "kind": "anthropic",
         "base_url": "https://api.anthropic.com/v1",
         "api_key_env": "ANTHROPIC_API_KEY",
+        "supports_batch": True,
+        "batch_max_requests": 100_000,
         "max_concurrency": 32,
         "requests_per_minute": 50,
         "prices": {

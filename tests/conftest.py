@@ -106,7 +106,13 @@ def providers_config(fake_provider_port: int) -> list[dict[str, object]]:
             "backoff_max_s": 0.1,
         },
         # The fake's Anthropic Messages API (POST /v1/messages), same models and faults.
-        {"name": "fake-anthropic", "kind": "anthropic", "max_concurrency": 64, **common},
+        {
+            "name": "fake-anthropic",
+            "kind": "anthropic",
+            "max_concurrency": 64,
+            "supports_batch": True,
+            **common,
+        },
         # A declared provider whose secret file does not exist: refused at submit (issue 10).
         {
             "name": "fake-keyfile",

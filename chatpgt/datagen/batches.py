@@ -43,13 +43,21 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from chatpgt.datagen import repository as repo
 from chatpgt.datagen.cache import cache_key
 from chatpgt.db.session import transaction
-from chatpgt.providers.answers import MalformedBody, parse_completion, server_words
+from chatpgt.providers.answers import (
+    MalformedBody,
+    parse_anthropic_message,
+    parse_completion,
+    server_words,
+)
 from chatpgt.providers.batches import FINISHED, BatchClient
 from chatpgt.providers.client import ProviderPool, estimate_prompt_tokens
 from chatpgt.providers.types import ChatRequest, ChatResult, ProviderError
+from chatpgt.redact import redact
 
 log = logging.getLogger(__name__)
 
+# Anthropic error types inside a message batch worth another batch.
+_ANTHROPIC_RETRYABLE = frozenset({"api_error", "overloaded_error", "rate_limit_error"})
 # How many batches one request may be asked in when it fails inside them.
 BATCH_ITEM_TRIES = 2
 
@@ -153,7 +161,11 @@ class JobBatches:
                     counts=found.get("request_counts") or {},
                 )
                 b.remote_batch_id = found["id"]
-            remote = await client.retrieve(b.remote_batch_id)
+            anthropic = cfg.kind == "anthropic"
+            if anthropic:
+                remote = await client.retrieve_messages(b.remote_batch_id)
+            else:
+                remote = await client.retrieve(b.remote_batch_id)
             status = remote["status"]
             if status not in FINISHED:
                 await self._update(
@@ -164,6 +176,8 @@ class JobBatches:
                 )
                 return
             rows = []
+            if anthropic and remote.get("results_url"):
+                rows += self._anthropic_results(b, await client.download_url(remote["results_url"]))
             for file_field in ("output_file_id", "error_file_id"):
                 file_id = remote.get(file_field)
                 if file_id:
@@ -239,6 +253,54 @@ class JobBatches:
                 rows.append(_error_row(b.id, key, message, retryable))
         return rows
 
+    def _anthropic_results(self, b: Any, data: bytes) -> list[dict[str, Any]]:
+        """Rows of a message batch's results: ``succeeded`` answers, ``errored`` errors (a
+        server-side error type is worth another batch); ``canceled``/``expired`` ones are
+        left out, so they are asked again."""
+        rows = []
+        keys = set(b.keys)
+        for line in data.splitlines():
+            try:
+                item = orjson.loads(line)
+                key, result = item["custom_id"], item["result"]
+                kind = result["type"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                continue
+            if key not in keys:
+                continue
+            if kind == "succeeded":
+                try:
+                    data_, choice, text = parse_anthropic_message(orjson.dumps(result["message"]))
+                except (MalformedBody, KeyError) as exc:
+                    reason = exc.reason if isinstance(exc, MalformedBody) else "no message"
+                    rows.append(_error_row(b.id, key, f"malformed answer: {reason}", True))
+                    continue
+                usage = data_.get("usage") or {}
+                pt = int(usage.get("prompt_tokens") or 0)
+                ct = int(usage.get("completion_tokens") or (len(text) + 3) // 4)
+                model = str(data_.get("model") or "")
+                rows.append(
+                    {
+                        "batch_id": b.id,
+                        "key": key,
+                        "text": text,
+                        "finish_reason": choice.get("finish_reason"),
+                        "prompt_tokens": pt,
+                        "completion_tokens": ct,
+                        "cost_usd": self._price(b.provider, model, pt, ct, batch=True),
+                        "online_cost_usd": self._price(b.provider, model, pt, ct, batch=False),
+                        "error": None,
+                        "retryable": False,
+                    }
+                )
+            elif kind == "errored":
+                error = (result.get("error") or {}).get("error") or {}
+                error_type = str(error.get("type") or "error")
+                message = f"{error_type} inside the batch: {error.get('message') or ''}".strip()
+                retryable = error_type in _ANTHROPIC_RETRYABLE
+                rows.append(_error_row(b.id, key, redact(message), retryable))
+        return rows
+
     def _price(self, provider: str, model: str, pt: int, ct: int, *, batch: bool) -> Decimal:
         try:
             if batch:
@@ -293,10 +355,19 @@ class JobBatches:
         by_provider: dict[str, list[tuple[str, bytes, Decimal]]] = {}
         for key, (req, estimate) in self.collected.items():
             cfg = self.pool.configs[req.provider]
-            body = ProviderPool.request_body(req, cfg.supports_json_mode)
-            line = orjson.dumps(
-                {"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body}
-            )
+            if cfg.kind == "anthropic":
+                params = ProviderPool.anthropic_body(req)
+                line = orjson.dumps({"custom_id": key, "params": params})
+            else:
+                body = ProviderPool.request_body(req, cfg.supports_json_mode)
+                line = orjson.dumps(
+                    {
+                        "custom_id": key,
+                        "method": "POST",
+                        "url": "/v1/chat/completions",
+                        "body": body,
+                    }
+                )
             by_provider.setdefault(req.provider, []).append((key, line, estimate))
         made = 0
         for provider, lines in by_provider.items():
@@ -323,6 +394,19 @@ class JobBatches:
         jsonl = b"\n".join(line for _, line, _ in chunk) + b"\n"
         try:
             async with BatchClient(self.pool.configs[provider]) as client:
+                if self.pool.configs[provider].kind == "anthropic":
+                    # No file: the requests go inline, and the batch id is stored as soon as
+                    # the provider answers (a worker killed in between cannot find it again).
+                    requests = [orjson.loads(line) for _, line, _ in chunk]
+                    created = await client.create_messages(requests)
+                    await self._update(
+                        batch_id,
+                        remote_batch_id=created["id"],
+                        status=created["status"],
+                        remote_status=created["status"],
+                        counts=created.get("request_counts") or {},
+                    )
+                    return
                 file_id = await client.upload(jsonl, f"chatpgt-job{self.job_id}-{batch_id}.jsonl")
                 await self._update(batch_id, remote_file_id=file_id)
                 created = await client.create(file_id, self._metadata(batch_id))
@@ -359,8 +443,12 @@ class JobBatches:
         for b in batches:
             try:
                 if b.remote_batch_id is not None:
-                    async with BatchClient(self.pool.configs[b.provider]) as client:
-                        remote = await client.cancel(b.remote_batch_id)
+                    cfg = self.pool.configs[b.provider]
+                    async with BatchClient(cfg) as client:
+                        if cfg.kind == "anthropic":
+                            remote = await client.cancel_messages(b.remote_batch_id)
+                        else:
+                            remote = await client.cancel(b.remote_batch_id)
                     await self._update(
                         b.id, status=remote["status"], remote_status=remote["status"]
                     )

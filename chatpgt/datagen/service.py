@@ -119,11 +119,11 @@ def check_providers(settings: Settings, req: DatagenJobCreate) -> None:
         batched.append((f"judge {req.judge.provider}/{req.judge.model}", req.judge.provider))
     for what, name in batched:
         cfg = providers[name]
-        if cfg.kind != "openai" or not cfg.supports_batch:
+        if cfg.kind not in ("openai", "anthropic") or not cfg.supports_batch:
             raise InvalidInput(
                 f'{what}: "mode": "batch" needs a provider with a Batch API; provider '
                 f"{name!r} (kind {cfg.kind}) has none"
-                + ("" if cfg.kind != "openai" else " (supports_batch is false)")
+                + ("" if cfg.kind == "local" else " (supports_batch is false)")
             )
     if req.judge.method == "ab_probability" and judge is not None and judge.kind == "anthropic":
         raise InvalidInput(

@@ -1,5 +1,7 @@
-"""OpenAI's Batch API, for providers with ``supports_batch``: upload a JSONL file of requests,
-create a batch, look at it, cancel it, download its output and error files.
+"""Providers' batch APIs, for providers with ``supports_batch``: OpenAI's (upload a JSONL file
+of requests, create a batch, look at it, cancel it, download its output and error files) and
+Anthropic's Message Batches (create a batch with its requests inline, look at it, cancel it,
+download its results by ``custom_id``).
 
 Only the calls; what a job does with them is :mod:`chatpgt.datagen.batches`. These are a few
 requests per batch of thousands, so a plain ``httpx.AsyncClient`` with the provider's timeouts
@@ -23,7 +25,9 @@ from chatpgt.settings import ProviderConfig
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 # A remote batch's statuses after which nothing changes any more.
-FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
+FINISHED = frozenset({"completed", "failed", "expired", "cancelled", "ended"})
+# Anthropic's processing_status in OpenAI's words (``ended`` stays: its results say the rest).
+ANTHROPIC_STATUS = {"in_progress": "in_progress", "canceling": "cancelling", "ended": "ended"}
 _TRIES = 4
 
 
@@ -38,9 +42,15 @@ class BatchClient:
         secret = key.get_secret_value() if key is not None else None
         if not secret and needs_key(cfg):
             raise ProviderError(missing_key_reason(cfg), retryable=False, attempts=0)
+        if cfg.kind == "anthropic":
+            headers = {"anthropic-version": cfg.anthropic_version}
+            if secret:
+                headers["x-api-key"] = secret
+        else:
+            headers = {"Authorization": f"Bearer {secret}"} if secret else {}
         self._client = httpx.AsyncClient(
             base_url=cfg.base_url.rstrip("/") + "/",
-            headers={"Authorization": f"Bearer {secret}"} if secret else {},
+            headers=headers,
             timeout=httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s),
             trust_env=False,
         )
@@ -101,6 +111,30 @@ class BatchClient:
     async def download(self, file_id: str) -> bytes:
         response = await self._send("GET", f"files/{file_id}/content")
         return response.content
+
+    # --- Anthropic's Message Batches ------------------------------------------------------------
+
+    async def create_messages(self, requests: list[dict[str, Any]]) -> dict[str, Any]:
+        """A message batch of ``[{"custom_id", "params"}]``, normalised (:meth:`normal`)."""
+        return self.normal(
+            await self._call("POST", "messages/batches", json={"requests": requests})
+        )
+
+    async def retrieve_messages(self, batch_id: str) -> dict[str, Any]:
+        return self.normal(await self._call("GET", f"messages/batches/{batch_id}"))
+
+    async def cancel_messages(self, batch_id: str) -> dict[str, Any]:
+        return self.normal(await self._call("POST", f"messages/batches/{batch_id}/cancel"))
+
+    async def download_url(self, url: str) -> bytes:
+        """A batch's results (``results_url``: an absolute URL on the provider's host)."""
+        return (await self._send("GET", url)).content
+
+    @staticmethod
+    def normal(batch: dict[str, Any]) -> dict[str, Any]:
+        """An Anthropic message batch with OpenAI's ``status`` and ``request_counts`` keys."""
+        status = str(batch.get("processing_status") or "")
+        return {**batch, "status": ANTHROPIC_STATUS.get(status, status)}
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         response = await self._send(method, path, **kwargs)

@@ -331,7 +331,7 @@ class ProviderPool:
             headers["anthropic-version"] = cfg.anthropic_version
             if secret:
                 headers["x-api-key"] = secret
-            body = self._anthropic_body(req)
+            body = self.anthropic_body(req)
         else:
             if secret:
                 headers["Authorization"] = "Bearer " + secret
@@ -457,7 +457,7 @@ class ProviderPool:
         return body
 
     @staticmethod
-    def _anthropic_body(req: ChatRequest) -> dict[str, Any]:
+    def anthropic_body(req: ChatRequest) -> dict[str, Any]:
         """The Messages API body: system messages go to ``system``; ``max_tokens`` is required
         (DEFAULT_MAX_TOKENS_ESTIMATE when the request sets none); ``top_p`` is sent only below 1
         (recent Claude models refuse temperature and top_p together, and 1 changes nothing);

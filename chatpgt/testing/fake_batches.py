@@ -14,6 +14,12 @@
   ``POST /v1/batches/{id}/cancel`` (``cancelled`` at once, its first half answered, as if
   those had finished before the cancel).
 
+Anthropic's Message Batches the same way (same delay, failures, expiry, rejection):
+``POST /v1/messages/batches`` (requests inline, ``custom_id`` + ``params`` checked as
+``POST /v1/messages`` checks them), ``GET /v1/messages/batches/{id}`` (``processing_status``,
+``request_counts``, ``results_url`` once ended), ``POST .../cancel``, ``GET .../results``
+(``succeeded``, ``errored`` with an ``api_error``, ``expired``/``canceled`` for the rest).
+
 ``/_stats`` counts ``batches`` created, ``batch_requests`` answered, the most times any one
 custom_id was answered (``batch_item_max``) and ``file_downloads`` begun; a download waits
 ``batch_download_delay_s`` before it answers.
@@ -22,6 +28,7 @@ custom_id was answered (``batch_item_max``) and ``file_downloads`` begun; a down
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -29,7 +36,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from chatpgt.testing.fake_content import validate_request, verdict_json
+from chatpgt.testing.fake_content import (
+    validate_anthropic_request,
+    validate_request,
+    verdict_json,
+)
 
 if TYPE_CHECKING:
     from chatpgt.testing.fake_openai import FakeOpenAI
@@ -176,6 +187,7 @@ class FakeBatches:
                 return
             end = "expired" if batch["_expire"] else "completed"
         lines: list[dict[str, Any]] = batch.pop("_lines")
+        batch["_all"] = lines
         if end != "completed":
             lines = lines[: len(lines) // 2]
         out, errors = [], []
@@ -209,12 +221,15 @@ class FakeBatches:
                     "response": {
                         "status_code": 200,
                         "request_id": "req",
-                        "body": self._answer(line["body"]),
+                        "body": self._answer(line["body"], batch.get("_kind") == "anthropic"),
                     },
                     "error": None,
                 }
             )
         batch["status"] = end
+        if batch.get("_kind") == "anthropic":
+            self._anthropic_results(batch, out, errors, end)
+            return
         counts = batch["request_counts"]
         counts.update(completed=len(out), failed=len(errors))
         if out:
@@ -222,15 +237,116 @@ class FakeBatches:
         if errors:
             batch["error_file_id"] = self._keep(errors)
 
+    # --- Anthropic's Message Batches ---------------------------------------------------------
+
+    async def create_messages(self, request: web.Request) -> web.Response:
+        """``POST /v1/messages/batches``: ``{"requests": [{"custom_id", "params"}]}``."""
+        if not request.headers.get("anthropic-version"):
+            return _anthropic_error(400, "anthropic-version: header is required")
+        try:
+            body = orjson.loads(await request.read())
+            requests = body["requests"]
+            lines, seen = [], set()
+            for n, r in enumerate(requests):
+                custom_id = r["custom_id"]
+                if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", custom_id) or custom_id in seen:
+                    raise ValueError(f"requests.{n}.custom_id: invalid or duplicate")
+                seen.add(custom_id)
+                validate_anthropic_request(r["params"])
+                lines.append({"custom_id": custom_id, "body": r["params"]})
+            if not lines:
+                raise ValueError("requests: at least one request is required")
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            return _anthropic_error(400, f"invalid batch: {exc}")
+        if self.fake.rng.random() < self.fake.profile.batch_reject:
+            return _anthropic_error(400, "the batch was rejected by the fake (batch_reject)")
+        self.created += 1
+        batch_id = "msgbatch_" + self._id("b")
+        self.batches[batch_id] = {
+            "id": batch_id,
+            "status": "in_progress",
+            "created_at": int(time.time()),
+            "_kind": "anthropic",
+            "_lines": lines,
+            "_expire": self.fake.rng.random() < self.fake.profile.batch_expire,
+            "_due": time.monotonic() + self.fake.profile.batch_delay_s,
+            "_base": f"{request.scheme}://{request.host}",
+        }
+        return _json(_anthropic_view(self.batches[batch_id]))
+
+    async def retrieve_messages(self, request: web.Request) -> web.Response:
+        batch = self.batches.get(request.match_info["batch_id"])
+        if batch is None or batch.get("_kind") != "anthropic":
+            return _anthropic_error(404, "batch not found")
+        self._advance(batch)
+        return _json(_anthropic_view(batch))
+
+    async def cancel_messages(self, request: web.Request) -> web.Response:
+        batch = self.batches.get(request.match_info["batch_id"])
+        if batch is None or batch.get("_kind") != "anthropic":
+            return _anthropic_error(404, "batch not found")
+        if batch["status"] == "in_progress":
+            self._advance(batch, end="cancelled")
+        return _json(_anthropic_view(batch))
+
+    async def results_messages(self, request: web.Request) -> web.Response:
+        batch = self.batches.get(request.match_info["batch_id"])
+        if batch is None or "_results" not in batch:
+            return _anthropic_error(404, "no results yet")
+        self.downloads += 1
+        delay = self.fake.profile.batch_download_delay_s
+        if delay:
+            await asyncio.sleep(delay)
+        body = b"".join(orjson.dumps(r) + b"\n" for r in batch["_results"])
+        return web.Response(body=body, content_type="application/binary")
+
+    def _anthropic_results(
+        self, batch: dict[str, Any], out: list[Any], errors: list[Any], end: str
+    ) -> None:
+        from chatpgt.testing.fake_openai import _anthropic
+
+        results = [
+            {
+                "custom_id": r["custom_id"],
+                "result": {"type": "succeeded", "message": _anthropic(r["response"]["body"])},
+            }
+            for r in out
+        ]
+        results += [
+            {
+                "custom_id": r["custom_id"],
+                "result": {
+                    "type": "errored",
+                    "error": {
+                        "type": "error",
+                        "error": {"type": "api_error", "message": "Internal server error"},
+                    },
+                },
+            }
+            for r in errors
+        ]
+        answered = {r["custom_id"] for r in results}
+        left = "canceled" if end == "cancelled" else "expired"
+        results += [
+            {"custom_id": line["custom_id"], "result": {"type": left}}
+            for line in batch["_all"]
+            if line["custom_id"] not in answered
+        ]
+        batch["_results"] = results
+
     def _keep(self, rows: list[dict[str, Any]]) -> str:
         file_id = self._id("file")
         self.files[file_id] = b"".join(orjson.dumps(r) + b"\n" for r in rows)
         return file_id
 
-    def _answer(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _answer(self, body: dict[str, Any], anthropic: bool = False) -> dict[str, Any]:
         """A chat completion for one request, as the online endpoint answers it."""
         fake = self.fake
-        model, messages, max_tokens = validate_request(body)
+        if anthropic:
+            model, messages, max_tokens_ = validate_anthropic_request(body)
+            max_tokens: int | None = max_tokens_
+        else:
+            model, messages, max_tokens = validate_request(body)
         fake.by_model[model] += 1
         finish = "stop"
         if model.startswith("judge"):
@@ -286,6 +402,34 @@ def _check(data: bytes) -> tuple[str | None, list[dict[str, Any]]]:
     return None, lines
 
 
+def _anthropic_view(batch: dict[str, Any]) -> dict[str, Any]:
+    """A message batch as Anthropic's API shows it."""
+    ended = batch["status"] != "in_progress"
+    counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+    if ended:
+        for r in batch["_results"]:
+            counts[r["result"]["type"]] += 1
+    else:
+        counts["processing"] = len(batch["_lines"])
+    return {
+        "id": batch["id"],
+        "type": "message_batch",
+        "processing_status": "ended" if ended else "in_progress",
+        "request_counts": counts,
+        "created_at": batch["created_at"],
+        "ended_at": batch["created_at"] if ended else None,
+        "results_url": f"{batch['_base']}/v1/messages/batches/{batch['id']}/results"
+        if ended
+        else None,
+    }
+
+
+def _anthropic_error(status: int, message: str) -> web.Response:
+    return _json(
+        {"type": "error", "error": {"type": "invalid_request_error", "message": message}}, status
+    )
+
+
 def _public(batch: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in batch.items() if not k.startswith("_")}
 
@@ -317,4 +461,8 @@ def add_routes(app: web.Application, fake: FakeOpenAI) -> FakeBatches:
     app.router.add_get("/v1/batches", batches.list_batches)
     app.router.add_get("/v1/batches/{batch_id}", batches.retrieve)
     app.router.add_post("/v1/batches/{batch_id}/cancel", batches.cancel)
+    app.router.add_post("/v1/messages/batches", batches.create_messages)
+    app.router.add_get("/v1/messages/batches/{batch_id}", batches.retrieve_messages)
+    app.router.add_post("/v1/messages/batches/{batch_id}/cancel", batches.cancel_messages)
+    app.router.add_get("/v1/messages/batches/{batch_id}/results", batches.results_messages)
     return batches
