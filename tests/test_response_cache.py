@@ -74,6 +74,16 @@ async def test_resubmitted_job_is_served_from_the_cache(
     ).all()
     assert verdicts and all(j.cache_hit and j.cost_usd == 0 for j in verdicts)
 
+    # Pair statistics count them too (from the finished job's stored work summary).
+    stats = (await api.get("/pairs/stats", params={"job_id": second["id"]})).json()["cost"]
+    assert stats["generations"]["cache_hits"] == first["generations"]["total"]
+    assert stats["judgments"]["cache_hits"] == first["judgments"]["total"]
+    assert stats["total_cost_usd"] == 0
+    assert stats["total_saved_usd"] == pytest.approx(first["cost_usd"])
+    both = (await api.get("/pairs/stats")).json()["cost"]
+    assert both["total_cost_usd"] == pytest.approx(first["cost_usd"])
+    assert both["generations"]["cache_hits"] == first["generations"]["total"]
+
     # The essay view marks it too.
     page = (await api.get("/essays", params={"job_id": second["id"], "limit": 1})).json()
     assert page["items"][0]["cache_hit"] is True

@@ -115,6 +115,12 @@ class JobWorkSummary(Base):
     judgments_cost_usd: Mapped[Decimal] = mapped_column(Money)
     judgments_prompt_tokens: Mapped[int] = mapped_column(BigInteger)
     judgments_completion_tokens: Mapped[int] = mapped_column(BigInteger)
+    # answered from the response cache (chatpgt.datagen.cache), and what was saved: by the
+    # cache, and by provider batches against online prices
+    generations_cache_hits: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    generations_saved_usd: Mapped[Decimal] = mapped_column(Money, default=0, server_default="0")
+    judgments_cache_hits: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    judgments_saved_usd: Mapped[Decimal] = mapped_column(Money, default=0, server_default="0")
 
 
 class NearDuplicate(Base):

@@ -198,7 +198,7 @@ async def job_work_totals(session: AsyncSession, job_ids: Sequence[int]) -> dict
         ],
     )
     totals: dict[str, Any] = dict.fromkeys(WORK_FIELDS, 0)
-    for name in ("generations_cost_usd", "judgments_cost_usd"):
+    for name in repository.MONEY_WORK_FIELDS:
         totals[name] = Decimal(0)
     for row in (*current.values(), *computed.values()):
         for name in WORK_FIELDS:
@@ -225,6 +225,8 @@ async def pair_stats(session: AsyncSession, filters: PairFilters) -> PairStats:
             float(work[f"{name}_cost_usd"]),
             work[f"{name}_prompt_tokens"],
             work[f"{name}_completion_tokens"],
+            work[f"{name}_cache_hits"],
+            float(work[f"{name}_saved_usd"]),
         )
         for name in ("generations", "judgments")
     }
@@ -232,8 +234,15 @@ async def pair_stats(session: AsyncSession, filters: PairFilters) -> PairStats:
     models = model_records(matchup_counts)
 
     work = {
-        name: WorkCost(count=n, cost_usd=cost, prompt_tokens=p, completion_tokens=c)
-        for name, (n, cost, p, c) in costs.items()
+        name: WorkCost(
+            count=n,
+            cost_usd=cost,
+            prompt_tokens=p,
+            completion_tokens=c,
+            cache_hits=hits,
+            saved_usd=saved,
+        )
+        for name, (n, cost, p, c, hits, saved) in costs.items()
     }
     return PairStats(
         counts=PairCounts(
@@ -258,6 +267,7 @@ async def pair_stats(session: AsyncSession, filters: PairFilters) -> PairStats:
             generations=work["generations"],
             judgments=work["judgments"],
             total_cost_usd=work["generations"].cost_usd + work["judgments"].cost_usd,
+            total_saved_usd=work["generations"].saved_usd + work["judgments"].saved_usd,
         ),
         bias=await bias_stats(session, filters),
         dedup=await dedup_figures(session, filters),
