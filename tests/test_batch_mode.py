@@ -238,3 +238,20 @@ def test_job_request_batch_and_cache_flags() -> None:
     )
     assert "mode" not in builtin.model_dump(exclude_unset=True)["judge"]
     assert "cache" not in builtin.model_dump(exclude_unset=True)
+
+
+async def test_items_failed_in_a_batch_asked_online_when_the_job_says_so(
+    api: httpx.AsyncClient,
+    session: AsyncSession,
+    datagen_worker: procs.Proc,
+    fake: httpx.AsyncClient,
+) -> None:
+    await control(fake, batch_delay_s=0.3, batch_fail_rate=1.0)  # every batch request fails
+    body = {**batch_body(TITLES[:2]), "batch_failures": "online"}
+    job = await wait_job(api, await _submit(api, body))
+    assert job["status"] == "succeeded" and job["outcome"] == "produced", job
+    seen = await stats(fake)
+    # The essays' batch failed whole, so did the verdicts': each request then asked online.
+    assert seen["batches"] == 2 and seen["batch_requests"] == 0, seen
+    assert seen["total"] == job["generations"]["total"] + job["judgments"]["total"] == 8
+    assert job["saved_usd"] == 0 and job["cost_usd"] > 0

@@ -321,6 +321,11 @@ class JobBatches:
             return answer
         return None
 
+    def failed_retryably(self, key: str) -> bool:
+        """Whether the request's last batch answer is an error worth asking again."""
+        answer = self.answers.get(key)
+        return answer is not None and answer.error is not None and answer.retryable
+
     def is_waiting(self, key: str) -> bool:
         return key in self.outstanding or key in self.collected
 

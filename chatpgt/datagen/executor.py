@@ -192,7 +192,15 @@ class Executor:
             if hit is not None:
                 return Issued(result=hit)
         if req.batch and self.batches is not None:
-            return await self._batch_issue(req, key)
+            batch_key = self.batches.key(req)
+            if not (
+                self.req.batch_failures == "online"
+                and self.batches.failed_retryably(batch_key)
+                and self.batches.lookup(batch_key) is None
+                and not self.batches.is_waiting(batch_key)
+            ):
+                return await self._batch_issue(req, key)
+            # It failed inside a batch and the job asks such requests again online.
         if self.budget.exhausted:
             return Issued(skip="budget_exhausted")
         estimate = self.pool.estimate_cost(req)

@@ -199,6 +199,11 @@ class DatagenJobCreate(BaseModel):
         description="flag near-duplicate essays of each topic (MinHash-LSH) before judging: "
         "flagged essays are not judged nor paired (docs/datasets.md)",
     )
+    batch_failures: Literal["next_batch", "online"] = Field(
+        "next_batch",
+        description="batch mode: a request that failed inside a provider batch (a server "
+        "error) is asked again in the job's next batch, or online (at the online price)",
+    )
     cache: bool = Field(
         True,
         description="answer a request from the response cache when the very same request "
