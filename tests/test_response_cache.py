@@ -152,3 +152,24 @@ def test_cache_key_covers_what_decides_the_answer() -> None:
 
 def _fields(req: ChatRequest) -> dict[str, object]:
     return {name: getattr(req, name) for name in req.__slots__}  # type: ignore[attr-defined]
+
+
+async def test_unreadable_verdicts_are_not_cached(
+    api: httpx.AsyncClient,
+    session: AsyncSession,
+    datagen_worker: procs.Proc,
+    fake: httpx.AsyncClient,
+) -> None:
+    body = job_body(TITLES[:1])
+    await fake.post("/_control", json={"rate_malformed_judge": 1.0})
+    first = await wait_job(api, (await api.post("/datagen/jobs", json=body)).json()["id"])
+    assert first["judgments"]["failed"] == first["judgments"]["total"] > 0, first
+    await fake.post("/_control", json={"rate_malformed_judge": 0.0})
+
+    again = await wait_job(api, (await api.post("/datagen/jobs", json=body)).json()["id"])
+    assert again["status"] == "succeeded" and again["pairs"] == 1, again
+    # The essays came from the cache; the verdicts were asked again, and read this time.
+    assert again["cache_hits"] == again["generations"]["total"]
+    assert again["judgments"]["done"] == again["judgments"]["total"]
+    by_model = (await fake.get("/_stats")).json()["by_model"]
+    assert by_model["writer-a"] == by_model["writer-b"] == 1  # the first job's only

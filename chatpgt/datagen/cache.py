@@ -9,6 +9,7 @@ first; a judge's parse retry is a different answer from its first try). Nothing 
 job, not the topic id, not the provider's prices.
 
 What is cached: answers with text, from HTTP providers. Not cached: errors, empty answers,
+verdicts asked for as JSON that do not parse (asked again, they may),
 ``local`` providers (the model behind a local name is a directory that training may replace),
 and the ``ab_probability`` judge's probability calls. A job with ``"cache": false`` neither
 reads nor writes it.
@@ -30,6 +31,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatpgt.datagen import repository as repo
+from chatpgt.datagen.judging import JudgeParseError, parse_verdict
 from chatpgt.orchestration.retry import until_reachable
 from chatpgt.providers.types import ChatRequest, ChatResult
 
@@ -170,10 +172,17 @@ class ResponseCache:
 
     @staticmethod
     def entry(key: str, req: ChatRequest, result: ChatResult) -> dict[str, Any] | None:
-        """The cache row of a new answer, for the flusher; None for an answer not worth keeping
-        (served from the cache already, or empty: that failed its item)."""
+        """The cache row of a new answer, for the flusher; None for an answer not worth keeping:
+        served from the cache already, empty (that failed its item), or asked for as JSON (a
+        judge's verdict) and not a readable verdict — kept, it would fail every job that asks
+        again the same way, where asking the provider again may well succeed."""
         if result.cache_hit or not result.text.strip():
             return None
+        if req.json_mode:
+            try:
+                parse_verdict(result.text)
+            except JudgeParseError:
+                return None
         return {
             "key": key,
             "provider": req.provider,

@@ -31,19 +31,21 @@ import asyncio
 import re
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from chatpgt.testing.fake_content import (
+    anthropic_message,
     validate_anthropic_request,
     validate_request,
     verdict_json,
 )
 
-if TYPE_CHECKING:
-    from chatpgt.testing.fake_openai import FakeOpenAI
+# The fake server's state (chatpgt.testing.fake_openai.FakeOpenAI: profile, rng, essays,
+# by_model, _essay, _verdict); not imported, so that the two modules make no circle.
+FakeOpenAI = Any
 
 CHAT_URL = "/v1/chat/completions"
 
@@ -303,12 +305,13 @@ class FakeBatches:
     def _anthropic_results(
         self, batch: dict[str, Any], out: list[Any], errors: list[Any], end: str
     ) -> None:
-        from chatpgt.testing.fake_openai import _anthropic
-
         results = [
             {
                 "custom_id": r["custom_id"],
-                "result": {"type": "succeeded", "message": _anthropic(r["response"]["body"])},
+                "result": {
+                    "type": "succeeded",
+                    "message": anthropic_message(r["response"]["body"]),
+                },
             }
             for r in out
         ]

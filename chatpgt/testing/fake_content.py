@@ -201,3 +201,25 @@ def logprobs_for(content: str, top: int = 0) -> list[dict[str, Any]]:
             {"token": w, "logprob": logprob, "bytes": None, "top_logprobs": alternatives}
         )
     return entries
+
+
+_ANTHROPIC_STOP = {"stop": "end_turn", "length": "max_tokens"}
+
+
+def anthropic_message(payload: dict[str, Any]) -> dict[str, Any]:
+    """A chat completion as Anthropic's Messages API answers it."""
+    choice = payload["choices"][0]
+    usage = payload["usage"]
+    return {
+        "id": "msg_" + payload["id"].removeprefix("chatcmpl-"),
+        "type": "message",
+        "role": "assistant",
+        "model": payload["model"],
+        "content": [{"type": "text", "text": choice["message"]["content"]}],
+        "stop_reason": _ANTHROPIC_STOP.get(choice["finish_reason"], choice["finish_reason"]),
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": usage["prompt_tokens"],
+            "output_tokens": usage["completion_tokens"],
+        },
+    }

@@ -76,6 +76,7 @@ from chatpgt.testing.fake_batches import FakeBatches, add_routes
 from chatpgt.testing.fake_content import (
     MALFORMED_KINDS,
     WORDS,
+    anthropic_message,
     judge_first_token_logprobs,
     judge_verdict,
     logprobs_for,
@@ -475,7 +476,7 @@ class FakeOpenAI:
             },
         }
         if anthropic:
-            payload = _anthropic(payload)
+            payload = anthropic_message(payload)
         if body_fault is not None:
             if body_fault == "huge_body":
                 return body_fault, 200, await self._huge_body(request, payload)
@@ -608,7 +609,6 @@ def _broken_body(kind: str, payload: dict[str, Any]) -> web.Response:
     )
 
 
-_ANTHROPIC_STOP = {"stop": "end_turn", "length": "max_tokens"}
 _ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -617,25 +617,6 @@ _ANTHROPIC_ERROR_TYPES = {
     429: "rate_limit_error",
     529: "overloaded_error",
 }
-
-
-def _anthropic(payload: dict[str, Any]) -> dict[str, Any]:
-    """A chat completion as Anthropic's Messages API answers it."""
-    choice = payload["choices"][0]
-    usage = payload["usage"]
-    return {
-        "id": "msg_" + payload["id"].removeprefix("chatcmpl-"),
-        "type": "message",
-        "role": "assistant",
-        "model": payload["model"],
-        "content": [{"type": "text", "text": choice["message"]["content"]}],
-        "stop_reason": _ANTHROPIC_STOP.get(choice["finish_reason"], choice["finish_reason"]),
-        "stop_sequence": None,
-        "usage": {
-            "input_tokens": usage["prompt_tokens"],
-            "output_tokens": usage["completion_tokens"],
-        },
-    }
 
 
 def _anthropic_error(response: web.Response) -> web.Response:
