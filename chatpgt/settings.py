@@ -27,6 +27,10 @@ class ModelPrice(BaseModel):
 
     input_per_mtok: float = Field(0.0, ge=0)
     output_per_mtok: float = Field(0.0, ge=0)
+    # Through the provider's Batch API; unset: the online price less the provider's
+    # batch_discount.
+    batch_input_per_mtok: float | None = Field(None, ge=0)
+    batch_output_per_mtok: float | None = Field(None, ge=0)
 
 
 class ProviderConfig(BaseModel):
@@ -34,7 +38,11 @@ class ProviderConfig(BaseModel):
     model_config = ConfigDict(hide_input_in_errors=True)
 
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")]
-    kind: str = Field("openai", description="'openai' (any OpenAI-compatible server) or 'local'")
+    kind: str = Field(
+        "openai",
+        description="'openai' (any OpenAI-compatible server), 'anthropic' (Anthropic's "
+        "Messages API) or 'local'",
+    )
     base_url: str = ""
     api_key_env: str | None = Field(
         None, description="name of the environment variable holding the API key"
@@ -54,6 +62,21 @@ class ProviderConfig(BaseModel):
         description="a 200 answer's body is read up to this size; a larger one fails the request",
     )
     supports_json_mode: bool = True
+    # The anthropic-version header of a provider of kind "anthropic".
+    anthropic_version: str = "2023-06-01"
+    # A batch API (OpenAI's /files + /batches, Anthropic's /messages/batches) for generators
+    # and judges with "mode": "batch".
+    supports_batch: bool = False
+    batch_discount: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="batch price = online price x (1 - discount), per model "
+        "unless its price names batch_input_per_mtok/batch_output_per_mtok",
+    )
+    batch_max_requests: int = Field(50_000, ge=1, description="requests per batch (a file)")
+    batch_max_bytes: int = Field(190 * 1024 * 1024, ge=1024, description="bytes per batch file")
+    batch_completion_window: str = "24h"
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
     default_price: ModelPrice | None = None
 
@@ -99,6 +122,7 @@ PREDEFINED_PROVIDERS: dict[str, dict[str, Any]] = {
         "name": "openai",
         "base_url": "https://api.openai.com/v1",
         "api_key_env": "OPENAI_API_KEY",
+        "supports_batch": True,
         "max_concurrency": 32,
         "requests_per_minute": 500,
         "tokens_per_minute": 200_000,
@@ -106,6 +130,21 @@ PREDEFINED_PROVIDERS: dict[str, dict[str, Any]] = {
             "gpt-4o-mini": {"input_per_mtok": 0.15, "output_per_mtok": 0.60},
             "gpt-4o": {"input_per_mtok": 2.50, "output_per_mtok": 10.00},
             "gpt-4.1-mini": {"input_per_mtok": 0.40, "output_per_mtok": 1.60},
+        },
+    },
+    "anthropic": {
+        "name": "anthropic",
+        "kind": "anthropic",
+        "base_url": "https://api.anthropic.com/v1",
+        "api_key_env": "ANTHROPIC_API_KEY",
+        "supports_batch": True,
+        "batch_max_requests": 100_000,
+        "max_concurrency": 32,
+        "requests_per_minute": 50,
+        "prices": {
+            "claude-haiku-4-5": {"input_per_mtok": 1.0, "output_per_mtok": 5.0},
+            "claude-sonnet-4-5": {"input_per_mtok": 3.0, "output_per_mtok": 15.0},
+            "claude-opus-4-1": {"input_per_mtok": 15.0, "output_per_mtok": 75.0},
         },
     },
     # A transformers model in the worker process: model = a directory, a registered model's
@@ -183,6 +222,8 @@ class Settings(BaseSettings):
     # (their worker died), so another live worker takes them over; 0 turns it off (then only a
     # worker's start, or Redis' visibility timeout, brings them back).
     job_sweep_interval_s: float = Field(60.0, ge=0)
+    # A job waiting on provider batches gives its worker back and is looked at again this often.
+    batch_poll_s: float = Field(60.0, gt=0)
     db_flush_interval_s: float = Field(0.05, gt=0)
     # on-policy rounds (chatpgt.rounds): how often a rounds run's step looks at its current
     # datagen job or DPO run.

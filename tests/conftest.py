@@ -91,7 +91,7 @@ def providers_config(fake_provider_port: int) -> list[dict[str, object]]:
         },
     }
     return [
-        {"name": "fake", "max_concurrency": 64, **common},
+        {"name": "fake", "max_concurrency": 64, "supports_batch": True, **common},
         {"name": "fake-slow", "max_concurrency": 4, "requests_per_minute": 600, **common},
         # The fault drill (tests/test_fault_drill.py): a short timeout, so that 5% of requests
         # hanging costs seconds, not minutes; quick backoff; more retries for 35% faulty answers.
@@ -104,6 +104,14 @@ def providers_config(fake_provider_port: int) -> list[dict[str, object]]:
             "max_retries": 8,
             "backoff_base_s": 0.01,
             "backoff_max_s": 0.1,
+        },
+        # The fake's Anthropic Messages API (POST /v1/messages), same models and faults.
+        {
+            "name": "fake-anthropic",
+            "kind": "anthropic",
+            "max_concurrency": 64,
+            "supports_batch": True,
+            **common,
         },
         # A declared provider whose secret file does not exist: refused at submit (issue 10).
         {
@@ -137,6 +145,8 @@ def service_env(
         "CHATPGT_METRICS_DIR": str(tmp_path_factory.mktemp("metrics")),
         "CHATPGT_JOB_LEASE_S": "4",
         "CHATPGT_JOB_HEARTBEAT_S": "1",
+        # A job waiting on provider batches looks again this often (the fake's take ~1 s).
+        "CHATPGT_BATCH_POLL_S": "1",
         "CHATPGT_BROKER_VISIBILITY_TIMEOUT_S": "3600",
         "FAKE_PROVIDER_KEY": FAKE_PROVIDER_KEY,
         # The predefined openai provider has no key in tests, whatever the shell has.

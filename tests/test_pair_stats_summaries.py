@@ -53,6 +53,8 @@ async def test_finished_jobs_are_summarised_once_and_unfinished_ones_read_live(
         "cost_usd": 0.6,
         "prompt_tokens": 60,
         "completion_tokens": 0,
+        "cache_hits": 0,
+        "saved_usd": 0.0,
     }
     assert stats["cost"]["judgments"]["count"] == 10
     assert stats["cost"]["judgments"]["completion_tokens"] == 30

@@ -306,6 +306,8 @@ def _expected_stats(world: World, f: PairFilters) -> dict[str, Any]:
             "cost_usd": float(sum((r.cost_usd for r in rows), Decimal(0))),
             "prompt_tokens": sum(r.prompt_tokens for r in rows),
             "completion_tokens": sum(r.completion_tokens for r in rows),
+            "cache_hits": sum(bool(r.cache_hit) for r in rows),
+            "saved_usd": float(sum((r.saved_usd or Decimal(0) for r in rows), Decimal(0))),
         }
 
     generations, judgments = cost(world.generations), cost(world.judgments)

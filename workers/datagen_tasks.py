@@ -50,6 +50,8 @@ def run_job(self: Task, job_id: int) -> str:
         raise self.retry(exc=exc, countdown=min(60, 2 ** min(self.request.retries, 6))) from exc
     if outcome == "busy":
         raise self.retry(countdown=settings.job_lease_s * 2, max_retries=None)
+    if outcome == runner.WAITING:  # parked on provider batches: look again, holding nothing
+        raise self.retry(countdown=settings.batch_poll_s + 0.2, max_retries=None)
     return outcome
 
 

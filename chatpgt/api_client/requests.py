@@ -167,8 +167,11 @@ def build_job_request(
     max_tokens: int | None = None,
     corpus_pairs: bool = False,
     dedup_threshold: float | None = None,
+    batch: bool = False,
+    cache: bool = True,
 ) -> DatagenJobCreate:
-    """The ``POST /datagen/jobs`` body from command-line values."""
+    """The ``POST /datagen/jobs`` body from command-line values. ``batch``: every generator and
+    the judge (one that asks a provider) through the provider's Batch API."""
     chosen = [name for name, given in (("titles", titles), ("ids", topic_ids)) if given]
     if sample is not None:
         chosen.append("sample")
@@ -188,6 +191,11 @@ def build_job_request(
     if max_tokens is not None:
         for body in generator_bodies:
             body["max_tokens"] = max_tokens
+    if batch:
+        for body in generator_bodies:
+            body["mode"] = "batch"
+        if "provider" in judge_body:
+            judge_body["mode"] = "batch"
     request: dict[str, Any] = {
         "topics": topics,
         "generators": generator_bodies,
@@ -201,6 +209,8 @@ def build_job_request(
         request["include_corpus_pairs"] = True
     if dedup_threshold is not None:
         request["dedup"] = {"threshold": dedup_threshold}
+    if not cache:
+        request["cache"] = False
     return _validated(DatagenJobCreate, request)
 
 

@@ -64,7 +64,16 @@ def _stage_note(counts: StageCounts) -> str:
 
 
 def _job_cost(job: DatagenJobView) -> str:
-    return cost(job.cost_usd, job.budget_usd)
+    text = cost(job.cost_usd, job.budget_usd)
+    if job.cache_hits:
+        text += f" ({plural(job.cache_hits, 'cached answer')})"
+    if job.saved_usd:
+        text += f", ${job.saved_usd:.4f} saved"
+    waiting = [b for b in job.batches if b.status not in ("done", "abandoned")]
+    if waiting:
+        n = len(waiting)
+        text += f" · {n} batch{'' if n == 1 else 'es'} at the provider"
+    return text
 
 
 class JobDisplay:
@@ -273,6 +282,21 @@ def datagen_run(
     idempotency_key: Annotated[
         str | None, typer.Option(help="resubmitting with the same key replays the first job")
     ] = None,
+    batch: Annotated[
+        bool,
+        typer.Option(
+            "--batch",
+            help="send the generators' and the judge's requests through the providers' Batch "
+            "API: about half price, answers within the provider's window (docs/cost.md)",
+        ),
+    ] = False,
+    cache: Annotated[
+        bool,
+        typer.Option(
+            "--cache/--no-cache",
+            help="answer requests asked before from the response cache, at $0",
+        ),
+    ] = True,
     follow: Annotated[
         bool, typer.Option("--follow/--no-follow", help="follow the job to its end")
     ] = True,
@@ -297,6 +321,8 @@ def datagen_run(
         max_tokens=max_tokens,
         corpus_pairs=corpus_pairs,
         dedup_threshold=dedup_threshold,
+        batch=batch,
+        cache=cache,
     )
     job, created = api(ctx).create_job(request, idempotency_key=idempotency_key)
     if created:

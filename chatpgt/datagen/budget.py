@@ -42,3 +42,13 @@ class Budget:
         async with self._changed:
             self.reserved -= estimate
             self._changed.notify_all()
+
+    def commit(self, estimate: Decimal) -> bool:
+        """Count ``estimate`` as spent now if it fits (a request sent in a provider batch,
+        whose answer comes in a later run): True when it did. Never waits: a batch's money is
+        not settled in this run, so waiting for it would wait forever."""
+        if self.limit is not None and self.spent + self.reserved + estimate > self.limit:
+            self.exhausted = True
+            return False
+        self.spent += estimate
+        return True

@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
+from chatpgt.datagen.batches import JobBatches
+from chatpgt.datagen.cache import ResponseCache
 from chatpgt.datagen.dedup_step import drop_near_duplicates
 from chatpgt.datagen.flusher import Flusher
 from chatpgt.datagen.judges import JudgeCall, JudgmentItem, judge_method
-from chatpgt.datagen.judges.base import Call, Issued
+from chatpgt.datagen.judges.base import WAITING_FOR_BATCH, Call, Issued
 from chatpgt.datagen.models import Generation
 from chatpgt.datagen.pairing import (
     PairingRule,
@@ -82,8 +84,12 @@ class Executor:
         flusher: Flusher,
         planner: JudgmentPlanner,
         stop: StopFlag,
+        cache: ResponseCache | None = None,
+        batches: JobBatches | None = None,
     ) -> None:
         self.job_id = job_id
+        self.cache = cache
+        self.batches = batches
         self.req = plan.req
         self.budget = plan.budget
         self.model_paths = plan.model_paths
@@ -126,6 +132,10 @@ class Executor:
         for t in todo:
             if not left[t.topic_id]:  # its essays are in already (a resumed run)
                 self._spawn_topic(t)
+        if self.cache is not None:
+            # One query per thousand essays says which are cached, so that a new job's requests
+            # cost no lookup each.
+            await self.cache.prefetch(self._generation_request(g) for _, g in queue)
         work = iter(queue)
         lanes = [
             asyncio.create_task(self._lane(work, left))
@@ -163,9 +173,36 @@ class Executor:
             self._topic_error = task.exception()
 
     async def issue(self, req: ChatRequest, call: Call | None = None) -> Issued:
-        """Make one request (``pool.chat`` unless ``call`` says otherwise) within the budget."""
-        if self.stop.reason is not None or self.budget.exhausted:
-            return Issued(skip=self.stop.reason or "budget_exhausted")
+        """Make one request (``pool.chat`` unless ``call`` says otherwise) within the budget.
+
+        A chat request whose answer is in the response cache is answered from there, at $0
+        (so even when the budget is spent); a new answer goes to the cache with the next flush.
+        """
+        if self.stop.reason is not None:
+            if req.batch and self.batches is not None:
+                # What a cancelled job's batches finished is kept: it is paid for already.
+                answer = self.batches.lookup(self.batches.key(req))
+                if answer is not None and answer.error is None:
+                    return Issued(result=self.batches.result(answer))
+            return Issued(skip=self.stop.reason)
+        key = self.cache.key(req) if self.cache is not None and call is None else None
+        if key is not None:
+            assert self.cache is not None
+            hit = await self.cache.get(key)
+            if hit is not None:
+                return Issued(result=hit)
+        if req.batch and self.batches is not None:
+            batch_key = self.batches.key(req)
+            if not (
+                self.req.batch_failures == "online"
+                and self.batches.failed_retryably(batch_key)
+                and self.batches.lookup(batch_key) is None
+                and not self.batches.is_waiting(batch_key)
+            ):
+                return await self._batch_issue(req, key)
+            # It failed inside a batch and the job asks such requests again online.
+        if self.budget.exhausted:
+            return Issued(skip="budget_exhausted")
         estimate = self.pool.estimate_cost(req)
         if not await self.budget.reserve(estimate):
             return Issued(skip="budget_exhausted")
@@ -178,7 +215,40 @@ class Executor:
             await self.budget.settle(estimate, Decimal(0))
             raise
         await self.budget.settle(estimate, result.cost_usd)
+        if key is not None:
+            entry = ResponseCache.entry(key, req, result)
+            if entry is not None:
+                self.flusher.cached_responses.append(entry)
         return Issued(result=result)
+
+    async def _batch_issue(self, req: ChatRequest, cache_key: str | None) -> Issued:
+        """A request of a generator or judge in batch mode: its stored batch answer (or the
+        error it ended with), else it waits in an open batch or is collected for a new one
+        (chatpgt.datagen.batches); a waiting item is left as it is."""
+        batches = self.batches
+        assert batches is not None
+        key = batches.key(req)
+        answer = batches.lookup(key)
+        if answer is not None:
+            if answer.error is not None:
+                return Issued(error=batches.error(key, answer))
+            result = batches.result(answer)
+            await self.budget.settle(Decimal(0), result.cost_usd)
+            if cache_key is not None:
+                entry = ResponseCache.entry(cache_key, req, result)
+                if entry is not None:
+                    self.flusher.cached_responses.append(entry)
+            return Issued(result=result)
+        if batches.is_waiting(key):
+            return Issued(skip=WAITING_FOR_BATCH)
+        estimate = batches.estimate(req)
+        if self.budget.exhausted or not self.budget.commit(estimate):
+            return Issued(skip="budget_exhausted")
+        batches.collect(key, req, estimate)
+        return Issued(skip=WAITING_FOR_BATCH)
+
+    def _batch_waiting(self) -> bool:
+        return self.batches is not None and self.batches.waiting
 
     def _finished(self, kind: str, item_id: int, update: dict[str, Any]) -> None:
         """Book one finished item: its error for the job's row, and the failure rate."""
@@ -204,6 +274,8 @@ class Executor:
         await asyncio.gather(
             *(self._generate(g) for g in t.generations if g.status not in ITEM_TERMINAL)
         )
+        if self._batch_waiting() and not all(g.status in ITEM_TERMINAL for g in t.generations):
+            return  # essays in a provider batch: judged in a later run, once all are in
         ok = [g for g in t.generations if g.status == ItemStatus.SUCCEEDED]
         # The job's dedup option: near-duplicates are flagged, neither judged nor paired.
         ok = drop_near_duplicates(self.job_id, self.req.dedup, t, ok, self.flusher)
@@ -217,7 +289,10 @@ class Executor:
                 match_length=self.req.corpus_pair_length == "matched",
             )
         if len(ok) >= 2:
-            pairs += await self._judge_topic(t, ok)
+            judged = await self._judge_topic(t, ok)
+            if judged is None and self._batch_waiting():
+                return  # verdicts in a provider batch: paired in a later run
+            pairs += judged or []
         if not all(g.status in ITEM_TERMINAL for g in t.generations):
             return  # stopping (budget, cancel, failure rate): leave it for the finish step
         self.flusher.pairs += pairs
@@ -225,7 +300,10 @@ class Executor:
         for g in t.generations:  # the texts are in the pairs now; free them
             g.text = None
 
-    async def _judge_topic(self, t: TopicState, ok: list[Generation]) -> list[dict[str, Any]]:
+    async def _judge_topic(
+        self, t: TopicState, ok: list[Generation]
+    ) -> list[dict[str, Any]] | None:
+        """The topic's judged pairs; None while some of its judgments are not terminal."""
         judge = self.req.judge
         rows = judgment_rows(
             self.job_id,
@@ -245,7 +323,7 @@ class Executor:
             *(self._judge(j, t.prompt, texts) for j in judgments if j.status not in ITEM_TERMINAL)
         )
         if not all(j.status in ITEM_TERMINAL for j in judgments):
-            return []
+            return None
         results = decided_matchups(
             self.method, judgments, (g.id for g in ok), both_orders=judge.both_orders
         )
@@ -255,17 +333,23 @@ class Executor:
 
     # --- one item --------------------------------------------------------------------------
 
-    async def _generate(self, g: Generation) -> None:
+    def _generation_request(self, g: Generation) -> ChatRequest:
         params = g.params
-        req = ChatRequest(
+        seed = params.get("seed")
+        return ChatRequest(
             provider=g.provider,
             model=self.model_paths.get(g.model, g.model),
             messages=generation_messages(g.prompt, g.system_prompt),
             temperature=params.get("temperature"),
             top_p=params.get("top_p"),
             max_tokens=params.get("max_tokens"),
+            extra={"seed": seed} if seed is not None else {},
+            sample_index=g.sample_index,
+            batch=params.get("mode") == "batch",
         )
-        issued = await self.issue(req)
+
+    async def _generate(self, g: Generation) -> None:
+        issued = await self.issue(self._generation_request(g))
         if issued.stopped:
             return  # the finish step marks it cancelled
         update = _blank_generation_result(g)
@@ -294,6 +378,8 @@ class Executor:
                 cost_usd=result.cost_usd,
                 latency_ms=result.latency_ms,
                 finish_reason=result.finish_reason,
+                cache_hit=result.cache_hit,
+                saved_usd=result.saved_usd,
             )
         for key, value in update.items():
             setattr(g, key, value)
@@ -333,4 +419,6 @@ def _blank_generation_result(g: Generation) -> dict[str, Any]:
         "latency_ms": None,
         "finish_reason": None,
         "finished_at": utcnow(),
+        "cache_hit": False,
+        "saved_usd": Decimal(0),
     }

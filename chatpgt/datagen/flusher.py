@@ -47,6 +47,8 @@ class Flusher:
         # near-duplicate flags of a job's dedup option (chatpgt.datagen.dedup_step)
         self.near_duplicates: list[dict[str, Any]] = []
         self.done_topics: list[int] = []
+        # new answers for the response cache (chatpgt.datagen.cache)
+        self.cached_responses: list[dict[str, Any]] = []
         self.first_error: str | None = None
         self._errors: list[dict[str, Any]] = []
         self._errors_seen = 0
@@ -94,8 +96,9 @@ class Flusher:
             pairs, self.pairs = self.pairs, []
             flags, self.near_duplicates = self.near_duplicates, []
             topics, self.done_topics = self.done_topics, []
+            cached, self.cached_responses = self.cached_responses, []
             errors, self._errors = self._errors, []
-            if not (gens or judgments or pairs or flags or topics or errors):
+            if not (gens or judgments or pairs or flags or topics or cached or errors):
                 return
             try:
                 async with transaction(self.sm) as s:
@@ -103,6 +106,7 @@ class Flusher:
                     if errors and self._errors_replayed:
                         kept = (await repo.get_job(s, self.job_id, for_update=True)).errors
                         errors = [e for e in errors if e not in kept]
+                    await repo.insert_cached_responses(s, cached)
                     await repo.update_generations(s, gens)
                     await repo.update_judgments(s, judgments)
                     await repo.insert_pairs(s, pairs)
@@ -116,6 +120,7 @@ class Flusher:
                 self.pairs[:0] = pairs
                 self.near_duplicates[:0] = flags
                 self.done_topics[:0] = topics
+                self.cached_responses[:0] = cached
                 self._errors[:0] = errors
                 self._errors_replayed = self._errors_replayed or bool(errors)
                 raise

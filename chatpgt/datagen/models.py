@@ -15,10 +15,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from chatpgt.db.base import Base, BigId, JSONType, Money, Timestamped, UTCDateTime
+from chatpgt.db.base import Base, BigId, JSONType, Money, Timestamped, UTCDateTime, utcnow
 
 
 class DatagenJob(Timestamped, Base):
@@ -74,6 +75,10 @@ class _WorkItem:
     cost_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
     latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Answered from the response cache (no provider request, cost 0); saved_usd is what the
+    # cached answer cost when it was bought.
+    cache_hit: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    saved_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0), server_default="0")
 
 
 class Generation(Timestamped, _WorkItem, Base):
@@ -119,3 +124,76 @@ class Judgment(Timestamped, _WorkItem, Base):
     reasoning: Mapped[str | None] = mapped_column(Text, nullable=True)
     confidence: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
     raw_answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class CachedResponse(Base):
+    """A provider's answer, kept under the hash of everything that decides it (endpoint,
+    model, messages, sampling parameters, seed, sample index): a request with the same key is
+    answered from here at $0, in any job (:mod:`chatpgt.datagen.cache`)."""
+
+    __tablename__ = "response_cache"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(255))
+    text: Mapped[str] = mapped_column(Text)
+    finish_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    # what the answer cost when it was bought: what each later hit saves
+    cost_usd: Mapped[Decimal] = mapped_column(Money)
+    logprobs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ProviderBatch(Timestamped, Base):
+    """One remote batch of a job (OpenAI's Batch API): written before its file is uploaded,
+    its file id stored before the batch is created, its batch id as soon as it exists, so a
+    worker that dies anywhere in between resumes the same batch (:mod:`chatpgt.datagen.batches`).
+
+    ``status``: ``submitting`` (ours, until the batch id is stored), then the provider's
+    (``validating``, ``in_progress``, ``finalizing``, ``cancelling``), then ``done`` once its
+    output and error files are stored in ``batch_results`` (``remote_status`` keeps the
+    provider's last word: completed, failed, expired, cancelled), or ``abandoned`` when it never
+    reached the provider.
+    """
+
+    __tablename__ = "provider_batches"
+    __table_args__ = (Index("ix_provider_batches_job_status", "job_id", "status"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("datagen_jobs.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    remote_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    remote_file_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    remote_batch_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # the request keys (custom_id) in it
+    keys: Mapped[list[str]] = mapped_column(JSONType)
+    # {total, completed, failed} as the provider last said
+    counts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # the budget held for its requests until their answers are in
+    reserved_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class BatchResult(Base):
+    """One answer (or error) of a remote batch, stored as soon as its files are downloaded."""
+
+    __tablename__ = "batch_results"
+
+    batch_id: Mapped[int] = mapped_column(
+        ForeignKey("provider_batches.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    finish_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    # what the same answer costs online (the saving is the difference)
+    online_cost_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # an error worth asking again (in the next batch)
+    retryable: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -84,7 +84,9 @@ async def plan_job(
         templates = req.prompt_templates or list(DEFAULT_PROMPT_TEMPLATES)
         jt_rows = []
         for topic in await repo.load_topics(s, job.request["topic_ids"]):
-            index = choose_template(job_id, topic.id, templates)
+            # With the cache on, the same job body must make the same requests (a resubmitted
+            # job is answered from the cache); off, each job draws its own templates.
+            index = choose_template(None if req.cache else job_id, topic.id, templates)
             jt_rows.append(
                 {
                     "job_id": job_id,

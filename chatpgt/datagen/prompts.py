@@ -62,9 +62,14 @@ JUDGE_AB_USER_TEMPLATE = """Prompt given to both writers:
 Which essay is better, A or B? Answer with the letter only."""
 
 
-def choose_template(job_id: int, topic_id: int, templates: tuple[str, ...] | list[str]) -> int:
-    """The template index for a topic in a job: stable across retries and workers."""
-    digest = hashlib.blake2b(f"{job_id}:{topic_id}".encode(), digest_size=8).digest()
+def choose_template(
+    job_id: int | None, topic_id: int, templates: tuple[str, ...] | list[str]
+) -> int:
+    """The template index for a topic in a job: stable across retries and workers. With
+    ``job_id`` None it depends on the topic alone (a job using the response cache: submitted
+    again, it asks the very same requests)."""
+    seed = f"{job_id}:{topic_id}" if job_id is not None else f"topic:{topic_id}"
+    digest = hashlib.blake2b(seed.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % len(templates)
 
 

@@ -6,6 +6,7 @@ Functions flush; the caller's unit of work commits.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -26,7 +27,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatpgt.datagen.models import DatagenJob, Generation, JobTopic, Judgment
+from chatpgt.datagen.models import (
+    BatchResult,
+    CachedResponse,
+    DatagenJob,
+    Generation,
+    JobTopic,
+    Judgment,
+    ProviderBatch,
+)
 from chatpgt.db.base import utcnow
 from chatpgt.db.helpers import dialect_insert, insert_ignore, insert_one_ignore
 from chatpgt.errors import InvalidState, NotFound
@@ -181,6 +190,8 @@ async def job_counts(session: AsyncSession, job_ids: Sequence[int]) -> dict[int,
             "prompt_tokens": 0,
             "completion_tokens": 0,
             "cost_usd": Decimal(0),
+            "cache_hits": 0,
+            "saved_usd": Decimal(0),
         }
         for j in job_ids
     }
@@ -195,16 +206,20 @@ async def job_counts(session: AsyncSession, job_ids: Sequence[int]) -> dict[int,
                 func.coalesce(func.sum(model.prompt_tokens), 0),
                 func.coalesce(func.sum(model.completion_tokens), 0),
                 func.coalesce(func.sum(model.cost_usd), 0),
+                func.count().filter(model.cache_hit),
+                func.coalesce(func.sum(model.saved_usd), 0),
             )
             .where(model.job_id.in_(job_ids))
             .group_by(model.job_id, model.status)
         )
-        for job_id, status, n, pt, ct, cost in rows:
+        for job_id, status, n, pt, ct, cost, hits, saved in rows:
             c = out[job_id]
             c[key][status] = int(n)
             c["prompt_tokens"] += int(pt)
             c["completion_tokens"] += int(ct)
             c["cost_usd"] += Decimal(cost)
+            c["cache_hits"] += int(hits)
+            c["saved_usd"] += Decimal(saved)
     for job_id, n in await session.execute(
         select(Pair.job_id, func.count()).where(Pair.job_id.in_(job_ids)).group_by(Pair.job_id)
     ):
@@ -361,6 +376,8 @@ GENERATION_RESULT_COLUMNS = (
     "latency_ms",
     "finish_reason",
     "finished_at",
+    "cache_hit",
+    "saved_usd",
 )
 JUDGMENT_RESULT_COLUMNS = (
     "status",
@@ -376,6 +393,8 @@ JUDGMENT_RESULT_COLUMNS = (
     "reasoning",
     "confidence",
     "finished_at",
+    "cache_hit",
+    "saved_usd",
 )
 
 
@@ -479,9 +498,110 @@ async def upsert_near_duplicates(session: AsyncSession, rows: Sequence[dict[str,
     await session.execute(stmt, list(rows))
 
 
+# --- the response cache (chatpgt.datagen.cache) --------------------------------------------
+
+
+async def cached_keys(session: AsyncSession, keys: Sequence[str]) -> set[str]:
+    """Which of these keys the response cache holds."""
+    if not keys:
+        return set()
+    rows = await session.scalars(select(CachedResponse.key).where(CachedResponse.key.in_(keys)))
+    return set(rows)
+
+
+async def cached_responses(session: AsyncSession, keys: Sequence[str]) -> dict[str, Row[Any]]:
+    """The cached answers under these keys (text, finish_reason, cost_usd, logprobs), by key."""
+    if not keys:
+        return {}
+    stmt = select(
+        CachedResponse.key,
+        CachedResponse.text,
+        CachedResponse.finish_reason,
+        CachedResponse.cost_usd,
+        CachedResponse.logprobs,
+    ).where(CachedResponse.key.in_(keys))
+    return {row.key: row for row in await session.execute(stmt)}
+
+
+async def insert_cached_responses(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Keep new answers; a key already there (another job bought it too) keeps the first."""
+    if rows:
+        now = utcnow()
+        await insert_ignore(session, CachedResponse, [{**r, "created_at": now} for r in rows])
+
+
+# --- a job's remote batches (chatpgt.datagen.batches) ----------------------------------------
+
+BATCH_CLOSED = ("done", "abandoned")
+
+
+async def open_batches(session: AsyncSession, job_id: int) -> list[ProviderBatch]:
+    """The job's batches not yet done (submitting, or waiting at the provider)."""
+    stmt = (
+        select(ProviderBatch)
+        .where(ProviderBatch.job_id == job_id, ProviderBatch.status.not_in(BATCH_CLOSED))
+        .order_by(ProviderBatch.id)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def job_batches(session: AsyncSession, job_ids: Sequence[int]) -> list[ProviderBatch]:
+    stmt = (
+        select(ProviderBatch)
+        .where(ProviderBatch.job_id.in_(job_ids))
+        .order_by(ProviderBatch.job_id, ProviderBatch.id)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def insert_batch(session: AsyncSession, values: dict[str, Any]) -> int:
+    row = ProviderBatch(**values, counts={}, updated_at=utcnow())
+    session.add(row)
+    await session.flush()
+    return row.id
+
+
+async def update_batch(session: AsyncSession, batch_id: int, **values: Any) -> None:
+    await session.execute(
+        update(ProviderBatch)
+        .where(ProviderBatch.id == batch_id)
+        .values(**values, updated_at=utcnow())
+    )
+
+
+async def insert_batch_results(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    await insert_ignore(session, BatchResult, rows)
+
+
+async def batch_results(session: AsyncSession, job_id: int) -> list[BatchResult]:
+    """Every stored answer and error of the job's batches, oldest batch first."""
+    stmt = (
+        select(BatchResult)
+        .join(ProviderBatch, ProviderBatch.id == BatchResult.batch_id)
+        .where(ProviderBatch.job_id == job_id)
+        .order_by(BatchResult.batch_id)
+    )
+    return list((await session.execute(stmt)).scalars().all())
+
+
+async def park_job(session: AsyncSession, job_id: int, owner: str, until_s: float) -> bool:
+    """Give the worker back while the job waits on its batches: the lease is released but
+    held free of takers for ``until_s`` seconds, after which the sweep (or the task's own
+    retry) brings the job back to look again."""
+    at = utcnow()
+    result = await session.execute(
+        update(DatagenJob)
+        .where(DatagenJob.id == job_id, DatagenJob.lease_owner == owner)
+        .values(lease_owner=None, lease_expires_at=at + timedelta(seconds=until_s), updated_at=at)
+        .returning(DatagenJob.id)
+    )
+    return result.first() is not None
+
+
 # --- reading the work of jobs (GET /essays, GET /judgments) ----------------------------------
 
 WorkModel = type[Generation] | type[Judgment]
+_MONEY = frozenset({"cost_usd", "saved_usd"})
 
 
 def _work_columns(model: WorkModel, names: Sequence[str]) -> list[ColumnElement[Any]]:
@@ -489,7 +609,7 @@ def _work_columns(model: WorkModel, names: Sequence[str]) -> list[ColumnElement[
     for name in names:
         column = getattr(model, name)
         # Money is NUMERIC; the API shows a float, like every other figure.
-        columns.append(sql_cast(column, Float).label(name) if name == "cost_usd" else column)
+        columns.append(sql_cast(column, Float).label(name) if name in _MONEY else column)
     return columns
 
 

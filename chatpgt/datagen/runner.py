@@ -21,6 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatpgt.datagen import repository as repo
 from chatpgt.datagen import summaries
+from chatpgt.datagen.batches import JobBatches
+from chatpgt.datagen.cache import ResponseCache
 from chatpgt.datagen.executor import Executor, StopFlag
 from chatpgt.datagen.flusher import Flusher
 from chatpgt.datagen.planner import JobPlan, JudgmentPlanner, load_work, plan_job
@@ -36,7 +38,7 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-__all__ = ["JobRunner", "LeaseLost", "orphaned_jobs", "recoverable_jobs", "run_job"]
+__all__ = ["WAITING", "JobRunner", "LeaseLost", "orphaned_jobs", "recoverable_jobs", "run_job"]
 
 # Allocations between young collections while a job runs (Python's default is 700): at 1,000
 # requests in flight each young pass also found little to free, and every tenth of them
@@ -45,6 +47,9 @@ _GC_GEN0_THRESHOLD = 20_000
 
 _gc_runs = 0  # runs of this process inside _frozen
 _gc_thresholds: tuple[int, ...] = gc.get_threshold()
+
+# What a run ends with when its job waits on provider batches (the task looks again later).
+WAITING = "waiting"
 
 ORPHAN_REASON = "not needed: the essays it depends on did not all succeed"
 
@@ -81,7 +86,18 @@ class JobRunner:
             local = {name for name, cfg in self.pool.configs.items() if cfg.kind == "local"}
             plan = await self._db("plan", lambda: plan_job(self.sm, self.job_id, local))
             topics, spent = await self._db("load", lambda: load_work(self.sm, self.job_id))
-            plan.budget.spent = spent
+            batches = JobBatches(self.job_id, self.sm, self.pool)
+            if _uses_batches(plan):
+                # What the provider finished since the last run; what is still out holds budget.
+                await self._db("batches", batches.refresh)
+            plan.budget.spent = spent + batches.reserved
+            if await self._db("cancel flag", self._cancel_requested):
+                # Asked while the job was parked on its batches (no heartbeat saw it): cancel
+                # them first, so that what they finished is stored and kept by this last run.
+                self.stop.request("cancelled")
+                if batches.outstanding:
+                    await self._db("cancel batches", batches.cancel_all)
+                    await self._db("batches", batches.refresh)
             flusher = Flusher(
                 self.job_id,
                 self.sm,
@@ -92,8 +108,19 @@ class JobRunner:
             planner = JudgmentPlanner(
                 self.job_id, self.sm, self._fence, interval_s=self.settings.db_flush_interval_s
             )
+            cache = ResponseCache(
+                self.sm, self.pool.configs, enabled=plan.req.cache, label=f"job {self.job_id}"
+            )
             executor = Executor(
-                self.job_id, plan, self.pool, self.settings, flusher, planner, self.stop
+                self.job_id,
+                plan,
+                self.pool,
+                self.settings,
+                flusher,
+                planner,
+                self.stop,
+                cache,
+                batches,
             )
             background = [
                 asyncio.create_task(
@@ -122,6 +149,10 @@ class JobRunner:
             if self._lease_lost:
                 raise LeaseLost(f"datagen job {self.job_id}: lease lost")
             await self._db("last flush", flusher.flush)
+            if self.stop.reason is not None:
+                await self._db("cancel batches", batches.cancel_all)
+            elif batches.waiting:
+                return await self._park(batches)
             status = await self._db("finish", lambda: self._finish(plan, flusher.first_error))
             await summaries.store_work_summary(self.sm, self.job_id)
             return status
@@ -146,6 +177,10 @@ class JobRunner:
             what=what,
             first_delay_s=self.settings.db_flush_interval_s,
         )
+
+    async def _cancel_requested(self) -> bool:
+        async with self.sm() as s:
+            return (await repo.get_job(s, self.job_id)).cancel_requested
 
     async def _claim(self) -> str:
         async with transaction(self.sm) as s:
@@ -184,6 +219,24 @@ class JobRunner:
             self._main.cancel()
 
     # --- the end ---------------------------------------------------------------------------
+
+    async def _park(self, batches: JobBatches) -> str:
+        """Send what waits for a batch, then give the worker back: the job stays running, its
+        lease free of takers for ``batch_poll_s``, and a later run picks up the answers."""
+        made = await batches.submit()
+        poll = self.settings.batch_poll_s
+        async with transaction(self.sm) as s:
+            parked = await repo.park_job(s, self.job_id, self.owner, poll)
+        if not parked:
+            return "lease_lost"
+        log.info(
+            "job %s: %d new batch(es), %d request(s) out; looking again in %gs",
+            self.job_id,
+            made,
+            len(batches.outstanding),
+            poll,
+        )
+        return WAITING
 
     async def _finish(self, plan: JobPlan, first_error: str | None) -> str:
         """The job's terminal transition, with its outcome and failure summary."""
@@ -237,6 +290,11 @@ class JobRunner:
         was lost with the connection), "lease_lost" otherwise."""
         status = (await repo.get_job(s, self.job_id)).status
         return status if status in TERMINAL else "lease_lost"
+
+
+def _uses_batches(plan: JobPlan) -> bool:
+    req = plan.req
+    return req.judge.mode == "batch" or any(g.mode == "batch" for g in req.generators)
 
 
 @contextlib.contextmanager

@@ -82,17 +82,39 @@ class GeneratorSpec(RequestModel):
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     max_tokens: int = Field(2000, ge=1, le=32_000)
+    mode: Literal["online", "batch"] = Field(
+        "online",
+        description="batch: through the provider's Batch API (about half price, answers within "
+        "its completion window; the job waits without holding a worker; docs/cost.md)",
+    )
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**63 - 1,
+        description="sent as the request's seed (providers that honour it sample reproducibly); "
+        "part of the response cache's key",
+    )
 
     @property
     def key(self) -> str:
         """Identifies the generator inside a job (part of a generation's natural key)."""
-        return (
+        key = (
             f"{self.provider}/{self.model}|t={self.temperature:g}|p={self.top_p:g}"
             f"|m={self.max_tokens}"
         )
+        return key if self.seed is None else f"{key}|s={self.seed}"
 
     def params(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
+        params: dict[str, Any] = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+        }
+        if self.seed is not None:
+            params["seed"] = self.seed
+        if self.mode == "batch":
+            params["mode"] = "batch"
+        return params
 
 
 def _state_builtin_judges(schema: dict[str, Any]) -> None:
@@ -140,6 +162,11 @@ class JudgeSpec(RequestModel):
     )
     temperature: float = Field(0.0, ge=0, le=2)
     max_tokens: int = Field(512, ge=1, le=8_000)
+    mode: Literal["online", "batch"] = Field(
+        "online",
+        description="batch: through the provider's Batch API (about half price, answers within "
+        "its completion window; the job waits without holding a worker; docs/cost.md)",
+    )
 
     @field_validator("method")
     @classmethod
@@ -255,6 +282,18 @@ class DatagenJobCreate(RequestModel):
         description="flag near-duplicate essays of each topic (MinHash-LSH) before judging: "
         "flagged essays are not judged nor paired (docs/datasets.md)",
     )
+    batch_failures: Literal["next_batch", "online"] = Field(
+        "next_batch",
+        description="batch mode: a request that failed inside a provider batch (a server "
+        "error) is asked again in the job's next batch, or online (at the online price)",
+    )
+    cache: bool = Field(
+        True,
+        description="answer a request from the response cache when the very same request "
+        "(endpoint, model, messages, sampling parameters, seed, sample index) was answered "
+        "before, in any job, at $0; false: ask the provider every time and keep nothing "
+        "(docs/cost.md)",
+    )
 
     @model_validator(mode="after")
     def _comparable(self) -> DatagenJobCreate:
@@ -289,6 +328,27 @@ class FailureReason(BaseModel):
     count: int
 
 
+class BatchView(BaseModel):
+    """One of a job's remote batches (its generators' or judge's ``"mode": "batch"``)."""
+
+    id: int
+    provider: str
+    status: str = Field(
+        description="submitting, the provider's while it works (validating, in_progress, "
+        "finalizing, cancelling), done once its results are stored, abandoned when it never "
+        "reached the provider"
+    )
+    remote_status: str | None = Field(
+        description="the provider's last word: completed, failed, expired, cancelled, ..."
+    )
+    remote_batch_id: str | None
+    remote_file_id: str | None
+    requests: int
+    counts: dict[str, Any] = Field(description="{total, completed, failed} as the provider said")
+    error: str | None
+    created_at: datetime
+
+
 class DatagenJobView(BaseModel):
     id: int
     status: JobStatus
@@ -319,7 +379,16 @@ class DatagenJobView(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float
+    cache_hits: int = Field(
+        0, description="its essays and verdicts answered from the response cache, at $0"
+    )
+    saved_usd: float = Field(
+        0.0, description="what those cached answers cost when they were bought"
+    )
     budget_usd: float | None
+    batches: list[BatchView] = Field(
+        default_factory=list, description="its remote batches, oldest first"
+    )
     errors: list[dict[str, Any]]
     request: dict[str, Any]
 
@@ -340,6 +409,8 @@ class _WorkOut(BaseModel):
     completion_tokens: int
     cost_usd: float
     latency_ms: int | None
+    cache_hit: bool = Field(False, description="answered from the response cache, at $0")
+    saved_usd: float = 0.0
     created_at: datetime
     finished_at: datetime | None
 

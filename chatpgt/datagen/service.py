@@ -15,6 +15,7 @@ from chatpgt.datagen import repository as repo
 from chatpgt.datagen.judges import needs_provider
 from chatpgt.datagen.models import DatagenJob, Generation, Judgment
 from chatpgt.datagen.schemas import (
+    BatchView,
     DatagenJobCreate,
     DatagenJobView,
     EssayOut,
@@ -107,6 +108,28 @@ def check_providers(settings: Settings, req: DatagenJobCreate) -> None:
     keyless = missing_keys(providers, wanted)
     if keyless:
         raise InvalidInput("; ".join(keyless))
+    judge = providers.get(req.judge.provider)
+    batched = [(f"generator {g.provider}/{g.model}", g.provider) for g in req.generators]
+    batched = [b for b, g in zip(batched, req.generators, strict=True) if g.mode == "batch"]
+    if req.judge.mode == "batch":
+        if req.judge.method != "json":
+            raise InvalidInput(
+                f"judge method {req.judge.method} cannot run in batch mode (only method json)"
+            )
+        batched.append((f"judge {req.judge.provider}/{req.judge.model}", req.judge.provider))
+    for what, name in batched:
+        cfg = providers[name]
+        if cfg.kind not in ("openai", "anthropic") or not cfg.supports_batch:
+            raise InvalidInput(
+                f'{what}: "mode": "batch" needs a provider with a Batch API; provider '
+                f"{name!r} (kind {cfg.kind}) has none"
+                + ("" if cfg.kind == "local" else " (supports_batch is false)")
+            )
+    if req.judge.method == "ab_probability" and judge is not None and judge.kind == "anthropic":
+        raise InvalidInput(
+            f"judge method ab_probability reads token probabilities, which provider "
+            f"{req.judge.provider!r} (kind anthropic) does not return; use method json"
+        )
 
 
 async def _replay(session: AsyncSession, job: DatagenJob, digest: str) -> DatagenJobView:
@@ -162,6 +185,22 @@ def _stage(counts: dict[str, int]) -> StageCounts:
 
 async def _views(session: AsyncSession, jobs: list[DatagenJob]) -> list[DatagenJobView]:
     counts = await repo.job_counts(session, [j.id for j in jobs])
+    batches: dict[int, list[BatchView]] = {}
+    for b in await repo.job_batches(session, [j.id for j in jobs]):
+        batches.setdefault(b.job_id, []).append(
+            BatchView(
+                id=b.id,
+                provider=b.provider,
+                status=b.status,
+                remote_status=b.remote_status,
+                remote_batch_id=b.remote_batch_id,
+                remote_file_id=b.remote_file_id,
+                requests=len(b.keys),
+                counts=b.counts or {},
+                error=b.error,
+                created_at=b.created_at,
+            )
+        )
     views = []
     for job in jobs:
         c = counts[job.id]
@@ -185,7 +224,10 @@ async def _views(session: AsyncSession, jobs: list[DatagenJob]) -> list[DatagenJ
                 prompt_tokens=c["prompt_tokens"],
                 completion_tokens=c["completion_tokens"],
                 cost_usd=float(c["cost_usd"]),
+                cache_hits=c["cache_hits"],
+                saved_usd=float(c["saved_usd"]),
                 budget_usd=float(job.budget_usd) if job.budget_usd is not None else None,
+                batches=batches.get(job.id, []),
                 errors=job.errors,
                 request=job.request,
             )

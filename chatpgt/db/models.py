@@ -1,7 +1,15 @@
 """Imports every ORM model so that ``Base.metadata`` is complete (Alembic, tests)."""
 
 from chatpgt.auth.models import ApiKey
-from chatpgt.datagen.models import DatagenJob, Generation, JobTopic, Judgment
+from chatpgt.datagen.models import (
+    BatchResult,
+    CachedResponse,
+    DatagenJob,
+    Generation,
+    JobTopic,
+    Judgment,
+    ProviderBatch,
+)
 from chatpgt.datasets.models import DedupScan
 from chatpgt.db.base import Base
 from chatpgt.evaluation.models import EvalRun
@@ -16,6 +24,8 @@ __all__ = [
     "ApiKey",
     "ArenaBattle",
     "Base",
+    "BatchResult",
+    "CachedResponse",
     "DatagenJob",
     "DedupScan",
     "EvalRun",
@@ -27,6 +37,7 @@ __all__ = [
     "NearDuplicate",
     "Pair",
     "PairLabel",
+    "ProviderBatch",
     "RegisteredModel",
     "Round",
     "RoundsRun",

@@ -120,6 +120,12 @@ class JobWorkSummary(Base):
     # succeeded verdicts for the essay shown first / second (the judge's position bias)
     position_a_wins: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     position_b_wins: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    # answered from the response cache (chatpgt.datagen.cache), and what was saved: by the
+    # cache, and by provider batches against online prices
+    generations_cache_hits: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    generations_saved_usd: Mapped[Decimal] = mapped_column(Money, default=0, server_default="0")
+    judgments_cache_hits: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    judgments_saved_usd: Mapped[Decimal] = mapped_column(Money, default=0, server_default="0")
 
 
 class NearDuplicate(Base):

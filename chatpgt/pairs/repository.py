@@ -592,6 +592,17 @@ WORK_FIELDS = (
     "judgments_completion_tokens",
     "position_a_wins",
     "position_b_wins",
+    "generations_cache_hits",
+    "generations_saved_usd",
+    "judgments_cache_hits",
+    "judgments_saved_usd",
+)
+# WORK_FIELDS that are money (Decimal)
+MONEY_WORK_FIELDS = (
+    "generations_cost_usd",
+    "judgments_cost_usd",
+    "generations_saved_usd",
+    "judgments_saved_usd",
 )
 
 
@@ -637,17 +648,21 @@ async def compute_job_work(
                 func.coalesce(func.sum(model.cost_usd), 0),
                 func.coalesce(func.sum(model.prompt_tokens), 0),
                 func.coalesce(func.sum(model.completion_tokens), 0),
+                func.count().filter(model.cache_hit),
+                func.coalesce(func.sum(model.saved_usd), 0),
             )
             .where(model.job_id.in_(job_ids))
             .group_by(model.job_id)
         )
-        for job_id, count, cost, prompt, completion in await session.execute(stmt):
+        for job_id, count, cost, prompt, completion, hits, saved in await session.execute(stmt):
             work[job_id].update(
                 {
                     name: int(count),
                     f"{name}_cost_usd": Decimal(cost),
                     f"{name}_prompt_tokens": int(prompt),
                     f"{name}_completion_tokens": int(completion),
+                    f"{name}_cache_hits": int(hits),
+                    f"{name}_saved_usd": Decimal(saved),
                 }
             )
     for job_id, (matchups, flips) in (await datagen_repo.flip_counts(session, job_ids)).items():

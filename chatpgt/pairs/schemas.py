@@ -120,12 +120,19 @@ class WorkCost(BaseModel):
     cost_usd: float
     prompt_tokens: int
     completion_tokens: int
+    cache_hits: int = Field(0, description="answered from the response cache, at $0")
+    saved_usd: float = Field(
+        0.0,
+        description="what the cache saved (the answers' first price) and what provider batches "
+        "saved against online prices",
+    )
 
 
 class CostSummary(BaseModel):
     generations: WorkCost
     judgments: WorkCost
     total_cost_usd: float
+    total_saved_usd: float = 0.0
 
 
 class LengthBias(BaseModel):

@@ -216,7 +216,7 @@ async def job_work(session: AsyncSession, job_ids: Sequence[int]) -> dict[int, d
 def work_totals(work: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """``WORK_FIELDS`` summed over the jobs of :func:`job_work`."""
     totals: dict[str, Any] = dict.fromkeys(WORK_FIELDS, 0)
-    for name in ("generations_cost_usd", "judgments_cost_usd"):
+    for name in repository.MONEY_WORK_FIELDS:
         totals[name] = Decimal(0)
     for row in work.values():
         for name in WORK_FIELDS:
@@ -251,6 +251,8 @@ async def pair_stats(session: AsyncSession, filters: PairFilters) -> PairStats:
             float(work[f"{name}_cost_usd"]),
             work[f"{name}_prompt_tokens"],
             work[f"{name}_completion_tokens"],
+            work[f"{name}_cache_hits"],
+            float(work[f"{name}_saved_usd"]),
         )
         for name in ("generations", "judgments")
     }
@@ -258,8 +260,15 @@ async def pair_stats(session: AsyncSession, filters: PairFilters) -> PairStats:
     models = model_records(matchup_counts)
 
     work = {
-        name: WorkCost(count=n, cost_usd=cost, prompt_tokens=p, completion_tokens=c)
-        for name, (n, cost, p, c) in costs.items()
+        name: WorkCost(
+            count=n,
+            cost_usd=cost,
+            prompt_tokens=p,
+            completion_tokens=c,
+            cache_hits=hits,
+            saved_usd=saved,
+        )
+        for name, (n, cost, p, c, hits, saved) in costs.items()
     }
     return PairStats(
         counts=PairCounts(
@@ -284,6 +293,7 @@ async def pair_stats(session: AsyncSession, filters: PairFilters) -> PairStats:
             generations=work["generations"],
             judgments=work["judgments"],
             total_cost_usd=work["generations"].cost_usd + work["judgments"].cost_usd,
+            total_saved_usd=work["generations"].saved_usd + work["judgments"].saved_usd,
         ),
         bias=await bias_stats(session, filters, per_job_work, agg),
         dedup=await dedup_figures(session, filters),

@@ -110,6 +110,30 @@ def parse_completion(raw: bytes) -> Completion:
     bounds a real answer, so an oversized one is a broken server, and reading it again costs as
     much as reading it once).
     """
+    data = _json_object(raw)
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        what = "no 'choices'" if choices is None else "'choices' is not a non-empty list"
+        raise MalformedBody("shape", f"not a chat completion: {what}")
+    choice = choices[0]
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
+        raise MalformedBody("shape", "not a chat completion: choices[0] has no 'message'")
+    content = message.get("content")
+    if content is None:
+        content = ""  # a null content (e.g. a refusal or tool call): the caller judges ""
+    if not isinstance(content, str):
+        raise MalformedBody(
+            "shape", f"message.content is a JSON {_json_type(content)}, not a string"
+        )
+    if "\x00" in content:
+        raise MalformedBody("encoding", "message.content contains NUL characters")
+    assert isinstance(choice, dict)
+    return data, choice, redact_known(content)
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    """A 200 body as a JSON object, or MalformedBody (see :func:`parse_completion`)."""
     if not raw.strip():
         raise MalformedBody("truncated", "empty body")
     try:
@@ -134,25 +158,68 @@ def parse_completion(raw: bytes) -> Completion:
         raise MalformedBody(kind, f"body is not valid JSON ({detail})"[:200]) from None
     if not isinstance(data, dict):
         raise MalformedBody("shape", f"body is a JSON {type(data).__name__}, not an object")
-    choices = data.get("choices")
-    if not isinstance(choices, list) or not choices:
-        what = "no 'choices'" if choices is None else "'choices' is not a non-empty list"
-        raise MalformedBody("shape", f"not a chat completion: {what}")
-    choice = choices[0]
-    message = choice.get("message") if isinstance(choice, dict) else None
-    if not isinstance(message, dict):
-        raise MalformedBody("shape", "not a chat completion: choices[0] has no 'message'")
-    content = message.get("content")
-    if content is None:
-        content = ""  # a null content (e.g. a refusal or tool call): the caller judges ""
-    if not isinstance(content, str):
-        raise MalformedBody(
-            "shape", f"message.content is a JSON {_json_type(content)}, not a string"
-        )
-    if "\x00" in content:
-        raise MalformedBody("encoding", "message.content contains NUL characters")
-    assert isinstance(choice, dict)
-    return data, choice, redact_known(content)
+    return data
+
+
+# Anthropic's stop reasons in the words the rest of ChatPGT (and OpenAI) uses.
+ANTHROPIC_STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "refusal": "content_filter",
+    "tool_use": "tool_calls",
+    "pause_turn": "pause_turn",
+}
+
+
+def parse_anthropic_message(raw: bytes) -> Completion:
+    """Read a 200 body of Anthropic's Messages API as a completion in OpenAI's shape (the
+    caller reads ``usage.prompt_tokens``/``completion_tokens`` and ``choice.finish_reason``),
+    or raise MalformedBody with the same kinds as :func:`parse_completion`.
+
+    The text is the ``text`` blocks of ``content`` joined; ``usage.input_tokens`` (plus any
+    cache reads and writes) and ``output_tokens`` become the prompt and completion tokens;
+    ``stop_reason`` is translated (``end_turn`` -> ``stop``, ``max_tokens`` -> ``length``, ...).
+    """
+    data = _json_object(raw)
+    content = data.get("content")
+    if data.get("type") != "message" or not isinstance(content, list):
+        what = "no 'content' list" if not isinstance(content, list) else "'type' is not message"
+        raise MalformedBody("shape", f"not an Anthropic message: {what}")
+    parts = []
+    for block in content:
+        if not isinstance(block, dict):
+            raise MalformedBody(
+                "shape", "not an Anthropic message: a content block is not an object"
+            )
+        if block.get("type") == "text":
+            text = block.get("text")
+            if not isinstance(text, str):
+                raise MalformedBody(
+                    "shape", f"a text block's text is a JSON {_json_type(text)}, not a string"
+                )
+            parts.append(text)
+    text = "".join(parts)
+    if "\x00" in text:
+        raise MalformedBody("encoding", "the message's text contains NUL characters")
+    usage = data.get("usage")
+    converted: dict[str, Any] = {}
+    if isinstance(usage, dict):
+        tokens_in = [usage.get(k) for k in _ANTHROPIC_INPUT_USAGE]
+        if isinstance(tokens_in[0], int):
+            converted["prompt_tokens"] = sum(t for t in tokens_in if isinstance(t, int))
+        if isinstance(usage.get("output_tokens"), int):
+            converted["completion_tokens"] = usage["output_tokens"]
+    stop = data.get("stop_reason")
+    choice = {
+        "finish_reason": ANTHROPIC_STOP_REASONS.get(stop, stop) if isinstance(stop, str) else None
+    }
+    return {**data, "usage": converted}, choice, redact_known(text)
+
+
+# Anthropic bills cache writes and reads as input tokens too (at other rates; we count them at
+# the input price, an upper bound for reads).
+_ANTHROPIC_INPUT_USAGE = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
 def _json_type(value: Any) -> str:

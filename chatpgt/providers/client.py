@@ -60,6 +60,7 @@ from chatpgt.providers.answers import (
     MalformedBody,
     describe_failure,
     describe_transport_error,
+    parse_anthropic_message,
     parse_completion,
     parse_retry_after,
     read_capped,
@@ -87,6 +88,10 @@ RETRY_AFTER_CAP_S = 60.0
 # Per-message framing tokens in chat formats; it keeps the prompt estimate from undershooting.
 _MESSAGE_OVERHEAD_TOKENS = 4
 _RETRYABLE_STATUS = frozenset({408, 429})
+# Provider kinds spoken over HTTP: OpenAI's chat completions, Anthropic's Messages API.
+HTTP_KINDS = frozenset({"openai", "anthropic"})
+# Request fields with no Anthropic equivalent (the Messages API refuses unknown fields).
+_NOT_ANTHROPIC = frozenset({"seed", "logprobs", "top_logprobs", "response_format"})
 _MILLION = Decimal(1_000_000)
 
 # One line per attempt at DEBUG, in httpx's own words (httpx.AsyncClient logged them before the
@@ -180,7 +185,7 @@ class ProviderPool:
             )
             self._providers[name] = _Provider(
                 config=cfg,
-                url=_chat_url(cfg.base_url),
+                url=_chat_url(cfg.base_url, cfg.kind),
                 timeout=httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s).as_dict(),
                 # The transport's read timeout restarts with every chunk; this caps the whole
                 # attempt so a server that trickles bytes cannot hold a slot forever.
@@ -239,6 +244,28 @@ class ProviderPool:
         price_in, price_out = self._price(provider, model)
         return (prompt_tokens * price_in + completion_tokens * price_out) / _MILLION
 
+    def batch_cost(
+        self, provider: str, model: str, prompt_tokens: int, completion_tokens: int
+    ) -> Decimal:
+        """US dollars for the usage through the provider's Batch API: the model's batch prices
+        when its price names them, else the online prices less the provider's
+        ``batch_discount``."""
+        cfg = self._configs.get(provider)
+        if cfg is None:
+            raise ProviderError(f"unknown provider {provider!r}", retryable=False)
+        price = cfg.price_for(model)
+        factor = Decimal(1) - Decimal(str(cfg.batch_discount))
+        price_in, price_out = self._price(provider, model)
+        if price.batch_input_per_mtok is not None:
+            price_in = Decimal(str(price.batch_input_per_mtok))
+        else:
+            price_in *= factor
+        if price.batch_output_per_mtok is not None:
+            price_out = Decimal(str(price.batch_output_per_mtok))
+        else:
+            price_out *= factor
+        return (prompt_tokens * price_in + completion_tokens * price_out) / _MILLION
+
     def estimate_cost(self, req: ChatRequest) -> Decimal:
         """An upper bound on one attempt's cost, for budget checks before sending.
 
@@ -284,7 +311,7 @@ class ProviderPool:
         cfg = p.config
         if cfg.kind == "local":
             return await self._local_provider(req.provider).chat(req)
-        if cfg.kind != "openai":
+        if cfg.kind not in HTTP_KINDS:
             raise ProviderError(
                 f"provider {req.provider!r} is of kind {cfg.kind!r}, which this pool cannot call",
                 retryable=False,
@@ -300,9 +327,16 @@ class ProviderPool:
         if not secret and p.needs_key:
             raise ProviderError(missing_key_reason(cfg), retryable=False, attempts=0)
         headers = {"Content-Type": "application/json"}
-        if secret:
-            headers["Authorization"] = "Bearer " + secret
-        call = _Call(self, p, transport, req, orjson.dumps(self._body(req, cfg.supports_json_mode)))
+        if cfg.kind == "anthropic":
+            headers["anthropic-version"] = cfg.anthropic_version
+            if secret:
+                headers["x-api-key"] = secret
+            body = self.anthropic_body(req)
+        else:
+            if secret:
+                headers["Authorization"] = "Bearer " + secret
+            body = self._body(req, cfg.supports_json_mode)
+        call = _Call(self, p, transport, req, orjson.dumps(body))
         call.headers = headers
         call.secret = secret
         # The first attempt runs bare: most calls succeed at once, and a tenacity controller
@@ -403,6 +437,11 @@ class ProviderPool:
         return self._local_provider(name)
 
     @staticmethod
+    def request_body(req: ChatRequest, supports_json_mode: bool) -> dict[str, Any]:
+        """The chat-completions body of a request (a Batch API line's ``body`` too)."""
+        return ProviderPool._body(req, supports_json_mode)
+
+    @staticmethod
     def _body(req: ChatRequest, supports_json_mode: bool) -> dict[str, Any]:
         body: dict[str, Any] = dict(req.extra) if req.extra else {}
         body["model"] = req.model
@@ -415,6 +454,28 @@ class ProviderPool:
             body["max_tokens"] = req.max_tokens
         if req.json_mode and supports_json_mode:
             body["response_format"] = {"type": "json_object"}
+        return body
+
+    @staticmethod
+    def anthropic_body(req: ChatRequest) -> dict[str, Any]:
+        """The Messages API body: system messages go to ``system``; ``max_tokens`` is required
+        (DEFAULT_MAX_TOKENS_ESTIMATE when the request sets none); ``top_p`` is sent only below 1
+        (recent Claude models refuse temperature and top_p together, and 1 changes nothing);
+        JSON mode, ``seed`` and logprobs have no Anthropic equivalent and are not sent."""
+        extra = {k: v for k, v in req.extra.items() if k not in _NOT_ANTHROPIC}
+        system = [m["content"] for m in req.messages if m.get("role") == "system"]
+        body: dict[str, Any] = {
+            **extra,
+            "model": req.model,
+            "max_tokens": req.max_tokens or DEFAULT_MAX_TOKENS_ESTIMATE,
+            "messages": [m for m in req.messages if m.get("role") != "system"],
+        }
+        if system:
+            body["system"] = "\n\n".join(system)
+        if req.temperature is not None:
+            body["temperature"] = min(req.temperature, 1.0)  # Anthropic's range is 0..1
+        if req.top_p is not None and req.top_p < 1:
+            body["top_p"] = req.top_p
         return body
 
     def _result(
@@ -449,9 +510,10 @@ class ProviderPool:
         )
 
 
-def _chat_url(base_url: str) -> httpx.URL | None:
+def _chat_url(base_url: str, kind: str = "openai") -> httpx.URL | None:
+    path = "/messages" if kind == "anthropic" else "/chat/completions"
     try:
-        url = httpx.URL(base_url.rstrip("/") + "/chat/completions")
+        url = httpx.URL(base_url.rstrip("/") + path)
     except httpx.InvalidURL:
         return None
     return url if url.scheme in ("http", "https") and url.host else None
@@ -606,7 +668,11 @@ class _Call:
                     attempts=self.attempts,
                 )
             try:
-                parsed = parse_completion(raw)
+                parsed = (
+                    parse_anthropic_message(raw)
+                    if cfg.kind == "anthropic"
+                    else parse_completion(raw)
+                )
             except MalformedBody as exc:
                 last = f"malformed response from {self.req.provider!r} (HTTP 200): {exc.reason}"
                 if exc.kind == "encoding":

@@ -21,6 +21,12 @@ class ChatRequest:
     # Ask for a JSON object (response_format) where the provider supports it.
     json_mode: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # Which of several answers to the very same request this is (a generator's sample, a
+    # judge's parse retry). Never sent: it is part of the response cache's key, so that the
+    # second sample is not served the first one's answer.
+    sample_index: int = 0
+    # Ask through the provider's Batch API (chatpgt.datagen.batches) instead of online.
+    batch: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +41,10 @@ class ChatResult:
     # The choice's logprobs.content list when the request asked for logprobs (extra={"logprobs":
     # True}) and the provider returned them; None otherwise.
     logprobs: list[dict[str, Any]] | None = None
+    # Served from the response cache: no request was made, tokens and cost are 0, and
+    # ``saved_usd`` is what the answer cost when it was bought.
+    cache_hit: bool = False
+    saved_usd: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,6 +142,49 @@ def validate_request(body: Any) -> tuple[str, list[dict[str, Any]], int | None]:
     return model, messages, max_tokens
 
 
+# The Messages API's request fields (it refuses any other, as this fake does).
+ANTHROPIC_FIELDS = frozenset(
+    {
+        *("model", "messages", "max_tokens", "system", "temperature", "top_p", "top_k"),
+        *("stop_sequences", "metadata", "stream", "tools", "tool_choice", "thinking"),
+    }
+)
+
+
+def validate_anthropic_request(body: Any) -> tuple[str, list[dict[str, Any]], int]:
+    """Checks Anthropic's Messages API would make (``max_tokens`` required, no ``system``
+    role inside ``messages``, temperature 0..1, no unknown fields); returns the messages with
+    ``system`` first as a system message, so the rest of the fake reads them as chat messages."""
+    if not isinstance(body, dict):
+        raise ValueError("request body must be a JSON object")
+    unknown = sorted(set(body) - ANTHROPIC_FIELDS)
+    if unknown:
+        raise ValueError(f"{unknown[0]}: Extra inputs are not permitted")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ValueError("model: Field required")
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ValueError("max_tokens: Field required (a positive integer)")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("messages: at least one message is required")
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+            raise ValueError(
+                "messages: roles must be 'user' or 'assistant' (the system prompt goes in "
+                "the top-level 'system' field)"
+            )
+    temperature = body.get("temperature")
+    if temperature is not None and not (0 <= temperature <= 1):
+        raise ValueError(f"temperature: {temperature} is not between 0 and 1")
+    system = body.get("system")
+    if system is not None and not isinstance(system, str):
+        raise ValueError("system: must be a string")
+    head = [{"role": "system", "content": system}] if system else []
+    return model, head + messages, max_tokens
+
+
 def logprobs_for(content: str, top: int = 0) -> list[dict[str, Any]]:
     """One entry per word; with ``top`` > 0 each lists the word itself and ``top - 1`` less
     likely alternatives, as OpenAI's top_logprobs does (without ``top``, an empty list)."""
@@ -158,3 +201,25 @@ def logprobs_for(content: str, top: int = 0) -> list[dict[str, Any]]:
             {"token": w, "logprob": logprob, "bytes": None, "top_logprobs": alternatives}
         )
     return entries
+
+
+_ANTHROPIC_STOP = {"stop": "end_turn", "length": "max_tokens"}
+
+
+def anthropic_message(payload: dict[str, Any]) -> dict[str, Any]:
+    """A chat completion as Anthropic's Messages API answers it."""
+    choice = payload["choices"][0]
+    usage = payload["usage"]
+    return {
+        "id": "msg_" + payload["id"].removeprefix("chatcmpl-"),
+        "type": "message",
+        "role": "assistant",
+        "model": payload["model"],
+        "content": [{"type": "text", "text": choice["message"]["content"]}],
+        "stop_reason": _ANTHROPIC_STOP.get(choice["finish_reason"], choice["finish_reason"]),
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": usage["prompt_tokens"],
+            "output_tokens": usage["completion_tokens"],
+        },
+    }

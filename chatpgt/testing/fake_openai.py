@@ -72,13 +72,16 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from chatpgt.testing.fake_batches import FakeBatches, add_routes
 from chatpgt.testing.fake_content import (
     MALFORMED_KINDS,
     WORDS,
+    anthropic_message,
     judge_first_token_logprobs,
     judge_verdict,
     logprobs_for,
     malformed_judge_content,
+    validate_anthropic_request,
     validate_request,
     validate_top_logprobs,
     verdict_json,
@@ -137,6 +140,13 @@ class Profile:
     huge_body_mb: float = 50.0
     position_bias: float = 0.0
     require_key_env: str | None = None
+    # The Batch API (chatpgt.testing.fake_batches): seconds until a batch completes, the share
+    # of its requests that fail, of batches that expire half done, of files rejected.
+    batch_delay_s: float = 0.0
+    batch_fail_rate: float = 0.0
+    batch_expire: float = 0.0
+    batch_reject: float = 0.0
+    batch_download_delay_s: float = 0.0
 
 
 _RATE_FIELDS = frozenset(
@@ -148,6 +158,9 @@ _RATE_FIELDS = frozenset(
         "rate_empty",
         "rate_malformed_body",
         "position_bias",
+        "batch_fail_rate",
+        "batch_expire",
+        "batch_reject",
     }
 )
 _PROFILE_FIELDS = {f.name for f in fields(Profile)}
@@ -214,6 +227,7 @@ class FakeOpenAI:
         # Bumped by reset: requests from an older epoch neither count as in flight nor keep hanging.
         self.epoch = 0
         self._release = asyncio.Event()
+        self.batch_api: FakeBatches | None = None
         self._zero_stats()
 
     def _zero_stats(self) -> None:
@@ -225,6 +239,8 @@ class FakeOpenAI:
         self.in_flight = 0
         self.max_concurrent = 0
         self.requests: deque[dict[str, Any]] = deque(maxlen=RECORDED_REQUESTS)
+        if self.batch_api is not None:
+            self.batch_api.reset()
 
     def reset(self) -> None:
         self.profile = replace(self.start_profile)
@@ -247,6 +263,7 @@ class FakeOpenAI:
             "json_mode": self.json_mode,
             "in_flight": self.in_flight,
             "max_concurrent": self.max_concurrent,
+            **(self.batch_api.stats() if self.batch_api is not None else {}),
         }
 
     # --- handlers -----------------------------------------------------------------------------
@@ -294,13 +311,23 @@ class FakeOpenAI:
         return _json(self.stats())
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, anthropic=False)
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        """Anthropic's Messages API (``POST /v1/messages``): the same models, faults, script
+        and statistics as chat completions, in Anthropic's shapes (see :func:`_anthropic`)."""
+        return await self._serve(request, anthropic=True)
+
+    async def _serve(self, request: web.Request, *, anthropic: bool) -> web.StreamResponse:
         epoch = self.epoch
         self.total += 1
         self.in_flight += 1
         if self.in_flight > self.max_concurrent:
             self.max_concurrent = self.in_flight
         try:
-            outcome, status, response = await self._chat(request)
+            outcome, status, response = await self._chat(request, anthropic)
+            if anthropic and status != 200 and isinstance(response, web.Response):
+                response = _anthropic_error(response)
         finally:
             if epoch == self.epoch:
                 self.in_flight -= 1
@@ -309,11 +336,16 @@ class FakeOpenAI:
             self.by_status[status] += 1
         return response
 
-    async def _chat(self, request: web.Request) -> tuple[str, int, web.StreamResponse]:
+    async def _chat(
+        self, request: web.Request, anthropic: bool = False
+    ) -> tuple[str, int, web.StreamResponse]:
         profile = self.profile
+        key_header = "x-api-key" if anthropic else "Authorization"
         if profile.require_key_env is not None:
-            expected = "Bearer " + os.environ.get(profile.require_key_env, "")
-            given = request.headers.get("Authorization", "")
+            expected = ("" if anthropic else "Bearer ") + os.environ.get(
+                profile.require_key_env, ""
+            )
+            given = request.headers.get(key_header, "")
             # An unset variable on the server side means no key can be right.
             if not os.environ.get(profile.require_key_env) or not hmac.compare_digest(
                 given.encode(), expected.encode()
@@ -324,10 +356,17 @@ class FakeOpenAI:
                     _error(401, "Incorrect API key provided.", "invalid_request_error"),
                 )
 
+        max_tokens: int | None
         try:
             body = orjson.loads(await request.read())
-            model, messages, max_tokens = validate_request(body)
-            top_logprobs = validate_top_logprobs(body)
+            if anthropic:
+                if not request.headers.get("anthropic-version"):
+                    raise ValueError("anthropic-version: header is required")
+                model, messages, max_tokens = validate_anthropic_request(body)
+                top_logprobs = 0
+            else:
+                model, messages, max_tokens = validate_request(body)
+                top_logprobs = validate_top_logprobs(body)
         except (orjson.JSONDecodeError, ValueError) as exc:
             return "bad_request", 400, _error(400, str(exc), "invalid_request_error")
 
@@ -360,8 +399,8 @@ class FakeOpenAI:
             return "5xx", status, _error(status, "The server had an error.", "server_error")
         if forced in KEY_ECHO_FAULTS:
             status = KEY_ECHO_FAULTS[forced]
-            given = request.headers.get("Authorization", "")
-            message = f"Request refused; headers received: {{'Authorization': '{given}'}}"
+            given = request.headers.get(key_header, "")
+            message = f"Request refused; headers received: {{'{key_header}': '{given}'}}"
             return forced, status, _error(status, message, "invalid_request_error")
         if forced == "timeout" or (forced is None and draw_timeout < profile.rate_timeout):
             release = self._release
@@ -407,8 +446,8 @@ class FakeOpenAI:
         else:
             content, finish_reason = self._essay(model, messages, max_tokens, rng)
         if forced == KEY_IN_CONTENT:
-            given = request.headers.get("Authorization", "")
-            content += f"\n\n(request headers: Authorization: {given})"
+            given = request.headers.get(key_header, "")
+            content += f"\n\n(request headers: {key_header}: {given})"
 
         prompt_chars = sum(len(m.get("content") or "") for m in messages)
         prompt_tokens = max(1, prompt_chars // 4)
@@ -436,10 +475,13 @@ class FakeOpenAI:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+        if anthropic:
+            payload = anthropic_message(payload)
         if body_fault is not None:
             if body_fault == "huge_body":
                 return body_fault, 200, await self._huge_body(request, payload)
-            return body_fault, 200, _broken_body(body_fault, payload)
+            broken = _broken_anthropic_body if anthropic else _broken_body
+            return body_fault, 200, broken(body_fault, payload)
         outcome = "empty" if empty else "malformed" if malformed else "ok"
         if forced == KEY_IN_CONTENT:
             outcome = KEY_IN_CONTENT
@@ -461,7 +503,10 @@ class FakeOpenAI:
         No Content-Length (chunked), so a client cannot refuse it from the headers alone; a
         client that hangs up early ends the handler quietly.
         """
-        payload["choices"][0]["message"]["content"] = "@@HUGE@@"
+        if "choices" in payload:
+            payload["choices"][0]["message"]["content"] = "@@HUGE@@"
+        else:  # an Anthropic message
+            payload["content"][0]["text"] = "@@HUGE@@"
         head, tail = orjson.dumps(payload).split(b"@@HUGE@@", 1)
         remaining = int(self.profile.huge_body_mb * 1024 * 1024)
         chunk = (b"lorem ipsum " * (_HUGE_CHUNK // 12 + 1))[:_HUGE_CHUNK]
@@ -564,6 +609,61 @@ def _broken_body(kind: str, payload: dict[str, Any]) -> web.Response:
     )
 
 
+_ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def _anthropic_error(response: web.Response) -> web.Response:
+    """An OpenAI-style error answer in Anthropic's shape (same status and headers)."""
+    try:
+        message = orjson.loads(response.body)["error"]["message"]  # type: ignore[arg-type]
+    except (TypeError, KeyError, orjson.JSONDecodeError):
+        return response  # not an error document (a hang's 504 page, say): as it is
+    type_ = _ANTHROPIC_ERROR_TYPES.get(
+        response.status, "api_error" if response.status >= 500 else "invalid_request_error"
+    )
+    headers = {k: v for k, v in response.headers.items() if k.lower().startswith("retry-after")}
+    return _json(
+        {"type": "error", "error": {"type": type_, "message": message}},
+        status=response.status,
+        headers=headers,
+    )
+
+
+def _broken_anthropic_body(kind: str, payload: dict[str, Any]) -> web.Response:
+    """A 200 Messages answer broken as the body fault ``kind`` says (the chat-completion
+    faults' counterparts: no content, content a string, a text block's text an object, ...)."""
+    block = payload["content"][0]
+    if kind == "truncated_body":
+        whole = orjson.dumps(payload)
+        raw = whole[: len(whole) // 2]
+    elif kind == "no_choices":
+        raw = orjson.dumps({k: v for k, v in payload.items() if k != "content"})
+    elif kind == "no_message":
+        payload["type"] = "completion"
+        raw = orjson.dumps(payload)
+    elif kind == "content_not_string":
+        block["text"] = {"text": block["text"]}
+        raw = orjson.dumps(payload)
+    elif kind == "non_utf8":
+        block["text"] = "@@NON-UTF-8@@" + block["text"]
+        raw = orjson.dumps(payload).replace(b"@@NON-UTF-8@@", b"\xff\xfe", 1)
+    elif kind == "latin1_body":
+        block["text"] = "Caf\u00e9 cr\u00e8me. " + block["text"]
+        raw = orjson.dumps(payload).decode().encode("latin-1", errors="replace")
+    else:
+        raise ValueError(f"unknown body fault {kind!r}")
+    return web.Response(
+        body=raw, status=200, headers={"Content-Type": "application/json; charset=utf-8"}
+    )
+
+
 def build_app(profile: Profile, seed: int | None = None) -> web.Application:
     """The aiohttp application; the state object is reachable as ``app["fake"]``."""
     fake = FakeOpenAI(profile, seed)
@@ -571,6 +671,8 @@ def build_app(profile: Profile, seed: int | None = None) -> web.Application:
     app["fake"] = fake
     app.router.add_get("/v1/models", fake.models)
     app.router.add_post("/v1/chat/completions", fake.chat)
+    app.router.add_post("/v1/messages", fake.messages)
+    fake.batch_api = add_routes(app, fake)
     app.router.add_get("/_control", fake.get_control)
     app.router.add_post("/_control", fake.post_control)
     app.router.add_post("/_control/reset", fake.post_reset)
@@ -595,6 +697,11 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate-malformed-body", type=float, default=0.0)
     p.add_argument("--huge-body-mb", type=float, default=50.0)
     p.add_argument("--position-bias", type=float, default=0.0)
+    p.add_argument("--batch-delay-s", type=float, default=0.0)
+    p.add_argument("--batch-fail-rate", type=float, default=0.0)
+    p.add_argument("--batch-expire", type=float, default=0.0)
+    p.add_argument("--batch-reject", type=float, default=0.0)
+    p.add_argument("--batch-download-delay-s", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--require-key-env", default=None)
     return p.parse_args(argv)

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from chatpgt.datagen.schemas import JudgeSpec
 
 # Skip reasons that stop the job: the item is left for the finish step (marked cancelled).
-STOPPING = frozenset({"cancelled", "max_failure_rate"})
+# Asked in a provider batch (chatpgt.datagen.batches) whose answer is not in yet.
+WAITING_FOR_BATCH = "waiting_for_batch"
+STOPPING = frozenset({"cancelled", "max_failure_rate", WAITING_FOR_BATCH})
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +36,8 @@ class Issued:
 
     @property
     def stopped(self) -> bool:
-        """Not made because the job is stopping: leave the item as it is."""
+        """Not made because the job is stopping, or asked in a provider batch whose answer is
+        not in yet: leave the item as it is."""
         return self.skip in STOPPING
 
 
@@ -62,7 +65,11 @@ class JudgeCall:
             **overrides,
         }
         return ChatRequest(
-            provider=self.spec.provider, model=self.model, messages=messages, **values
+            provider=self.spec.provider,
+            model=self.model,
+            messages=messages,
+            batch=self.spec.mode == "batch",
+            **values,
         )
 
 
@@ -87,6 +94,8 @@ class JudgmentItem:
     latency_ms: int | None = None
     raw_answer: str | None = None
     finished_at: datetime | None = None
+    cache_hit: bool = False
+    saved_usd: Decimal = Decimal(0)
 
 
 class JudgeMethod(Protocol):
@@ -152,6 +161,8 @@ def blank_result(j: JudgmentItem) -> dict[str, Any]:
         "reasoning": None,
         "confidence": None,
         "finished_at": None,
+        "cache_hit": False,
+        "saved_usd": Decimal(0),
     }
 
 

@@ -3,6 +3,7 @@ asked again (``judge_parse_retries``) and then fails the judgment — never a de
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -21,10 +22,11 @@ class VerdictJson:
         self, call: JudgeCall, j: JudgmentItem, prompt: str, text_a: str, text_b: str
     ) -> dict[str, Any] | None:
         req = call.request(judge_messages(prompt, text_a, text_b), json_mode=True)
-        attempts, pt, ct, cost = j.attempts, 0, 0, Decimal(0)
+        attempts, pt, ct, cost, saved = j.attempts, 0, 0, Decimal(0), Decimal(0)
         update = base.blank_result(j)
-        for _ in range(call.parse_retries + 1):
-            issued = await call.issue(req, None)
+        for n in range(call.parse_retries + 1):
+            # A parse retry is a new answer, not the cached one again (see chatpgt.datagen.cache).
+            issued = await call.issue(replace(req, sample_index=n), None)
             if issued.stopped:
                 return None
             if issued.skip is not None:
@@ -41,6 +43,9 @@ class VerdictJson:
             attempts += result.attempts
             pt, ct = pt + result.prompt_tokens, ct + result.completion_tokens
             cost += result.cost_usd
+            saved += result.saved_usd
+            if result.cache_hit:
+                update.update(cache_hit=True)
             update.update(raw_answer=result.text[:20_000], latency_ms=result.latency_ms)
             try:
                 parsed = parse_verdict(result.text)
@@ -66,6 +71,7 @@ class VerdictJson:
             prompt_tokens=pt,
             completion_tokens=ct,
             cost_usd=cost,
+            saved_usd=saved,
             finished_at=utcnow(),
         )
         return update
