@@ -415,5 +415,5 @@ def test_an_unreliable_style_classifier_is_not_measured() -> None:
         chunk_words=60,
         seed=1,
     )
-    assert same.cv_accuracy is not None and same.cv_accuracy < 0.8
+    assert same.cv_auc is not None and same.cv_auc < 0.8
     assert "cannot tell the author" in (same.unreliable() or "")

@@ -97,7 +97,10 @@ def test_report_json_and_table(tmp_path: Path) -> None:
     assert "M1  …/models/smollm2-135m-instruct (base)" in text
     assert "M1  0.810 [0.790, 0.830]" in text
     flat = " ".join(text.split())  # the verdict is wrapped at 80 columns
-    assert "M2 (sft) vs M1: lowered held-out perplexity: -19.0% [-21.0%, -17.0%]" in flat
+    assert (
+        "M2 (sft) vs M1 on the same 6 held-out essays (paired): lowered held-out perplexity: "
+        "-19.0% [-21.0%, -17.0%]" in flat
+    )
     assert "left the style score unchanged within noise (+0.05 [-0.02, +0.11])" in flat
     html = html_path.read_text()
     assert "&lt;no model trained on them&gt;" in html  # escaped

@@ -24,7 +24,7 @@ from chatpgt.cli.context import api as client_of
 from chatpgt.cli.output import EXIT_DETACHED, EXIT_FAILED, EXIT_OK
 from chatpgt.cli.output import TERMINAL_STATUSES as TERMINAL
 from chatpgt.evaluation.schemas import EvalRequest, EvalRunOut
-from chatpgt.evaluation.table import WIDTH, format_table
+from chatpgt.evaluation.table import WIDTH, display_name, format_table
 
 app = typer.Typer(help="Evaluate models on the held-out essays.", no_args_is_help=True)
 out = Console(highlight=False)
@@ -37,7 +37,8 @@ def progress_line(run: EvalRunOut) -> str:
     if p.get("stage"):
         stage = str(p["stage"])
         if p.get("model"):
-            stage += f" · {p['model']} ({p.get('model_index')}/{p.get('models')})"
+            name = display_name({"name": p["model"]})
+            stage += f" · {name} ({p.get('model_index')}/{p.get('models')})"
         parts.append(stage)
     if p.get("total"):
         parts.append(f"{p.get('done', 0)}/{p['total']}")

@@ -97,7 +97,7 @@ def legend(report: dict[str, Any]) -> list[str]:
     for label, entry in labelled(report):
         name = str(entry.get("name") or "?")
         shown = display_name(entry)
-        kind = entry.get("kind")
+        kind = entry.get("kind") if entry.get("kind") != "real" else None
         path = entry.get("path")
         text = f"{label:<3} {shown}" + (f" ({kind})" if kind else "")
         if path and str(path) != name:
@@ -251,10 +251,10 @@ def verdict(report: dict[str, Any]) -> list[str]:
                 parts.append(f"lowered the style score: {span}")
             else:
                 parts.append(f"left the style score unchanged within noise ({span})")
-        elif (entry.get("style") or {}).get("not_measured"):
-            parts.append("style not measured")
         if parts:
             n = (ratio or {}).get("n") or (diff or {}).get("n")
             essays = f" on the same {n} held-out essays" if n else ""
-            out.append(f"{who} vs {other}: " + "; ".join(parts) + f"{essays} (paired bootstrap).")
+            if (entry.get("style") or {}).get("not_measured"):
+                parts.append("style not measured")
+            out.append(f"{who} vs {other}" + essays + " (paired): " + "; ".join(parts) + ".")
     return out

@@ -29,9 +29,11 @@ DEFAULT_CHUNK_WORDS = 250
 MIN_TEXTS_PER_CLASS = 2
 # Below this many chunks by the author or by other (fluent) writers, the score is not reported.
 MIN_RELIABLE_CHUNKS = 20
-# Below this cross-validated balanced accuracy (author vs fluent other writers), or this AUC,
-# the score is not reported.
-MIN_RELIABLE_ACCURACY = 0.8
+# Below this cross-validated ROC AUC (author vs fluent other writers) the score is not
+# reported. The score is read as a ranking (which model's essays look more like the author's),
+# which is what the AUC measures; the balanced accuracy at P = 0.5 is reported beside it but
+# not gated on: with thousands of author chunks against a few dozen others the classifier
+# ranks well (AUC 0.96 in the demo) while its 0.5 threshold sits off the balance point.
 MIN_RELIABLE_AUC = 0.8
 
 
@@ -111,8 +113,8 @@ class StyleClassifier:
     cv_degenerate_recall: float | None = None
 
     def unreliable(self) -> str | None:
-        """Why its scores should not be reported (too few chunks, chance-level held-out
-        accuracy); None when they can be."""
+        """Why its scores should not be reported (too few chunks, a held-out AUC below
+        ``MIN_RELIABLE_AUC``); None when they can be."""
         author = self.trained_on.get("author_chunks", 0)
         other = self.trained_on.get("other_chunks", 0)
         if min(author, other) < MIN_RELIABLE_CHUNKS:
@@ -120,16 +122,11 @@ class StyleClassifier:
                 f"too few chunks to train a reliable style classifier ({author} by the author, "
                 f"{other} by other writers; {MIN_RELIABLE_CHUNKS} of each needed)"
             )
-        if self.cv_accuracy is None or self.cv_accuracy < MIN_RELIABLE_ACCURACY:
-            return (
-                "the style classifier cannot tell the author from other writers on held-out "
-                f"chunks (cross-validated balanced accuracy {_fmt(self.cv_accuracy)}, "
-                f"{MIN_RELIABLE_ACCURACY} needed)"
-            )
         if self.cv_auc is None or self.cv_auc < MIN_RELIABLE_AUC:
             return (
-                f"the style classifier ranks held-out chunks poorly (cross-validated AUC "
-                f"{_fmt(self.cv_auc)}, {MIN_RELIABLE_AUC} needed)"
+                "the style classifier cannot tell the author from other writers on held-out "
+                f"chunks (cross-validated AUC {_fmt(self.cv_auc)}, balanced accuracy "
+                f"{_fmt(self.cv_accuracy)}; an AUC of {MIN_RELIABLE_AUC} needed)"
             )
         return None
 
