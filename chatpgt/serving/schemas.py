@@ -8,6 +8,8 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from chatpgt.db.text import StoredText
+
 DEFAULT_TITLE_TEMPLATE = 'Write an essay titled "{title}".'
 MAX_SAMPLES = 16
 
@@ -16,7 +18,7 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "user", "assistant"]
-    content: str = Field(max_length=200_000)
+    content: StoredText = Field(max_length=200_000)
 
 
 class GenerationCreate(BaseModel):
@@ -26,8 +28,8 @@ class GenerationCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    title: str | None = Field(None, min_length=1, max_length=1000)
-    template: str = Field(DEFAULT_TITLE_TEMPLATE, max_length=2000)
+    title: StoredText | None = Field(None, min_length=1, max_length=1000)
+    template: StoredText = Field(DEFAULT_TITLE_TEMPLATE, max_length=2000)
     messages: list[ChatMessage] | None = Field(None, min_length=1, max_length=100)
     max_new_tokens: int = Field(400, ge=1, le=8192)
     temperature: float = Field(0.7, ge=0, le=5, description="0: greedy decoding")
