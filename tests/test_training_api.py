@@ -113,6 +113,10 @@ async def test_sft_then_dpo_end_to_end(
 
     final = sft["metrics"]["final"]
     assert math.isfinite(final["train_loss"]) and math.isfinite(final["eval_loss"])
+    # Training tokens/s, in the final metrics and the progress; no training count posing as eval.
+    assert final["train_tokens"] > 0 and final["train_tokens_per_s"] > 0
+    assert progress["train_tokens_per_s"] > 0
+    assert "eval_num_tokens" not in final
     assert "loss" in sft["metrics"]["latest"]
     assert [s["prompt"] for s in sft["samples"]] == ['Write an essay titled "Tiny Models".']
     assert isinstance(sft["samples"][0]["text"], str)
@@ -152,6 +156,7 @@ async def test_sft_then_dpo_end_to_end(
     for key in ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins"):
         assert math.isfinite(final[key]), key
     assert math.isfinite(final["eval_loss"])
+    assert final["train_tokens"] > 0 and final["train_tokens_per_s"] > 0
     check_finished_artifacts(dpo["artifacts"])
 
     # The registry: base -> SFT -> DPO.

@@ -34,7 +34,7 @@ from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from chatpgt.datagen.prompts import generation_messages
 from chatpgt.training import corpus, throughput
-from chatpgt.training.callbacks import RunProgressCallback
+from chatpgt.training.callbacks import NOT_EVAL_METRICS, RunProgressCallback
 from chatpgt.training.errors import TrainingDataError
 from chatpgt.training.export import export_pairs, filters_from_request
 from chatpgt.training.outcome import Outcome
@@ -159,6 +159,7 @@ def run_sft(
         packing=False,  # essays are split to fit max_length; packing would join unrelated ones
         padding_free=features.padding_free,
     )
+    progress = RunProgressCallback(reporter, snapshot.metrics.get("latest"))
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -166,7 +167,7 @@ def run_sft(
         eval_dataset=evals,
         processing_class=tokenizer,
         peft_config=_lora_config(hp.lora),
-        callbacks=[RunProgressCallback(reporter, snapshot.metrics.get("latest")), *callbacks],
+        callbacks=[progress, *callbacks],
     )
     truncated = _count_truncated_sft(trainer)
     used: Any = trainer.train_dataset
@@ -179,7 +180,7 @@ def run_sft(
             dropped,
         )
         reporter.report(data_report={"truncated": truncated, "dropped": dropped}, force=True)
-    return _train_and_save(trainer, tokenizer, run_dir, reporter, request.samples, hp)
+    return _train_and_save(trainer, tokenizer, run_dir, reporter, request.samples, hp, progress)
 
 
 def _prepare_sft_data(
@@ -298,6 +299,7 @@ def run_dpo(
     if lora is None and not precompute:
         # Asked for explicitly: the classic setup with a second full copy as the reference.
         ref_model = load_model(model_path, device)
+    progress = RunProgressCallback(reporter, snapshot.metrics.get("latest"))
     args = DPOConfig(
         **_common_args(hp, run_dir, device, features, has_eval=evals is not None),
         max_length=hp.max_length,
@@ -313,7 +315,7 @@ def run_dpo(
         eval_dataset=evals,
         processing_class=tokenizer,
         peft_config=lora,
-        callbacks=[RunProgressCallback(reporter, snapshot.metrics.get("latest")), *callbacks],
+        callbacks=[progress, *callbacks],
     )
     used: Any = trainer.train_dataset
     assert used is not None
@@ -341,7 +343,7 @@ def run_dpo(
         },
         force=True,
     )
-    return _train_and_save(trainer, tokenizer, run_dir, reporter, request.samples, hp)
+    return _train_and_save(trainer, tokenizer, run_dir, reporter, request.samples, hp, progress)
 
 
 def exclude_topics(path: Path, topics: list[str]) -> int:
@@ -458,6 +460,8 @@ def _common_args(
         "use_cpu": not device.cuda,
         "dataloader_pin_memory": device.cuda,
         "disable_tqdm": True,
+        # Counts the tokens trained on (state.num_input_tokens_seen), for tokens/s.
+        "include_num_input_tokens_seen": "non_padding",
     }
 
 
@@ -519,6 +523,7 @@ def _train_and_save(
     reporter: Reporter,
     samples: SampleSpec,
     hp: TrainingKnobs,
+    progress: RunProgressCallback,
 ) -> Outcome:
     resume = _last_checkpoint(run_dir)
     if resume:
@@ -530,10 +535,11 @@ def _train_and_save(
         "train_runtime_s": _finite(result.metrics.get("train_runtime")),
     }
     final.update(_last_train_log(trainer))
+    final.update(progress.throughput(trainer.state))
     if reporter.should_stop:
         return _stopped(reporter, run_dir, final)
     if trainer.eval_dataset is not None:
-        final.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, int | float)})
+        final.update(final_evaluation(trainer))
     model_dir = run_dir / "model"
     model = save_final_model(trainer, tokenizer, model_dir, samples, merge=_merge(hp))
     # With several processes rank 0 alone samples (the others have nothing more to do); under
@@ -560,6 +566,25 @@ def _finite(value: Any) -> float | None:
     if isinstance(value, int | float) and math.isfinite(value):
         return float(value)
     return None
+
+
+def final_evaluation(trainer: SFTTrainer | DPOTrainer) -> dict[str, float]:
+    """The held-out metrics of the final model: those the Trainer logged when it evaluated at the
+    final step (its ``eval_strategy``, per epoch or per N steps, evaluates there), else one
+    evaluation now. Never two identical passes over the held-out set."""
+    step = trainer.state.global_step
+    logged = next((e for e in reversed(trainer.state.log_history) if "eval_loss" in e), None)
+    if logged is not None and logged.get("step") == step:
+        metrics = dict(logged)
+    else:
+        metrics = trainer.evaluate()
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if (k.startswith("eval_") or k == "epoch")
+        and k not in NOT_EVAL_METRICS
+        and _finite(v) is not None
+    }
 
 
 def _last_train_log(trainer: SFTTrainer | DPOTrainer) -> dict[str, float]:

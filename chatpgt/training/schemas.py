@@ -251,6 +251,13 @@ class Progress(BaseModel):
     epoch: float | None = None
     eta_s: float | None = None
     resumed_from_step: int | None = None
+    train_tokens: int | None = Field(
+        None, description="non-padding tokens trained on in this attempt (prompt and completion)"
+    )
+    train_tokens_per_s: float | None = Field(
+        None,
+        description="train_tokens over this attempt's wall time, held-out evaluation excluded",
+    )
 
 
 class Sample(BaseModel):
