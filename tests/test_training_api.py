@@ -111,6 +111,22 @@ async def test_sft_then_dpo_end_to_end(
     assert sft["examples"]["train"] + sft["examples"]["eval"] == long_essays["examples"]
     assert sft["examples"]["eval"] >= 1
 
+    # The stored essay split, summarised: the held-out essay is the one the eval rows are from.
+    split = sft["essay_split"]
+    held = split["heldout_titles"]
+    shown = ("corpus", "seed", "eval_fraction", "essays", "train_essays", "eval_essays")
+    assert {k: split[k] for k in shown} == {
+        "corpus": str(essay_corpus),
+        "seed": 42,
+        "eval_fraction": 0.2,
+        "essays": 6,
+        "train_essays": 5,
+        "eval_essays": 1,
+    }
+    data = Path(sft["artifacts"]["run_dir"]) / "data"
+    assert len(held) == 1 and held[0] in (data / "eval.jsonl").read_text()
+    assert held[0] not in (data / "train.jsonl").read_text()
+
     final = sft["metrics"]["final"]
     assert math.isfinite(final["train_loss"]) and math.isfinite(final["eval_loss"])
     # Training tokens/s, in the final metrics and the progress; no training count posing as eval.
@@ -152,6 +168,7 @@ async def test_sft_then_dpo_end_to_end(
     assert dpo["data_report"]["pairs_exported"] == 6
     assert dpo["data_report"]["reference"] == "precomputed log-probs"
     assert dpo["examples"] == {"train": 5, "eval": 1}
+    assert dpo["essay_split"] is None  # DPO holds out pairs, not essays
     final = dpo["metrics"]["final"]
     for key in ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins"):
         assert math.isfinite(final[key]), key

@@ -265,6 +265,23 @@ class Sample(BaseModel):
     text: str
 
 
+class EssaySplit(BaseModel):
+    """Which essays an SFT run trained on and which it held out for evaluation (stored with the
+    run, read by every evaluation of its lineage), summarised: the titles of the held-out ones,
+    counts of both."""
+
+    # Whatever else the run stored with its split (scalars such as the system prompt) shows too.
+    model_config = ConfigDict(extra="allow")
+
+    corpus: str | None = None
+    seed: int | None = None
+    eval_fraction: float | None = None
+    essays: int | None = Field(None, description="essays in the corpus")
+    train_essays: int
+    eval_essays: int
+    heldout_titles: list[str]
+
+
 class TrainingRunOut(BaseModel):
     """A training run as the API shows it."""
 
@@ -282,6 +299,9 @@ class TrainingRunOut(BaseModel):
     )
     artifacts: dict[str, Any] = Field(
         description="run_dir, model_dir, tensorboard_dir, last_checkpoint"
+    )
+    essay_split: EssaySplit | None = Field(
+        None, description="SFT: the essays held out by essay (None for DPO, or before it is made)"
     )
     samples: list[Sample]
     model_id: int | None = None

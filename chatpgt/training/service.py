@@ -34,6 +34,7 @@ from chatpgt.training.export import filters_from_request
 from chatpgt.training.models import RegisteredModel, TrainingRun
 from chatpgt.training.schemas import (
     DPORequest,
+    EssaySplit,
     LineageEntry,
     ModelOut,
     ModelPage,
@@ -249,6 +250,7 @@ def run_out(run: TrainingRun, model_id: int | None) -> TrainingRunOut:
         examples={"train": int(examples.get("train", 0)), "eval": int(examples.get("eval", 0))},
         data_report=report,
         artifacts=run.artifacts or {},
+        essay_split=essay_split_summary(run.essay_split),
         samples=run.samples or [],
         model_id=model_id,
         attempts=run.attempts,
@@ -258,6 +260,20 @@ def run_out(run: TrainingRun, model_id: int | None) -> TrainingRunOut:
         started_at=run.started_at,
         finished_at=run.finished_at,
         updated_at=run.updated_at,
+    )
+
+
+def essay_split_summary(split: dict[str, Any] | None) -> EssaySplit | None:
+    """The stored split without its per-essay lists: counts and the held-out titles."""
+    if not split:
+        return None
+    held = split.get("eval") or []
+    rest = {k: v for k, v in split.items() if k not in ("train", "eval")}
+    return EssaySplit(
+        **rest,
+        train_essays=len(split.get("train") or []),
+        eval_essays=len(held),
+        heldout_titles=[str(e.get("title")) for e in held],
     )
 
 
