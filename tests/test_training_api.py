@@ -58,9 +58,15 @@ def load_and_generate(model_dir: str) -> list[dict[str, Any]]:
 
 def check_finished_artifacts(artifacts: dict[str, Any]) -> None:
     """The model directory loads with pipeline() and generates; TensorBoard logs and the last
-    checkpoint are on disk."""
+    checkpoint's trainer state are on disk; no optimizer state, no spare checkpoint."""
     assert list(Path(artifacts["tensorboard_dir"]).rglob("events.out.tfevents.*"))
-    assert (Path(artifacts["last_checkpoint"]) / "trainer_state.json").is_file()
+    last = Path(artifacts["last_checkpoint"])
+    assert (last / "trainer_state.json").is_file()
+    run_dir = Path(artifacts["run_dir"])
+    assert not [p for p in run_dir.rglob("*") if p.name in ("optimizer.pt", "scheduler.pt")]
+    assert [p.name for p in run_dir.glob("checkpoint-*")] == [last.name]
+    assert not list(last.glob("*.safetensors"))  # the final step's weights are in model/
+    assert artifacts["pruned"]["freed_mb"] > 0
     conversation = load_and_generate(artifacts["model_dir"])
     assert conversation[-1]["role"] == "assistant"
 
@@ -70,6 +76,8 @@ def check_cancelled_artifacts(run: dict[str, Any]) -> None:
     # The checkpoint is taken at the step where training stopped.
     assert checkpoint.name == f"checkpoint-{run['progress']['step']}"
     assert (checkpoint / "trainer_state.json").is_file()
+    # Not finished: what training on from that step needs is kept.
+    assert (checkpoint / "optimizer.pt").is_file()
     assert not Path(run["artifacts"]["model_dir"]).exists()
 
 

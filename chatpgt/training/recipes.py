@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 from chatpgt.datagen.prompts import generation_messages
 from chatpgt.training import corpus, throughput
 from chatpgt.training.callbacks import NOT_EVAL_METRICS, RunProgressCallback
+from chatpgt.training.checkpoints import last_checkpoint
 from chatpgt.training.errors import TrainingDataError
 from chatpgt.training.export import export_pairs, filters_from_request
 from chatpgt.training.outcome import Outcome
@@ -50,9 +50,6 @@ from chatpgt.training.schemas import (
 )
 
 log = logging.getLogger(__name__)
-# How the Trainer names checkpoint folders and the file it writes last into each.
-_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
-TRAINER_STATE_NAME = "trainer_state.json"
 
 # Used only when a base model's tokenizer has no chat template: a plain ChatML template, so the
 # trained model still renders conversations (and pipeline() accepts messages).
@@ -485,34 +482,11 @@ def _load_jsonl(path: Path, run_dir: Path) -> Dataset:
     return Dataset.from_json(str(path), cache_dir=str(run_dir / "cache"))
 
 
-def _last_checkpoint(run_dir: Path) -> str | None:
-    """The newest complete checkpoint of the run. The Trainer writes ``trainer_state.json``
-    last, after the weights, optimizer, scheduler and RNG states, so a checkpoint without a
-    readable one was cut off mid-save (the worker died there) and is skipped, not resumed."""
-    if not run_dir.is_dir():
-        return None
-    steps = sorted(
-        (int(match.group(1)), path)
-        for path in run_dir.iterdir()
-        if path.is_dir() and (match := _CHECKPOINT.fullmatch(path.name))
-    )
-    for step, path in reversed(steps):
-        try:
-            state = json.loads((path / TRAINER_STATE_NAME).read_text())
-        except (OSError, ValueError):
-            log.warning("skipping checkpoint %s: cut off before it was complete", path)
-            continue
-        if state.get("global_step") == step:
-            return str(path)
-        log.warning("skipping checkpoint %s: its trainer state is for another step", path)
-    return None
-
-
 def _stopped(reporter: Reporter, run_dir: Path, final: dict[str, Any]) -> Outcome:
     if reporter.lost.is_set():
         return Outcome("lost")
     return Outcome(
-        "cancelled", final_metrics=final, artifacts={"last_checkpoint": _last_checkpoint(run_dir)}
+        "cancelled", final_metrics=final, artifacts={"last_checkpoint": last_checkpoint(run_dir)}
     )
 
 
@@ -525,7 +499,7 @@ def _train_and_save(
     hp: TrainingKnobs,
     progress: RunProgressCallback,
 ) -> Outcome:
-    resume = _last_checkpoint(run_dir)
+    resume = last_checkpoint(run_dir)
     if resume:
         log.info("resuming from %s", resume)
     result = trainer.train(resume_from_checkpoint=resume)
@@ -554,7 +528,7 @@ def _train_and_save(
         "succeeded",
         final_metrics={k: v for k, v in final.items() if v is not None},
         samples=generated,
-        artifacts={"model_dir": str(model_dir), "last_checkpoint": _last_checkpoint(run_dir)},
+        artifacts={"model_dir": str(model_dir), "last_checkpoint": last_checkpoint(run_dir)},
     )
 
 
