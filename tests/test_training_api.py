@@ -285,14 +285,19 @@ async def test_worker_side_failure_fails_the_run_once(
     clean_db: None,
     gpu_worker: procs.Proc,
     essay_corpus: Path,
+    tmp_path: Path,
 ) -> None:
-    """A hub id that cannot be fetched offline fails in the worker: a failed run with the reason,
-    one attempt, no retry loop."""
-    body = {"base_model": "chatpgt-tests/no-such-model", "corpus": str(essay_corpus)}
-    run = (await api.post("/train/sft", json=body)).json()
-    run = await wait_run(api, run["id"], finished, worker=gpu_worker)
+    """A model directory that passes the submit-time check (it has a config.json) but cannot be
+    loaded fails in the worker: a failed run with the reason, one attempt, no retry loop."""
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama"}')
+    body = {"base_model": str(broken), "corpus": str(essay_corpus)}
+    response = await api.post("/train/sft", json=body)
+    assert response.status_code == 202, response.text
+    run = await wait_run(api, response.json()["id"], finished, worker=gpu_worker)
     assert run["status"] == "failed"
-    assert "no-such-model" in run["error"]
+    assert "broken-model" in run["error"]
     assert run["attempts"] == 1
     assert run["finished_at"] is not None
 
@@ -343,6 +348,15 @@ async def test_bad_requests_are_problems(
         response = await api.post("/train/sft", json={**sft, "corpus": str(corpus)})
         assert_problem(response, 400, needle)
 
+    # A hub id the workers cannot load (offline, not in the cache) is refused at once, for
+    # training and for evaluation.
+    hub_id = "chatpgt-tests/no-such-model"
+    response = await api.post("/train/sft", json={**sft, "base_model": hub_id})
+    assert_problem(response, 400, "not in the local cache")
+    assert hub_id in response.json()["detail"] and "HF_HUB_OFFLINE" in response.json()["detail"]
+    response = await api.post("/eval/runs", json={"models": [hub_id]})
+    assert_problem(response, 400, "not in the local cache")
+
     bad_template = {**sft, "prompts": {"templates": ["Write about {topic}"]}}
     response = await api.post("/train/sft", json=bad_template)
     assert response.status_code == 422
@@ -357,6 +371,9 @@ async def test_bad_requests_are_problems(
     for model in (424242, "/no/model"):
         response = await api.post("/train/dpo", json={**dpo, "model": model})
         assert_problem(response, 400, "does not exist")
+    matching = {"model": hub_id, "pairs": {"min_confidence": 3}}
+    response = await api.post("/train/dpo", json=matching)
+    assert_problem(response, 400, "not in the local cache")
 
     assert_problem(await api.get("/train/runs/424242"), 404, "does not exist")
     assert_problem(await api.post("/train/runs/424242/cancel"), 404, "does not exist")

@@ -14,8 +14,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from chatpgt.training.repository import RunSnapshot
 from chatpgt.training.schemas import DPORequest, SFTRequest
 from tests import fixtures_training as ft

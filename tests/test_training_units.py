@@ -347,3 +347,30 @@ def test_finished_run_keeps_the_trainer_state_not_the_optimizer(tmp_path: Path) 
     prune_finished_run(other, 6)
     names = sorted(p.name for p in (other / "checkpoint-5").iterdir())
     assert names == ["model.safetensors", "rng_state.pth", "trainer_state.json"]
+
+
+def test_hub_model_offline_is_found_in_the_local_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline, a hub id is usable when its config.json is in the Hugging Face cache (the layout
+    huggingface_hub writes: refs/main -> snapshots/<commit>/), and refused otherwise; online,
+    the worker downloads it."""
+    from huggingface_hub import constants
+
+    from chatpgt.training.hub import offline_unavailable_reason
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--someone--cached-model"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert offline_unavailable_reason("someone/cached-model", tmp_path) is None
+    reason = offline_unavailable_reason("someone/other-model", tmp_path)
+    assert reason is not None and "not in the local cache" in reason and str(tmp_path) in reason
+    (repo / "snapshots" / commit / "config.json").unlink()  # an incomplete download
+    assert offline_unavailable_reason("someone/cached-model", tmp_path) is not None
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert offline_unavailable_reason("someone/other-model", tmp_path) is None

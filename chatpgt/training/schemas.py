@@ -185,7 +185,8 @@ class SFTRequest(BaseModel):
 
     ``base_model`` is a Hugging Face id or a local directory; ``corpus`` a Hugging Face dataset id
     or a local CSV / JSONL file (columns ``title`` and ``text``) or folder of ``.txt``/``.md``
-    essays. Local paths are checked when the run is submitted; hub ids when the worker loads them.
+    essays. Local paths are checked when the run is submitted; a hub model id too when the hub is
+    offline (``HF_HUB_OFFLINE=1``: it must be in the local cache), else when the worker loads it.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -234,7 +235,8 @@ def as_submitted(request: dict[str, Any]) -> dict[str, Any]:
 
 class DPORequest(BaseModel):
     """``POST /train/dpo``. ``model`` is a finished SFT run id, a registered model name, or a
-    local model directory (a Hugging Face id is also accepted and checked by the worker)."""
+    local model directory (a Hugging Face id is also accepted; offline, only from the local
+    cache)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -1,10 +1,11 @@
 """Training, as the API and the tasks see it: submit, read, cancel, list models, execute.
 
 Submitting checks what can be checked cheaply without torch (local paths exist, the corpus file
-has title and text, the pair selection is not empty, the output name is free) and writes a queued
-run; the caller commits and then enqueues ``chatpgt.train.<kind>`` with the run id. Everything
-that needs the model or the hub is checked by the worker, and a failure there becomes a failed run
-with its reason.
+has title and text, the pair selection is not empty, the output name is free, a hub model id is
+reachable: the hub is online or the model is in the local cache) and writes a queued run; the
+caller commits and then enqueues ``chatpgt.train.<kind>`` with the run id. Everything that needs
+the model itself is checked by the worker, and a failure there becomes a failed run with its
+reason.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from chatpgt.training.errors import (
     TrainingRunNotFound,
 )
 from chatpgt.training.export import filters_from_request
+from chatpgt.training.hub import offline_unavailable_reason
 from chatpgt.training.models import RegisteredModel, TrainingRun
 from chatpgt.training.schemas import (
     DPORequest,
@@ -71,7 +73,9 @@ async def submit_dpo(
     """A queued DPO run. Raises 400 when the starting model cannot be found or no pair matches
     the selection, 403 for a local model path outside ``roots``, 409 when ``name`` is taken."""
     _resolve_processes(request.hyperparameters)
-    start = await _resolve_model(session, str(request.model), allow_run_id=True, roots=roots)
+    start = await _resolve_model(
+        session, str(request.model), allow_run_id=True, roots=roots, check_hub=False
+    )
     filters = filters_from_request(request.pairs.model_dump())
     matching = await repo.count_pairs(session, filters)
     if matching == 0:
@@ -101,6 +105,8 @@ async def submit_dpo(
                 )
             extra.update(heldout_topics=topics, pairs_at_submit=matching - on_heldout)
     await _check_name_free(session, request.name)
+    # After the pair checks: "no pair matches" is the more useful answer when both apply.
+    await _check_hub_reachable(start)
     return await repo.create_run(
         session,
         kind="dpo",
@@ -117,12 +123,19 @@ def _resolve_processes(hp: TrainingKnobs) -> None:
 
 
 async def _resolve_model(
-    session: AsyncSession, ref: str, *, allow_run_id: bool, roots: DataRoots
+    session: AsyncSession,
+    ref: str,
+    *,
+    allow_run_id: bool,
+    roots: DataRoots,
+    check_hub: bool = True,
 ) -> dict[str, Any]:
     """Where training starts: {"ref", "path", "model_id", "kind"}.
 
     In order: a finished SFT run id (DPO only), a registered model name, a local model
-    directory, a Hugging Face id (checked by the worker).
+    directory, a Hugging Face id (refused when the hub is offline and the model is not in the
+    local cache, unless ``check_hub`` is false: then the caller checks it with
+    :func:`_check_hub_reachable`).
     """
     ref = ref.strip()
     if allow_run_id and ref.isdigit():
@@ -131,9 +144,21 @@ async def _resolve_model(
     if registered is not None:
         return _start(ref, registered)
     if looks_like_hub_id(ref):
-        return {"ref": ref, "path": ref, "model_id": None, "kind": "hub"}
+        start = {"ref": ref, "path": ref, "model_id": None, "kind": "hub"}
+        if check_hub:
+            await _check_hub_reachable(start)
+        return start
     roots.check(ref, field="model")
     return await asyncio.to_thread(_local_model_dir, ref)
+
+
+async def _check_hub_reachable(start: dict[str, Any]) -> None:
+    """400 for a hub model the workers cannot load: offline and not in the local cache."""
+    if start.get("kind") != "hub":
+        return
+    reason = await asyncio.to_thread(offline_unavailable_reason, str(start["ref"]))
+    if reason is not None:
+        raise InvalidModelSource(reason, model=start["ref"])
 
 
 def _local_model_dir(ref: str) -> dict[str, Any]:
