@@ -14,6 +14,11 @@ memory is its own:
   log-probs computed at every step.
 - ``dpo-ours``: our default, reference log-probs precomputed once before training, no copy.
 - ``dpo-lora``: LoRA, the reference is the same model with its adapter disabled.
+- ``sft-run``, ``dpo-run``: a whole run of the service's recipe
+  (:func:`chatpgt.training.recipes.run`, what a worker runs: the run's callbacks, logging,
+  TensorBoard, the final checkpoint save), on the same texts made into a corpus (SFT: the
+  request's default prompts and system prompt around each text) or written as the run's pairs
+  (DPO), without held-out data or samples; tokens/s is the run's own ``train_tokens_per_s``.
 - ``bare``: the floor every row is compared with: a bare PyTorch loop over the SFT rows' token
   sequences (the same model, batch and lengths, padded per batch as the collator pads them),
   forward with the labels, backward, AdamW step, in the phases' dtype (fp32 on CPU), no
@@ -52,8 +57,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-PHASES = ("bare", "sft-seed", "sft", "dpo-seed", "dpo-ours", "dpo-lora")
-SEED_OF = {"sft": "sft-seed", "dpo-ours": "dpo-seed", "dpo-lora": "dpo-seed"}
+from chatpgt.training import throughput
+
+PHASES = ("bare", "sft-seed", "sft", "sft-run", "dpo-seed", "dpo-ours", "dpo-lora", "dpo-run")
+SEED_OF = {
+    "sft": "sft-seed",
+    "sft-run": "sft-seed",
+    "dpo-ours": "dpo-seed",
+    "dpo-lora": "dpo-seed",
+    "dpo-run": "dpo-seed",
+}
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 WORDS = (
     "startup founder idea users growth money investors hacker painting cities wealth "
@@ -199,7 +212,156 @@ def text_of(rng: random.Random, tokens: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(tokens))
 
 
+class MemoryReporter:
+    """The recipes' Reporter, keeping the reports in memory (no run row)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.cancelled = threading.Event()
+        self.lost = threading.Event()
+        self.columns: dict[str, dict[str, Any]] = {}
+
+    def report(self, *, force: bool = False, **columns: dict[str, Any]) -> None:
+        for key, value in columns.items():
+            self.columns.setdefault(key, {}).update(value)
+
+    @property
+    def should_stop(self) -> bool:
+        return False
+
+
+def run_recipe(
+    args: argparse.Namespace, workdir: Path, weights: Path, max_length: int
+) -> dict[str, Any]:
+    """One run of the service's recipe (``sft-run`` or ``dpo-run``) in this process."""
+    import csv
+    import shutil
+
+    import torch
+
+    from chatpgt.pairs.formats import trl_record
+    from chatpgt.training import corpus, recipes
+    from chatpgt.training.repository import RunSnapshot
+    from chatpgt.training.schemas import DPORequest, SFTRequest
+
+    phase = args.run_phase
+    rng = random.Random(0)
+    n = args.steps * args.batch
+    run_dir = workdir / phase
+    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run, not a resumed one
+    (run_dir / "data").mkdir(parents=True)
+    hyperparameters = {
+        "epochs": 1,
+        "max_steps": args.steps,
+        "per_device_batch_size": args.batch,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": 1e-6,
+        "max_length": max_length,
+        "eval_fraction": 0,
+        "logging_steps": 1,
+    }
+    samples = {"prompts": []}
+    if phase == "sft-run":
+        essays = workdir / "bench-essays.csv"
+        with essays.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["title", "text"])
+            writer.writerows((f"Essay {i}", text_of(rng, args.seq_len)) for i in range(n))
+        request = SFTRequest.model_validate(
+            {
+                "base_model": str(weights),
+                "corpus": str(essays),
+                "hyperparameters": hyperparameters,
+                "samples": samples,
+            }
+        ).model_dump(mode="json")
+    else:
+        rows = [
+            trl_record(
+                [{"role": "user", "content": f"Write an essay titled {i}."}],
+                text_of(rng, args.seq_len),
+                text_of(rng, args.seq_len),
+            )
+            for i in range(n)
+        ]
+        corpus.write_jsonl(rows, run_dir / "data" / "pairs.jsonl")
+        request = DPORequest.model_validate(
+            {"model": str(weights), "hyperparameters": hyperparameters, "samples": samples}
+        ).model_dump(mode="json")
+    snapshot = RunSnapshot(
+        id=0,
+        kind=phase.removesuffix("-run"),
+        status="running",
+        request=request,
+        start_model={"ref": str(weights), "path": str(weights), "model_id": None},
+        output_name="bench",
+        attempts=1,
+        cancel_requested=False,
+        lease_owner="bench",
+        lease_expired=False,
+        artifacts={},
+        data_report={},
+        progress={},
+        metrics={},
+    )
+    started = time.perf_counter()
+    outcome = recipes.run(snapshot, run_dir, MemoryReporter(), "")
+    finished = time.perf_counter()
+    final = outcome.final_metrics
+    tokens = int(final["train_tokens"])
+    rate = float(final["train_tokens_per_s"])
+    cuda = torch.cuda.is_available()
+    counted = recipes.AutoModelForCausalLM.from_pretrained(weights)
+    config: Any = counted.config
+    params = sum(p.numel() for p in counted.parameters())
+    shape = throughput.ModelShape(
+        params, config.num_hidden_layers, config.hidden_size, config.vocab_size
+    )
+    peak = args.peak_tflops * 1e12 if args.peak_tflops else None
+    sequences = n * (2 if phase == "dpo-run" else 1)
+    return {
+        "phase": phase,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "mfu": throughput.mfu(rate, shape, tokens // sequences, peak) if peak else None,
+        "peak_tflops": peak / 1e12 if peak else None,
+        "features": None,
+        "dtype": "bfloat16" if recipes.Device.detect().bf16 else "float32",
+        "params_m": round(params / 1e6, 1),
+        "steps": int(final["global_step"]),
+        "tokens": tokens,
+        "tokens_per_s": rate,
+        "tokens_per_s_end_to_end": tokens / (finished - started),
+        "setup_s": None,
+        "train_s": tokens / rate,
+        "peak_mb": torch.cuda.max_memory_allocated() / 2**20
+        if cuda
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "memory": "GPU allocated" if cuda else "process RSS",
+    }
+
+
+def saved_model(args: argparse.Namespace, workdir: Path) -> Path:
+    """A model directory for the recipe phases: ``--model``'s, or the random model saved once."""
+    weights = model_dir(args, workdir)
+    if weights is not None:
+        return weights
+    target = workdir / "random-model"
+    if not (target / "config.json").exists():
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(workdir))
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(model_config(args.tiny, tokenizer, args.small))
+        model.save_pretrained(target)
+        tokenizer.save_pretrained(target)
+    return target
+
+
 def run_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    if args.run_phase.endswith("-run"):
+        return run_recipe(args, workdir, saved_model(args, workdir), 2 * args.seq_len + 64)
     import torch
     from datasets import Dataset
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -395,7 +557,10 @@ def main(argv: list[str] | None = None) -> None:
         print("RESULT " + json.dumps(run_phase(args, workdir)), flush=True)
         return
     tokenizer_dir(workdir)  # once, before the children
-    model_dir(args, workdir)
+    if any(p.endswith("-run") for p in args.phases.split(",")):
+        saved_model(args, workdir)
+    else:
+        model_dir(args, workdir)
     if args.peak_tflops is None:
         import torch
 

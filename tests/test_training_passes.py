@@ -95,6 +95,12 @@ def test_sft_with_held_out_essays_evaluates_once(
     assert outcome.status == "succeeded"
     final = outcome.final_metrics
     assert len(evaluations) == 1 and evaluations[0] == final["global_step"]
+    # The last step's checkpoint is written without optimizer state (a resume from it trains no
+    # further step); the earlier one keeps it (a resume from there needs it).
+    last = Path(outcome.artifacts["last_checkpoint"])
+    assert last.name == f"checkpoint-{final['global_step']}"
+    assert (last / "trainer_state.json").is_file() and not (last / "optimizer.pt").exists()
+    assert (run_dir / "checkpoint-6" / "optimizer.pt").is_file()
     # The final eval_loss is that pass's, as the run logged it at the last step.
     assert reporter.columns["metrics"]["latest"]["step"] == final["global_step"]
     assert final["eval_loss"] == reporter.columns["metrics"]["latest"]["eval_loss"]

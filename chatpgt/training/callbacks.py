@@ -31,8 +31,15 @@ class RunProgressCallback(TrainerCallback):
     pair) in this attempt, over this attempt's wall time minus the held-out evaluation passes it
     made (checkpoint saves and logging stay in: they are the run's own overhead)."""
 
-    def __init__(self, reporter: Reporter, latest: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        reporter: Reporter,
+        latest: dict[str, Any] | None = None,
+        *,
+        lean_final_save: bool = True,
+    ) -> None:
         self.reporter = reporter
+        self.lean_final_save = lean_final_save
         self.latest: dict[str, Any] = dict(latest or {})
         self._t0 = time.monotonic()
         self._step0 = 0
@@ -57,6 +64,12 @@ class RunProgressCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
     ) -> None:
         last = state.max_steps > 0 and state.global_step >= state.max_steps
+        if last and self.lean_final_save:
+            # The checkpoint of the last step needs no optimizer, scheduler or RNG state: a
+            # resume from it trains no further step. Not writing them saves twice the weights'
+            # size of disk writes (AdamW's two moments), which a succeeded run deletes anyway.
+            # Decided from the step alone, so every rank of a multi-process run agrees.
+            args.save_only_model = True
         self.reporter.report(progress=self._progress(state), force=last)
         self._maybe_stop(control)
 

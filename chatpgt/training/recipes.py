@@ -156,7 +156,9 @@ def run_sft(
         packing=False,  # essays are split to fit max_length; packing would join unrelated ones
         padding_free=features.padding_free,
     )
-    progress = RunProgressCallback(reporter, snapshot.metrics.get("latest"))
+    progress = RunProgressCallback(
+        reporter, snapshot.metrics.get("latest"), lean_final_save=hp.distributed != "fsdp"
+    )
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -296,7 +298,9 @@ def run_dpo(
     if lora is None and not precompute:
         # Asked for explicitly: the classic setup with a second full copy as the reference.
         ref_model = load_model(model_path, device)
-    progress = RunProgressCallback(reporter, snapshot.metrics.get("latest"))
+    progress = RunProgressCallback(
+        reporter, snapshot.metrics.get("latest"), lean_final_save=hp.distributed != "fsdp"
+    )
     args = DPOConfig(
         **_common_args(hp, run_dir, device, features, has_eval=evals is not None),
         max_length=hp.max_length,
