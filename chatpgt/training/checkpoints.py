@@ -81,7 +81,7 @@ def prune_finished_run(run_dir: Path, final_step: int | None) -> dict[str, Any]:
     stripped: list[str] = []
     if kept is not None:
         folder = Path(kept)
-        patterns = _OPTIMIZER_STATE
+        patterns: tuple[str, ...] = _OPTIMIZER_STATE
         if final_step is not None and folder.name == f"checkpoint-{final_step}":
             patterns += _WEIGHTS
         for pattern in patterns:
