@@ -14,6 +14,10 @@ memory is its own:
   log-probs computed at every step.
 - ``dpo-ours``: our default, reference log-probs precomputed once before training, no copy.
 - ``dpo-lora``: LoRA, the reference is the same model with its adapter disabled.
+- ``sft-plain``: ``sft`` with the plain ``Trainer`` loss (the model's own cross-entropy on
+  the collator's labels, prompt tokens masked) instead of TRL's fused chunked lm-head kernel,
+  which TRL 1.16's ``SFTTrainer`` always uses (for its entropy and accuracy metrics too): an
+  experiment, to see what that kernel costs on this device.
 - ``sft-run``, ``dpo-run``: a whole run of the service's recipe
   (:func:`chatpgt.training.recipes.run`, what a worker runs: the run's callbacks, logging,
   TensorBoard, the final checkpoint save), on the same texts made into a corpus (SFT: the
@@ -59,10 +63,21 @@ from typing import Any
 
 from chatpgt.training import throughput
 
-PHASES = ("bare", "sft-seed", "sft", "sft-run", "dpo-seed", "dpo-ours", "dpo-lora", "dpo-run")
+PHASES = (
+    "bare",
+    "sft-seed",
+    "sft",
+    "sft-plain",
+    "sft-run",
+    "dpo-seed",
+    "dpo-ours",
+    "dpo-lora",
+    "dpo-run",
+)
 SEED_OF = {
     "sft": "sft-seed",
     "sft-run": "sft-seed",
+    "sft-plain": "sft-seed",
     "dpo-ours": "dpo-seed",
     "dpo-lora": "dpo-seed",
     "dpo-run": "dpo-seed",
@@ -210,6 +225,31 @@ def model_config(tiny: bool, tokenizer: Any, small: bool = False) -> Any:
 def text_of(rng: random.Random, tokens: int) -> str:
     # ~1.3 tokens per word with this tokenizer: aim a little long, the trainer cuts at max_length.
     return " ".join(rng.choice(WORDS) for _ in range(tokens))
+
+
+def PlainLossSFTTrainer() -> Any:  # noqa: N802 (a class made on demand: TRL is imported late)
+    """SFTTrainer with ``Trainer.compute_loss``: the model's loss on the collator's labels."""
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class PlainLoss(SFTTrainer):  # type: ignore[misc]
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            model_inputs = {
+                k: v
+                for k, v in inputs.items()
+                if k in ("input_ids", "attention_mask", "labels", "position_ids")
+            }
+            return Trainer.compute_loss(
+                self, model, model_inputs, return_outputs, num_items_in_batch
+            )
+
+    return PlainLoss
 
 
 class MemoryReporter:
@@ -384,7 +424,7 @@ def run_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     rng = random.Random(0)
     n_examples = args.steps * args.batch
     max_length = 2 * args.seq_len + 64
-    ours = phase in ("sft", "dpo-ours", "dpo-lora")
+    ours = phase in ("sft", "sft-plain", "dpo-ours", "dpo-lora")
     shape = throughput.ModelShape(
         params=0,
         layers=config.num_hidden_layers,
@@ -397,11 +437,11 @@ def run_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             params = AutoModelForCausalLM.from_config(config).num_parameters()
         shape = throughput.ModelShape(params, shape.layers, shape.hidden, shape.vocab)
         features = throughput.choose(
-            kind="sft" if phase == "sft" else "dpo",
+            kind="dpo" if phase.startswith("dpo") else "sft",
             cuda=cuda,
             bf16=bf16,
             shape=shape,
-            tokens_per_device=args.batch * max_length * (1 if phase == "sft" else 2),
+            tokens_per_device=args.batch * max_length * (2 if phase.startswith("dpo") else 1),
             device_memory_bytes=torch.cuda.get_device_properties(0).total_memory if cuda else None,
             lora=phase == "dpo-lora",
         )
@@ -449,7 +489,7 @@ def run_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         mean_len = tokens / max(1, len(rows))
     elif phase.startswith("sft"):
         rows = sft_rows(rng, n_examples, args.seq_len)
-        trainer: Any = SFTTrainer(
+        trainer: Any = (PlainLossSFTTrainer() if phase == "sft-plain" else SFTTrainer)(
             model=model,
             args=SFTConfig(
                 **common,
