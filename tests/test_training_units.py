@@ -320,7 +320,7 @@ def test_finished_run_keeps_the_trainer_state_not_the_optimizer(tmp_path: Path) 
     """A succeeded run: spare checkpoints go; the newest keeps its trainer state (log history,
     RNG) but neither the optimizer and scheduler state nor, at the final step, the weights that
     model/ holds. A checkpoint that is not at the final step keeps its weights."""
-    from chatpgt.training.checkpoints import prune_finished_run
+    from chatpgt.training.checkpoints import last_checkpoint, prune_finished_run
 
     def checkpoint(run_dir: Path, step: int) -> Path:
         path = run_dir / f"checkpoint-{step}"
@@ -337,7 +337,12 @@ def test_finished_run_keeps_the_trainer_state_not_the_optimizer(tmp_path: Path) 
     (run_dir / "model" / "model.safetensors").write_bytes(b"final")
     pruned = prune_finished_run(run_dir, 6)
     assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint-6", "model"]
-    assert sorted(p.name for p in last.iterdir()) == ["rng_state.pth", "trainer_state.json"]
+    assert sorted(p.name for p in last.iterdir()) == [
+        ".chatpgt-pruned",
+        "rng_state.pth",
+        "trainer_state.json",
+    ]
+    assert last_checkpoint(run_dir) is None  # never resumed from: it has no weights
     assert pruned["removed_checkpoints"] == ["checkpoint-4"]
     assert pruned["freed_mb"] == 7.0
     assert (run_dir / "model" / "model.safetensors").read_bytes() == b"final"
@@ -346,7 +351,7 @@ def test_finished_run_keeps_the_trainer_state_not_the_optimizer(tmp_path: Path) 
     checkpoint(other, 5)
     prune_finished_run(other, 6)
     names = sorted(p.name for p in (other / "checkpoint-5").iterdir())
-    assert names == ["model.safetensors", "rng_state.pth", "trainer_state.json"]
+    assert names == [".chatpgt-pruned", "model.safetensors", "rng_state.pth", "trainer_state.json"]
 
 
 def test_hub_model_offline_is_found_in_the_local_cache(

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 # How the Trainer names checkpoint folders and the file it writes last into each.
 CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 TRAINER_STATE_NAME = "trainer_state.json"
+# Written into every checkpoint of a succeeded run before anything is deleted from it: such a
+# checkpoint is never resumed from (a worker that died while pruning leaves it half deleted).
+PRUNED_MARKER = ".chatpgt-pruned"
 # Training-only state in a checkpoint: the optimizer's and the LR scheduler's (FSDP writes
 # ``optimizer_0/`` folders), needed only to train on from that step.
 _OPTIMIZER_STATE = ("optimizer*", "scheduler*")
@@ -54,6 +57,8 @@ def last_checkpoint(run_dir: Path) -> str | None:
     last, after the weights, optimizer, scheduler and RNG states, so a checkpoint without a
     readable one was cut off mid-save (the worker died there) and is skipped, not resumed."""
     for step, path in reversed(checkpoint_dirs(run_dir)):
+        if (path / PRUNED_MARKER).exists():
+            continue
         try:
             state = json.loads((path / TRAINER_STATE_NAME).read_text())
         except (OSError, ValueError):
@@ -69,8 +74,14 @@ def prune_finished_run(run_dir: Path, final_step: int | None) -> dict[str, Any]:
     """Free a succeeded run's checkpoints once its final model is saved in ``model/``: remove
     every checkpoint but the newest complete one, and from that one the optimizer and scheduler
     state, and its weights when it is at ``final_step`` (they are the saved model's). Returns
-    what was freed, for the run's artifacts."""
+    what was freed, for the run's artifacts.
+
+    Every checkpoint is marked first, so that none is resumed from once pruning has begun (the
+    worker calls this before it marks the run succeeded; if it dies in between, the next
+    attempt trains again from the start rather than from a checkpoint without its weights)."""
     kept = last_checkpoint(run_dir)
+    for _, path in checkpoint_dirs(run_dir):
+        (path / PRUNED_MARKER).touch()
     freed = 0
     removed: list[str] = []
     for _, path in checkpoint_dirs(run_dir):
