@@ -58,9 +58,15 @@ def load_and_generate(model_dir: str) -> list[dict[str, Any]]:
 
 def check_finished_artifacts(artifacts: dict[str, Any]) -> None:
     """The model directory loads with pipeline() and generates; TensorBoard logs and the last
-    checkpoint are on disk."""
+    checkpoint's trainer state are on disk; no optimizer state, no spare checkpoint."""
     assert list(Path(artifacts["tensorboard_dir"]).rglob("events.out.tfevents.*"))
-    assert (Path(artifacts["last_checkpoint"]) / "trainer_state.json").is_file()
+    last = Path(artifacts["last_checkpoint"])
+    assert (last / "trainer_state.json").is_file()
+    run_dir = Path(artifacts["run_dir"])
+    assert not [p for p in run_dir.rglob("*") if p.name in ("optimizer.pt", "scheduler.pt")]
+    assert [p.name for p in run_dir.glob("checkpoint-*")] == [last.name]
+    assert not list(last.glob("*.safetensors"))  # the final step's weights are in model/
+    assert artifacts["pruned"]["freed_mb"] > 0
     conversation = load_and_generate(artifacts["model_dir"])
     assert conversation[-1]["role"] == "assistant"
 
@@ -70,6 +76,8 @@ def check_cancelled_artifacts(run: dict[str, Any]) -> None:
     # The checkpoint is taken at the step where training stopped.
     assert checkpoint.name == f"checkpoint-{run['progress']['step']}"
     assert (checkpoint / "trainer_state.json").is_file()
+    # Not finished: what training on from that step needs is kept.
+    assert (checkpoint / "optimizer.pt").is_file()
     assert not Path(run["artifacts"]["model_dir"]).exists()
 
 
@@ -111,8 +119,28 @@ async def test_sft_then_dpo_end_to_end(
     assert sft["examples"]["train"] + sft["examples"]["eval"] == long_essays["examples"]
     assert sft["examples"]["eval"] >= 1
 
+    # The stored essay split, summarised: the held-out essay is the one the eval rows are from.
+    split = sft["essay_split"]
+    held = split["heldout_titles"]
+    shown = ("corpus", "seed", "eval_fraction", "essays", "train_essays", "eval_essays")
+    assert {k: split[k] for k in shown} == {
+        "corpus": str(essay_corpus),
+        "seed": 42,
+        "eval_fraction": 0.2,
+        "essays": 6,
+        "train_essays": 5,
+        "eval_essays": 1,
+    }
+    data = Path(sft["artifacts"]["run_dir"]) / "data"
+    assert len(held) == 1 and held[0] in (data / "eval.jsonl").read_text()
+    assert held[0] not in (data / "train.jsonl").read_text()
+
     final = sft["metrics"]["final"]
     assert math.isfinite(final["train_loss"]) and math.isfinite(final["eval_loss"])
+    # Training tokens/s, in the final metrics and the progress; no training count posing as eval.
+    assert final["train_tokens"] > 0 and final["train_tokens_per_s"] > 0
+    assert progress["train_tokens_per_s"] > 0
+    assert "eval_num_tokens" not in final
     assert "loss" in sft["metrics"]["latest"]
     assert [s["prompt"] for s in sft["samples"]] == ['Write an essay titled "Tiny Models".']
     assert isinstance(sft["samples"][0]["text"], str)
@@ -148,10 +176,12 @@ async def test_sft_then_dpo_end_to_end(
     assert dpo["data_report"]["pairs_exported"] == 6
     assert dpo["data_report"]["reference"] == "precomputed log-probs"
     assert dpo["examples"] == {"train": 5, "eval": 1}
+    assert dpo["essay_split"] is None  # DPO holds out pairs, not essays
     final = dpo["metrics"]["final"]
     for key in ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins"):
         assert math.isfinite(final[key]), key
     assert math.isfinite(final["eval_loss"])
+    assert final["train_tokens"] > 0 and final["train_tokens_per_s"] > 0
     check_finished_artifacts(dpo["artifacts"])
 
     # The registry: base -> SFT -> DPO.
@@ -255,14 +285,19 @@ async def test_worker_side_failure_fails_the_run_once(
     clean_db: None,
     gpu_worker: procs.Proc,
     essay_corpus: Path,
+    tmp_path: Path,
 ) -> None:
-    """A hub id that cannot be fetched offline fails in the worker: a failed run with the reason,
-    one attempt, no retry loop."""
-    body = {"base_model": "chatpgt-tests/no-such-model", "corpus": str(essay_corpus)}
-    run = (await api.post("/train/sft", json=body)).json()
-    run = await wait_run(api, run["id"], finished, worker=gpu_worker)
+    """A model directory that passes the submit-time check (it has a config.json) but cannot be
+    loaded fails in the worker: a failed run with the reason, one attempt, no retry loop."""
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama"}')
+    body = {"base_model": str(broken), "corpus": str(essay_corpus)}
+    response = await api.post("/train/sft", json=body)
+    assert response.status_code == 202, response.text
+    run = await wait_run(api, response.json()["id"], finished, worker=gpu_worker)
     assert run["status"] == "failed"
-    assert "no-such-model" in run["error"]
+    assert "broken-model" in run["error"]
     assert run["attempts"] == 1
     assert run["finished_at"] is not None
 
@@ -313,6 +348,15 @@ async def test_bad_requests_are_problems(
         response = await api.post("/train/sft", json={**sft, "corpus": str(corpus)})
         assert_problem(response, 400, needle)
 
+    # A hub id the workers cannot load (offline, not in the cache) is refused at once, for
+    # training and for evaluation.
+    hub_id = "chatpgt-tests/no-such-model"
+    response = await api.post("/train/sft", json={**sft, "base_model": hub_id})
+    assert_problem(response, 400, "not in the local cache")
+    assert hub_id in response.json()["detail"] and "HF_HUB_OFFLINE" in response.json()["detail"]
+    response = await api.post("/eval/runs", json={"models": [hub_id]})
+    assert_problem(response, 400, "not in the local cache")
+
     bad_template = {**sft, "prompts": {"templates": ["Write about {topic}"]}}
     response = await api.post("/train/sft", json=bad_template)
     assert response.status_code == 422
@@ -327,6 +371,9 @@ async def test_bad_requests_are_problems(
     for model in (424242, "/no/model"):
         response = await api.post("/train/dpo", json={**dpo, "model": model})
         assert_problem(response, 400, "does not exist")
+    matching = {"model": hub_id, "pairs": {"min_confidence": 3}}
+    response = await api.post("/train/dpo", json=matching)
+    assert_problem(response, 400, "not in the local cache")
 
     assert_problem(await api.get("/train/runs/424242"), 404, "does not exist")
     assert_problem(await api.post("/train/runs/424242/cancel"), 404, "does not exist")

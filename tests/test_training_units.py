@@ -294,7 +294,7 @@ def test_api_process_never_imports_torch() -> None:
 def test_resume_skips_checkpoints_cut_off_mid_save(tmp_path: Path) -> None:
     """A worker killed while saving leaves a checkpoint folder without (or with a truncated)
     trainer_state.json, which the Trainer writes last: resume from the newest complete one."""
-    from chatpgt.training.recipes import _last_checkpoint
+    from chatpgt.training.checkpoints import last_checkpoint as _last_checkpoint
 
     assert _last_checkpoint(tmp_path / "missing") is None
 
@@ -314,3 +314,68 @@ def test_resume_skips_checkpoints_cut_off_mid_save(tmp_path: Path) -> None:
     checkpoint(21, json.dumps({"global_step": 6}))  # not this folder's state
     (tmp_path / "checkpoint-24-tmp").mkdir()
     assert _last_checkpoint(tmp_path) == str(complete)
+
+
+def test_finished_run_keeps_the_trainer_state_not_the_optimizer(tmp_path: Path) -> None:
+    """A succeeded run: spare checkpoints go; the newest keeps its trainer state (log history,
+    RNG) but neither the optimizer and scheduler state nor, at the final step, the weights that
+    model/ holds. A checkpoint that is not at the final step keeps its weights."""
+    from chatpgt.training.checkpoints import last_checkpoint, prune_finished_run
+
+    def checkpoint(run_dir: Path, step: int) -> Path:
+        path = run_dir / f"checkpoint-{step}"
+        path.mkdir(parents=True)
+        for name in ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth"):
+            (path / name).write_bytes(b"x" * 2**20)
+        (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        return path
+
+    run_dir = tmp_path / "run"
+    checkpoint(run_dir, 4)
+    last = checkpoint(run_dir, 6)
+    (run_dir / "model").mkdir()
+    (run_dir / "model" / "model.safetensors").write_bytes(b"final")
+    pruned = prune_finished_run(run_dir, 6)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint-6", "model"]
+    assert sorted(p.name for p in last.iterdir()) == [
+        ".chatpgt-pruned",
+        "rng_state.pth",
+        "trainer_state.json",
+    ]
+    assert last_checkpoint(run_dir) is None  # never resumed from: it has no weights
+    assert pruned["removed_checkpoints"] == ["checkpoint-4"]
+    assert pruned["freed_mb"] == 7.0
+    assert (run_dir / "model" / "model.safetensors").read_bytes() == b"final"
+
+    other = tmp_path / "other"
+    checkpoint(other, 5)
+    prune_finished_run(other, 6)
+    names = sorted(p.name for p in (other / "checkpoint-5").iterdir())
+    assert names == [".chatpgt-pruned", "model.safetensors", "rng_state.pth", "trainer_state.json"]
+
+
+def test_hub_model_offline_is_found_in_the_local_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline, a hub id is usable when its config.json is in the Hugging Face cache (the layout
+    huggingface_hub writes: refs/main -> snapshots/<commit>/), and refused otherwise; online,
+    the worker downloads it."""
+    from huggingface_hub import constants
+
+    from chatpgt.training.hub import offline_unavailable_reason
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--someone--cached-model"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert offline_unavailable_reason("someone/cached-model", tmp_path) is None
+    reason = offline_unavailable_reason("someone/other-model", tmp_path)
+    assert reason is not None and "not in the local cache" in reason and str(tmp_path) in reason
+    (repo / "snapshots" / commit / "config.json").unlink()  # an incomplete download
+    assert offline_unavailable_reason("someone/cached-model", tmp_path) is not None
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert offline_unavailable_reason("someone/other-model", tmp_path) is None

@@ -16,25 +16,46 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from chatpgt.training.reporting import Reporter
 
 _KEEP = ("loss", "eval_", "rewards/", "logps/", "learning_rate", "grad_norm", "epoch", "entropy")
+# TRL logs its running count of *training* tokens under the eval prefix too: not an eval figure.
+NOT_EVAL_METRICS = frozenset({"eval_num_tokens"})
 
 
 class RunProgressCallback(TrainerCallback):
-    """Reports step / total / epoch / ETA and the latest logged metrics into the run row, and
-    stops training at the next step when the run is cancelled (saving a checkpoint there) or
-    when this worker lost the run's lease (saving nothing: another worker owns the run now)."""
+    """Reports step / total / epoch / ETA / training tokens/s and the latest logged metrics into
+    the run row, and stops training at the next step when the run is cancelled (saving a
+    checkpoint there) or when this worker lost the run's lease (saving nothing: another worker
+    owns the run now).
 
-    def __init__(self, reporter: Reporter, latest: dict[str, Any] | None = None) -> None:
+    Tokens/s counts the non-padding tokens the Trainer fed to the model in training steps
+    (``include_num_input_tokens_seen="non_padding"``: prompt and completion, both sides of a DPO
+    pair) in this attempt, over this attempt's wall time minus the held-out evaluation passes it
+    made (checkpoint saves and logging stay in: they are the run's own overhead)."""
+
+    def __init__(
+        self,
+        reporter: Reporter,
+        latest: dict[str, Any] | None = None,
+        *,
+        lean_final_save: bool = True,
+    ) -> None:
         self.reporter = reporter
+        self.lean_final_save = lean_final_save
         self.latest: dict[str, Any] = dict(latest or {})
         self._t0 = time.monotonic()
         self._step0 = 0
         self._eval_done = 0
+        self._tokens0 = 0
+        self.eval_s = 0.0
+        self.evaluations = 0
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
     ) -> None:
         self._t0 = time.monotonic()
         self._step0 = state.global_step
+        self._tokens0 = state.num_input_tokens_seen
+        self.eval_s = 0.0
+        self.evaluations = 0
         progress = self._progress(state)
         progress["stage"] = "training"
         progress["resumed_from_step"] = state.global_step or None
@@ -52,12 +73,6 @@ class RunProgressCallback(TrainerCallback):
             progress={"stage": "evaluating", "eval_batches": self._eval_done, "eval_total": total}
         )
 
-    def on_evaluate(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
-    ) -> None:
-        self._eval_done = 0
-        self.reporter.report(progress={"stage": "training"}, force=True)
-
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
     ) -> None:
@@ -67,6 +82,12 @@ class RunProgressCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
     ) -> None:
         last = state.max_steps > 0 and state.global_step >= state.max_steps
+        if last and self.lean_final_save:
+            # The checkpoint of the last step needs no optimizer, scheduler or RNG state: a
+            # resume from it trains no further step. Not writing them saves twice the weights'
+            # size of disk writes (AdamW's two moments), which a succeeded run deletes anyway.
+            # Decided from the step alone, so every rank of a multi-process run agrees.
+            args.save_only_model = True
         self.reporter.report(progress=self._progress(state), force=last)
         self._maybe_stop(control)
 
@@ -81,13 +102,50 @@ class RunProgressCallback(TrainerCallback):
         values = {
             k: float(v)
             for k, v in (logs or {}).items()
-            if isinstance(v, int | float) and math.isfinite(v) and k.startswith(_KEEP)
+            if isinstance(v, int | float)
+            and math.isfinite(v)
+            and k.startswith(_KEEP)
+            and k not in NOT_EVAL_METRICS
         }
         if not values:
             return
         self.latest.update(values)
         self.latest["step"] = state.global_step
         self.reporter.report(metrics={"latest": dict(self.latest)}, force=True)
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> None:
+        self.evaluations += 1
+        runtime = (metrics or {}).get("eval_runtime")
+        if isinstance(runtime, int | float) and math.isfinite(runtime):
+            self.eval_s += float(runtime)
+        self._eval_done = 0
+        self.reporter.report(progress={"stage": "training"}, force=True)
+
+    def on_epoch_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
+    ) -> None:
+        # A run stopped before its last step (cancelled, lease lost) still ends its epoch: no
+        # held-out pass for it (it would delay the cancel by a whole evaluation). Decided from
+        # the control flags, which every rank of a multi-process run shares (RankSync), never
+        # from the reporter, which rank 0 alone reads.
+        if control.should_training_stop and state.global_step < state.max_steps:
+            control.should_evaluate = False
+
+    def throughput(self, state: TrainerState) -> dict[str, float | int]:
+        """``train_tokens`` (this attempt's) and ``train_tokens_per_s`` (see the class doc)."""
+        tokens = state.num_input_tokens_seen - self._tokens0
+        seconds = time.monotonic() - self._t0 - self.eval_s
+        out: dict[str, float | int] = {"train_tokens": int(tokens)}
+        if tokens > 0 and seconds > 0:
+            out["train_tokens_per_s"] = round(tokens / seconds, 2)
+        return out
 
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
@@ -106,6 +164,7 @@ class RunProgressCallback(TrainerCallback):
             "total_steps": total,
             "epoch": round(state.epoch, 4) if state.epoch is not None else None,
             "eta_s": eta,
+            **(self.throughput(state) if done > 0 else {}),
         }
 
     def _maybe_stop(self, control: TrainerControl) -> None:

@@ -27,6 +27,7 @@ from chatpgt.orchestration.leases import worker_identity
 from chatpgt.orchestration.status import TERMINAL, RunStatus
 from chatpgt.settings import Settings, get_settings
 from chatpgt.training import chat_format
+from chatpgt.training.checkpoints import prune_finished_run
 from chatpgt.training.errors import RankFailed, TrainingDataError
 from chatpgt.training.repository import RunSnapshot, RunStore
 
@@ -201,6 +202,8 @@ def _execute(store: RunStore, run_id: int, settings: Settings) -> str:
 
     if outcome.status == "lost" or reporter.lost.is_set():
         return "lost"
+    if outcome.status == RunStatus.SUCCEEDED:
+        outcome.artifacts["pruned"] = _prune(run_dir, outcome.final_metrics.get("global_step"))
     reporter.report(
         metrics={"final": outcome.final_metrics}, artifacts=outcome.artifacts, force=True
     )
@@ -225,6 +228,17 @@ def _execute(store: RunStore, run_id: int, settings: Settings) -> str:
         },
     )
     return RunStatus.SUCCEEDED if registered else "lost"
+
+
+def _prune(run_dir: Path, final_step: Any) -> dict[str, Any]:
+    """Drop a succeeded run's optimizer state and spare checkpoints (its model is saved); a
+    failure to delete is logged, never a failed run."""
+    try:
+        step = int(final_step) if final_step is not None else None
+        return prune_finished_run(run_dir, step)
+    except OSError as exc:
+        log.warning("could not prune the checkpoints of %s: %s", run_dir, exc)
+        return {"error": str(exc)}
 
 
 def _not_claimed(store: RunStore, run_id: int) -> str:

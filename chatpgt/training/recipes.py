@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,8 @@ from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from chatpgt.datagen.prompts import generation_messages
 from chatpgt.training import corpus, throughput
-from chatpgt.training.callbacks import RunProgressCallback
+from chatpgt.training.callbacks import NOT_EVAL_METRICS, RunProgressCallback
+from chatpgt.training.checkpoints import last_checkpoint
 from chatpgt.training.errors import TrainingDataError
 from chatpgt.training.export import export_pairs, filters_from_request
 from chatpgt.training.outcome import Outcome
@@ -50,9 +50,6 @@ from chatpgt.training.schemas import (
 )
 
 log = logging.getLogger(__name__)
-# How the Trainer names checkpoint folders and the file it writes last into each.
-_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
-TRAINER_STATE_NAME = "trainer_state.json"
 
 # Used only when a base model's tokenizer has no chat template: a plain ChatML template, so the
 # trained model still renders conversations (and pipeline() accepts messages).
@@ -159,6 +156,9 @@ def run_sft(
         packing=False,  # essays are split to fit max_length; packing would join unrelated ones
         padding_free=features.padding_free,
     )
+    progress = RunProgressCallback(
+        reporter, snapshot.metrics.get("latest"), lean_final_save=hp.distributed != "fsdp"
+    )
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -166,7 +166,7 @@ def run_sft(
         eval_dataset=evals,
         processing_class=tokenizer,
         peft_config=_lora_config(hp.lora),
-        callbacks=[RunProgressCallback(reporter, snapshot.metrics.get("latest")), *callbacks],
+        callbacks=[progress, *callbacks],
     )
     truncated = _count_truncated_sft(trainer)
     used: Any = trainer.train_dataset
@@ -179,7 +179,7 @@ def run_sft(
             dropped,
         )
         reporter.report(data_report={"truncated": truncated, "dropped": dropped}, force=True)
-    return _train_and_save(trainer, tokenizer, run_dir, reporter, request.samples, hp)
+    return _train_and_save(trainer, tokenizer, run_dir, reporter, request.samples, hp, progress)
 
 
 def _prepare_sft_data(
@@ -300,6 +300,9 @@ def run_dpo(
         ref_model = load_model(model_path, device)
     if precompute:  # DPOTrainer computes them while it is built: say so, it takes a while
         reporter.report(progress={"stage": "reference log-probs", "pairs": len(train)}, force=True)
+    progress = RunProgressCallback(
+        reporter, snapshot.metrics.get("latest"), lean_final_save=hp.distributed != "fsdp"
+    )
     args = DPOConfig(
         **_common_args(hp, run_dir, device, features, has_eval=evals is not None),
         max_length=hp.max_length,
@@ -315,7 +318,7 @@ def run_dpo(
         eval_dataset=evals,
         processing_class=tokenizer,
         peft_config=lora,
-        callbacks=[RunProgressCallback(reporter, snapshot.metrics.get("latest")), *callbacks],
+        callbacks=[progress, *callbacks],
     )
     used: Any = trainer.train_dataset
     assert used is not None
@@ -343,7 +346,7 @@ def run_dpo(
         },
         force=True,
     )
-    return _train_and_save(trainer, tokenizer, run_dir, reporter, request.samples, hp)
+    return _train_and_save(trainer, tokenizer, run_dir, reporter, request.samples, hp, progress)
 
 
 def exclude_topics(path: Path, topics: list[str]) -> int:
@@ -460,6 +463,8 @@ def _common_args(
         "use_cpu": not device.cuda,
         "dataloader_pin_memory": device.cuda,
         "disable_tqdm": True,
+        # Counts the tokens trained on (state.num_input_tokens_seen), for tokens/s.
+        "include_num_input_tokens_seen": "non_padding",
     }
 
 
@@ -483,34 +488,11 @@ def _load_jsonl(path: Path, run_dir: Path) -> Dataset:
     return Dataset.from_json(str(path), cache_dir=str(run_dir / "cache"))
 
 
-def _last_checkpoint(run_dir: Path) -> str | None:
-    """The newest complete checkpoint of the run. The Trainer writes ``trainer_state.json``
-    last, after the weights, optimizer, scheduler and RNG states, so a checkpoint without a
-    readable one was cut off mid-save (the worker died there) and is skipped, not resumed."""
-    if not run_dir.is_dir():
-        return None
-    steps = sorted(
-        (int(match.group(1)), path)
-        for path in run_dir.iterdir()
-        if path.is_dir() and (match := _CHECKPOINT.fullmatch(path.name))
-    )
-    for step, path in reversed(steps):
-        try:
-            state = json.loads((path / TRAINER_STATE_NAME).read_text())
-        except (OSError, ValueError):
-            log.warning("skipping checkpoint %s: cut off before it was complete", path)
-            continue
-        if state.get("global_step") == step:
-            return str(path)
-        log.warning("skipping checkpoint %s: its trainer state is for another step", path)
-    return None
-
-
 def _stopped(reporter: Reporter, run_dir: Path, final: dict[str, Any]) -> Outcome:
     if reporter.lost.is_set():
         return Outcome("lost")
     return Outcome(
-        "cancelled", final_metrics=final, artifacts={"last_checkpoint": _last_checkpoint(run_dir)}
+        "cancelled", final_metrics=final, artifacts={"last_checkpoint": last_checkpoint(run_dir)}
     )
 
 
@@ -521,8 +503,9 @@ def _train_and_save(
     reporter: Reporter,
     samples: SampleSpec,
     hp: TrainingKnobs,
+    progress: RunProgressCallback,
 ) -> Outcome:
-    resume = _last_checkpoint(run_dir)
+    resume = last_checkpoint(run_dir)
     if resume:
         log.info("resuming from %s", resume)
     result = trainer.train(resume_from_checkpoint=resume)
@@ -532,10 +515,11 @@ def _train_and_save(
         "train_runtime_s": _finite(result.metrics.get("train_runtime")),
     }
     final.update(_last_train_log(trainer))
+    final.update(progress.throughput(trainer.state))
     if reporter.should_stop:
         return _stopped(reporter, run_dir, final)
     if trainer.eval_dataset is not None:
-        final.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, int | float)})
+        final.update(final_evaluation(trainer))
     model_dir = run_dir / "model"
     model = save_final_model(trainer, tokenizer, model_dir, samples, merge=_merge(hp))
     # With several processes rank 0 alone samples (the others have nothing more to do); under
@@ -550,7 +534,7 @@ def _train_and_save(
         "succeeded",
         final_metrics={k: v for k, v in final.items() if v is not None},
         samples=generated,
-        artifacts={"model_dir": str(model_dir), "last_checkpoint": _last_checkpoint(run_dir)},
+        artifacts={"model_dir": str(model_dir), "last_checkpoint": last_checkpoint(run_dir)},
     )
 
 
@@ -562,6 +546,25 @@ def _finite(value: Any) -> float | None:
     if isinstance(value, int | float) and math.isfinite(value):
         return float(value)
     return None
+
+
+def final_evaluation(trainer: SFTTrainer | DPOTrainer) -> dict[str, float]:
+    """The held-out metrics of the final model: those the Trainer logged when it evaluated at the
+    final step (its ``eval_strategy``, per epoch or per N steps, evaluates there), else one
+    evaluation now. Never two identical passes over the held-out set."""
+    step = trainer.state.global_step
+    logged = next((e for e in reversed(trainer.state.log_history) if "eval_loss" in e), None)
+    if logged is not None and logged.get("step") == step:
+        metrics = dict(logged)
+    else:
+        metrics = trainer.evaluate()
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if (k.startswith("eval_") or k == "epoch")
+        and k not in NOT_EVAL_METRICS
+        and _finite(v) is not None
+    }
 
 
 def _last_train_log(trainer: SFTTrainer | DPOTrainer) -> dict[str, float]:

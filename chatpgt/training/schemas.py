@@ -208,7 +208,8 @@ class SFTRequest(BaseModel):
 
     ``base_model`` is a Hugging Face id or a local directory; ``corpus`` a Hugging Face dataset id
     or a local CSV / JSONL file (columns ``title`` and ``text``) or folder of ``.txt``/``.md``
-    essays. Local paths are checked when the run is submitted; hub ids when the worker loads them.
+    essays. Local paths are checked when the run is submitted; a hub model id too when the hub is
+    offline (``HF_HUB_OFFLINE=1``: it must be in the local cache), else when the worker loads it.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -257,7 +258,8 @@ def as_submitted(request: dict[str, Any]) -> dict[str, Any]:
 
 class DPORequest(RequestModel):
     """``POST /train/dpo``. ``model`` is a finished SFT run id, a registered model name, or a
-    local model directory (a Hugging Face id is also accepted and checked by the worker)."""
+    local model directory (a Hugging Face id is also accepted; offline, only from the local
+    cache)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -274,11 +276,43 @@ class Progress(BaseModel):
     epoch: float | None = None
     eta_s: float | None = None
     resumed_from_step: int | None = None
+    train_tokens: int | None = Field(
+        None, description="non-padding tokens trained on in this attempt (prompt and completion)"
+    )
+    train_tokens_per_s: float | None = Field(
+        None,
+        description="train_tokens over this attempt's wall time, held-out evaluation excluded",
+    )
+    stage: str | None = Field(
+        None,
+        description="what the run is doing: 'reference log-probs' (DPO, before its first step), "
+        "'training', 'evaluating' (the held-out pass), 'saving the model and writing samples'",
+    )
+    eval_batches: int | None = Field(None, description="held-out batches done, while evaluating")
+    eval_total: int | None = Field(None, description="held-out batches in the pass")
+    pairs: int | None = Field(None, description="pairs whose reference log-probs are computed")
 
 
 class Sample(BaseModel):
     prompt: str
     text: str
+
+
+class EssaySplit(BaseModel):
+    """Which essays an SFT run trained on and which it held out for evaluation (stored with the
+    run, read by every evaluation of its lineage), summarised: the titles of the held-out ones,
+    counts of both."""
+
+    # Whatever else the run stored with its split (scalars such as the system prompt) shows too.
+    model_config = ConfigDict(extra="allow")
+
+    corpus: str | None = None
+    seed: int | None = None
+    eval_fraction: float | None = None
+    essays: int | None = Field(None, description="essays in the corpus")
+    train_essays: int
+    eval_essays: int
+    heldout_titles: list[str]
 
 
 class TrainingRunOut(BaseModel):
@@ -298,6 +332,9 @@ class TrainingRunOut(BaseModel):
     )
     artifacts: dict[str, Any] = Field(
         description="run_dir, model_dir, tensorboard_dir, last_checkpoint"
+    )
+    essay_split: EssaySplit | None = Field(
+        None, description="SFT: the essays held out by essay (None for DPO, or before it is made)"
     )
     samples: list[Sample]
     model_id: int | None = None

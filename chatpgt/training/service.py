@@ -1,10 +1,11 @@
 """Training, as the API and the tasks see it: submit, read, cancel, list models, execute.
 
 Submitting checks what can be checked cheaply without torch (local paths exist, the corpus file
-has title and text, the pair selection is not empty, the output name is free) and writes a queued
-run; the caller commits and then enqueues ``chatpgt.train.<kind>`` with the run id. Everything
-that needs the model or the hub is checked by the worker, and a failure there becomes a failed run
-with its reason.
+has title and text, the pair selection is not empty, the output name is free, a hub model id is
+reachable: the hub is online or the model is in the local cache) and writes a queued run; the
+caller commits and then enqueues ``chatpgt.train.<kind>`` with the run id. Everything that needs
+the model itself is checked by the worker, and a failure there becomes a failed run with its
+reason.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from chatpgt.training.errors import (
     TrainingRunNotFound,
 )
 from chatpgt.training.export import filters_from_request
+from chatpgt.training.hub import offline_unavailable_reason
 from chatpgt.training.models import RegisteredModel, TrainingRun
 from chatpgt.training.schemas import (
     DPORequest,
+    EssaySplit,
     LineageEntry,
     ModelOut,
     ModelPage,
@@ -70,7 +73,9 @@ async def submit_dpo(
     """A queued DPO run. Raises 400 when the starting model cannot be found or no pair matches
     the selection, 403 for a local model path outside ``roots``, 409 when ``name`` is taken."""
     _resolve_processes(request.hyperparameters)
-    start = await _resolve_model(session, str(request.model), allow_run_id=True, roots=roots)
+    start = await _resolve_model(
+        session, str(request.model), allow_run_id=True, roots=roots, check_hub=False
+    )
     filters = filters_from_request(request.pairs.model_dump())
     matching = await repo.count_pairs(session, filters)
     if matching == 0:
@@ -100,6 +105,8 @@ async def submit_dpo(
                 )
             extra.update(heldout_topics=topics, pairs_at_submit=matching - on_heldout)
     await _check_name_free(session, request.name)
+    # After the pair checks: "no pair matches" is the more useful answer when both apply.
+    await _check_hub_reachable(start)
     return await repo.create_run(
         session,
         kind="dpo",
@@ -116,12 +123,19 @@ def _resolve_processes(hp: TrainingKnobs) -> None:
 
 
 async def _resolve_model(
-    session: AsyncSession, ref: str, *, allow_run_id: bool, roots: DataRoots
+    session: AsyncSession,
+    ref: str,
+    *,
+    allow_run_id: bool,
+    roots: DataRoots,
+    check_hub: bool = True,
 ) -> dict[str, Any]:
     """Where training starts: {"ref", "path", "model_id", "kind"}.
 
     In order: a finished SFT run id (DPO only), a registered model name, a local model
-    directory, a Hugging Face id (checked by the worker).
+    directory, a Hugging Face id (refused when the hub is offline and the model is not in the
+    local cache, unless ``check_hub`` is false: then the caller checks it with
+    :func:`_check_hub_reachable`).
     """
     ref = ref.strip()
     if allow_run_id and ref.isdigit():
@@ -130,9 +144,21 @@ async def _resolve_model(
     if registered is not None:
         return _start(ref, registered)
     if looks_like_hub_id(ref):
-        return {"ref": ref, "path": ref, "model_id": None, "kind": "hub"}
+        start = {"ref": ref, "path": ref, "model_id": None, "kind": "hub"}
+        if check_hub:
+            await _check_hub_reachable(start)
+        return start
     roots.check(ref, field="model")
     return await asyncio.to_thread(_local_model_dir, ref)
+
+
+async def _check_hub_reachable(start: dict[str, Any]) -> None:
+    """400 for a hub model the workers cannot load: offline and not in the local cache."""
+    if start.get("kind") != "hub":
+        return
+    reason = await asyncio.to_thread(offline_unavailable_reason, str(start["ref"]))
+    if reason is not None:
+        raise InvalidModelSource(reason, model=start["ref"])
 
 
 def _local_model_dir(ref: str) -> dict[str, Any]:
@@ -249,6 +275,7 @@ def run_out(run: TrainingRun, model_id: int | None) -> TrainingRunOut:
         examples={"train": int(examples.get("train", 0)), "eval": int(examples.get("eval", 0))},
         data_report=report,
         artifacts=run.artifacts or {},
+        essay_split=essay_split_summary(run.essay_split),
         samples=run.samples or [],
         model_id=model_id,
         attempts=run.attempts,
@@ -258,6 +285,20 @@ def run_out(run: TrainingRun, model_id: int | None) -> TrainingRunOut:
         started_at=run.started_at,
         finished_at=run.finished_at,
         updated_at=run.updated_at,
+    )
+
+
+def essay_split_summary(split: dict[str, Any] | None) -> EssaySplit | None:
+    """The stored split without its per-essay lists: counts and the held-out titles."""
+    if not split:
+        return None
+    held = split.get("eval") or []
+    rest = {k: v for k, v in split.items() if k not in ("train", "eval")}
+    return EssaySplit(
+        **rest,
+        train_essays=len(split.get("train") or []),
+        eval_essays=len(held),
+        heldout_titles=[str(e.get("title")) for e in held],
     )
 
 
