@@ -19,7 +19,7 @@ from chatpgt.datagen.judges import method_names, needs_provider
 from chatpgt.datagen.judges.base import BUILTIN_PROVIDER
 from chatpgt.datagen.pairing import PairingRule
 from chatpgt.datagen.summaries import JobOutcome
-from chatpgt.db.ids import RowId
+from chatpgt.db.ids import MAX_ID, RowId
 from chatpgt.db.requests import RequestModel
 from chatpgt.db.text import STORABLE, StoredText
 from chatpgt.orchestration.status import ItemStatus, RunStatus
@@ -90,7 +90,7 @@ class GeneratorSpec(RequestModel):
     seed: int | None = Field(
         None,
         ge=0,
-        le=2**63 - 1,
+        le=MAX_ID,  # what a JSON number holds exactly (2**53 - 1), as for ids
         description="sent as the request's seed (providers that honour it sample reproducibly); "
         "part of the response cache's key",
     )

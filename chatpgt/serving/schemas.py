@@ -9,6 +9,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chatpgt.db.text import StoredText
+from chatpgt.training.schemas import TitleTemplate
 
 DEFAULT_TITLE_TEMPLATE = 'Write an essay titled "{title}".'
 MAX_SAMPLES = 16
@@ -21,15 +22,25 @@ class ChatMessage(BaseModel):
     content: StoredText = Field(max_length=200_000)
 
 
+def _title_or_messages_schema(schema: dict[str, Any]) -> None:
+    # What _title_or_messages enforces, stated in the OpenAPI document.
+    schema["oneOf"] = [
+        {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+        for name in ("title", "messages")
+    ]
+
+
 class GenerationCreate(BaseModel):
     """``POST /models/{id}/generations``: a ``title`` (asked with ``template``, and the system
     prompt the model was trained with, which its chat template renders by default) or the
     ``messages`` of a conversation ending with a user turn; ``n`` samples."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, json_schema_extra=_title_or_messages_schema
+    )
 
     title: StoredText | None = Field(None, min_length=1, max_length=1000)
-    template: StoredText = Field(DEFAULT_TITLE_TEMPLATE, max_length=2000)
+    template: TitleTemplate = Field(DEFAULT_TITLE_TEMPLATE, max_length=2000)
     messages: list[ChatMessage] | None = Field(None, min_length=1, max_length=100)
     max_new_tokens: int = Field(400, ge=1, le=8192)
     temperature: float = Field(0.7, ge=0, le=5, description="0: greedy decoding")
@@ -48,8 +59,6 @@ class GenerationCreate(BaseModel):
     def _title_or_messages(self) -> Self:
         if (self.title is None) == (self.messages is None):
             raise ValueError("give either title or messages")
-        if self.messages is not None and self.messages[-1].role != "user":
-            raise ValueError("messages must end with a user message")
         return self
 
     def chat_messages(self) -> list[dict[str, str]]:
