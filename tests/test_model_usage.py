@@ -244,7 +244,6 @@ async def test_generations_through_the_api(
         {"title": "x", "top_p": 0},
         {"max_new_tokens": 5},
         {"title": "x", "messages": messages},
-        {"messages": [{"role": "assistant", "content": "hi"}]},
         {"title": "x", "template": "no placeholder"},
     ):
         assert_problem(await api.post(url, json=bad), 422, "")

@@ -33,7 +33,7 @@ def _title_or_messages_schema(schema: dict[str, Any]) -> None:
 class GenerationCreate(BaseModel):
     """``POST /models/{id}/generations``: a ``title`` (asked with ``template``, and the system
     prompt the model was trained with, which its chat template renders by default) or the
-    ``messages`` of a conversation ending with a user turn; ``n`` samples."""
+    ``messages`` of a conversation (the model writes the next assistant turn); ``n`` samples."""
 
     model_config = ConfigDict(
         extra="forbid", allow_inf_nan=False, json_schema_extra=_title_or_messages_schema
