@@ -655,6 +655,7 @@ def base_model(work: Path = WORK) -> Path | None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # its "Writing model shards" bar is noise in a log
+        os.environ.setdefault("TQDM_DISABLE", "1")  # and the GGUF loader's own tqdm bar
         return ensure_smollm2(work / "models")
     except LocalModelUnavailable as exc:
         say(f"no local model ({exc}): datagen uses the stand-in server, training is skipped")
