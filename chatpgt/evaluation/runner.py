@@ -394,16 +394,20 @@ def _train_classifier(
     author = [c for e in train for c in chunk(e.text, words)]
     if len(author) > style.get("max_author_chunks", len(author)):
         author = random.Random(seed).sample(author, style["max_author_chunks"])
-    # As many degenerate chunks as fluent other chunks, half of each kind (at least a few).
-    n = max(4, sum(max(1, len(t.split()) // words) for t in other) // 2)
-    degenerate = shuffled_words(cut_words(author, words)[:n], seed=seed) + random_token_texts(
+    # Degenerate texts: every sampled author chunk with its words shuffled (up to 1,000: the
+    # classifier must learn that the author's words without the author's order are not the
+    # author, and a few dozen shuffled chunks against thousands of real ones taught it nothing
+    # in the demo: shuffled essays scored 1.00), and random-token text.
+    shuffled = shuffled_words(author[:1000], seed=seed)
+    noise = random_token_texts(
         lambda ids: str(tokenizer.decode(ids)),
         len(tokenizer),
-        count=n,
+        count=max(4, min(200, len(other))),
         tokens=round(words * 1.3),
         seed=seed,
         skip=tokenizer.all_special_ids,
     )
+    degenerate = shuffled + noise
     classifier = StyleClassifier.train(
         author,
         other,

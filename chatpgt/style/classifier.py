@@ -54,7 +54,9 @@ def chunk(text: str, words: int) -> list[str]:
     return pieces
 
 
-def make_pipeline(features: Features, seed: int) -> Pipeline:
+def make_pipeline(features: Features, seed: int, *, weighted: bool = False) -> Pipeline:
+    """``weighted``: the caller passes per-sample weights (``clf__sample_weight``) instead of
+    the classes being balanced by the classifier."""
     word_ngrams = (1, 2) if features == "char+word" else (1, 3)
     parts: list[tuple[str, Any]] = [
         (
@@ -89,7 +91,12 @@ def make_pipeline(features: Features, seed: int) -> Pipeline:
             ("features", FeatureUnion(parts)),
             (
                 "clf",
-                LogisticRegression(C=c, max_iter=2000, class_weight="balanced", random_state=seed),
+                LogisticRegression(
+                    C=c,
+                    max_iter=2000,
+                    class_weight=None if weighted else "balanced",
+                    random_state=seed,
+                ),
             ),
         ]
     )
@@ -161,12 +168,26 @@ class StyleClassifier:
             )
         texts = a + o + d
         labels = np.array([1] * len(a) + [0] * (len(o) + len(d)))
+        # The author weighs as much as everything else; within "not the author", the fluent
+        # other writers weigh as much as the degenerate texts, however many of each there are
+        # (a few dozen other-writer chunks must not drown in a thousand shuffled ones, nor the
+        # reverse). Mean weight 1, so the regularisation reads as with balanced classes.
+        n = len(texts)
+        groups = [(len(a), 0.5), (len(o), 0.25 if d else 0.5), (len(d), 0.25)]
+        weights = np.concatenate(
+            [np.full(size, n * share / size) for size, share in groups if size]
+        )
         k = min(folds, len(a), len(o) + len(d))
         accuracy = auc = degenerate_recall = None
         if k >= 2:
             splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
             proba = cross_val_predict(
-                make_pipeline(features, seed), texts, labels, cv=splitter, method="predict_proba"
+                make_pipeline(features, seed, weighted=True),
+                texts,
+                labels,
+                cv=splitter,
+                method="predict_proba",
+                params={"clf__sample_weight": weights},
             )[:, 1]
             fluent = slice(0, len(a) + len(o))
             # balanced: a plain accuracy rewards the larger class
@@ -174,7 +195,9 @@ class StyleClassifier:
             auc = float(roc_auc_score(labels[fluent], proba[fluent]))
             if d:
                 degenerate_recall = float(np.mean(proba[len(a) + len(o) :] < 0.5))
-        pipeline = make_pipeline(features, seed).fit(texts, labels)
+        pipeline = make_pipeline(features, seed, weighted=True).fit(
+            texts, labels, clf__sample_weight=weights
+        )
         return cls(
             pipeline=pipeline,
             features=features,
