@@ -9,15 +9,15 @@ memory is its own:
   batches, SDPA attention).
 - ``sft``: ours (TRL SFTTrainer, completion-only loss) with the features
   :mod:`chatpgt.training.throughput` picks for the device: flash attention and padding-free
-  batches, Liger kernels (when installed, on CUDA), checkpointing only if memory needs it.
+  batches, Liger kernels (when installed, on CUDA), checkpointing only if memory needs it, and
+  off CUDA the model's own cross-entropy instead of TRL's fused lm-head loss.
 - ``dpo-seed``: the seed's DPO setup, a second full copy of the model as reference, reference
   log-probs computed at every step.
 - ``dpo-ours``: our default, reference log-probs precomputed once before training, no copy.
 - ``dpo-lora``: LoRA, the reference is the same model with its adapter disabled.
-- ``sft-plain``: ``sft`` with the plain ``Trainer`` loss (the model's own cross-entropy on
-  the collator's labels, prompt tokens masked) instead of TRL's fused chunked lm-head kernel,
-  which TRL 1.16's ``SFTTrainer`` always uses (for its entropy and accuracy metrics too): an
-  experiment, to see what that kernel costs on this device.
+- ``sft-fused``: ``sft`` with TRL 1.16's own ``SFTTrainer`` loss, its fused chunked lm-head
+  kernel, whatever the device (``sft`` uses it on CUDA only and the model's own cross-entropy
+  elsewhere: :mod:`chatpgt.training.sft_loss`): what that kernel costs on this device.
 - ``sft-run``, ``dpo-run``: a whole run of the service's recipe
   (:func:`chatpgt.training.recipes.run`, what a worker runs: the run's callbacks, logging,
   TensorBoard, the final checkpoint save), on the same texts made into a corpus (SFT: the
@@ -67,7 +67,7 @@ PHASES = (
     "bare",
     "sft-seed",
     "sft",
-    "sft-plain",
+    "sft-fused",
     "sft-run",
     "dpo-seed",
     "dpo-ours",
@@ -77,7 +77,7 @@ PHASES = (
 SEED_OF = {
     "sft": "sft-seed",
     "sft-run": "sft-seed",
-    "sft-plain": "sft-seed",
+    "sft-fused": "sft-seed",
     "dpo-ours": "dpo-seed",
     "dpo-lora": "dpo-seed",
     "dpo-run": "dpo-seed",
@@ -225,31 +225,6 @@ def model_config(tiny: bool, tokenizer: Any, small: bool = False) -> Any:
 def text_of(rng: random.Random, tokens: int) -> str:
     # ~1.3 tokens per word with this tokenizer: aim a little long, the trainer cuts at max_length.
     return " ".join(rng.choice(WORDS) for _ in range(tokens))
-
-
-def PlainLossSFTTrainer() -> Any:  # noqa: N802 (a class made on demand: TRL is imported late)
-    """SFTTrainer with ``Trainer.compute_loss``: the model's loss on the collator's labels."""
-    from transformers import Trainer
-    from trl import SFTTrainer
-
-    class PlainLoss(SFTTrainer):  # type: ignore[misc]
-        def compute_loss(
-            self,
-            model: Any,
-            inputs: dict[str, Any],
-            return_outputs: bool = False,
-            num_items_in_batch: Any = None,
-        ) -> Any:
-            model_inputs = {
-                k: v
-                for k, v in inputs.items()
-                if k in ("input_ids", "attention_mask", "labels", "position_ids")
-            }
-            return Trainer.compute_loss(
-                self, model, model_inputs, return_outputs, num_items_in_batch
-            )
-
-    return PlainLoss
 
 
 class MemoryReporter:
@@ -408,6 +383,7 @@ def run_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     from chatpgt.training import throughput
+    from chatpgt.training.sft_loss import CrossEntropySFTTrainer
 
     phase = args.run_phase
     cuda = torch.cuda.is_available()
@@ -424,7 +400,7 @@ def run_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     rng = random.Random(0)
     n_examples = args.steps * args.batch
     max_length = 2 * args.seq_len + 64
-    ours = phase in ("sft", "sft-plain", "dpo-ours", "dpo-lora")
+    ours = phase in ("sft", "sft-fused", "dpo-ours", "dpo-lora")
     shape = throughput.ModelShape(
         params=0,
         layers=config.num_hidden_layers,
@@ -489,7 +465,8 @@ def run_phase(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         mean_len = tokens / max(1, len(rows))
     elif phase.startswith("sft"):
         rows = sft_rows(rng, n_examples, args.seq_len)
-        trainer: Any = (PlainLossSFTTrainer() if phase == "sft-plain" else SFTTrainer)(
+        plain = phase == "sft" and features is not None and not features.fused_lm_head_loss
+        trainer: Any = (CrossEntropySFTTrainer if plain else SFTTrainer)(
             model=model,
             args=SFTConfig(
                 **common,

@@ -48,6 +48,7 @@ from chatpgt.training.schemas import (
     TrainingKnobs,
     as_submitted,
 )
+from chatpgt.training.sft_loss import CrossEntropySFTTrainer
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,9 @@ def run_sft(
     progress = RunProgressCallback(
         reporter, snapshot.metrics.get("latest"), lean_final_save=hp.distributed != "fsdp"
     )
-    trainer = SFTTrainer(
+    # On CPU the model's own cross-entropy: TRL's fused lm-head loss is its slowest part there.
+    trainer_class = SFTTrainer if features.fused_lm_head_loss else CrossEntropySFTTrainer
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train,

@@ -11,6 +11,12 @@ one decision:
 - **Liger kernels** (``use_liger_kernel=True``: fused RMSNorm, RoPE, SwiGLU and a chunked
   cross-entropy that never materialises the full logits) on CUDA when ``liger-kernel`` is
   installed.
+- **The SFT loss**: TRL 1.16's ``SFTTrainer`` computes its loss (and its entropy and accuracy
+  metrics) through a fused, chunked lm-head kernel that never materialises the full logits. On
+  a GPU that saves memory; on CPU it scores every position and its backward recomputes the
+  logits chunk by chunk, which measured 2.2x slower than the model's own cross-entropy on
+  SmolLM2-135M (docs/training.md). ``fused_lm_head_loss`` keeps it on CUDA only; elsewhere
+  :class:`chatpgt.training.sft_loss.CrossEntropySFTTrainer` trains on the plain loss.
 - **Activation checkpointing only where memory needs it**: on a GPU, when the estimate of
   weights, gradients, optimizer state and activations (:func:`training_memory_bytes`) exceeds
   ``MEMORY_HEADROOM`` of the device; never on CPU. A request's ``gradient_checkpointing`` wins.
@@ -56,6 +62,7 @@ class Features:
     use_liger_kernel: bool
     activation_checkpointing: bool
     estimated_memory_gb: float | None
+    fused_lm_head_loss: bool = True
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -123,6 +130,7 @@ def choose(
         use_liger_kernel=cuda and installed("liger_kernel"),
         activation_checkpointing=checkpointing,
         estimated_memory_gb=round(estimate / 2**30, 2) if estimate is not None else None,
+        fused_lm_head_loss=cuda,
     )
 
 
