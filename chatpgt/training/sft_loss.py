@@ -48,7 +48,7 @@ class CrossEntropySFTTrainer(SFTTrainer):  # type: ignore[misc]
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
-        mode = "train" if self.model.training else "eval"
+        mode = "train" if model.training else "eval"
         model_inputs = {k: v for k, v in inputs.items() if k in MODEL_INPUTS}
         model_inputs["use_cache"] = False
         loss, outputs = Trainer.compute_loss(
