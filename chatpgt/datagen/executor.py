@@ -349,8 +349,16 @@ class Executor:
         )
 
     async def _generate(self, g: Generation) -> None:
-        issued = await self.issue(self._generation_request(g))
+        # Its place among the items asked for and not yet on disk (Flusher.reserve), held
+        # until its result is committed.
+        await self.flusher.reserve()
+        try:
+            issued = await self.issue(self._generation_request(g))
+        except BaseException:
+            self.flusher.release()
+            raise
         if issued.stopped:
+            self.flusher.release()
             return  # the finish step marks it cancelled
         update = _blank_generation_result(g)
         if issued.skip is not None:
@@ -383,19 +391,35 @@ class Executor:
             )
         for key, value in update.items():
             setattr(g, key, value)
-        self.flusher.generations.append({"_id": g.id, **update})
+        self.flusher.add_generation({"_id": g.id, **update})
         self._finished("generation", g.id, update)
 
     async def _judge(self, j: JudgmentItem, prompt: str, texts: dict[int, str]) -> None:
-        update = await self.method.judge(
-            self.judge_call, j, prompt, texts[j.generation_a_id], texts[j.generation_b_id]
-        )
+        await self.flusher.reserve()  # as for an essay (see _generate)
+        try:
+            update = await self.method.judge(
+                self.judge_call, j, prompt, texts[j.generation_a_id], texts[j.generation_b_id]
+            )
+        except BaseException:
+            self.flusher.release()
+            raise
         if update is None:
+            self.flusher.release()
             return  # stopping: the finish step marks it cancelled
         for key, value in update.items():
             setattr(j, key, value)
-        self.flusher.judgments.append({"_id": j.id, **update})
+        self.flusher.add_judgment({"_id": j.id, **update})
         self._finished("judgment", j.id, update)
+
+
+def max_unwritten(req: DatagenJobCreate, pool: ProviderPool, flush_max_items: int) -> int:
+    """The most items a job keeps asked for and not yet on disk (:meth:`Flusher.reserve`): the
+    concurrency of all its providers (generators' and judge's, each counted once), so that
+    their slots stay full, and one flush's worth of answers (``flush_max_items``). A crash
+    costs at most this many requests."""
+    providers = {g.provider for g in req.generators} | {req.judge.provider}
+    slots = sum(pool.configs[p].max_concurrency for p in providers if p in pool.configs)
+    return max(1, slots + flush_max_items)
 
 
 def lane_count(req: DatagenJobCreate, pool: ProviderPool) -> int:

@@ -1,14 +1,22 @@
 """The flusher: results, pairs, finished topics and the first errors of a job, buffered in
-memory and written in one transaction every ``db_flush_interval_s``.
+memory and written in one transaction every ``db_flush_interval_s``, or as soon as
+``max_items`` answers (essays and verdicts) wait (``db_flush_max_items``).
 
 Results, pairs and finished topics are written together and in order, so a crash never leaves a
 pair whose essays or verdicts are not on disk: it loses the whole batch, which the next run
 redoes. Each batch is fenced by the job's lease (see :meth:`Flusher.flush`).
+
+The flusher also bounds what a crash can cost: an item (an essay or a verdict) takes a place
+(:meth:`Flusher.reserve`) before its request is made and gives it back only once its result is
+committed, so a job never has more than ``max_unwritten`` items asked for and not yet on disk.
+When the writes lag behind the answers (a busy CPU, a slow database), the requests wait for
+them instead of piling up paid answers that a crash would lose.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -35,11 +43,14 @@ class Flusher:
         *,
         interval_s: float,
         max_errors_kept: int,
+        max_items: int = 32,
+        max_unwritten: int = 1_000_000,
     ) -> None:
         self.job_id = job_id
         self.sm = sessionmaker
         self.fence = fence
         self.interval_s = interval_s
+        self.max_items = max_items
         self.max_errors_kept = max_errors_kept
         self.generations: list[dict[str, Any]] = []
         self.judgments: list[dict[str, Any]] = []
@@ -54,6 +65,36 @@ class Flusher:
         self._errors_seen = 0
         self._errors_replayed = False
         self._lock = asyncio.Lock()
+        self._due = asyncio.Event()  # set when max_items answers wait: flush now
+        self._places = asyncio.Semaphore(max_unwritten)
+
+    def add_generation(self, row: dict[str, Any]) -> None:
+        """Buffer the result of an essay that holds a place (see :meth:`reserve`)."""
+        self.generations.append(row)
+        self._added()
+
+    def add_judgment(self, row: dict[str, Any]) -> None:
+        """Buffer the result of a verdict that holds a place (see :meth:`reserve`)."""
+        self.judgments.append(row)
+        self._added()
+
+    def _added(self) -> None:
+        if len(self.generations) + len(self.judgments) >= self.max_items:
+            self._due.set()
+
+    async def reserve(self) -> None:
+        """Take a place for an item about to be asked for: wait while ``max_unwritten`` items
+        are asked for and not yet on disk. The place is given back when the item's result
+        (:meth:`add_generation`, :meth:`add_judgment`) is committed, or by :meth:`release` when
+        the item ends without one."""
+        if self._places.locked():
+            self._due.set()  # the writes are what the requests wait for
+        await self._places.acquire()
+
+    def release(self) -> None:
+        """Give back the place of an item that ended with no result to write (the job is
+        stopping, or its request waits in a provider batch)."""
+        self._places.release()
 
     def record_error(self, kind: str, item_id: int, message: str) -> None:
         """Keep one of the job's first item errors (``max_job_errors_kept``) for its row."""
@@ -64,12 +105,19 @@ class Flusher:
             self._errors.append({"kind": kind, "id": item_id, "error": message[:500]})
 
     async def loop(self, on_lease_lost: Callable[[], None]) -> None:
-        """Flush every ``interval_s`` until cancelled. While the database is unreachable the
-        results stay buffered and the flush waits it out; a lost lease drops the batch and
-        calls ``on_lease_lost``."""
+        """Flush every ``interval_s``, and as soon as ``max_items`` answers wait, until
+        cancelled. While the database is unreachable the results stay buffered (and new
+        requests wait, see :meth:`reserve`) and the flush waits it out; a lost lease drops the
+        batch and calls ``on_lease_lost``."""
         label = f"job {self.job_id}"
         while True:
-            await asyncio.sleep(self.interval_s)
+            if not self._due.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.interval_s):
+                        await self._due.wait()
+            # Cleared before the flush: answers that reach max_items while it writes set it
+            # again, and the next flush follows at once.
+            self._due.clear()
             try:
                 await until_reachable(
                     self.flush, label=label, what="flush", first_delay_s=self.interval_s
@@ -125,3 +173,6 @@ class Flusher:
                 self._errors_replayed = self._errors_replayed or bool(errors)
                 raise
             self._errors_replayed = False
+            # Their places are free: as many new items may be asked for.
+            for _ in range(len(gens) + len(judgments)):
+                self._places.release()

@@ -23,7 +23,7 @@ from chatpgt.datagen import repository as repo
 from chatpgt.datagen import summaries
 from chatpgt.datagen.batches import JobBatches
 from chatpgt.datagen.cache import ResponseCache
-from chatpgt.datagen.executor import Executor, StopFlag
+from chatpgt.datagen.executor import Executor, StopFlag, max_unwritten
 from chatpgt.datagen.flusher import Flusher
 from chatpgt.datagen.planner import JobPlan, JudgmentPlanner, load_work, plan_job
 from chatpgt.db.session import make_engine, make_sessionmaker, run_once, transaction
@@ -104,6 +104,8 @@ class JobRunner:
                 self._fence,
                 interval_s=self.settings.db_flush_interval_s,
                 max_errors_kept=self.settings.max_job_errors_kept,
+                max_items=self.settings.db_flush_max_items,
+                max_unwritten=max_unwritten(plan.req, self.pool, self.settings.db_flush_max_items),
             )
             planner = JudgmentPlanner(
                 self.job_id, self.sm, self._fence, interval_s=self.settings.db_flush_interval_s
