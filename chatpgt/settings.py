@@ -225,10 +225,10 @@ class Settings(BaseSettings):
     # A job waiting on provider batches gives its worker back and is looked at again this often.
     batch_poll_s: float = Field(60.0, gt=0)
     db_flush_interval_s: float = Field(0.05, gt=0)
-    # A job's answers (essays, verdicts) are also flushed as soon as this many wait, and a job
-    # keeps at most its providers' concurrency + this many items asked for and not yet on disk
-    # (new requests wait for the writes): a crash costs at most the requests in flight and this
-    # many answers, however busy the worker's CPU.
+    # A job's answers (essays, verdicts) are also flushed as soon as this many wait. A job keeps
+    # at most its providers' concurrency and half as many again (at least this many) items asked
+    # for and not yet on disk (new requests wait for the writes): a crash costs at most that many
+    # requests, however busy the worker's CPU.
     db_flush_max_items: int = Field(32, ge=1)
     # on-policy rounds (chatpgt.rounds): how often a rounds run's step looks at its current
     # datagen job or DPO run.

@@ -1,6 +1,6 @@
-"""Durability of paid answers (issue 20): a job keeps at most its providers' concurrency plus
-``CHATPGT_DB_FLUSH_MAX_ITEMS`` items asked for and not yet on disk, so a crash costs at most
-that many requests however busy the worker is.
+"""Durability of paid answers (issue 20): a job keeps at most its providers' concurrency C and
+max(``CHATPGT_DB_FLUSH_MAX_ITEMS``, C / 2) more items asked for and not yet on disk, so a crash
+costs at most that many requests however busy the worker is.
 
 - The crash drill: 300 topics, 2 s provider latency, the worker SIGKILLed a quarter of the way
   through (about 10 s in, in the middle of a burst of answers), a new worker finishing the job:
@@ -35,8 +35,11 @@ MAX_REQUESTS_PER_ITEM = 1.1
 DEFAULT_FLUSH_MAX_ITEMS = 32  # chatpgt.settings: db_flush_max_items
 
 
-def concurrency(providers_config: list[dict[str, Any]], name: str) -> int:
-    return int(next(p for p in providers_config if p["name"] == name)["max_concurrency"])
+def unwritten_bound(providers_config: list[dict[str, Any]], flush_max_items: int) -> int:
+    """What a job on the fake provider keeps asked for and not yet on disk, at most
+    (chatpgt.datagen.executor.max_unwritten)."""
+    slots = int(next(p for p in providers_config if p["name"] == "fake")["max_concurrency"])
+    return slots + max(flush_max_items, slots // 2)
 
 
 async def on_disk(session: AsyncSession, job_id: int) -> int:
@@ -106,7 +109,7 @@ async def test_a_worker_killed_mid_burst_costs_at_most_its_unwritten_bound(
 ) -> None:
     topics = 300
     items = topics * 4
-    bound = concurrency(providers_config, "fake") + DEFAULT_FLUSH_MAX_ITEMS
+    bound = unwritten_bound(providers_config, DEFAULT_FLUSH_MAX_ITEMS)
     await control(fake, latency_ms=LATENCY_MS)
     first = procs.start_worker(service_env, log_dir, "datagen", concurrency=1, name="doomed")
     try:
@@ -148,8 +151,8 @@ async def test_requests_wait_for_the_writes_when_they_stall(
     log_dir: Path,
 ) -> None:
     topics = 100
-    flush_max_items = 16
-    bound = concurrency(providers_config, "fake") + flush_max_items
+    flush_max_items = 48  # over half the concurrency (64): the bound is 64 + 48
+    bound = unwritten_bound(providers_config, flush_max_items)
     await control(fake, latency_ms=LATENCY_MS)
     env = {**service_env, "CHATPGT_DB_FLUSH_MAX_ITEMS": str(flush_max_items)}
     worker = procs.start_worker(env, log_dir, "datagen", concurrency=1, name="stalled")

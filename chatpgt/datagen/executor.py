@@ -415,11 +415,13 @@ class Executor:
 def max_unwritten(req: DatagenJobCreate, pool: ProviderPool, flush_max_items: int) -> int:
     """The most items a job keeps asked for and not yet on disk (:meth:`Flusher.reserve`): the
     concurrency of all its providers (generators' and judge's, each counted once), so that
-    their slots stay full, and one flush's worth of answers (``flush_max_items``). A crash
-    costs at most this many requests."""
+    their slots stay full, and room for the answers that wait for a write: half as many again,
+    at least ``flush_max_items`` (answers come back at concurrency / latency a second and wait
+    up to a flush interval and a flush for their commit; with less room, slots stand idle
+    meanwhile). A crash costs at most this many requests."""
     providers = {g.provider for g in req.generators} | {req.judge.provider}
     slots = sum(pool.configs[p].max_concurrency for p in providers if p in pool.configs)
-    return max(1, slots + flush_max_items)
+    return max(1, slots + max(flush_max_items, slots // 2))
 
 
 def lane_count(req: DatagenJobCreate, pool: ProviderPool) -> int:
