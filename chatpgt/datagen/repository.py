@@ -14,12 +14,16 @@ from sqlalchemy import (
     ColumnElement,
     Float,
     Row,
+    String,
     Table,
+    Text,
     bindparam,
     case,
+    column,
     distinct,
     func,
     select,
+    table,
     update,
 )
 from sqlalchemy import (
@@ -43,7 +47,6 @@ from chatpgt.orchestration import leases
 from chatpgt.orchestration.status import DATAGEN_JOB, ITEM_TERMINAL, TERMINAL, ItemStatus, RunStatus
 from chatpgt.pairs.models import NearDuplicate, Pair
 from chatpgt.topics.models import Topic
-from chatpgt.training.models import RegisteredModel
 
 # --- jobs -------------------------------------------------------------------------------------
 
@@ -277,9 +280,14 @@ async def registered_model_paths(session: AsyncSession, names: Sequence[str]) ->
     if not names:
         return {}
     rows = await session.execute(
-        select(RegisteredModel.name, RegisteredModel.path).where(RegisteredModel.name.in_(names))
+        select(_MODELS.c.name, _MODELS.c.path).where(_MODELS.c.name.in_(names))
     )
     return {name: path for name, path in rows}
+
+
+# The registry's table (chatpgt.training.models.RegisteredModel), named by its columns: its model
+# lives a floor above datagen, which only reads a name's path.
+_MODELS = table("models", column("name", String), column("path", Text))
 
 
 # --- plan and work items ---------------------------------------------------------------------

@@ -32,6 +32,7 @@ from chatpgt.orchestration.leases import LeaseLost, worker_identity
 from chatpgt.orchestration.retry import until_reachable
 from chatpgt.orchestration.status import TERMINAL, RunStatus
 from chatpgt.providers.client import ProviderPool
+from chatpgt.providers.types import LocalOptions
 from chatpgt.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -329,7 +330,7 @@ async def run_job(job_id: int, settings: Settings) -> str:
             settings.provider_configs(),
             redis=redis,
             limiter_key_prefix=settings.rate_limit_key_prefix,
-            local_options=settings.local_options(),
+            local_options=LocalOptions.from_settings(settings),
         )
         async with pool:
             return await JobRunner(job_id, make_sessionmaker(engine), pool, settings).run()

@@ -689,10 +689,11 @@ async def _judge_all(
 ) -> None:
     from chatpgt.evaluation import winrate
     from chatpgt.providers.client import ProviderPool
+    from chatpgt.providers.types import LocalOptions
 
     samples, seed = int(req["bootstrap_samples"]), int(req["seed"])
     async with ProviderPool(
-        settings.provider_configs(), local_options=settings.local_options()
+        settings.provider_configs(), local_options=LocalOptions.from_settings(settings)
     ) as pool:
         base_judge = make_judge(pool, req["judge"])
 

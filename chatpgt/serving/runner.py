@@ -22,7 +22,7 @@ from chatpgt.orchestration.heartbeat import ThreadHeartbeat
 from chatpgt.orchestration.leases import worker_identity
 from chatpgt.orchestration.status import TERMINAL, RunStatus
 from chatpgt.providers.local import LocalProvider
-from chatpgt.providers.types import ChatRequest, ChatResult, ProviderError
+from chatpgt.providers.types import ChatRequest, ChatResult, LocalOptions, ProviderError
 from chatpgt.serving.repository import GenerationSnapshot, GenerationStore
 from chatpgt.settings import Settings, get_settings
 from chatpgt.training.execution import describe, make_sync_engine
@@ -90,7 +90,7 @@ async def _generate(
     snapshot: GenerationSnapshot, settings: Settings
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     request = snapshot.request
-    provider = LocalProvider("local", settings.local_options())
+    provider = LocalProvider("local", LocalOptions.from_settings(settings))
     try:
         started = time.perf_counter()
         loaded = await provider.preload(snapshot.model_path)

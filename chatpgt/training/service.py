@@ -90,13 +90,10 @@ async def submit_dpo(
     extra: dict[str, Any] = {"pairs_at_submit": matching}
     if request.pairs.exclude_heldout and start.get("model_id") is not None:
         # Keep the lineage's held-out essays out of DPO too (chatpgt.evaluation.heldout).
-        from chatpgt.evaluation import heldout
-        from chatpgt.evaluation.repository import count_pairs_on_topics
-
-        found = await heldout.dpo_heldout_topics(session, int(start["model_id"]))
+        found = await repo.lineage_heldout_topics(session, int(start["model_id"]))
         if found is not None:
             sft_run_id, topics = found
-            on_heldout = await count_pairs_on_topics(session, filters, topics)
+            on_heldout = await repo.count_pairs_on_topics(session, filters, topics)
             if on_heldout >= matching:
                 raise NoPairsSelected(
                     f"All {matching} matching pairs are on essays SFT run {sft_run_id} held out "
