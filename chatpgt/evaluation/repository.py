@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -17,7 +17,7 @@ from chatpgt.db.base import utcnow
 from chatpgt.evaluation.models import EvalRun
 from chatpgt.orchestration.status import RunStatus
 from chatpgt.training.models import RegisteredModel
-from chatpgt.training.repository import RunStore, transition_stmt
+from chatpgt.training.repository import RunStore
 
 # --------------------------------------------------------------------------------------------
 # API side (async)
@@ -59,28 +59,6 @@ async def list_runs(
     if status:
         stmt = stmt.where(EvalRun.status == status)
     return (await session.scalars(stmt)).all()
-
-
-async def cancel_queued(session: AsyncSession, run_id: int) -> bool:
-    stmt = transition_stmt(
-        run_id,
-        RunStatus.CANCELLED,
-        EvalRun.status == RunStatus.QUEUED,
-        table=EvalRun,
-        cancel_requested=True,
-        error=None,
-    )
-    return (await session.execute(stmt)).first() is not None
-
-
-async def request_cancel(session: AsyncSession, run_id: int) -> bool:
-    stmt = (
-        update(EvalRun)
-        .where(EvalRun.id == run_id, EvalRun.status == RunStatus.RUNNING)
-        .values(cancel_requested=True, updated_at=utcnow())
-        .returning(EvalRun.id)
-    )
-    return (await session.execute(stmt)).first() is not None
 
 
 async def models_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, RegisteredModel]:

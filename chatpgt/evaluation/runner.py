@@ -23,8 +23,9 @@ from typing import Any
 from chatpgt.datagen.prompts import DEFAULT_SYSTEM_PROMPT
 from chatpgt.evaluation import stats
 from chatpgt.evaluation.repository import EvalSnapshot, EvalStore
+from chatpgt.orchestration import service as leased
 from chatpgt.orchestration.leases import worker_identity
-from chatpgt.orchestration.status import TERMINAL, RunStatus
+from chatpgt.orchestration.status import RunStatus
 from chatpgt.settings import Settings, get_settings
 from chatpgt.style.controls import cut_words, random_token_texts, shuffled_words
 from chatpgt.training import corpus
@@ -94,24 +95,12 @@ def recoverable_eval_runs(settings: Settings | None = None) -> list[tuple[int, f
 
 
 def _execute(store: EvalStore, run_id: int, settings: Settings) -> str:
-    snapshot = store.eval_snapshot(run_id)
-    if snapshot is None:
-        return "missing"
-    if snapshot.status in TERMINAL:
-        return "finished"
     owner = worker_identity()
-    if not store.claim(run_id, owner, settings.job_lease_s, MAX_ATTEMPTS):
-        again = store.eval_snapshot(run_id)
-        if again is not None and again.lease_expired and again.attempts >= MAX_ATTEMPTS:
-            store.finish(
-                run_id,
-                None,
-                RunStatus.FAILED,
-                error="gave up after "
-                f"{again.attempts} attempts: the worker stopped during each one",
-            )
-            return RunStatus.FAILED
-        return "busy"
+    claimed = leased.claim_sync(
+        store, store.eval_snapshot, run_id, owner, settings.job_lease_s, MAX_ATTEMPTS
+    )
+    if claimed != "claimed":
+        return claimed
     snapshot = store.eval_snapshot(run_id)
     assert snapshot is not None
     if snapshot.cancel_requested:

@@ -18,9 +18,10 @@ import logging
 import time
 from typing import Any
 
+from chatpgt.orchestration import service as leased
 from chatpgt.orchestration.heartbeat import ThreadHeartbeat
 from chatpgt.orchestration.leases import worker_identity
-from chatpgt.orchestration.status import TERMINAL, RunStatus
+from chatpgt.orchestration.status import RunStatus
 from chatpgt.providers.local import LocalProvider
 from chatpgt.providers.types import ChatRequest, ChatResult, LocalOptions, ProviderError
 from chatpgt.serving.repository import GenerationSnapshot, GenerationStore
@@ -30,6 +31,7 @@ from chatpgt.training.execution import describe, make_sync_engine
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+GAVE_UP = "the worker stopped during each one (killed, or out of memory?)"
 ORPHAN_QUEUED_AFTER_S = 600.0
 
 
@@ -44,24 +46,14 @@ def execute_generation(generation_id: int, settings: Settings | None = None) -> 
 
 
 def _execute(store: GenerationStore, generation_id: int, settings: Settings) -> str:
-    snapshot = store.read(generation_id)
-    if snapshot is None:
-        return "missing"
-    if snapshot.status in TERMINAL:
-        return "finished"
     owner = worker_identity()
-    if not store.claim(generation_id, owner, settings.job_lease_s, MAX_ATTEMPTS):
-        again = store.read(generation_id)
-        if again is not None and again.lease_expired and again.attempts >= MAX_ATTEMPTS:
-            store.finish(
-                generation_id,
-                None,
-                RunStatus.FAILED,
-                error=f"gave up after {again.attempts} attempts: the worker stopped during each "
-                "one (killed, or out of memory?)",
-            )
-            return RunStatus.FAILED
-        return "busy"
+    claimed = leased.claim_sync(
+        store, store.read, generation_id, owner, settings.job_lease_s, MAX_ATTEMPTS, GAVE_UP
+    )
+    if claimed != "claimed":
+        return claimed
+    snapshot = store.read(generation_id)
+    assert snapshot is not None
 
     lost = False
 

@@ -22,9 +22,10 @@ from typing import Any
 from sqlalchemy import Engine, create_engine
 
 from chatpgt.db.session import configure_sqlite, sqlite_connect_args
+from chatpgt.orchestration import service as leased
 from chatpgt.orchestration.heartbeat import ThreadHeartbeat
 from chatpgt.orchestration.leases import worker_identity
-from chatpgt.orchestration.status import TERMINAL, RunStatus
+from chatpgt.orchestration.status import RunStatus
 from chatpgt.settings import Settings, get_settings
 from chatpgt.training import chat_format
 from chatpgt.training.checkpoints import prune_finished_run
@@ -34,6 +35,7 @@ from chatpgt.training.repository import RunSnapshot, RunStore
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+GAVE_UP = "the worker stopped during each one (killed, or out of memory?)"
 ORPHAN_QUEUED_AFTER_S = 600.0
 _MIN_WRITE_INTERVAL_S = 0.5
 _MAX_ERROR_CHARS = 4000
@@ -150,15 +152,14 @@ def execute_run(run_id: int, settings: Settings | None = None) -> str:
 
 
 def _execute(store: RunStore, run_id: int, settings: Settings) -> str:
-    snapshot = store.snapshot(run_id)
-    if snapshot is None:
-        log.warning("training run %s does not exist", run_id)
-        return "missing"
-    if snapshot.status in TERMINAL:
-        return "finished"
     owner = worker_identity()
-    if not store.claim(run_id, owner, settings.job_lease_s, MAX_ATTEMPTS):
-        return _not_claimed(store, run_id)
+    claimed = leased.claim_sync(
+        store, store.snapshot, run_id, owner, settings.job_lease_s, MAX_ATTEMPTS, GAVE_UP
+    )
+    if claimed == "missing":
+        log.warning("training run %s does not exist", run_id)
+    if claimed != "claimed":
+        return claimed
     snapshot = store.snapshot(run_id)
     assert snapshot is not None
     reporter = RunReporter(store, run_id, owner)
@@ -239,24 +240,6 @@ def _prune(run_dir: Path, final_step: Any) -> dict[str, Any]:
     except OSError as exc:
         log.warning("could not prune the checkpoints of %s: %s", run_dir, exc)
         return {"error": str(exc)}
-
-
-def _not_claimed(store: RunStore, run_id: int) -> str:
-    snapshot = store.snapshot(run_id)
-    if snapshot is None:
-        return "missing"
-    if snapshot.status in TERMINAL:
-        return "finished"
-    if snapshot.lease_expired and snapshot.attempts >= MAX_ATTEMPTS:
-        store.finish(
-            run_id,
-            None,
-            RunStatus.FAILED,
-            error=f"gave up after {snapshot.attempts} attempts: the worker stopped during each "
-            "one (killed, or out of memory?)",
-        )
-        return RunStatus.FAILED
-    return "busy"
 
 
 def describe(exc: BaseException) -> str:

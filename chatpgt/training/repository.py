@@ -83,26 +83,9 @@ async def list_runs(
     return (await session.scalars(stmt)).all()
 
 
-async def cancel_queued(session: AsyncSession, run_id: int) -> bool:
-    """A queued run is cancelled at once; False when it is no longer queued."""
-    stmt = transition_stmt(
-        run_id,
-        RunStatus.CANCELLED,
-        TrainingRun.status == RunStatus.QUEUED,
-        cancel_requested=True,
-        error=None,
-    )
-    return (await session.execute(stmt)).first() is not None
-
-
 async def request_cancel(session: AsyncSession, run_id: int) -> bool:
     """Flag a running run; its worker stops at the next step. False when it is not running."""
-    stmt = (
-        update(TrainingRun)
-        .where(TrainingRun.id == run_id, TrainingRun.status == RunStatus.RUNNING)
-        .values(cancel_requested=True, updated_at=utcnow())
-        .returning(TrainingRun.id)
-    )
+    stmt = leases.request_cancel_stmt(TrainingRun, run_id)
     return (await session.execute(stmt)).first() is not None
 
 

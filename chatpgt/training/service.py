@@ -11,14 +11,14 @@ reason.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.errors import Conflict
-from chatpgt.orchestration.status import TERMINAL, RunStatus
+from chatpgt.orchestration import service as leased
+from chatpgt.orchestration.status import TRAINING_RUN, RunStatus
 from chatpgt.paths import DataRoots, looks_like_hub_id
 from chatpgt.settings import Settings, get_settings
 from chatpgt.training import distributed
@@ -226,35 +226,14 @@ async def list_runs(
     )
 
 
+RUNS = leased.LeasedKind(TrainingRun, TRAINING_RUN, TrainingRunNotFound, RunNotCancellable)
+
+
 async def cancel_run(session: AsyncSession, run_id: int) -> TrainingRunOut:
     """Cancel a run: a queued one at once; a running one stops at its next step, keeping its
     last checkpoint. Cancelling a cancelled run is a no-op; a finished one is a 409."""
-    await cancel_leased(session, run_id, repo, TrainingRunNotFound, RunNotCancellable)
+    await RUNS.cancel(session, run_id, error=None)
     return await get_run(session, run_id)
-
-
-async def cancel_leased(
-    session: AsyncSession,
-    run_id: int,
-    rows: Any,
-    not_found: Callable[[int], Exception],
-    not_cancellable: Callable[[int, str], Exception],
-) -> None:
-    """The cancel of any leased gpu run (training, evaluation): ``rows`` is its repository
-    module (``get_run``, ``cancel_queued``, ``request_cancel``)."""
-    run = await rows.get_run(session, run_id)
-    if run is None:
-        raise not_found(run_id)
-    if run.status in TERMINAL:
-        if run.status != RunStatus.CANCELLED:
-            raise not_cancellable(run_id, run.status)
-    elif not await rows.cancel_queued(session, run_id) and not await rows.request_cancel(
-        session, run_id
-    ):
-        # It finished between our read and our write.
-        run = await rows.get_run(session, run_id)
-        if run is not None and run.status != RunStatus.CANCELLED:
-            raise not_cancellable(run_id, run.status)
 
 
 def run_out(run: TrainingRun, model_id: int | None) -> TrainingRunOut:
