@@ -15,17 +15,19 @@ from datetime import datetime
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
 import typer
-from rich.console import Console, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.filesize import decimal as filesize
 from rich.live import Live
 from rich.markup import escape
 from rich.progress import (
     Progress,
+    ProgressColumn,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 from chatpgt.api_client import ApiUnreachable
 
@@ -121,6 +123,18 @@ class Display(Protocol[ViewContraT]):
     def update(self, view: ViewContraT, elapsed_s: float) -> None: ...
 
     def plain(self, view: ViewContraT) -> str: ...
+
+
+class BarDisplay:
+    """The look of a followed run: bars (a rich ``Progress`` of ``columns`` on stderr) above a
+    status line; a kind's display adds its tasks and its ``update``/``plain``."""
+
+    def __init__(self, *columns: ProgressColumn | str) -> None:
+        self.progress = Progress(*columns, console=err)
+        self.line = Text()
+
+    def renderable(self) -> RenderableType:
+        return Group(self.progress, self.line)
 
 
 @dataclass

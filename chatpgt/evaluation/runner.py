@@ -36,7 +36,7 @@ from chatpgt.training.execution import (
     RunReporter,
     describe,
     lease_heartbeat,
-    make_sync_engine,
+    sync_store,
 )
 
 log = logging.getLogger(__name__)
@@ -78,20 +78,13 @@ class Progress:
 
 def execute_eval(run_id: int, settings: Settings | None = None) -> str:
     settings = settings or get_settings()
-    engine = make_sync_engine(settings)
-    try:
-        return _execute(EvalStore(engine), run_id, settings)
-    finally:
-        engine.dispose()
+    with sync_store(EvalStore, settings) as store:
+        return _execute(store, run_id, settings)
 
 
 def recoverable_eval_runs(settings: Settings | None = None) -> list[tuple[int, float]]:
-    settings = settings or get_settings()
-    engine = make_sync_engine(settings)
-    try:
-        return EvalStore(engine).orphaned_eval_runs(ORPHAN_QUEUED_AFTER_S)
-    finally:
-        engine.dispose()
+    with sync_store(EvalStore, settings or get_settings()) as store:
+        return store.orphaned_eval_runs(ORPHAN_QUEUED_AFTER_S)
 
 
 def _execute(store: EvalStore, run_id: int, settings: Settings) -> str:

@@ -26,7 +26,7 @@ from chatpgt.providers.local import LocalProvider
 from chatpgt.providers.types import ChatRequest, ChatResult, LocalOptions, ProviderError
 from chatpgt.serving.repository import GenerationSnapshot, GenerationStore
 from chatpgt.settings import Settings, get_settings
-from chatpgt.training.execution import describe, make_sync_engine
+from chatpgt.training.execution import describe, sync_store
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,8 @@ ORPHAN_QUEUED_AFTER_S = 600.0
 def execute_generation(generation_id: int, settings: Settings | None = None) -> str:
     """Generate the essays of request ``generation_id``; returns what happened, for logs."""
     settings = settings or get_settings()
-    engine = make_sync_engine(settings)
-    try:
-        return _execute(GenerationStore(engine), generation_id, settings)
-    finally:
-        engine.dispose()
+    with sync_store(GenerationStore, settings) as store:
+        return _execute(store, generation_id, settings)
 
 
 def _execute(store: GenerationStore, generation_id: int, settings: Settings) -> str:
@@ -127,9 +124,5 @@ async def _generate(
 def recoverable_generations(settings: Settings | None = None) -> list[tuple[int, float]]:
     """Requests a starting gpu worker re-enqueues: running with an expired lease, or queued for
     over ``ORPHAN_QUEUED_AFTER_S``, each with the seconds to wait first."""
-    settings = settings or get_settings()
-    engine = make_sync_engine(settings)
-    try:
-        return GenerationStore(engine).orphaned_generations(ORPHAN_QUEUED_AFTER_S)
-    finally:
-        engine.dispose()
+    with sync_store(GenerationStore, settings or get_settings()) as store:
+        return store.orphaned_generations(ORPHAN_QUEUED_AFTER_S)

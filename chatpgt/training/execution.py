@@ -16,8 +16,10 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine
 
@@ -34,6 +36,7 @@ from chatpgt.training.repository import RunSnapshot, RunStore
 
 log = logging.getLogger(__name__)
 
+StoreT = TypeVar("StoreT")
 MAX_ATTEMPTS = 3
 GAVE_UP = "the worker stopped during each one (killed, or out of memory?)"
 ORPHAN_QUEUED_AFTER_S = 600.0
@@ -68,6 +71,16 @@ def make_sync_engine(settings: Settings) -> Engine:
     if engine.dialect.name == "sqlite":
         configure_sqlite(engine)
     return engine
+
+
+@contextmanager
+def sync_store(store_of: Callable[[Engine], StoreT], settings: Settings) -> Iterator[StoreT]:
+    """A kind's sync store on an engine of its own, disposed after (one task, one engine)."""
+    engine = make_sync_engine(settings)
+    try:
+        yield store_of(engine)
+    finally:
+        engine.dispose()
 
 
 class RunReporter:
@@ -144,11 +157,8 @@ def execute_run(run_id: int, settings: Settings | None = None) -> str:
     over), ``busy`` (a live worker holds it), ``finished`` (already terminal), ``missing``.
     """
     settings = settings or get_settings()
-    engine = make_sync_engine(settings)
-    try:
-        return _execute(RunStore(engine), run_id, settings)
-    finally:
-        engine.dispose()
+    with sync_store(RunStore, settings) as store:
+        return _execute(store, run_id, settings)
 
 
 def _execute(store: RunStore, run_id: int, settings: Settings) -> str:
@@ -258,12 +268,7 @@ def recoverable_runs(settings: Settings | None = None) -> list[tuple[int, str, f
     ``ORPHAN_QUEUED_AFTER_S`` (their message may be lost). A duplicate message is harmless: the
     run's lease makes the second delivery a no-op. Each comes with its kind, which names the task
     that runs it."""
-    settings = settings or get_settings()
-    engine = make_sync_engine(settings)
-    try:
-        store = RunStore(engine)
+    with sync_store(RunStore, settings or get_settings()) as store:
         runs = store.orphaned_runs(ORPHAN_QUEUED_AFTER_S)
         kinds = store.kinds([run_id for run_id, _ in runs])
         return [(run_id, kinds[run_id], wait_s) for run_id, wait_s in runs]
-    finally:
-        engine.dispose()
