@@ -91,11 +91,5 @@ def scan_out(scan: DedupScan) -> DedupScanOut:
         threshold=scan.threshold,
         progress=DedupProgress.model_validate(scan.progress or {}),
         result=DedupResult.model_validate(scan.result) if scan.result else None,
-        error=scan.error,
-        attempts=scan.attempts,
-        cancel_requested=scan.cancel_requested,
-        created_at=scan.created_at,
-        started_at=scan.started_at,
-        finished_at=scan.finished_at,
-        updated_at=scan.updated_at,
+        **scan.leased_out(),
     )

@@ -195,13 +195,7 @@ def run_out(run: EvalRun) -> EvalRunOut:
         progress=run.progress or {},
         results=run.results or {},
         artifacts=run.artifacts or {},
-        attempts=run.attempts,
-        cancel_requested=run.cancel_requested,
-        error=run.error,
-        created_at=run.created_at,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-        updated_at=run.updated_at,
+        **run.leased_out(),
     )
 
 

@@ -254,13 +254,7 @@ def run_out(run: TrainingRun, model_id: int | None) -> TrainingRunOut:
         essay_split=essay_split_summary(run.essay_split),
         samples=run.samples or [],
         model_id=model_id,
-        attempts=run.attempts,
-        cancel_requested=run.cancel_requested,
-        error=run.error,
-        created_at=run.created_at,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-        updated_at=run.updated_at,
+        **run.leased_out(),
     )
 
 
