@@ -58,15 +58,20 @@ class LeasedCommands(Generic[ViewT]):
     stopping: str
     interval_s: float = POLL_INTERVAL_S
     show: Callable[[ViewT, bool], int] | None = None
+    offer_cancel: bool = True
     json_code: Callable[[ViewT], int] = lambda view: EXIT_OK
 
     def follow(self, ctx: typer.Context, view: ViewT) -> ViewT:
-        """Poll until the run ends, with the live bar; Ctrl-C offers to cancel or detach."""
-        client = api(ctx)
+        """Poll until the run ends, with the live bar; Ctrl-C offers to cancel (when
+        ``offer_cancel``) or detaches (exit 130)."""
+        return self.follow_with(api(ctx), view)
+
+    def follow_with(self, client: ChatPGTClient, view: ViewT) -> ViewT:
+        """:meth:`follow` with a client of the caller's (the demo's)."""
         return Follower(
             label=self.label(view),
             fetch=lambda: self.fetch(client, view.id),
-            cancel=lambda: self.cancel_call(client, view.id),
+            cancel=(lambda: self.cancel_call(client, view.id)) if self.offer_cancel else None,
             display=self.display(),
             resume_hint=f"{self.status_command.format(id=view.id)} --follow",
             interval_s=self.interval_s,

@@ -139,11 +139,12 @@ class BarDisplay:
 
 @dataclass
 class Follower(Generic[ViewT]):
-    """Polls a job or run until it ends, showing progress; Ctrl-C offers to cancel or detach."""
+    """Polls a job or run until it ends, showing progress; Ctrl-C offers to cancel or detach
+    (detaches at once when there is no ``cancel`` to offer)."""
 
     label: str
     fetch: Callable[[], ViewT]
-    cancel: Callable[[], object]
+    cancel: Callable[[], object] | None
     display: Display[ViewT]
     resume_hint: str
     interval_s: float = POLL_INTERVAL_S
@@ -158,7 +159,7 @@ class Follower(Generic[ViewT]):
                 reason = f"{exc.reason} ({self.label} goes on; follow it with: {self.resume_hint})"
                 raise ApiUnreachable(exc.base_url, reason) from exc
             except KeyboardInterrupt:
-                if cancel_sent or not ask_cancel(self.label):
+                if self.cancel is None or cancel_sent or not ask_cancel(self.label):
                     err.print(
                         f"detached from {self.label}; it goes on. Follow it again with: "
                         f"{self.resume_hint}"
