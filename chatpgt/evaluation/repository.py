@@ -102,29 +102,23 @@ class EvalStore(RunStore):
     table = EvalRun
 
     def eval_snapshot(self, run_id: int) -> EvalSnapshot | None:
-        with Session(self.engine) as session:
-            row = session.execute(
-                select(
-                    EvalRun,
-                    or_(EvalRun.lease_expires_at.is_(None), EvalRun.lease_expires_at < utcnow()),
-                ).where(EvalRun.id == run_id)
-            ).first()
-            if row is None:
-                return None
-            run, expired = row
-            return EvalSnapshot(
-                id=run.id,
-                status=run.status,
-                name=run.name,
-                request=dict(run.request),
-                models=list(run.models),
-                heldout=dict(run.heldout),
-                attempts=run.attempts,
-                cancel_requested=run.cancel_requested,
-                lease_expired=bool(expired),
-                artifacts=dict(run.artifacts or {}),
-                created_at=run.created_at,
-            )
+        found = self.read_leased(run_id)
+        if found is None:
+            return None
+        run, expired = found
+        return EvalSnapshot(
+            id=run.id,
+            status=run.status,
+            name=run.name,
+            request=dict(run.request),
+            models=list(run.models),
+            heldout=dict(run.heldout),
+            attempts=run.attempts,
+            cancel_requested=run.cancel_requested,
+            lease_expired=bool(expired),
+            artifacts=dict(run.artifacts or {}),
+            created_at=run.created_at,
+        )
 
     def candidate_essays(self, limit: int) -> list[str]:
         """Texts of succeeded datagen generations (other models writing on the topics)."""

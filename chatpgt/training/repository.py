@@ -219,36 +219,34 @@ class RunStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def snapshot(self, run_id: int) -> RunSnapshot | None:
+    def read_leased(self, run_id: int) -> tuple[Any, bool] | None:
+        """The row (detached) and whether its lease is free: never taken, or run out."""
         with Session(self.engine) as session:
-            row = session.execute(
-                select(
-                    TrainingRun,
-                    or_(
-                        TrainingRun.lease_expires_at.is_(None),
-                        TrainingRun.lease_expires_at < utcnow(),
-                    ),
-                ).where(TrainingRun.id == run_id)
-            ).first()
-            if row is None:
-                return None
-            run, expired = row
-            return RunSnapshot(
-                id=run.id,
-                kind=run.kind,
-                status=run.status,
-                request=dict(run.request),
-                start_model=dict(run.start_model),
-                output_name=run.output_name,
-                attempts=run.attempts,
-                cancel_requested=run.cancel_requested,
-                lease_owner=run.lease_owner,
-                lease_expired=bool(expired),
-                artifacts=dict(run.artifacts or {}),
-                data_report=dict(run.data_report or {}),
-                progress=dict(run.progress or {}),
-                metrics=dict(run.metrics or {}),
-            )
+            stmt = select(self.table, leases.lease_free(self.table)).where(self.table.id == run_id)
+            row = session.execute(stmt).first()
+            return None if row is None else (row[0], bool(row[1]))
+
+    def snapshot(self, run_id: int) -> RunSnapshot | None:
+        found = self.read_leased(run_id)
+        if found is None:
+            return None
+        run, expired = found
+        return RunSnapshot(
+            id=run.id,
+            kind=run.kind,
+            status=run.status,
+            request=dict(run.request),
+            start_model=dict(run.start_model),
+            output_name=run.output_name,
+            attempts=run.attempts,
+            cancel_requested=run.cancel_requested,
+            lease_owner=run.lease_owner,
+            lease_expired=bool(expired),
+            artifacts=dict(run.artifacts or {}),
+            data_report=dict(run.data_report or {}),
+            progress=dict(run.progress or {}),
+            metrics=dict(run.metrics or {}),
+        )
 
     def claim(self, run_id: int, owner: str, lease_s: float, max_attempts: int) -> bool:
         """Take a queued run, or a running one whose lease expired (its worker died).
