@@ -14,6 +14,8 @@ from api.deps import AppSettings
 from chatpgt.db.ids import MAX_ID
 
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+# The keyset cursor of the newest-first lists of leased runs: the id the last page ended before.
+BeforeId = Annotated[int | None, Query(ge=1, le=MAX_ID, description="next_before of the last page")]
 DEFAULT_PAGE_SIZE = 50
 
 

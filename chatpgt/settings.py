@@ -18,7 +18,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from chatpgt.providers.types import LocalOptions
 from chatpgt.redact import add_secret
 
 
@@ -204,16 +203,6 @@ class Settings(BaseSettings):
     # Timeout of the ranks' collectives (gloo/NCCL); a dead rank is noticed by the worker within a
     # second anyway, this only bounds a rank stuck for another reason.
     train_dist_timeout_s: float = Field(300.0, gt=0)
-
-    def local_options(self) -> LocalOptions:
-        return LocalOptions(
-            cache_dir=self.model_cache_dir,
-            device=self.local_device,
-            max_batch_size=self.local_max_batch_size,
-            batch_wait_ms=self.local_batch_wait_ms,
-            default_max_tokens=self.local_default_max_tokens,
-            torch_threads=self.local_torch_threads,
-        )
 
     # datagen
     job_lease_s: float = Field(30.0, gt=0)

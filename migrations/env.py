@@ -9,7 +9,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from chatpgt.db.models import Base
+from chatpgt.models import Base
 from chatpgt.settings import get_settings
 
 config = context.config

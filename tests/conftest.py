@@ -20,8 +20,8 @@ from alembic.config import Config
 from sqlalchemy import create_engine, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chatpgt.db.models import Base
 from chatpgt.db.session import make_engine, make_sessionmaker
+from chatpgt.models import Base
 from chatpgt.settings import get_settings
 from tests import procs
 

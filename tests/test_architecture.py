@@ -131,6 +131,20 @@ BAD = {
             "No cycles are allowed in chatpgt.topics",
         ],
     ),
+    "a circle hidden under TYPE_CHECKING": (
+        {
+            "chatpgt/datagen/judges/typed.py": (
+                "from typing import TYPE_CHECKING\n\n"
+                "if TYPE_CHECKING:\n"
+                "    from chatpgt.datagen.schemas import JudgeSpec\n"
+            )
+        },
+        [
+            "no import circles between the modules of a package BROKEN",
+            "No cycles are allowed in chatpgt.datagen",
+            "datagen's judging methods never import its job schemas or pairing rules BROKEN",
+        ],
+    ),
     "an API module imports torch": (
         {"api/heavy.py": "import torch\n"},
         ["the API's own modules never import torch or transformers BROKEN"],

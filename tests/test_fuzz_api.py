@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatpgt.auth import service as auth_service
 from chatpgt.auth.schemas import ApiKeyCreate
-from chatpgt.db.models import Base
+from chatpgt.models import Base
 from tests import factories, procs
 from tests.conftest import REDIS_TEST_URL
 

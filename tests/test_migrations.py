@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, text
 
-from chatpgt.db.models import Base
+from chatpgt.models import Base
 from tests.conftest import PG_ADMIN_URL, alembic_config
 
 

@@ -31,9 +31,9 @@ from chatpgt.datagen import service as datagen_service
 from chatpgt.datagen.runner import JobRunner
 from chatpgt.datagen.schemas import DatagenJobCreate
 from chatpgt.datasets.export import iter_export, write_jsonl
-from chatpgt.db.models import Base
 from chatpgt.db.session import make_engine, make_sessionmaker, transaction
 from chatpgt.errors import InvalidInput
+from chatpgt.models import Base
 from chatpgt.pairs import service as pairs_service
 from chatpgt.pairs.formats import SEED_CSV_COLUMNS
 from chatpgt.pairs.models import Pair

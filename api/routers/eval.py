@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse
 
 from api import problems
 from api.deps import AppSettings, Queue, Roots, Session
+from api.leased import accepted, add_get_and_cancel, queued
 from api.pagination import IdPath, PageLimit
 from chatpgt.db.ids import MAX_ID
 from chatpgt.evaluation import service
@@ -17,20 +18,13 @@ from chatpgt.evaluation.schemas import EvalRequest, EvalRunOut, EvalRunPage
 router = APIRouter(tags=["evaluation"])
 
 
-@router.post(
-    "/eval/runs",
-    status_code=202,
-    response_model=EvalRunOut,
-    responses=problems.responses(400, 403),
-)
+@router.post("/eval/runs", **accepted(EvalRunOut, 400, 403))
 async def submit_eval(
     body: EvalRequest, session: Session, settings: AppSettings, enqueue: Queue, roots: Roots
 ) -> EvalRunOut:
     """Queue an evaluation of ``models`` on the held-out essays of their lineage."""
     run = await service.submit(session, settings, body, roots=roots)
-    await session.commit()
-    await enqueue(service.TASK_NAME, run.id)
-    return await service.get_run(session, run.id)
+    return await queued(session, enqueue, service.TASK_NAME, run.id, service.get_run)
 
 
 @router.get("/eval/runs", response_model=EvalRunPage)
@@ -44,21 +38,9 @@ async def list_eval_runs(
     return await service.list_runs(session, limit=limit, before=before, status=status)
 
 
-@router.get("/eval/runs/{run_id}", response_model=EvalRunOut, responses=problems.responses(404))
-async def get_eval_run(run_id: IdPath, session: Session) -> EvalRunOut:
-    return await service.get_run(session, run_id)
-
-
-@router.post(
-    "/eval/runs/{run_id}/cancel",
-    status_code=202,
-    response_model=EvalRunOut,
-    responses=problems.responses(404, 409),
+add_get_and_cancel(
+    router, "/eval/runs", "eval_run", EvalRunOut, service.get_run, service.cancel_run
 )
-async def cancel_eval_run(run_id: IdPath, session: Session) -> EvalRunOut:
-    out = await service.cancel_run(session, run_id)
-    await session.commit()
-    return out
 
 
 @router.get(

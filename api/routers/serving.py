@@ -8,6 +8,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from api import problems
 from api.deps import Queue, Session
+from api.leased import accepted
 from api.pagination import IdPath
 from chatpgt.orchestration.tasks import GENERATE
 from chatpgt.serving import service
@@ -28,12 +29,7 @@ async def get_model_card(model_id: IdPath, session: Session) -> PlainTextRespons
     return PlainTextResponse(text, media_type="text/markdown; charset=utf-8")
 
 
-@router.post(
-    "/models/{model_id}/generations",
-    status_code=202,
-    response_model=GenerationOut,
-    responses=problems.responses(400, 404, 409),
-)
+@router.post("/models/{model_id}/generations", **accepted(GenerationOut, 400, 404, 409))
 async def submit_generation(
     model_id: IdPath, body: GenerationCreate, session: Session, enqueue: Queue, response: Response
 ) -> GenerationOut:

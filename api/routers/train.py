@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query
 
 from api import problems
 from api.deps import AppSettings, Queue, Roots, Session
-from api.pagination import IdPath, PageLimit
+from api.leased import accepted, add_get_and_cancel, queued
+from api.pagination import BeforeId, IdPath, PageLimit
 from chatpgt.db.ids import MAX_ID
 from chatpgt.orchestration.status import RunStatus
 from chatpgt.orchestration.tasks import ROUNDS_STEP, training_task
@@ -27,47 +28,31 @@ from chatpgt.training.schemas import (
 router = APIRouter(tags=["training"])
 
 
-@router.post(
-    "/train/sft",
-    status_code=202,
-    response_model=TrainingRunOut,
-    responses=problems.responses(400, 403, 409),
-)
+@router.post("/train/sft", **accepted(TrainingRunOut, 400, 403, 409))
 async def submit_sft(
     body: SFTRequest, session: Session, enqueue: Queue, roots: Roots
 ) -> TrainingRunOut:
     """Queue supervised fine-tuning of ``base_model`` on ``corpus``. A local path outside the
     API's data roots (`CHATPGT_DATA_ROOTS`) is a 403."""
     run = await service.submit_sft(session, body, roots=roots)
-    await session.commit()
-    await enqueue(training_task("sft"), run.id)
-    return await service.get_run(session, run.id)
+    return await queued(session, enqueue, training_task("sft"), run.id, service.get_run)
 
 
-@router.post(
-    "/train/dpo",
-    status_code=202,
-    response_model=TrainingRunOut,
-    responses=problems.responses(400, 403, 409),
-)
+@router.post("/train/dpo", **accepted(TrainingRunOut, 400, 403, 409))
 async def submit_dpo(
     body: DPORequest, session: Session, enqueue: Queue, roots: Roots
 ) -> TrainingRunOut:
     """Queue DPO of ``model`` on the preference pairs matching ``pairs``. A local model path
     outside the API's data roots (`CHATPGT_DATA_ROOTS`) is a 403."""
     run = await service.submit_dpo(session, body, roots=roots)
-    await session.commit()
-    await enqueue(training_task("dpo"), run.id)
-    return await service.get_run(session, run.id)
+    return await queued(session, enqueue, training_task("dpo"), run.id, service.get_run)
 
 
 @router.get("/train/runs", response_model=TrainingRunPage)
 async def list_runs(
     session: Session,
     limit: PageLimit,
-    before: Annotated[
-        int | None, Query(ge=1, le=MAX_ID, description="next_before of the last page")
-    ] = None,
+    before: BeforeId = None,
     kind: Literal["sft", "dpo"] | None = None,
     status: RunStatus | None = None,
 ) -> TrainingRunPage:
@@ -75,24 +60,15 @@ async def list_runs(
     return await service.list_runs(session, limit=limit, before=before, kind=kind, status=status)
 
 
-@router.get(
-    "/train/runs/{run_id}", response_model=TrainingRunOut, responses=problems.responses(404)
+add_get_and_cancel(
+    router,
+    "/train/runs",
+    "run",
+    TrainingRunOut,
+    service.get_run,
+    service.cancel_run,
+    cancel_doc="Stop a run at its next step (a queued run at once); the last checkpoint is kept.",
 )
-async def get_run(run_id: IdPath, session: Session) -> TrainingRunOut:
-    return await service.get_run(session, run_id)
-
-
-@router.post(
-    "/train/runs/{run_id}/cancel",
-    status_code=202,
-    response_model=TrainingRunOut,
-    responses=problems.responses(404, 409),
-)
-async def cancel_run(run_id: IdPath, session: Session) -> TrainingRunOut:
-    """Stop a run at its next step (a queued run at once); the last checkpoint is kept."""
-    out = await service.cancel_run(session, run_id)
-    await session.commit()
-    return out
 
 
 @router.get("/models", response_model=ModelPage)
@@ -115,12 +91,7 @@ async def get_model(model_id: IdPath, session: Session) -> ModelOut:
 # --- on-policy rounds (chatpgt.rounds) ---------------------------------------------------------
 
 
-@router.post(
-    "/train/rounds",
-    status_code=202,
-    response_model=RoundsRunOut,
-    responses=problems.responses(400, 403, 409),
-)
+@router.post("/train/rounds", **accepted(RoundsRunOut, 400, 403, 409))
 async def submit_rounds(
     body: RoundsRequest, session: Session, enqueue: Queue, settings: AppSettings, roots: Roots
 ) -> RoundsRunOut:
@@ -129,39 +100,27 @@ async def submit_rounds(
     with ``evaluation``, an eval run of each round's model, stopping once it no longer
     improves. A style.other_essays file outside the API's data roots is a 403."""
     run = await rounds.submit(session, settings, body, roots=roots)
-    await session.commit()
-    await enqueue(ROUNDS_STEP, run.id)
-    return await rounds.get_run(session, run.id)
+    return await queued(session, enqueue, ROUNDS_STEP, run.id, rounds.get_run)
 
 
 @router.get("/train/rounds", response_model=RoundsRunPage)
 async def list_rounds(
     session: Session,
     limit: PageLimit,
-    before: Annotated[
-        int | None, Query(ge=1, le=MAX_ID, description="next_before of the last page")
-    ] = None,
+    before: BeforeId = None,
 ) -> RoundsRunPage:
     """Rounds runs, newest first."""
     return await rounds.list_runs(session, limit=limit, before=before)
 
 
-@router.get(
-    "/train/rounds/{run_id}", response_model=RoundsRunOut, responses=problems.responses(404)
+add_get_and_cancel(
+    router,
+    "/train/rounds",
+    "rounds",
+    RoundsRunOut,
+    rounds.get_run,
+    rounds.cancel,
+    get_doc="A rounds run with each round's datagen job, DPO run, model and pair counts.",
+    cancel_doc="Stop a rounds run: its next step cancels the current datagen job, DPO run or "
+    "eval run.",
 )
-async def get_rounds(run_id: IdPath, session: Session) -> RoundsRunOut:
-    """A rounds run with each round's datagen job, DPO run, model and pair counts."""
-    return await rounds.get_run(session, run_id)
-
-
-@router.post(
-    "/train/rounds/{run_id}/cancel",
-    status_code=202,
-    response_model=RoundsRunOut,
-    responses=problems.responses(404, 409),
-)
-async def cancel_rounds(run_id: IdPath, session: Session) -> RoundsRunOut:
-    """Stop a rounds run: its next step cancels the current datagen job, DPO run or eval run."""
-    out = await rounds.cancel(session, run_id)
-    await session.commit()
-    return out

@@ -11,19 +11,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Group, RenderableType
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.text import Text
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 
 from chatpgt.api_client.requests import build_job_request
 from chatpgt.cli.context import api
+from chatpgt.cli.leased import LeasedCommands
 from chatpgt.cli.options import AsJson
 from chatpgt.cli.output import (
     EXIT_FAILED,
     EXIT_OK,
     TERMINAL_STATUSES,
-    Follower,
+    BarDisplay,
     cost,
     duration,
     err,
@@ -76,23 +75,18 @@ def _job_cost(job: DatagenJobView) -> str:
     return text
 
 
-class JobDisplay:
+class JobDisplay(BarDisplay):
     """Bars for generations and judgments, and a line with the status, pairs and cost."""
 
     def __init__(self) -> None:
-        self.progress = Progress(
+        super().__init__(
             TextColumn("{task.description:<11}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[note]}"),
-            console=err,
         )
         self.generations = self.progress.add_task("generations", total=None, note="")
         self.judgments = self.progress.add_task("judgments", total=None, note="")
-        self.line = Text()
-
-    def renderable(self) -> RenderableType:
-        return Group(self.progress, self.line)
 
     def update(self, job: DatagenJobView, elapsed_s: float) -> None:
         for task, counts in ((self.generations, job.generations), (self.judgments, job.judgments)):
@@ -204,16 +198,22 @@ def _finish_job(job: DatagenJobView) -> int:
     return followed_exit_code(job)
 
 
-def _follow_job(ctx: typer.Context, job: DatagenJobView) -> int:
-    client = api(ctx)
-    final = Follower(
-        label=f"job {job.id}",
-        fetch=lambda: client.get_job(job.id),
-        cancel=lambda: client.cancel_job(job.id),
-        display=JobDisplay(),
-        resume_hint=f"chatpgt datagen status {job.id} --follow",
-    ).run()
-    return _finish_job(final)
+def _show_job(job: DatagenJobView, followed: bool) -> int:
+    _show_end(job)
+    return followed_exit_code(job) if followed else job_exit_code(job)
+
+
+JOBS = LeasedCommands[DatagenJobView](
+    label=lambda job: f"job {job.id}",
+    fetch=lambda client, job_id: client.get_job(job_id),
+    cancel_call=lambda client, job_id: client.cancel_job(job_id),
+    display=JobDisplay,
+    finish=_finish_job,
+    show=_show_job,
+    json_code=job_exit_code,
+    status_command="chatpgt datagen status {id}",
+    stopping=" (stopping; what is done is kept)",
+)
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -329,10 +329,7 @@ def datagen_run(
         err.print(f"submitted job {job.id}: {plural(job.topics, 'topic')}")
     else:
         err.print(f"job {job.id} was already submitted with this idempotency key ({job.status})")
-    if not follow:
-        out.print(f"job {job.id} {job.status}")
-        return
-    raise typer.Exit(_follow_job(ctx, job))
+    JOBS.submitted(ctx, job, follow)
 
 
 @app.command("status")
@@ -344,14 +341,7 @@ def datagen_status(
 ) -> None:
     """Show a job's status; with --follow, follow it (exit codes as for run). Exits 1 for a job
     that failed or produced nothing."""
-    job = api(ctx).get_job(job_id)
-    if as_json:
-        typer.echo(job.model_dump_json(indent=2))
-        raise typer.Exit(job_exit_code(job))
-    if follow and job.status not in TERMINAL_STATUSES:
-        raise typer.Exit(_follow_job(ctx, job))
-    _show_end(job)
-    raise typer.Exit(followed_exit_code(job) if follow else job_exit_code(job))
+    raise typer.Exit(JOBS.status(ctx, job_id, follow=follow, as_json=as_json))
 
 
 @app.command("cancel")
@@ -360,6 +350,4 @@ def datagen_cancel(
     job_id: Annotated[int, typer.Argument(min=1, help="job id", show_default=False)],
 ) -> None:
     """Cancel a job: a queued job at once, a running one after its requests in flight."""
-    job = api(ctx).cancel_job(job_id)
-    note = "" if job.status in TERMINAL_STATUSES else " (stopping; what is done is kept)"
-    out.print(f"job {job.id} {job.status}{note}")
+    JOBS.cancel(ctx, job_id)

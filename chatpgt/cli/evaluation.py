@@ -8,20 +8,20 @@ CLI's :class:`chatpgt.api_client.client.ChatPGTClient` (the root's ``--api``, ``
 from __future__ import annotations
 
 import textwrap
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 
 from chatpgt.api_client.client import ChatPGTClient
 from chatpgt.api_client.requests import InvalidRequest, parse_eval_judge
 from chatpgt.cli.context import api as client_of
-from chatpgt.cli.output import EXIT_DETACHED, EXIT_FAILED, EXIT_OK
+from chatpgt.cli.leased import LeasedCommands
+from chatpgt.cli.output import EXIT_FAILED, EXIT_OK, BarDisplay
 from chatpgt.cli.output import TERMINAL_STATUSES as TERMINAL
 from chatpgt.evaluation.schemas import EvalRequest, EvalRunOut
 from chatpgt.evaluation.table import WIDTH, display_name, format_table
@@ -47,41 +47,27 @@ def progress_line(run: EvalRunOut) -> str:
     return " · ".join(parts)
 
 
-def follow(api: ChatPGTClient, run: EvalRunOut, *, interval_s: float = 1.0) -> EvalRunOut:
-    """Poll until the run ends, with a live bar on stderr (a line every few seconds without a
-    terminal). Ctrl-C cancels the run when asked to, else detaches (exit 130)."""
-    try:
-        if err.is_terminal:
-            bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err
-            )
-            task = bar.add_task(progress_line(run), total=None)
-            with bar:
-                while run.status not in TERMINAL:
-                    time.sleep(interval_s)
-                    run = api.get_eval(run.id)
-                    bar.update(
-                        task,
-                        description=escape(progress_line(run)),
-                        total=run.progress.get("total"),
-                        completed=run.progress.get("done", 0),
-                    )
-            return run
-        last, at = "", 0.0
-        while run.status not in TERMINAL:
-            time.sleep(interval_s)
-            run = api.get_eval(run.id)
-            line = progress_line(run)
-            if line != last and time.monotonic() - at >= 5:
-                err.print(escape(line), soft_wrap=True)
-                last, at = line, time.monotonic()
-        return run
-    except KeyboardInterrupt:
-        err.print(
-            f"detached from eval run {run.id}; follow it with: chatpgt eval status "
-            f"{run.id} --follow"
+class EvalDisplay(BarDisplay):
+    """One bar: the progress line, the essays done of the stage's total."""
+
+    def __init__(self) -> None:
+        super().__init__(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        self.task = self.progress.add_task("", total=None)
+
+    def renderable(self) -> RenderableType:
+        return self.progress
+
+    def update(self, run: EvalRunOut, elapsed_s: float) -> None:
+        self.progress.update(
+            self.task,
+            description=escape(progress_line(run)),
+            total=run.progress.get("total"),
+            completed=run.progress.get("done", 0),
         )
-        raise typer.Exit(EXIT_DETACHED) from None
+
+    @staticmethod
+    def plain(run: EvalRunOut) -> str:
+        return progress_line(run)
 
 
 def print_results(run: EvalRunOut, console: Console = out) -> None:
@@ -110,6 +96,28 @@ def finish(run: EvalRunOut) -> int:
     return EXIT_FAILED
 
 
+def _show(run: EvalRunOut, followed: bool) -> int:
+    if run.status not in TERMINAL:
+        out.print(escape(progress_line(run)))
+        return EXIT_OK
+    return finish(run)
+
+
+# Ctrl-C detaches at once (an evaluation is not offered for cancel while followed).
+EVAL = LeasedCommands[EvalRunOut](
+    label=lambda run: f"eval run {run.id}",
+    fetch=lambda client, run_id: client.get_eval(run_id),
+    cancel_call=lambda client, run_id: client.cancel_eval(run_id),
+    display=EvalDisplay,
+    finish=finish,
+    show=_show,
+    status_command="chatpgt eval status {id}",
+    stopping=" (stopping at its next essay)",
+    interval_s=1.0,
+    offer_cancel=False,
+)
+
+
 def evaluate_and_print(
     client: ChatPGTClient, models: Sequence[int | str], console: Console = out, **request: Any
 ) -> EvalRunOut:
@@ -117,7 +125,7 @@ def evaluate_and_print(
     the report's path; returns the finished run. ``request`` takes any other EvalRequest field
     (``max_essays=3``, ``judge={...}``, ``generation={"max_new_tokens": 200}``)."""
     request_ = EvalRequest.model_validate({"models": list(models), **request})
-    run = follow(client, client.submit_eval(request_))
+    run = EVAL.follow_with(client, client.submit_eval(request_))
     if run.status == "succeeded":
         print_results(run, console)
     else:
@@ -176,10 +184,7 @@ def eval_run(
         f"submitted eval run {run.id}: {escape(str(run.heldout.get('statement', '')))}",
         soft_wrap=True,
     )
-    if not do_follow:
-        out.print(f"eval run {run.id} {run.status}")
-        return
-    raise typer.Exit(finish(follow(api, run)))
+    EVAL.submitted(ctx, run, do_follow)
 
 
 @app.command("status")
@@ -189,14 +194,7 @@ def eval_status(
     do_follow: Annotated[bool, typer.Option("--follow/--no-follow")] = False,
 ) -> None:
     """Show an evaluation run (its table once it succeeded)."""
-    api = client_of(ctx)
-    run = api.get_eval(run_id)
-    if do_follow:
-        run = follow(api, run)
-    if run.status not in TERMINAL:
-        out.print(escape(progress_line(run)))
-        return
-    raise typer.Exit(finish(run))
+    raise typer.Exit(EVAL.status(ctx, run_id, follow=do_follow, as_json=False))
 
 
 @app.command("report")

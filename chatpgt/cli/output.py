@@ -15,17 +15,19 @@ from datetime import datetime
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
 import typer
-from rich.console import Console, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.filesize import decimal as filesize
 from rich.live import Live
 from rich.markup import escape
 from rich.progress import (
     Progress,
+    ProgressColumn,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 from chatpgt.api_client import ApiUnreachable
 
@@ -123,13 +125,26 @@ class Display(Protocol[ViewContraT]):
     def plain(self, view: ViewContraT) -> str: ...
 
 
+class BarDisplay:
+    """The look of a followed run: bars (a rich ``Progress`` of ``columns`` on stderr) above a
+    status line; a kind's display adds its tasks and its ``update``/``plain``."""
+
+    def __init__(self, *columns: ProgressColumn | str) -> None:
+        self.progress = Progress(*columns, console=err)
+        self.line = Text()
+
+    def renderable(self) -> RenderableType:
+        return Group(self.progress, self.line)
+
+
 @dataclass
 class Follower(Generic[ViewT]):
-    """Polls a job or run until it ends, showing progress; Ctrl-C offers to cancel or detach."""
+    """Polls a job or run until it ends, showing progress; Ctrl-C offers to cancel or detach
+    (detaches at once when there is no ``cancel`` to offer)."""
 
     label: str
     fetch: Callable[[], ViewT]
-    cancel: Callable[[], object]
+    cancel: Callable[[], object] | None
     display: Display[ViewT]
     resume_hint: str
     interval_s: float = POLL_INTERVAL_S
@@ -144,7 +159,7 @@ class Follower(Generic[ViewT]):
                 reason = f"{exc.reason} ({self.label} goes on; follow it with: {self.resume_hint})"
                 raise ApiUnreachable(exc.base_url, reason) from exc
             except KeyboardInterrupt:
-                if cancel_sent or not ask_cancel(self.label):
+                if self.cancel is None or cancel_sent or not ask_cancel(self.label):
                     err.print(
                         f"detached from {self.label}; it goes on. Follow it again with: "
                         f"{self.resume_hint}"

@@ -15,23 +15,23 @@ from pathlib import Path
 from typing import Annotated, BinaryIO, Literal
 
 import typer
-from rich.console import Console, Group, RenderableType
+from rich.console import Console
 from rich.filesize import decimal as filesize
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn
+from rich.progress import BarColumn, TextColumn
 from rich.table import Table
-from rich.text import Text
 
 from chatpgt.api_client import ChatPGTClient, PairSelection
 from chatpgt.api_client.client import CardLayout
 from chatpgt.api_client.requests import build_dedup_request, build_pair_import
 from chatpgt.cli.context import api
+from chatpgt.cli.leased import LeasedCommands
 from chatpgt.cli.options import AsJson, JobFilter, MinConfidence, ModelFilter, SourceFilter
 from chatpgt.cli.output import (
     EXIT_FAILED,
     EXIT_OK,
     TERMINAL_STATUSES,
-    Follower,
+    BarDisplay,
     duration,
     err,
     one_line,
@@ -380,21 +380,14 @@ def _pushed(
     out.print(f"pushed to {escape(url)}")
 
 
-class ScanDisplay:
+class ScanDisplay(BarDisplay):
     """A bar of the essays scanned (of those counted when the scan started), a status line."""
 
     def __init__(self) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.fields[counts]}"),
-            console=err,
+        super().__init__(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[counts]}")
         )
         self.task = self.progress.add_task("", total=None, counts="")
-        self.line = Text()
-
-    def renderable(self) -> RenderableType:
-        return Group(self.progress, self.line)
 
     def update(self, scan: DedupScanOut, elapsed_s: float) -> None:
         self.progress.update(
@@ -443,15 +436,15 @@ def _finish_scan(scan: DedupScanOut, as_json: bool) -> int:
     return EXIT_OK if scan.status == "succeeded" else EXIT_FAILED
 
 
-def _follow_scan(ctx: typer.Context, scan: DedupScanOut) -> DedupScanOut:
-    client = api(ctx)
-    return Follower(
-        label=f"dedup scan {scan.id}",
-        fetch=lambda: client.get_dedup_scan(scan.id),
-        cancel=lambda: client.cancel_dedup_scan(scan.id),
-        display=ScanDisplay(),
-        resume_hint=f"chatpgt pairs dedup-status {scan.id} --follow",
-    ).run()
+SCANS = LeasedCommands[DedupScanOut](
+    label=lambda scan: f"dedup scan {scan.id}",
+    fetch=lambda client, scan_id: client.get_dedup_scan(scan_id),
+    cancel_call=lambda client, scan_id: client.cancel_dedup_scan(scan_id),
+    display=ScanDisplay,
+    finish=lambda scan: _finish_scan(scan, as_json=False),
+    status_command="chatpgt pairs dedup-status {id}",
+    stopping=" (stopping at its next heartbeat)",
+)
 
 
 Follow = Annotated[
@@ -489,7 +482,7 @@ def pairs_dedup(
             out.print(f"dedup scan {scan.id} {scan.status}")
         return
     err.print(f"submitted dedup scan {scan.id}")
-    raise typer.Exit(_finish_scan(_follow_scan(ctx, scan), as_json))
+    raise typer.Exit(_finish_scan(SCANS.follow(ctx, scan), as_json))
 
 
 @app.command("dedup-status")
@@ -503,7 +496,7 @@ def pairs_dedup_status(
     or was cancelled)."""
     scan = api(ctx).get_dedup_scan(scan_id)
     if follow and scan.status not in TERMINAL_STATUSES:
-        scan = _follow_scan(ctx, scan)
+        scan = SCANS.follow(ctx, scan)
     if scan.status in TERMINAL_STATUSES:
         raise typer.Exit(_finish_scan(scan, as_json))
     if as_json:
@@ -518,9 +511,7 @@ def pairs_dedup_cancel(
     scan_id: Annotated[int, typer.Argument(min=1, help="scan id", show_default=False)],
 ) -> None:
     """Cancel a scan (a running one stops at its next heartbeat; no flag is changed)."""
-    scan = api(ctx).cancel_dedup_scan(scan_id)
-    note = "" if scan.status in TERMINAL_STATUSES else " (stopping at its next heartbeat)"
-    out.print(f"dedup scan {scan.id} {scan.status}{note}")
+    SCANS.cancel(ctx, scan_id)
 
 
 @app.command("import")

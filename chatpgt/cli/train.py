@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Annotated, Any, Literal
 
 import typer
-from rich.console import Group, RenderableType
+from rich.console import RenderableType
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn
+from rich.progress import BarColumn, TextColumn
 from rich.text import Text
 
 from chatpgt.api_client.requests import (
@@ -19,12 +22,13 @@ from chatpgt.api_client.requests import (
     build_sft_request,
 )
 from chatpgt.cli.context import api
+from chatpgt.cli.leased import LeasedCommands
 from chatpgt.cli.options import AsJson, JobFilter, SourceFilter
 from chatpgt.cli.output import (
     EXIT_FAILED,
     EXIT_OK,
     TERMINAL_STATUSES,
-    Follower,
+    BarDisplay,
     duration,
     err,
     one_line,
@@ -49,22 +53,17 @@ def _latest_loss(run: TrainingRunOut) -> float | None:
     return float(loss) if isinstance(loss, int | float) else None
 
 
-class RunDisplay:
+class RunDisplay(BarDisplay):
     """A bar of step/total with loss, epoch and the server's ETA, and a status line."""
 
     def __init__(self) -> None:
-        self.progress = Progress(
+        super().__init__(
             TextColumn("{task.description}"),
             BarColumn(),
             TextColumn("step {task.fields[step]}/{task.fields[total_text]}"),
             TextColumn("{task.fields[note]}"),
-            console=err,
         )
         self.task = self.progress.add_task("", total=None, step=0, total_text="?", note="")
-        self.line = Text()
-
-    def renderable(self) -> RenderableType:
-        return Group(self.progress, self.line)
 
     def update(self, run: TrainingRunOut, elapsed_s: float) -> None:
         p = run.progress
@@ -127,25 +126,33 @@ def _finish_run(run: TrainingRunOut) -> int:
     return EXIT_OK if run.status == "succeeded" else EXIT_FAILED
 
 
-def _follow_run(ctx: typer.Context, run: TrainingRunOut) -> int:
-    client = api(ctx)
-    final = Follower(
-        label=f"{run.kind} run {run.id}",
-        fetch=lambda: client.get_run(run.id),
-        cancel=lambda: client.cancel_run(run.id),
-        display=RunDisplay(),
-        resume_hint=f"chatpgt train status {run.id} --follow",
-        interval_s=1.0,
-    ).run()
-    return _finish_run(final)
+def _show_run(run: TrainingRunOut, followed: bool) -> int:
+    if run.status in TERMINAL_STATUSES:
+        code = _finish_run(run)
+    else:
+        out.print(escape(RunDisplay().plain(run)), soft_wrap=True)
+        code = EXIT_OK
+    for sample in run.samples[:3]:
+        out.print(f"\n[bold]{escape(sample.prompt)}[/bold]\n{escape(sample.text)}", soft_wrap=True)
+    return code if followed else EXIT_OK
+
+
+RUNS = LeasedCommands[TrainingRunOut](
+    label=lambda run: f"{run.kind} run {run.id}",
+    fetch=lambda client, run_id: client.get_run(run_id),
+    cancel_call=lambda client, run_id: client.cancel_run(run_id),
+    display=RunDisplay,
+    finish=_finish_run,
+    show=_show_run,
+    status_command="chatpgt train status {id}",
+    stopping=" (stopping at the next step)",
+    interval_s=1.0,
+)
 
 
 def _submitted(ctx: typer.Context, run: TrainingRunOut, follow: bool) -> None:
     err.print(f"submitted {run.kind} run {run.id} ({escape(run.name)})")
-    if not follow:
-        out.print(f"{run.kind} run {run.id} {run.status}")
-        return
-    raise typer.Exit(_follow_run(ctx, run))
+    RUNS.submitted(ctx, run, follow)
 
 
 Epochs = Annotated[float | None, typer.Option(help="passes over the data", show_default=False)]
@@ -175,8 +182,78 @@ NoSamples = Annotated[bool, typer.Option("--no-samples", help="generate no sampl
 MaxNewTokens = Annotated[int | None, typer.Option(help="tokens of each sample essay")]
 Follow = Annotated[bool, typer.Option("--follow/--no-follow", help="follow the run to its end")]
 
+# The options SFT and DPO share, in the order `--help` lists them after each command's own.
+COMMON_OPTIONS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=default)
+    for name, kind, default in (
+        ("epochs", Epochs, None),
+        ("batch_size", BatchSize, None),
+        ("grad_accum", GradAccum, None),
+        ("learning_rate", LearningRate, None),
+        ("lr_scheduler", Scheduler, None),
+        ("warmup_ratio", WarmupRatio, None),
+        ("max_length", MaxLength, None),
+        ("max_steps", MaxSteps, None),
+        ("eval_fraction", EvalFraction, None),
+        ("seed", Seed, None),
+        ("save_steps", SaveSteps, None),
+        ("logging_steps", LoggingSteps, None),
+        ("lora", Lora, False),
+        ("lora_r", LoraR, None),
+        ("lora_alpha", LoraAlpha, None),
+        ("sample_prompt", SamplePrompt, None),
+        ("no_samples", NoSamples, False),
+        ("max_new_tokens", MaxNewTokens, None),
+        ("follow", Follow, True),
+    )
+]
+
+
+@dataclass(frozen=True)
+class TrainingCommon:
+    """The values of :data:`COMMON_OPTIONS` one command was given."""
+
+    values: dict[str, Any]
+
+    @property
+    def follow(self) -> bool:
+        return bool(self.values["follow"])
+
+    def request_parts(self) -> dict[str, Any]:
+        """The keyword arguments ``build_sft_request``/``build_dpo_request`` take from them."""
+        return {
+            "options": _options(self.values),
+            "sample_prompts": self.values["sample_prompt"],
+            "no_samples": self.values["no_samples"],
+            "max_new_tokens": self.values["max_new_tokens"],
+        }
+
+
+def with_common_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the options every training run takes: typer reads the returned
+    function's signature (the command's own parameters, then :data:`COMMON_OPTIONS`) and the
+    command receives their values as ``common``."""
+    own = [
+        p
+        for p in inspect.signature(command, eval_str=True).parameters.values()
+        if p.name != "common"
+    ]
+    shared = {p.name for p in COMMON_OPTIONS}
+
+    @functools.wraps(command)
+    def with_options(**values: Any) -> None:
+        common = TrainingCommon({k: values.pop(k) for k in list(values) if k in shared})
+        command(**values, common=common)
+
+    params = own + COMMON_OPTIONS
+    with_options.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    with_options.__annotations__ = {p.name: p.annotation for p in params}
+    del with_options.__wrapped__  # typer must read this signature, not the command's
+    return with_options
+
 
 @app.command("sft")
+@with_common_options
 def train_sft(
     ctx: typer.Context,
     base_model: Annotated[
@@ -190,40 +267,18 @@ def train_sft(
         ),
     ] = None,
     name: RunName = None,
-    epochs: Epochs = None,
-    batch_size: BatchSize = None,
-    grad_accum: GradAccum = None,
-    learning_rate: LearningRate = None,
-    lr_scheduler: Scheduler = None,
-    warmup_ratio: WarmupRatio = None,
-    max_length: MaxLength = None,
-    max_steps: MaxSteps = None,
-    eval_fraction: EvalFraction = None,
-    seed: Seed = None,
-    save_steps: SaveSteps = None,
-    logging_steps: LoggingSteps = None,
-    lora: Lora = False,
-    lora_r: LoraR = None,
-    lora_alpha: LoraAlpha = None,
-    sample_prompt: SamplePrompt = None,
-    no_samples: NoSamples = False,
-    max_new_tokens: MaxNewTokens = None,
-    follow: Follow = True,
+    *,
+    common: TrainingCommon,
 ) -> None:
     """Fine-tune a base model on a corpus of essays (SFT) and follow the run."""
     request = build_sft_request(
-        base_model=base_model,
-        corpus=corpus,
-        name=name,
-        options=_options(locals()),
-        sample_prompts=sample_prompt,
-        no_samples=no_samples,
-        max_new_tokens=max_new_tokens,
+        base_model=base_model, corpus=corpus, name=name, **common.request_parts()
     )
-    _submitted(ctx, api(ctx).submit_sft(request), follow)
+    _submitted(ctx, api(ctx).submit_sft(request), common.follow)
 
 
 @app.command("dpo")
+@with_common_options
 def train_dpo(
     ctx: typer.Context,
     model: Annotated[
@@ -244,25 +299,8 @@ def train_dpo(
         Literal["sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "apo_zero"] | None,
         typer.Option(help="DPO loss"),
     ] = None,
-    epochs: Epochs = None,
-    batch_size: BatchSize = None,
-    grad_accum: GradAccum = None,
-    learning_rate: LearningRate = None,
-    lr_scheduler: Scheduler = None,
-    warmup_ratio: WarmupRatio = None,
-    max_length: MaxLength = None,
-    max_steps: MaxSteps = None,
-    eval_fraction: EvalFraction = None,
-    seed: Seed = None,
-    save_steps: SaveSteps = None,
-    logging_steps: LoggingSteps = None,
-    lora: Lora = False,
-    lora_r: LoraR = None,
-    lora_alpha: LoraAlpha = None,
-    sample_prompt: SamplePrompt = None,
-    no_samples: NoSamples = False,
-    max_new_tokens: MaxNewTokens = None,
-    follow: Follow = True,
+    *,
+    common: TrainingCommon,
 ) -> None:
     """Train a model on the preference pairs with DPO and follow the run."""
     request = build_dpo_request(
@@ -273,12 +311,9 @@ def train_dpo(
         name=name,
         beta=beta,
         loss_type=loss_type,
-        options=_options(locals()),
-        sample_prompts=sample_prompt,
-        no_samples=no_samples,
-        max_new_tokens=max_new_tokens,
+        **common.request_parts(),
     )
-    _submitted(ctx, api(ctx).submit_dpo(request), follow)
+    _submitted(ctx, api(ctx).submit_dpo(request), common.follow)
 
 
 @app.command("status")
@@ -289,21 +324,7 @@ def train_status(
     as_json: AsJson = False,
 ) -> None:
     """Show a training run; with --follow, follow it (exit 0 succeeded, 1 failed/cancelled)."""
-    run = api(ctx).get_run(run_id)
-    if as_json:
-        typer.echo(run.model_dump_json(indent=2))
-        return
-    if follow and run.status not in TERMINAL_STATUSES:
-        raise typer.Exit(_follow_run(ctx, run))
-    if run.status in TERMINAL_STATUSES:
-        code = _finish_run(run)
-    else:
-        out.print(escape(RunDisplay().plain(run)), soft_wrap=True)
-        code = EXIT_OK
-    for sample in run.samples[:3]:
-        out.print(f"\n[bold]{escape(sample.prompt)}[/bold]\n{escape(sample.text)}", soft_wrap=True)
-    if follow:
-        raise typer.Exit(code)
+    raise typer.Exit(RUNS.status(ctx, run_id, follow=follow, as_json=as_json))
 
 
 @app.command("cancel")
@@ -312,9 +333,7 @@ def train_cancel(
     run_id: Annotated[int, typer.Argument(min=1, help="run id", show_default=False)],
 ) -> None:
     """Stop a run at its next step (a queued run at once); its last checkpoint is kept."""
-    run = api(ctx).cancel_run(run_id)
-    note = "" if run.status in TERMINAL_STATUSES else " (stopping at the next step)"
-    out.print(f"{run.kind} run {run.id} {run.status}{note}")
+    RUNS.cancel(ctx, run_id)
 
 
 # -- on-policy rounds ---------------------------------------------------------------------------
@@ -388,17 +407,26 @@ def _finish_rounds(run: RoundsRunOut) -> int:
     return EXIT_OK if run.status == "succeeded" else EXIT_FAILED
 
 
-def _follow_rounds(ctx: typer.Context, run: RoundsRunOut) -> int:
-    client = api(ctx)
-    final = Follower(
-        label=f"rounds run {run.id}",
-        fetch=lambda: client.get_rounds(run.id),
-        cancel=lambda: client.cancel_rounds(run.id),
-        display=RoundsDisplay(),
-        resume_hint=f"chatpgt train rounds-status {run.id} --follow",
-        interval_s=2.0,
-    ).run()
-    return _finish_rounds(final)
+def _show_rounds(run: RoundsRunOut, followed: bool) -> int:
+    if run.status in TERMINAL_STATUSES:
+        return _finish_rounds(run)
+    out.print(escape(RoundsDisplay.plain(run)), soft_wrap=True)
+    for line in rounds_lines(run):
+        out.print(escape(line), soft_wrap=True)
+    return EXIT_OK
+
+
+ROUNDS = LeasedCommands[RoundsRunOut](
+    label=lambda run: f"rounds run {run.id}",
+    fetch=lambda client, run_id: client.get_rounds(run_id),
+    cancel_call=lambda client, run_id: client.cancel_rounds(run_id),
+    display=RoundsDisplay,
+    finish=_finish_rounds,
+    show=_show_rounds,
+    status_command="chatpgt train rounds-status {id}",
+    stopping=" (stopping at its next step)",
+    interval_s=2.0,
+)
 
 
 @app.command("rounds")
@@ -502,10 +530,7 @@ def train_rounds(
     )
     run = api(ctx).submit_rounds(request)
     err.print(f"submitted rounds run {run.id} ({escape(run.name)})")
-    if not follow:
-        out.print(f"rounds run {run.id} {run.status}")
-        return
-    raise typer.Exit(_follow_rounds(ctx, run))
+    ROUNDS.submitted(ctx, run, follow)
 
 
 @app.command("rounds-status")
@@ -516,17 +541,7 @@ def train_rounds_status(
     as_json: AsJson = False,
 ) -> None:
     """Show a rounds run and its rounds (exit 1 when it failed or was cancelled)."""
-    run = api(ctx).get_rounds(run_id)
-    if as_json:
-        typer.echo(run.model_dump_json(indent=2))
-        return
-    if follow and run.status not in TERMINAL_STATUSES:
-        raise typer.Exit(_follow_rounds(ctx, run))
-    if run.status in TERMINAL_STATUSES:
-        raise typer.Exit(_finish_rounds(run))
-    out.print(escape(RoundsDisplay.plain(run)), soft_wrap=True)
-    for line in rounds_lines(run):
-        out.print(escape(line), soft_wrap=True)
+    raise typer.Exit(ROUNDS.status(ctx, run_id, follow=follow, as_json=as_json))
 
 
 @app.command("rounds-cancel")
@@ -535,6 +550,4 @@ def train_rounds_cancel(
     run_id: Annotated[int, typer.Argument(min=1, help="rounds run id", show_default=False)],
 ) -> None:
     """Stop a rounds run; its current datagen job, DPO run or eval run is cancelled."""
-    run = api(ctx).cancel_rounds(run_id)
-    note = "" if run.status in TERMINAL_STATUSES else " (stopping at its next step)"
-    out.print(f"rounds run {run.id} {run.status}{note}")
+    ROUNDS.cancel(ctx, run_id)

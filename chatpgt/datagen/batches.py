@@ -229,20 +229,7 @@ class JobBatches:
                 ct = usage.get("completion_tokens") if isinstance(usage, dict) else None
                 pt = pt if isinstance(pt, int) else 0
                 ct = ct if isinstance(ct, int) else (len(text) + 3) // 4
-                rows.append(
-                    {
-                        "batch_id": b.id,
-                        "key": key,
-                        "text": text,
-                        "finish_reason": choice.get("finish_reason"),
-                        "prompt_tokens": pt,
-                        "completion_tokens": ct,
-                        "cost_usd": self._price(b.provider, model, pt, ct, batch=True),
-                        "online_cost_usd": self._price(b.provider, model, pt, ct, batch=False),
-                        "error": None,
-                        "retryable": False,
-                    }
-                )
+                rows.append(self._answer_row(b, key, text, choice, model, pt, ct))
             else:
                 detail = server_words(orjson.dumps(body)) if isinstance(body, dict) else ""
                 error = item.get("error")
@@ -252,6 +239,23 @@ class JobBatches:
                 retryable = status is None or status in (408, 429) or status >= 500
                 rows.append(_error_row(b.id, key, message, retryable))
         return rows
+
+    def _answer_row(
+        self, b: Any, key: str, text: str, choice: dict[str, Any], model: str, pt: int, ct: int
+    ) -> dict[str, Any]:
+        """The ``batch_results`` row of one answer, priced at the batch and the online rate."""
+        return {
+            "batch_id": b.id,
+            "key": key,
+            "text": text,
+            "finish_reason": choice.get("finish_reason"),
+            "prompt_tokens": pt,
+            "completion_tokens": ct,
+            "cost_usd": self._price(b.provider, model, pt, ct, batch=True),
+            "online_cost_usd": self._price(b.provider, model, pt, ct, batch=False),
+            "error": None,
+            "retryable": False,
+        }
 
     def _anthropic_results(self, b: Any, data: bytes) -> list[dict[str, Any]]:
         """Rows of a message batch's results: ``succeeded`` answers, ``errored`` errors (a
@@ -279,20 +283,7 @@ class JobBatches:
                 pt = int(usage.get("prompt_tokens") or 0)
                 ct = int(usage.get("completion_tokens") or (len(text) + 3) // 4)
                 model = str(data_.get("model") or "")
-                rows.append(
-                    {
-                        "batch_id": b.id,
-                        "key": key,
-                        "text": text,
-                        "finish_reason": choice.get("finish_reason"),
-                        "prompt_tokens": pt,
-                        "completion_tokens": ct,
-                        "cost_usd": self._price(b.provider, model, pt, ct, batch=True),
-                        "online_cost_usd": self._price(b.provider, model, pt, ct, batch=False),
-                        "error": None,
-                        "retryable": False,
-                    }
-                )
+                rows.append(self._answer_row(b, key, text, choice, model, pt, ct))
             elif kind == "errored":
                 error = (result.get("error") or {}).get("error") or {}
                 error_type = str(error.get("type") or "error")

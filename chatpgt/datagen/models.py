@@ -20,33 +20,25 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from chatpgt.db.base import Base, BigId, JSONType, Money, Timestamped, UTCDateTime, utcnow
+from chatpgt.orchestration.models import LeasedRun
 
 
-class DatagenJob(Timestamped, Base):
+class DatagenJob(LeasedRun, Base):
     __tablename__ = "datagen_jobs"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     request: Mapped[dict[str, Any]] = mapped_column(JSONType)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True, nullable=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     budget_usd: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     # null, "budget_exhausted", "cancelled" or "max_failure_rate": why a job stopped before
     # doing all its work
     stop_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # null until terminal: produced, produced_with_failures or nothing_produced
     outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
     # the most common failure reasons: [{stage, provider, model, reason, count}]
     failure_summary: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, nullable=True)
     errors: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class JobTopic(Base):

@@ -14,12 +14,16 @@ from sqlalchemy import (
     ColumnElement,
     Float,
     Row,
+    String,
     Table,
+    Text,
     bindparam,
     case,
+    column,
     distinct,
     func,
     select,
+    table,
     update,
 )
 from sqlalchemy import (
@@ -38,12 +42,12 @@ from chatpgt.datagen.models import (
 )
 from chatpgt.db.base import utcnow
 from chatpgt.db.helpers import dialect_insert, insert_ignore, insert_one_ignore
-from chatpgt.errors import InvalidState, NotFound
+from chatpgt.errors import NotFound
 from chatpgt.orchestration import leases
-from chatpgt.orchestration.status import DATAGEN_JOB, ITEM_TERMINAL, TERMINAL, ItemStatus, RunStatus
+from chatpgt.orchestration import service as leased
+from chatpgt.orchestration.status import DATAGEN_JOB, ITEM_TERMINAL, ItemStatus, RunStatus
 from chatpgt.pairs.models import NearDuplicate, Pair
 from chatpgt.topics.models import Topic
-from chatpgt.training.models import RegisteredModel
 
 # --- jobs -------------------------------------------------------------------------------------
 
@@ -117,19 +121,10 @@ async def transition(
 
 async def claim(session: AsyncSession, job_id: int, owner: str, lease_s: float) -> str:
     """Take the job's lease: "claimed", "busy" (another live owner) or the terminal status."""
-    row = (
-        await session.execute(leases.take_lease_stmt(DatagenJob, job_id, owner, lease_s))
-    ).first()
-    if row is not None:
-        if row.status == RunStatus.QUEUED:
-            ok = await transition(
-                session, job_id, RunStatus.RUNNING, owner=owner, started_at=utcnow()
-            )
-            if not ok:
-                raise InvalidState(f"datagen job {job_id} changed state while being claimed")
-        return "claimed"
-    job = await get_job(session, job_id)
-    return job.status if job.status in TERMINAL else "busy"
+    outcome = await leased.claim(session, DatagenJob, DATAGEN_JOB, job_id, owner, lease_s)
+    if outcome == "missing":
+        raise NotFound(f"datagen job {job_id} does not exist")
+    return outcome
 
 
 async def renew_lease(
@@ -277,9 +272,14 @@ async def registered_model_paths(session: AsyncSession, names: Sequence[str]) ->
     if not names:
         return {}
     rows = await session.execute(
-        select(RegisteredModel.name, RegisteredModel.path).where(RegisteredModel.name.in_(names))
+        select(_MODELS.c.name, _MODELS.c.path).where(_MODELS.c.name.in_(names))
     )
     return {name: path for name, path in rows}
+
+
+# The registry's table (chatpgt.training.models.RegisteredModel), named by its columns: its model
+# lives a floor above datagen, which only reads a name's path.
+_MODELS = table("models", column("name", String), column("path", Text))
 
 
 # --- plan and work items ---------------------------------------------------------------------

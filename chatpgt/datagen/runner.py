@@ -25,13 +25,16 @@ from chatpgt.datagen.batches import JobBatches
 from chatpgt.datagen.cache import ResponseCache
 from chatpgt.datagen.executor import Executor, StopFlag, max_unwritten
 from chatpgt.datagen.flusher import Flusher
+from chatpgt.datagen.models import DatagenJob
 from chatpgt.datagen.planner import JobPlan, JudgmentPlanner, load_work, plan_job
 from chatpgt.db.session import make_engine, make_sessionmaker, run_once, transaction
+from chatpgt.orchestration import service as leased
 from chatpgt.orchestration.heartbeat import heartbeat
 from chatpgt.orchestration.leases import LeaseLost, worker_identity
 from chatpgt.orchestration.retry import until_reachable
 from chatpgt.orchestration.status import TERMINAL, RunStatus
 from chatpgt.providers.client import ProviderPool
+from chatpgt.providers.types import LocalOptions
 from chatpgt.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -163,11 +166,9 @@ class JobRunner:
             return "lease_lost"
         except BaseException:
             # Give the job back at once so a retry (or another worker) can resume it.
-            try:
-                async with transaction(self.sm) as s:
-                    await repo.release_lease(s, self.job_id, self.owner)
-            except Exception:  # the database may be what failed; the lease then just expires
-                log.exception("job %s: could not release the lease", self.job_id)
+            await leased.give_back(
+                self.sm, DatagenJob, self.job_id, self.owner, f"job {self.job_id}"
+            )
             raise
 
     async def _db(self, what: str, work: Callable[[], Awaitable[_T]]) -> _T:
@@ -331,7 +332,7 @@ async def run_job(job_id: int, settings: Settings) -> str:
             settings.provider_configs(),
             redis=redis,
             limiter_key_prefix=settings.rate_limit_key_prefix,
-            local_options=settings.local_options(),
+            local_options=LocalOptions.from_settings(settings),
         )
         async with pool:
             return await JobRunner(job_id, make_sessionmaker(engine), pool, settings).run()

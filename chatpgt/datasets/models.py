@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Float, Index, Integer, String, Text
+from sqlalchemy import Float, Index
 from sqlalchemy.orm import Mapped, mapped_column
 
-from chatpgt.db.base import Base, BigId, JSONType, Timestamped, UTCDateTime
+from chatpgt.db.base import Base, JSONType
+from chatpgt.orchestration.models import LeasedRun
 
 
-class DedupScan(Timestamped, Base):
+class DedupScan(LeasedRun, Base):
     """One ``POST /pairs/dedup``: MinHash-LSH over the succeeded essays of ``job_ids`` (every
     job when empty), run by a datagen worker (``chatpgt.datasets.scans``).
 
@@ -24,8 +24,6 @@ class DedupScan(Timestamped, Base):
     __tablename__ = "dedup_scans"
     __table_args__ = (Index("ix_dedup_scans_status_id", "status", "id"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
     # the jobs as requested (empty: every job, resolved when the scan starts)
     job_ids: Mapped[list[int]] = mapped_column(JSONType)
     threshold: Mapped[float] = mapped_column(Float)
@@ -33,11 +31,3 @@ class DedupScan(Timestamped, Base):
     progress: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     # once succeeded: {"job_ids" (resolved), "threshold", "essays", "corpus_essays", "flagged"}
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

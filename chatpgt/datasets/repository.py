@@ -159,16 +159,6 @@ async def transition_scan(
     )
 
 
-async def take_scan_lease(
-    session: AsyncSession, scan_id: int, owner: str, lease_s: float
-) -> str | None:
-    """The scan's status once ``owner`` holds its lease (an attempt counted); None when it is
-    terminal, unknown or held by another live worker."""
-    stmt = leases.take_lease_stmt(DedupScan, scan_id, owner, lease_s)
-    row = (await session.execute(stmt)).first()
-    return None if row is None else str(row[0])
-
-
 async def renew_scan_lease(
     session: AsyncSession, scan_id: int, owner: str, lease_s: float
 ) -> tuple[bool, bool]:
@@ -176,10 +166,6 @@ async def renew_scan_lease(
     stmt = leases.renew_stmt(DedupScan, scan_id, owner, lease_s, DedupScan.status == "running")
     row = (await session.execute(stmt)).first()
     return (row is not None, bool(row[0]) if row is not None else False)
-
-
-async def release_scan_lease(session: AsyncSession, scan_id: int, owner: str) -> None:
-    await session.execute(leases.release_stmt(DedupScan, scan_id, owner))
 
 
 async def write_scan_progress(
@@ -190,30 +176,6 @@ async def write_scan_progress(
         update(DedupScan)
         .where(DedupScan.id == scan_id, DedupScan.lease_owner == owner)
         .values(progress=progress, updated_at=leases.now())
-        .returning(DedupScan.id)
-    )
-    return (await session.execute(stmt)).first() is not None
-
-
-async def cancel_queued_scan(session: AsyncSession, scan_id: int) -> bool:
-    """Cancel a scan no worker has started; False when it is not queued (any more)."""
-    stmt = leases.transition_stmt(
-        DedupScan,
-        DEDUP_SCAN,
-        scan_id,
-        RunStatus.CANCELLED,
-        DedupScan.status == RunStatus.QUEUED,
-        cancel_requested=True,
-    )
-    return (await session.execute(stmt)).first() is not None
-
-
-async def request_scan_cancel(session: AsyncSession, scan_id: int) -> bool:
-    """Flag a running scan for cancel (its worker stops at its next heartbeat)."""
-    stmt = (
-        update(DedupScan)
-        .where(DedupScan.id == scan_id, DedupScan.status == RunStatus.RUNNING)
-        .values(cancel_requested=True, updated_at=leases.now())
         .returning(DedupScan.id)
     )
     return (await session.execute(stmt)).first() is not None

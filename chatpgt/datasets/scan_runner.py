@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatpgt.datasets import dedup
 from chatpgt.datasets import repository as repo
+from chatpgt.datasets.models import DedupScan
 from chatpgt.db.session import (
     is_unavailable,
     make_engine,
@@ -36,9 +37,10 @@ from chatpgt.db.session import (
     run_once,
     transaction,
 )
+from chatpgt.orchestration import service as leased
 from chatpgt.orchestration.heartbeat import heartbeat
-from chatpgt.orchestration.leases import LeaseLost, now, worker_identity
-from chatpgt.orchestration.status import TERMINAL, RunStatus
+from chatpgt.orchestration.leases import LeaseLost, worker_identity
+from chatpgt.orchestration.status import DEDUP_SCAN, TERMINAL, RunStatus
 from chatpgt.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -93,25 +95,20 @@ class ScanRunner:
         try:
             return await self._run()
         except BaseException:
-            try:
-                async with transaction(self.sm) as s:
-                    await repo.release_scan_lease(s, self.scan_id, self.owner)
-            except Exception:  # the database may be what failed; the lease then runs out
-                log.warning("dedup scan %s: could not release the lease", self.scan_id)
+            label = f"dedup scan {self.scan_id}"
+            await leased.give_back(self.sm, DedupScan, self.scan_id, self.owner, label)
             raise
 
     # --- claim -----------------------------------------------------------------------------
 
     async def _claim(self) -> str:
         async with transaction(self.sm) as s:
-            taken = await repo.take_scan_lease(
-                s, self.scan_id, self.owner, self.settings.job_lease_s
+            taken = await leased.take(
+                s, DedupScan, self.scan_id, self.owner, self.settings.job_lease_s
             )
-            scan = await repo.get_scan(s, self.scan_id)
-            if scan is None:
-                return "missing"
-            if taken is None:
-                return scan.status if scan.status in TERMINAL else "busy"
+            scan: DedupScan | None = taken.row
+            if taken.was is None or scan is None:
+                return taken.refused
             if scan.attempts > MAX_ATTEMPTS:
                 await self._end(
                     s,
@@ -123,10 +120,8 @@ class ScanRunner:
             if scan.cancel_requested:
                 await self._end(s, RunStatus.CANCELLED)
                 return RunStatus.CANCELLED
-            if taken == RunStatus.QUEUED:
-                await repo.transition_scan(
-                    s, self.scan_id, RunStatus.RUNNING, owner=self.owner, started_at=now()
-                )
+            if taken.was == RunStatus.QUEUED:
+                await leased.start(s, DedupScan, DEDUP_SCAN, self.scan_id, self.owner)
             else:
                 log.warning(
                     "dedup scan %s: taking it over (attempt %s)", self.scan_id, scan.attempts

@@ -21,7 +21,9 @@ from chatpgt.datasets.schemas import (
 )
 from chatpgt.db.keyset import decode_cursor, encode_cursor
 from chatpgt.errors import InvalidState, NotFound
-from chatpgt.orchestration.status import TERMINAL, RunStatus
+from chatpgt.orchestration import service as leased
+from chatpgt.orchestration.status import DEDUP_SCAN as DEDUP_SCAN_LIFECYCLE
+from chatpgt.orchestration.status import RunStatus
 from chatpgt.orchestration.tasks import DEDUP_SCAN
 
 TASK_NAME = DEDUP_SCAN
@@ -68,23 +70,16 @@ async def list_scans(
     )
 
 
+SCANS = leased.LeasedKind(
+    DedupScan, DEDUP_SCAN_LIFECYCLE, DedupScanNotFound, DedupScanNotCancellable
+)
+
+
 async def cancel_scan(session: AsyncSession, scan_id: int) -> DedupScanOut:
     """A queued scan is cancelled at once; a running one at its worker's next heartbeat (its
     transaction is rolled back: the jobs keep their earlier flags). 409 once it finished (a
     cancelled scan answers as it is)."""
-    scan = await repo.get_scan(session, scan_id)
-    if scan is None:
-        raise DedupScanNotFound(scan_id)
-    if scan.status in TERMINAL:
-        if scan.status != RunStatus.CANCELLED:
-            raise DedupScanNotCancellable(scan_id, scan.status)
-    elif not await repo.cancel_queued_scan(session, scan_id) and not await repo.request_scan_cancel(
-        session, scan_id
-    ):
-        # It finished between our read and our writes.
-        scan = await repo.get_scan(session, scan_id)
-        if scan is not None and scan.status != RunStatus.CANCELLED:
-            raise DedupScanNotCancellable(scan_id, scan.status)
+    await SCANS.cancel(session, scan_id)
     return await get_scan(session, scan_id)
 
 
@@ -96,11 +91,5 @@ def scan_out(scan: DedupScan) -> DedupScanOut:
         threshold=scan.threshold,
         progress=DedupProgress.model_validate(scan.progress or {}),
         result=DedupResult.model_validate(scan.result) if scan.result else None,
-        error=scan.error,
-        attempts=scan.attempts,
-        cancel_requested=scan.cancel_requested,
-        created_at=scan.created_at,
-        started_at=scan.started_at,
-        finished_at=scan.finished_at,
-        updated_at=scan.updated_at,
+        **scan.leased_out(),
     )

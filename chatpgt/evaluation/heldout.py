@@ -11,7 +11,6 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatpgt.evaluation import repository as repo
 from chatpgt.evaluation.errors import EmptyHeldOut, NoStoredSplit
 from chatpgt.training import repository as training_repo
 from chatpgt.training.schemas import (
@@ -21,24 +20,17 @@ from chatpgt.training.schemas import (
 )
 
 
-async def lineage_runs(session: AsyncSession, model_ids: list[int]) -> list[repo.SplitRun]:
-    """The training runs behind these models and all their ancestors."""
-    lineages = await training_repo.lineages(session, model_ids)
-    ancestry = sorted({i for chain in lineages.values() for i, _, _ in chain} | set(model_ids))
-    return await repo.runs_of_models(session, ancestry)
-
-
 async def split_for_models(
     session: AsyncSession, model_ids: list[int], sft_run: int | None = None
-) -> tuple[repo.SplitRun, list[repo.SplitRun]]:
+) -> tuple[training_repo.SplitRun, list[training_repo.SplitRun]]:
     """(the SFT run whose split holds the essays out, every run of the lineage).
 
     Raises :class:`NoStoredSplit` when no SFT run of the lineage stored a split (or ``sft_run``
     is not such a run) and when the lineage holds several SFT splits and none was chosen.
     """
-    runs = await lineage_runs(session, model_ids)
+    runs = await training_repo.lineage_runs(session, model_ids)
     if sft_run is not None:
-        chosen = await repo.training_run(session, sft_run)
+        chosen = await training_repo.training_run(session, sft_run)
         if chosen is None or chosen.kind != "sft" or not chosen.essay_split:
             raise NoStoredSplit(
                 f"Training run {sft_run} is not an SFT run with a stored essay split.",
@@ -62,7 +54,7 @@ async def split_for_models(
     return splits[0], runs
 
 
-def _dpo_topics(run: repo.SplitRun) -> set[str]:
+def _dpo_topics(run: training_repo.SplitRun) -> set[str]:
     """The topics of the pairs a DPO run trained on (its exported pairs file)."""
     run_dir = run.artifacts.get("run_dir")
     path = Path(run_dir) / "data" / "pairs.jsonl" if run_dir else None
@@ -154,12 +146,3 @@ def _templates_drawn(eval_essays: list[dict[str, Any]], n: int, seed: int) -> di
     them, so a subset (``max_essays``, exclusions) keeps each essay's own template."""
     rng = random.Random(seed)
     return {e["title"]: rng.randrange(n) for e in eval_essays}
-
-
-async def dpo_heldout_topics(session: AsyncSession, model_id: int) -> tuple[int, list[str]] | None:
-    """(SFT run id, held-out titles) of the lineage of ``model_id``, or None without a split."""
-    try:
-        chosen, _ = await split_for_models(session, [model_id])
-    except NoStoredSplit:
-        return None
-    return chosen.run_id, [e["title"] for e in (chosen.essay_split or {}).get("eval", [])]

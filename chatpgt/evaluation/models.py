@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Index, Integer, String, Text
+from sqlalchemy import Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from chatpgt.db.base import Base, BigId, JSONType, Timestamped, UTCDateTime
+from chatpgt.db.base import Base, JSONType
+from chatpgt.orchestration.models import LeasedRun
 
 
-class EvalRun(Timestamped, Base):
+class EvalRun(LeasedRun, Base):
     """One evaluation of a list of models on a lineage's held-out essays.
 
     Same life as a training run (``orchestration.status.TRAINING_RUN``: queued,
@@ -22,8 +22,6 @@ class EvalRun(Timestamped, Base):
     __tablename__ = "eval_runs"
     __table_args__ = (Index("ix_eval_runs_status_id", "status", "id"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
     name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     # the validated request, defaults filled in
     request: Mapped[dict[str, Any]] = mapped_column(JSONType)
@@ -31,17 +29,9 @@ class EvalRun(Timestamped, Base):
     models: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
     # {"sft_run_id", "corpus", "essays": [{"index", "title"}], "excluded": [...], "statement"}
     heldout: Mapped[dict[str, Any]] = mapped_column(JSONType)
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # stage, model, models, done, total, eta_s
     progress: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     # the report's table: per model perplexity/style/win rate/descriptive summaries
     results: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     # run_dir, report_json, report_html
     artifacts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

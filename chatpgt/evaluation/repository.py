@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -16,10 +16,8 @@ from chatpgt.datagen.models import Generation
 from chatpgt.db.base import utcnow
 from chatpgt.evaluation.models import EvalRun
 from chatpgt.orchestration.status import RunStatus
-from chatpgt.pairs.models import Pair
-from chatpgt.pairs.repository import PairFilters, select_pairs
-from chatpgt.training.models import RegisteredModel, TrainingRun
-from chatpgt.training.repository import RunStore, transition_stmt
+from chatpgt.training.models import RegisteredModel
+from chatpgt.training.repository import RunStore
 
 # --------------------------------------------------------------------------------------------
 # API side (async)
@@ -63,84 +61,11 @@ async def list_runs(
     return (await session.scalars(stmt)).all()
 
 
-async def cancel_queued(session: AsyncSession, run_id: int) -> bool:
-    stmt = transition_stmt(
-        run_id,
-        RunStatus.CANCELLED,
-        EvalRun.status == RunStatus.QUEUED,
-        table=EvalRun,
-        cancel_requested=True,
-        error=None,
-    )
-    return (await session.execute(stmt)).first() is not None
-
-
-async def request_cancel(session: AsyncSession, run_id: int) -> bool:
-    stmt = (
-        update(EvalRun)
-        .where(EvalRun.id == run_id, EvalRun.status == RunStatus.RUNNING)
-        .values(cancel_requested=True, updated_at=utcnow())
-        .returning(EvalRun.id)
-    )
-    return (await session.execute(stmt)).first() is not None
-
-
 async def models_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, RegisteredModel]:
     if not ids:
         return {}
     rows = await session.scalars(select(RegisteredModel).where(RegisteredModel.id.in_(ids)))
     return {m.id: m for m in rows.all()}
-
-
-@dataclass(frozen=True, slots=True)
-class SplitRun:
-    """A succeeded SFT run with a stored essay split, or a DPO run of a lineage."""
-
-    run_id: int
-    kind: str
-    request: dict[str, Any]
-    essay_split: dict[str, Any] | None
-    artifacts: dict[str, Any]
-    data_report: dict[str, Any]
-
-
-async def runs_of_models(session: AsyncSession, model_ids: Sequence[int]) -> list[SplitRun]:
-    """The training runs that produced these registered models (base models have none)."""
-    if not model_ids:
-        return []
-    rows = await session.execute(
-        select(TrainingRun)
-        .join(RegisteredModel, RegisteredModel.run_id == TrainingRun.id)
-        .where(RegisteredModel.id.in_(model_ids))
-        .order_by(TrainingRun.id)
-    )
-    return [_split_run(r) for r in rows.scalars().all()]
-
-
-async def training_run(session: AsyncSession, run_id: int) -> SplitRun | None:
-    run = await session.get(TrainingRun, run_id)
-    return _split_run(run) if run is not None else None
-
-
-def _split_run(run: TrainingRun) -> SplitRun:
-    return SplitRun(
-        run_id=run.id,
-        kind=run.kind,
-        request=dict(run.request),
-        essay_split=dict(run.essay_split) if run.essay_split else None,
-        artifacts=dict(run.artifacts or {}),
-        data_report=dict(run.data_report or {}),
-    )
-
-
-async def count_pairs_on_topics(
-    session: AsyncSession, filters: PairFilters, topics: Sequence[str]
-) -> int:
-    """How many pairs matching ``filters`` have one of ``topics`` as their topic."""
-    if not topics:
-        return 0
-    inner = select_pairs(filters).where(Pair.topic.in_(list(topics))).order_by(None).subquery()
-    return int((await session.execute(select(func.count()).select_from(inner))).scalar_one())
 
 
 async def count_candidate_essays(session: AsyncSession) -> int:
@@ -177,29 +102,23 @@ class EvalStore(RunStore):
     table = EvalRun
 
     def eval_snapshot(self, run_id: int) -> EvalSnapshot | None:
-        with Session(self.engine) as session:
-            row = session.execute(
-                select(
-                    EvalRun,
-                    or_(EvalRun.lease_expires_at.is_(None), EvalRun.lease_expires_at < utcnow()),
-                ).where(EvalRun.id == run_id)
-            ).first()
-            if row is None:
-                return None
-            run, expired = row
-            return EvalSnapshot(
-                id=run.id,
-                status=run.status,
-                name=run.name,
-                request=dict(run.request),
-                models=list(run.models),
-                heldout=dict(run.heldout),
-                attempts=run.attempts,
-                cancel_requested=run.cancel_requested,
-                lease_expired=bool(expired),
-                artifacts=dict(run.artifacts or {}),
-                created_at=run.created_at,
-            )
+        found = self.read_leased(run_id)
+        if found is None:
+            return None
+        run, expired = found
+        return EvalSnapshot(
+            id=run.id,
+            status=run.status,
+            name=run.name,
+            request=dict(run.request),
+            models=list(run.models),
+            heldout=dict(run.heldout),
+            attempts=run.attempts,
+            cancel_requested=run.cancel_requested,
+            lease_expired=bool(expired),
+            artifacts=dict(run.artifacts or {}),
+            created_at=run.created_at,
+        )
 
     def candidate_essays(self, limit: int) -> list[str]:
         """Texts of succeeded datagen generations (other models writing on the topics)."""

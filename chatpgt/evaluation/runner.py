@@ -23,8 +23,9 @@ from typing import Any
 from chatpgt.datagen.prompts import DEFAULT_SYSTEM_PROMPT
 from chatpgt.evaluation import stats
 from chatpgt.evaluation.repository import EvalSnapshot, EvalStore
+from chatpgt.orchestration import service as leased
 from chatpgt.orchestration.leases import worker_identity
-from chatpgt.orchestration.status import TERMINAL, RunStatus
+from chatpgt.orchestration.status import RunStatus
 from chatpgt.settings import Settings, get_settings
 from chatpgt.style.controls import cut_words, random_token_texts, shuffled_words
 from chatpgt.training import corpus
@@ -35,7 +36,7 @@ from chatpgt.training.execution import (
     RunReporter,
     describe,
     lease_heartbeat,
-    make_sync_engine,
+    sync_store,
 )
 
 log = logging.getLogger(__name__)
@@ -77,41 +78,22 @@ class Progress:
 
 def execute_eval(run_id: int, settings: Settings | None = None) -> str:
     settings = settings or get_settings()
-    engine = make_sync_engine(settings)
-    try:
-        return _execute(EvalStore(engine), run_id, settings)
-    finally:
-        engine.dispose()
+    with sync_store(EvalStore, settings) as store:
+        return _execute(store, run_id, settings)
 
 
 def recoverable_eval_runs(settings: Settings | None = None) -> list[tuple[int, float]]:
-    settings = settings or get_settings()
-    engine = make_sync_engine(settings)
-    try:
-        return EvalStore(engine).orphaned_eval_runs(ORPHAN_QUEUED_AFTER_S)
-    finally:
-        engine.dispose()
+    with sync_store(EvalStore, settings or get_settings()) as store:
+        return store.orphaned_eval_runs(ORPHAN_QUEUED_AFTER_S)
 
 
 def _execute(store: EvalStore, run_id: int, settings: Settings) -> str:
-    snapshot = store.eval_snapshot(run_id)
-    if snapshot is None:
-        return "missing"
-    if snapshot.status in TERMINAL:
-        return "finished"
     owner = worker_identity()
-    if not store.claim(run_id, owner, settings.job_lease_s, MAX_ATTEMPTS):
-        again = store.eval_snapshot(run_id)
-        if again is not None and again.lease_expired and again.attempts >= MAX_ATTEMPTS:
-            store.finish(
-                run_id,
-                None,
-                RunStatus.FAILED,
-                error="gave up after "
-                f"{again.attempts} attempts: the worker stopped during each one",
-            )
-            return RunStatus.FAILED
-        return "busy"
+    claimed = leased.claim_sync(
+        store, store.eval_snapshot, run_id, owner, settings.job_lease_s, MAX_ATTEMPTS
+    )
+    if claimed != "claimed":
+        return claimed
     snapshot = store.eval_snapshot(run_id)
     assert snapshot is not None
     if snapshot.cancel_requested:
@@ -689,10 +671,11 @@ async def _judge_all(
 ) -> None:
     from chatpgt.evaluation import winrate
     from chatpgt.providers.client import ProviderPool
+    from chatpgt.providers.types import LocalOptions
 
     samples, seed = int(req["bootstrap_samples"]), int(req["seed"])
     async with ProviderPool(
-        settings.provider_configs(), local_options=settings.local_options()
+        settings.provider_configs(), local_options=LocalOptions.from_settings(settings)
     ) as pool:
         base_judge = make_judge(pool, req["judge"])
 

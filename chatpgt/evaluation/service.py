@@ -27,14 +27,14 @@ from chatpgt.evaluation.errors import (
 )
 from chatpgt.evaluation.models import EvalRun
 from chatpgt.evaluation.schemas import EvalOptions, EvalRequest, EvalRunOut, EvalRunPage
-from chatpgt.orchestration.status import RunStatus
+from chatpgt.orchestration import service as leased
+from chatpgt.orchestration.status import TRAINING_RUN, RunStatus
 from chatpgt.orchestration.tasks import EVAL_RUN
 from chatpgt.paths import DataRoots
 from chatpgt.settings import Settings
 from chatpgt.training.corpus import check_local_source
 from chatpgt.training.errors import InvalidModelSource
 from chatpgt.training.service import _resolve_model as resolve_training_model
-from chatpgt.training.service import cancel_leased
 
 TASK_NAME = EVAL_RUN
 
@@ -162,9 +162,12 @@ async def list_runs(
     )
 
 
+RUNS = leased.LeasedKind(EvalRun, TRAINING_RUN, EvalRunNotFound, EvalNotCancellable)
+
+
 async def cancel_run(session: AsyncSession, run_id: int) -> EvalRunOut:
     """A queued run is cancelled at once, a running one at its next essay; 409 once finished."""
-    await cancel_leased(session, run_id, repo, EvalRunNotFound, EvalNotCancellable)
+    await RUNS.cancel(session, run_id, error=None)
     return await get_run(session, run_id)
 
 
@@ -192,13 +195,7 @@ def run_out(run: EvalRun) -> EvalRunOut:
         progress=run.progress or {},
         results=run.results or {},
         artifacts=run.artifacts or {},
-        attempts=run.attempts,
-        cancel_requested=run.cancel_requested,
-        error=run.error,
-        created_at=run.created_at,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-        updated_at=run.updated_at,
+        **run.leased_out(),
     )
 
 

@@ -80,6 +80,30 @@ async def transition(
     return (await session.execute(stmt)).first() is not None
 
 
+def cancel_queued_stmt(model: Any, lifecycle: Lifecycle, row_id: int, **values: Any) -> Update:
+    """Cancel a row no worker has started (flagging it too); no row when it is not queued."""
+    return transition_stmt(
+        model,
+        lifecycle,
+        row_id,
+        RunStatus.CANCELLED,
+        model.status == RunStatus.QUEUED,
+        cancel_requested=True,
+        **values,
+    )
+
+
+def request_cancel_stmt(model: Any, row_id: int, statuses: Any = (RunStatus.RUNNING,)) -> Update:
+    """Flag a row in ``statuses`` (running, by default) for cancel: its worker stops at its next
+    heartbeat or step. Returns the id, no row when it is in another status."""
+    return (
+        update(model)
+        .where(model.id == row_id, model.status.in_(list(statuses)))
+        .values(cancel_requested=True, updated_at=now())
+        .returning(model.id)
+    )
+
+
 def lease_free(model: Any, owner: str | None = None) -> ColumnElement[bool]:
     """Nobody holds the row's lease (never taken, or run out), or ``owner`` does."""
     conditions = [model.lease_expires_at.is_(None), model.lease_expires_at < now()]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from chatpgt.redact import redact
+from chatpgt.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,18 @@ class LocalOptions:
     batch_wait_ms: float = 5.0
     default_max_tokens: int = 512
     torch_threads: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalOptions:
+        """The options the settings' ``CHATPGT_LOCAL_*`` (and model cache) give."""
+        return cls(
+            cache_dir=settings.model_cache_dir,
+            device=settings.local_device,
+            max_batch_size=settings.local_max_batch_size,
+            batch_wait_ms=settings.local_batch_wait_ms,
+            default_max_tokens=settings.local_default_max_tokens,
+            torch_threads=settings.local_torch_threads,
+        )
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:

@@ -10,9 +10,10 @@ from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text,
 from sqlalchemy.orm import Mapped, mapped_column
 
 from chatpgt.db.base import Base, BigId, JSONType, Money, Timestamped, UTCDateTime
+from chatpgt.orchestration.models import LeasedRun
 
 
-class RoundsRun(Timestamped, Base):
+class RoundsRun(LeasedRun, Base):
     """K rounds of {datagen with the current model -> judge -> DPO from it}.
 
     ``status`` follows ``orchestration.status.ROUNDS_RUN`` (changes through
@@ -23,8 +24,6 @@ class RoundsRun(Timestamped, Base):
     __tablename__ = "rounds_runs"
     __table_args__ = (Index("ix_rounds_runs_status_id", "status", "id"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
     name: Mapped[str] = mapped_column(String(255))
     # the validated request, defaults filled in, topic ids resolved
     request: Mapped[dict[str, Any]] = mapped_column(JSONType)
@@ -35,14 +34,6 @@ class RoundsRun(Timestamped, Base):
     # the token of the one live chain of step messages (see service.step)
     step_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
     cost_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Round(Timestamped, Base):

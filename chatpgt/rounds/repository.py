@@ -75,20 +75,14 @@ async def add_round(session: AsyncSession, **values: Any) -> Round:
     return row
 
 
-async def transition(
-    session: AsyncSession, run_id: int, target: str, **values: Any
-) -> bool:
+async def transition(session: AsyncSession, run_id: int, target: str, **values: Any) -> bool:
     return await leases.transition(session, RoundsRun, ROUNDS_RUN, run_id, target, **values)
 
 
-async def take_lease(
-    session: AsyncSession, run_id: int, owner: str, lease_s: float
-) -> str | None:
+async def take_lease(session: AsyncSession, run_id: int, owner: str, lease_s: float) -> str | None:
     """The run's status when ``owner`` now holds its lease; None when it is terminal, unknown
     or held by another live step."""
-    row = (
-        await session.execute(leases.take_lease_stmt(RoundsRun, run_id, owner, lease_s))
-    ).first()
+    row = (await session.execute(leases.take_lease_stmt(RoundsRun, run_id, owner, lease_s))).first()
     return None if row is None else str(row[0])
 
 
@@ -97,19 +91,12 @@ async def release_lease(session: AsyncSession, run_id: int, owner: str) -> None:
 
 
 async def set_step_token(session: AsyncSession, run_id: int, token: str) -> None:
-    await session.execute(
-        update(RoundsRun).where(RoundsRun.id == run_id).values(step_token=token)
-    )
+    await session.execute(update(RoundsRun).where(RoundsRun.id == run_id).values(step_token=token))
 
 
 async def request_cancel(session: AsyncSession, run_id: int) -> bool:
     """Flag an active run for cancel (its next step cancels the current job or run)."""
-    stmt = (
-        update(RoundsRun)
-        .where(RoundsRun.id == run_id, RoundsRun.status.in_(ACTIVE))
-        .values(cancel_requested=True, updated_at=leases.now())
-        .returning(RoundsRun.id)
-    )
+    stmt = leases.request_cancel_stmt(RoundsRun, run_id, ACTIVE)
     return (await session.execute(stmt)).first() is not None
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from chatpgt.db.base import Base, BigId, JSONType, Timestamped, UTCDateTime
+from chatpgt.orchestration.models import LeasedRun
 
 
-class ModelGeneration(Timestamped, Base):
+class ModelGeneration(LeasedRun, Base):
     """``POST /models/{id}/generations``: the messages and sampling settings asked for, and the
     essays once a gpu worker wrote them.
 
@@ -23,23 +24,13 @@ class ModelGeneration(Timestamped, Base):
     __tablename__ = "model_generations"
     __table_args__ = (Index("ix_model_generations_model_id_id", "model_id", "id"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
     # {"messages": [...], "max_new_tokens", "temperature", "top_p", "n", "title"?}
     request: Mapped[dict[str, Any]] = mapped_column(JSONType)
     # [{"text", "finish_reason", "prompt_tokens", "completion_tokens"}], one per sample
     results: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     # {"load_s", "generate_s", "tokens_per_s", "device"}
     timings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ArenaBattle(Timestamped, Base):

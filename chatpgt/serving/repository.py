@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -136,7 +136,7 @@ class GenerationStore(RunStore):
                     g,
                     RegisteredModel.path,
                     RegisteredModel.name,
-                    or_(g.lease_expires_at.is_(None), g.lease_expires_at < utcnow()),
+                    leases.lease_free(g),
                 )
                 .join(RegisteredModel, RegisteredModel.id == g.model_id)
                 .where(g.id == generation_id)

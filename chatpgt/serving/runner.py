@@ -18,50 +18,39 @@ import logging
 import time
 from typing import Any
 
+from chatpgt.orchestration import service as leased
 from chatpgt.orchestration.heartbeat import ThreadHeartbeat
 from chatpgt.orchestration.leases import worker_identity
-from chatpgt.orchestration.status import TERMINAL, RunStatus
+from chatpgt.orchestration.status import RunStatus
 from chatpgt.providers.local import LocalProvider
-from chatpgt.providers.types import ChatRequest, ChatResult, ProviderError
+from chatpgt.providers.types import ChatRequest, ChatResult, LocalOptions, ProviderError
 from chatpgt.serving.repository import GenerationSnapshot, GenerationStore
 from chatpgt.settings import Settings, get_settings
-from chatpgt.training.execution import describe, make_sync_engine
+from chatpgt.training.execution import describe, sync_store
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+GAVE_UP = "the worker stopped during each one (killed, or out of memory?)"
 ORPHAN_QUEUED_AFTER_S = 600.0
 
 
 def execute_generation(generation_id: int, settings: Settings | None = None) -> str:
     """Generate the essays of request ``generation_id``; returns what happened, for logs."""
     settings = settings or get_settings()
-    engine = make_sync_engine(settings)
-    try:
-        return _execute(GenerationStore(engine), generation_id, settings)
-    finally:
-        engine.dispose()
+    with sync_store(GenerationStore, settings) as store:
+        return _execute(store, generation_id, settings)
 
 
 def _execute(store: GenerationStore, generation_id: int, settings: Settings) -> str:
-    snapshot = store.read(generation_id)
-    if snapshot is None:
-        return "missing"
-    if snapshot.status in TERMINAL:
-        return "finished"
     owner = worker_identity()
-    if not store.claim(generation_id, owner, settings.job_lease_s, MAX_ATTEMPTS):
-        again = store.read(generation_id)
-        if again is not None and again.lease_expired and again.attempts >= MAX_ATTEMPTS:
-            store.finish(
-                generation_id,
-                None,
-                RunStatus.FAILED,
-                error=f"gave up after {again.attempts} attempts: the worker stopped during each "
-                "one (killed, or out of memory?)",
-            )
-            return RunStatus.FAILED
-        return "busy"
+    claimed = leased.claim_sync(
+        store, store.read, generation_id, owner, settings.job_lease_s, MAX_ATTEMPTS, GAVE_UP
+    )
+    if claimed != "claimed":
+        return claimed
+    snapshot = store.read(generation_id)
+    assert snapshot is not None
 
     lost = False
 
@@ -90,7 +79,7 @@ async def _generate(
     snapshot: GenerationSnapshot, settings: Settings
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     request = snapshot.request
-    provider = LocalProvider("local", settings.local_options())
+    provider = LocalProvider("local", LocalOptions.from_settings(settings))
     try:
         started = time.perf_counter()
         loaded = await provider.preload(snapshot.model_path)
@@ -135,9 +124,5 @@ async def _generate(
 def recoverable_generations(settings: Settings | None = None) -> list[tuple[int, float]]:
     """Requests a starting gpu worker re-enqueues: running with an expired lease, or queued for
     over ``ORPHAN_QUEUED_AFTER_S``, each with the seconds to wait first."""
-    settings = settings or get_settings()
-    engine = make_sync_engine(settings)
-    try:
-        return GenerationStore(engine).orphaned_generations(ORPHAN_QUEUED_AFTER_S)
-    finally:
-        engine.dispose()
+    with sync_store(GenerationStore, settings or get_settings()) as store:
+        return store.orphaned_generations(ORPHAN_QUEUED_AFTER_S)

@@ -38,16 +38,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chatpgt.settings import Settings
 from chatpgt.training.errors import RankFailed, UnsupportedDistribution
 from chatpgt.training.outcome import Outcome
+from chatpgt.training.reporting import LeasedReporter
 from chatpgt.training.repository import RunSnapshot
 from chatpgt.training.schemas import DPORequest, SFTRequest, TrainingKnobs, as_submitted
-
-if TYPE_CHECKING:  # the worker imports this module to launch ranks
-    from chatpgt.training.execution import RunReporter
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +184,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run(snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter, settings: Settings) -> Outcome:
+def run(
+    snapshot: RunSnapshot, run_dir: Path, reporter: LeasedReporter, settings: Settings
+) -> Outcome:
     """Prepare the run's data once here, then train it on its ranks; rank 0's outcome.
 
     Raises :class:`RankFailed` when a rank died or raised (the process group is killed first).
@@ -214,7 +214,7 @@ def run(snapshot: RunSnapshot, run_dir: Path, reporter: RunReporter, settings: S
 def launch(
     snapshot: RunSnapshot,
     run_dir: Path,
-    reporter: RunReporter,
+    reporter: LeasedReporter,
     hp: TrainingKnobs,
     n: int,
     *,

@@ -16,15 +16,18 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine
 
 from chatpgt.db.session import configure_sqlite, sqlite_connect_args
+from chatpgt.orchestration import service as leased
 from chatpgt.orchestration.heartbeat import ThreadHeartbeat
 from chatpgt.orchestration.leases import worker_identity
-from chatpgt.orchestration.status import TERMINAL, RunStatus
+from chatpgt.orchestration.status import RunStatus
 from chatpgt.settings import Settings, get_settings
 from chatpgt.training import chat_format
 from chatpgt.training.checkpoints import prune_finished_run
@@ -33,7 +36,9 @@ from chatpgt.training.repository import RunSnapshot, RunStore
 
 log = logging.getLogger(__name__)
 
+StoreT = TypeVar("StoreT")
 MAX_ATTEMPTS = 3
+GAVE_UP = "the worker stopped during each one (killed, or out of memory?)"
 ORPHAN_QUEUED_AFTER_S = 600.0
 _MIN_WRITE_INTERVAL_S = 0.5
 _MAX_ERROR_CHARS = 4000
@@ -66,6 +71,16 @@ def make_sync_engine(settings: Settings) -> Engine:
     if engine.dialect.name == "sqlite":
         configure_sqlite(engine)
     return engine
+
+
+@contextmanager
+def sync_store(store_of: Callable[[Engine], StoreT], settings: Settings) -> Iterator[StoreT]:
+    """A kind's sync store on an engine of its own, disposed after (one task, one engine)."""
+    engine = make_sync_engine(settings)
+    try:
+        yield store_of(engine)
+    finally:
+        engine.dispose()
 
 
 class RunReporter:
@@ -142,23 +157,19 @@ def execute_run(run_id: int, settings: Settings | None = None) -> str:
     over), ``busy`` (a live worker holds it), ``finished`` (already terminal), ``missing``.
     """
     settings = settings or get_settings()
-    engine = make_sync_engine(settings)
-    try:
-        return _execute(RunStore(engine), run_id, settings)
-    finally:
-        engine.dispose()
+    with sync_store(RunStore, settings) as store:
+        return _execute(store, run_id, settings)
 
 
 def _execute(store: RunStore, run_id: int, settings: Settings) -> str:
-    snapshot = store.snapshot(run_id)
-    if snapshot is None:
-        log.warning("training run %s does not exist", run_id)
-        return "missing"
-    if snapshot.status in TERMINAL:
-        return "finished"
     owner = worker_identity()
-    if not store.claim(run_id, owner, settings.job_lease_s, MAX_ATTEMPTS):
-        return _not_claimed(store, run_id)
+    claimed = leased.claim_sync(
+        store, store.snapshot, run_id, owner, settings.job_lease_s, MAX_ATTEMPTS, GAVE_UP
+    )
+    if claimed == "missing":
+        log.warning("training run %s does not exist", run_id)
+    if claimed != "claimed":
+        return claimed
     snapshot = store.snapshot(run_id)
     assert snapshot is not None
     reporter = RunReporter(store, run_id, owner)
@@ -241,24 +252,6 @@ def _prune(run_dir: Path, final_step: Any) -> dict[str, Any]:
         return {"error": str(exc)}
 
 
-def _not_claimed(store: RunStore, run_id: int) -> str:
-    snapshot = store.snapshot(run_id)
-    if snapshot is None:
-        return "missing"
-    if snapshot.status in TERMINAL:
-        return "finished"
-    if snapshot.lease_expired and snapshot.attempts >= MAX_ATTEMPTS:
-        store.finish(
-            run_id,
-            None,
-            RunStatus.FAILED,
-            error=f"gave up after {snapshot.attempts} attempts: the worker stopped during each "
-            "one (killed, or out of memory?)",
-        )
-        return RunStatus.FAILED
-    return "busy"
-
-
 def describe(exc: BaseException) -> str:
     """The reason stored on a failed run: the exception and the innermost frames."""
     lines = traceback.format_exception_only(type(exc), exc)
@@ -275,12 +268,7 @@ def recoverable_runs(settings: Settings | None = None) -> list[tuple[int, str, f
     ``ORPHAN_QUEUED_AFTER_S`` (their message may be lost). A duplicate message is harmless: the
     run's lease makes the second delivery a no-op. Each comes with its kind, which names the task
     that runs it."""
-    settings = settings or get_settings()
-    engine = make_sync_engine(settings)
-    try:
-        store = RunStore(engine)
+    with sync_store(RunStore, settings or get_settings()) as store:
         runs = store.orphaned_runs(ORPHAN_QUEUED_AFTER_S)
         kinds = store.kinds([run_id for run_id, _ in runs])
         return [(run_id, kinds[run_id], wait_s) for run_id, wait_s in runs]
-    finally:
-        engine.dispose()

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from chatpgt.db.base import Base, BigId, JSONType, Timestamped, UTCDateTime
+from chatpgt.db.base import Base, BigId, JSONType, Timestamped
+from chatpgt.orchestration.models import LeasedRun
 
 
-class TrainingRun(Timestamped, Base):
+class TrainingRun(LeasedRun, Base):
     """One SFT or DPO run: the request as submitted, its state, progress, metrics and artifacts.
 
     ``status`` changes only through :func:`chatpgt.training.repository.transition_stmt` (the
@@ -23,22 +23,14 @@ class TrainingRun(Timestamped, Base):
     __tablename__ = "training_runs"
     __table_args__ = (Index("ix_training_runs_status_id", "status", "id"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     # sft | dpo
     kind: Mapped[str] = mapped_column(String(8))
-    # queued | running | succeeded | failed | cancelled
-    status: Mapped[str] = mapped_column(String(16), default="queued")
     # the validated request, defaults filled in
     request: Mapped[dict[str, Any]] = mapped_column(JSONType)
     # the model training starts from: {"ref", "path", "model_id", "kind"}
     start_model: Mapped[dict[str, Any]] = mapped_column(JSONType)
     # name the produced model is registered under
     output_name: Mapped[str] = mapped_column(String(255))
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # step, total_steps, epoch, eta_s, resumed_from_step
     progress: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     # {"latest": {...}, "final": {...}}
@@ -51,9 +43,6 @@ class TrainingRun(Timestamped, Base):
     # SFT: the essay-level train/eval split ({"corpus", "seed", "eval_fraction", "train": [...],
     # "eval": [...]}, each essay as {"index", "title"}); evaluation holds the eval essays out
     essay_split: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class RegisteredModel(Timestamped, Base):

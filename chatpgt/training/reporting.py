@@ -27,3 +27,10 @@ class Reporter(Protocol):
     @property
     def should_stop(self) -> bool:
         """A cancel was requested or the lease was lost: stop at the next step."""
+
+
+class LeasedReporter(Reporter, Protocol):
+    """A :class:`Reporter` that also names the lease owner its writes go under (the launcher of
+    distributed ranks hands it to every rank)."""
+
+    owner: str

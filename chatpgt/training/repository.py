@@ -23,6 +23,7 @@ from chatpgt.db.base import UTCDateTime, utcnow
 from chatpgt.db.helpers import insert_for
 from chatpgt.orchestration import leases
 from chatpgt.orchestration.status import TRAINING_RUN, RunStatus
+from chatpgt.pairs.models import Pair
 from chatpgt.pairs.repository import PairFilters, select_pairs
 from chatpgt.training.models import RegisteredModel, TrainingRun
 
@@ -82,26 +83,9 @@ async def list_runs(
     return (await session.scalars(stmt)).all()
 
 
-async def cancel_queued(session: AsyncSession, run_id: int) -> bool:
-    """A queued run is cancelled at once; False when it is no longer queued."""
-    stmt = transition_stmt(
-        run_id,
-        RunStatus.CANCELLED,
-        TrainingRun.status == RunStatus.QUEUED,
-        cancel_requested=True,
-        error=None,
-    )
-    return (await session.execute(stmt)).first() is not None
-
-
 async def request_cancel(session: AsyncSession, run_id: int) -> bool:
     """Flag a running run; its worker stops at the next step. False when it is not running."""
-    stmt = (
-        update(TrainingRun)
-        .where(TrainingRun.id == run_id, TrainingRun.status == RunStatus.RUNNING)
-        .values(cancel_requested=True, updated_at=utcnow())
-        .returning(TrainingRun.id)
-    )
+    stmt = leases.request_cancel_stmt(TrainingRun, run_id)
     return (await session.execute(stmt)).first() is not None
 
 
@@ -235,36 +219,34 @@ class RunStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def snapshot(self, run_id: int) -> RunSnapshot | None:
+    def read_leased(self, run_id: int) -> tuple[Any, bool] | None:
+        """The row (detached) and whether its lease is free: never taken, or run out."""
         with Session(self.engine) as session:
-            row = session.execute(
-                select(
-                    TrainingRun,
-                    or_(
-                        TrainingRun.lease_expires_at.is_(None),
-                        TrainingRun.lease_expires_at < utcnow(),
-                    ),
-                ).where(TrainingRun.id == run_id)
-            ).first()
-            if row is None:
-                return None
-            run, expired = row
-            return RunSnapshot(
-                id=run.id,
-                kind=run.kind,
-                status=run.status,
-                request=dict(run.request),
-                start_model=dict(run.start_model),
-                output_name=run.output_name,
-                attempts=run.attempts,
-                cancel_requested=run.cancel_requested,
-                lease_owner=run.lease_owner,
-                lease_expired=bool(expired),
-                artifacts=dict(run.artifacts or {}),
-                data_report=dict(run.data_report or {}),
-                progress=dict(run.progress or {}),
-                metrics=dict(run.metrics or {}),
-            )
+            stmt = select(self.table, leases.lease_free(self.table)).where(self.table.id == run_id)
+            row = session.execute(stmt).first()
+            return None if row is None else (row[0], bool(row[1]))
+
+    def snapshot(self, run_id: int) -> RunSnapshot | None:
+        found = self.read_leased(run_id)
+        if found is None:
+            return None
+        run, expired = found
+        return RunSnapshot(
+            id=run.id,
+            kind=run.kind,
+            status=run.status,
+            request=dict(run.request),
+            start_model=dict(run.start_model),
+            output_name=run.output_name,
+            attempts=run.attempts,
+            cancel_requested=run.cancel_requested,
+            lease_owner=run.lease_owner,
+            lease_expired=bool(expired),
+            artifacts=dict(run.artifacts or {}),
+            data_report=dict(run.data_report or {}),
+            progress=dict(run.progress or {}),
+            metrics=dict(run.metrics or {}),
+        )
 
     def claim(self, run_id: int, owner: str, lease_s: float, max_attempts: int) -> bool:
         """Take a queued run, or a running one whose lease expired (its worker died).
@@ -296,9 +278,7 @@ class RunStore:
     def heartbeat(self, run_id: int, owner: str, lease_s: float) -> bool | None:
         """Renew the lease. Returns the cancel flag, or None when the lease is no longer ours."""
         t = self.table
-        stmt = leases.renew_stmt(
-            t, run_id, owner, lease_s, t.status == RunStatus.RUNNING
-        )
+        stmt = leases.renew_stmt(t, run_id, owner, lease_s, t.status == RunStatus.RUNNING)
         with self.engine.begin() as conn:
             row = conn.execute(stmt).first()
         return None if row is None else bool(row[0])
@@ -430,3 +410,78 @@ class RunStore:
         with Session(self.engine) as session:
             rows = session.execute(leases.recoverable_stmt(TrainingRun, queued_for_s)).all()
         return [(int(run_id), leases.wait_until_free(expires, now)) for run_id, expires in rows]
+
+
+# --- the essay splits of a lineage (evaluation's held-out essays, DPO's submit check) --------
+
+
+@dataclass(frozen=True, slots=True)
+class SplitRun:
+    """A succeeded SFT run with a stored essay split, or a DPO run of a lineage."""
+
+    run_id: int
+    kind: str
+    request: dict[str, Any]
+    essay_split: dict[str, Any] | None
+    artifacts: dict[str, Any]
+    data_report: dict[str, Any]
+
+
+async def runs_of_models(session: AsyncSession, model_ids: Sequence[int]) -> list[SplitRun]:
+    """The training runs that produced these registered models (base models have none)."""
+    if not model_ids:
+        return []
+    rows = await session.execute(
+        select(TrainingRun)
+        .join(RegisteredModel, RegisteredModel.run_id == TrainingRun.id)
+        .where(RegisteredModel.id.in_(model_ids))
+        .order_by(TrainingRun.id)
+    )
+    return [_split_run(r) for r in rows.scalars().all()]
+
+
+async def training_run(session: AsyncSession, run_id: int) -> SplitRun | None:
+    run = await session.get(TrainingRun, run_id)
+    return _split_run(run) if run is not None else None
+
+
+def _split_run(run: TrainingRun) -> SplitRun:
+    return SplitRun(
+        run_id=run.id,
+        kind=run.kind,
+        request=dict(run.request),
+        essay_split=dict(run.essay_split) if run.essay_split else None,
+        artifacts=dict(run.artifacts or {}),
+        data_report=dict(run.data_report or {}),
+    )
+
+
+async def count_pairs_on_topics(
+    session: AsyncSession, filters: PairFilters, topics: Sequence[str]
+) -> int:
+    """How many pairs matching ``filters`` have one of ``topics`` as their topic."""
+    if not topics:
+        return 0
+    inner = select_pairs(filters).where(Pair.topic.in_(list(topics))).order_by(None).subquery()
+    return int((await session.execute(select(func.count()).select_from(inner))).scalar_one())
+
+
+async def lineage_runs(session: AsyncSession, model_ids: list[int]) -> list[SplitRun]:
+    """The training runs behind these models and all their ancestors."""
+    chains = await lineages(session, model_ids)
+    ancestry = sorted({i for chain in chains.values() for i, _, _ in chain} | set(model_ids))
+    return await runs_of_models(session, ancestry)
+
+
+async def lineage_heldout_topics(
+    session: AsyncSession, model_id: int
+) -> tuple[int, list[str]] | None:
+    """(SFT run id, held-out titles) of the one SFT split in the lineage of ``model_id``; None
+    when the lineage stored no split or several (evaluation then asks which one)."""
+    splits = [
+        r for r in await lineage_runs(session, [model_id]) if r.kind == "sft" and r.essay_split
+    ]
+    if len({r.run_id for r in splits}) != 1:
+        return None
+    chosen = splits[0]
+    return chosen.run_id, [e["title"] for e in (chosen.essay_split or {}).get("eval", [])]

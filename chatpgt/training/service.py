@@ -11,14 +11,14 @@ reason.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.errors import Conflict
-from chatpgt.orchestration.status import TERMINAL, RunStatus
+from chatpgt.orchestration import service as leased
+from chatpgt.orchestration.status import TRAINING_RUN, RunStatus
 from chatpgt.paths import DataRoots, looks_like_hub_id
 from chatpgt.settings import Settings, get_settings
 from chatpgt.training import distributed
@@ -90,13 +90,10 @@ async def submit_dpo(
     extra: dict[str, Any] = {"pairs_at_submit": matching}
     if request.pairs.exclude_heldout and start.get("model_id") is not None:
         # Keep the lineage's held-out essays out of DPO too (chatpgt.evaluation.heldout).
-        from chatpgt.evaluation import heldout
-        from chatpgt.evaluation.repository import count_pairs_on_topics
-
-        found = await heldout.dpo_heldout_topics(session, int(start["model_id"]))
+        found = await repo.lineage_heldout_topics(session, int(start["model_id"]))
         if found is not None:
             sft_run_id, topics = found
-            on_heldout = await count_pairs_on_topics(session, filters, topics)
+            on_heldout = await repo.count_pairs_on_topics(session, filters, topics)
             if on_heldout >= matching:
                 raise NoPairsSelected(
                     f"All {matching} matching pairs are on essays SFT run {sft_run_id} held out "
@@ -229,35 +226,14 @@ async def list_runs(
     )
 
 
+RUNS = leased.LeasedKind(TrainingRun, TRAINING_RUN, TrainingRunNotFound, RunNotCancellable)
+
+
 async def cancel_run(session: AsyncSession, run_id: int) -> TrainingRunOut:
     """Cancel a run: a queued one at once; a running one stops at its next step, keeping its
     last checkpoint. Cancelling a cancelled run is a no-op; a finished one is a 409."""
-    await cancel_leased(session, run_id, repo, TrainingRunNotFound, RunNotCancellable)
+    await RUNS.cancel(session, run_id, error=None)
     return await get_run(session, run_id)
-
-
-async def cancel_leased(
-    session: AsyncSession,
-    run_id: int,
-    rows: Any,
-    not_found: Callable[[int], Exception],
-    not_cancellable: Callable[[int, str], Exception],
-) -> None:
-    """The cancel of any leased gpu run (training, evaluation): ``rows`` is its repository
-    module (``get_run``, ``cancel_queued``, ``request_cancel``)."""
-    run = await rows.get_run(session, run_id)
-    if run is None:
-        raise not_found(run_id)
-    if run.status in TERMINAL:
-        if run.status != RunStatus.CANCELLED:
-            raise not_cancellable(run_id, run.status)
-    elif not await rows.cancel_queued(session, run_id) and not await rows.request_cancel(
-        session, run_id
-    ):
-        # It finished between our read and our write.
-        run = await rows.get_run(session, run_id)
-        if run is not None and run.status != RunStatus.CANCELLED:
-            raise not_cancellable(run_id, run.status)
 
 
 def run_out(run: TrainingRun, model_id: int | None) -> TrainingRunOut:
@@ -278,13 +254,7 @@ def run_out(run: TrainingRun, model_id: int | None) -> TrainingRunOut:
         essay_split=essay_split_summary(run.essay_split),
         samples=run.samples or [],
         model_id=model_id,
-        attempts=run.attempts,
-        cancel_requested=run.cancel_requested,
-        error=run.error,
-        created_at=run.created_at,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-        updated_at=run.updated_at,
+        **run.leased_out(),
     )
 
 

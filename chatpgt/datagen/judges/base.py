@@ -12,13 +12,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from chatpgt.datagen.judging import MatchupResult, Verdict
 from chatpgt.providers.types import ChatRequest, ProviderError
-
-if TYPE_CHECKING:
-    from chatpgt.datagen.schemas import JudgeSpec
 
 # Skip reasons that stop the job: the item is left for the finish step (marked cancelled).
 # Asked in a provider batch (chatpgt.datagen.batches) whose answer is not in yet.
@@ -39,6 +36,26 @@ class Issued:
         """Not made because the job is stopping, or asked in a provider batch whose answer is
         not in yet: leave the item as it is."""
         return self.skip in STOPPING
+
+
+class JudgeSpec(Protocol):
+    """What a method reads of the judge's spec (``chatpgt.datagen.schemas.JudgeSpec``, which
+    imports this package for the method names: the methods never import the schemas back)."""
+
+    @property
+    def provider(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def min_letter_mass(self) -> float: ...
+    @property
+    def temperature(self) -> float: ...
+    @property
+    def max_tokens(self) -> int: ...
+    @property
+    def mode(self) -> str: ...
 
 
 Call = Callable[[ChatRequest], Awaitable[Any]]

@@ -1,4 +1,5 @@
-"""Imports every ORM model so that ``Base.metadata`` is complete (Alembic, tests)."""
+"""Imports every ORM model so that ``Base.metadata`` is complete (Alembic, tests); it stands
+above the domains whose models it gathers."""
 
 from chatpgt.auth.models import ApiKey
 from chatpgt.datagen.models import (
