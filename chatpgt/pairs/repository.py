@@ -33,7 +33,8 @@ from sqlalchemy import (
     select,
     tuple_,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
 from chatpgt.datagen import repository as datagen_repo
@@ -235,17 +236,27 @@ def _page_sql(
 
 
 async def pair_page(
-    session: AsyncSession, filters: PairFilters, *, after_id: int | None, limit: int
-) -> Sequence[AnyRow]:
-    """Up to ``limit`` pairs with id > ``after_id``, ascending id, as ``PAIR_COLUMNS`` rows.
+    db: AsyncSession | AsyncConnection,
+    filters: PairFilters,
+    *,
+    after_id: int | None,
+    limit: int,
+) -> Sequence[Sequence[Any]]:
+    """Up to ``limit`` pairs with id > ``after_id``, ascending id, as ``PAIR_COLUMNS`` rows, on
+    a session or a connection.
 
-    On Postgres the statement's SQL is compiled once per shape of the filters and sent as is
-    (:func:`_page_sql`); the rows are the driver's values (Postgres needs no result
-    processing for these columns)."""
-    dialect = session.get_bind().dialect
+    On Postgres the statement's SQL is compiled once per shape of the filters (:func:`_page_sql`)
+    and sent by the driver itself, one round trip: the rows are asyncpg's records (Postgres needs
+    no result processing for these columns), with no SQLAlchemy cursor or result around them.
+    No transaction is begun: on a connection outside one, the page is its own statement."""
+    if isinstance(db, AsyncConnection):
+        connection = db
+    else:
+        connection = await db.connection()
+    dialect = connection.dialect
     if dialect.name != "postgresql" or dialect.paramstyle != "numeric_dollar":
         stmt = page_statement(filters, after_id=after_id, limit=limit)
-        return (await session.execute(stmt)).all()
+        return (await connection.execute(stmt)).all()
     sql, names, constants = _page_sql(dialect, filters, after_id=after_id is not None)
     values: dict[str, Any] = {
         **constants,
@@ -257,9 +268,14 @@ async def pair_page(
         "limit": limit,
     }
     values.update((f"job_{i}", job_id) for i, job_id in enumerate(filters.job_ids))
-    connection = await session.connection()
-    result = await connection.exec_driver_sql(sql, tuple(values[name] for name in names))
-    return result.all()
+    args = tuple(values[name] for name in names)
+    driver: Any = (await connection.get_raw_connection()).driver_connection
+    try:
+        return await driver.fetch(sql, *args)  # type: ignore[no-any-return]
+    except Exception as error:
+        # Raised as SQLAlchemy raises a failed statement, so that callers tell a database that
+        # is gone from a refused statement the same way (chatpgt.db.session.is_unavailable).
+        raise DBAPIError(sql, args, error, connection_invalidated=driver.is_closed()) from error
 
 
 async def pair_by_id(session: AsyncSession, pair_id: int) -> AnyRow | None:
