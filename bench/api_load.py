@@ -430,7 +430,10 @@ def versus_floor(args: argparse.Namespace, async_url: str, sync_url: str, worker
             for sample in r.error_samples:
                 print(f"    error: {sample}")
 
-        filters = (("no filter", {}), ("min_conf", {"min_confidence": args.min_confidence}))
+        filters: tuple[tuple[str, dict[str, Any]], ...] = (
+            ("no filter", {}),
+            ("min_conf", {"min_confidence": args.min_confidence}),
+        )
         stats: dict[tuple[str, str], tuple[float, list[float]]] = {}
         for label, stats_q in filters if args.stats_runs > 1 else ():
             for name in names:
