@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from api import auth, inputs, openapi, problems, ui
+from api import auth, inputs, openapi, page_lane, problems, ui
 from api.limits import BodySizeLimit
 from api.routers import (
     datagen,
@@ -122,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     problems.install(app, lambda schema: openapi.state_deployment_limits(schema, settings))
+    page_lane.install(app, settings.api_page_lane)  # inside the key check
     auth.install(app)
     # datasets before pairs: GET /pairs/dedup is not GET /pairs/{pair_id}
     routers = (

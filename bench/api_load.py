@@ -430,9 +430,12 @@ def versus_floor(args: argparse.Namespace, async_url: str, sync_url: str, worker
             for sample in r.error_samples:
                 print(f"    error: {sample}")
 
-        filters = (("no filter", {}), ("min_conf", {"min_confidence": args.min_confidence}))
+        filters: tuple[tuple[str, dict[str, Any]], ...] = (
+            ("no filter", {}),
+            ("min_conf", {"min_confidence": args.min_confidence}),
+        )
         stats: dict[tuple[str, str], tuple[float, list[float]]] = {}
-        for label, stats_q in filters:
+        for label, stats_q in filters if args.stats_runs > 1 else ():
             for name in names:
                 stats[(name, label)] = asyncio.run(
                     time_stats(servers[name].base, args.stats_runs, stats_q)
@@ -463,8 +466,10 @@ def versus_floor(args: argparse.Namespace, async_url: str, sync_url: str, worker
         f["pages p50 ms"] = r.pct(0.5)
         f["server CPU ms/page"] = per_page(name, "api")
         f["Postgres CPU ms/page"] = per_page(name, "postgres")
-        for label, _ in filters:
+        for label, _ in filters if stats else ():
             f[f"stats {label} p50 ms"] = statistics.median(stats[(name, label)][1]) * 1e3
+        if not export[name]:
+            continue
         f["export MB/s"] = statistics.median(size / wall / 1e6 for size, wall in export[name])
         f["export RSS growth MB"] = rss_growth[name]
         if len({size for size, _ in export[name]}) != 1:
@@ -481,16 +486,21 @@ def versus_floor(args: argparse.Namespace, async_url: str, sync_url: str, worker
             if name != "floor"
         )
         print(f"  {key:<24}{values}{shares}")
-    firsts = ", ".join(
-        f"{name} {stats[(name, 'no filter')][0] * 1e3:.0f} ms" for name in names if name != "floor"
-    )
-    print(
-        f"  stats: median of {args.stats_runs - 1} after a first read ({firsts}); export: "
-        f"median of {args.export_runs}, {export['api'][0][0] / 1e6:.0f} MB from the API, "
-        f"{export['floor'][0][0] / 1e6:.0f} MB from the floor; RSS growth: resident size after "
-        f"an export less before; load {loadavg()}",
-        flush=True,
-    )
+    notes = []
+    if stats:
+        firsts = ", ".join(
+            f"{name} {stats[(name, 'no filter')][0] * 1e3:.0f} ms"
+            for name in names
+            if name != "floor"
+        )
+        notes.append(f"stats: median of {args.stats_runs - 1} after a first read ({firsts})")
+    if export["api"]:
+        notes.append(
+            f"export: median of {args.export_runs}, {export['api'][0][0] / 1e6:.0f} MB from the "
+            f"API, {export['floor'][0][0] / 1e6:.0f} MB from the floor; RSS growth: resident "
+            "size after an export less before"
+        )
+    print(f"  {'; '.join(notes)}{'; ' if notes else ''}load {loadavg()}", flush=True)
 
 
 def main() -> None:
@@ -508,14 +518,16 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="turns each phase's time is cut into")
     p.add_argument("--min-confidence", type=float, default=6.0)
     p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--stats-runs", type=int, default=6)
+    p.add_argument("--stats-runs", type=int, default=6, help="(--floor: under 2, none)")
     p.add_argument(
         "--floor",
         action="store_true",
         help="instead of the phases: the API and the bare floor (bench/floor_app.py: ASGI, "
         "asyncpg, orjson) side by side in turns, first pages, stats and export, as ratios",
     )
-    p.add_argument("--export-runs", type=int, default=3, help="exports per server (--floor)")
+    p.add_argument(
+        "--export-runs", type=int, default=3, help="exports per server (--floor; 0: none)"
+    )
     p.add_argument("--floor-pool", type=int, default=20, help="the floor's asyncpg pool size")
     p.add_argument(
         "--api-pool",

@@ -234,6 +234,9 @@ class Settings(BaseSettings):
     # the requests one process serves at once; processes × this must stay under the server's
     # max_connections (100 by default) with room for the workers.
     api_db_pool_size: int = Field(20, ge=1, le=1000)
+    # GET /pairs with a plain query string is answered before FastAPI's routing and dependency
+    # solving (api.page_lane), with the same bytes; false sends every page through the route.
+    api_page_lane: bool = True
     api_max_topics_per_request: int = 10_000
     # Request bodies over this many bytes are a 413 (checked before the body is read).
     api_max_body_bytes: int = Field(8 << 20, ge=1024)

@@ -256,6 +256,29 @@ async def test_reads_right_after_a_restart_are_answered(
         assert set(await burst()) == {200}
 
 
+async def test_pages_while_the_database_is_down_are_503s(
+    cluster: PgCluster, restart_api: str
+) -> None:
+    """GET /pairs answered by the page lane (api.page_lane) and by the route (a repeated
+    parameter sends it there): both a 503 problem+json the client may retry while the database
+    is down, with connections in the pool and without, and 200s once it is back."""
+    queries = ("/pairs?limit=1", "/pairs?limit=2&limit=1")
+    async with httpx.AsyncClient(base_url=restart_api, timeout=30.0) as api:
+        for query in queries:
+            assert (await api.get(query)).status_code == 200
+        cluster.stop("fast")
+        try:
+            for query in queries * 2:
+                r = await api.get(query, timeout=15.0)
+                assert r.status_code == 503, (query, r.text)
+                assert r.headers["content-type"].startswith("application/problem+json")
+                assert int(r.headers["retry-after"]) > 0
+        finally:
+            cluster.start()
+        for query in queries:
+            assert (await api.get(query)).status_code == 200
+
+
 async def test_unavailable_errors_are_told_from_refused_statements(
     cluster: PgCluster, db: async_sessionmaker[AsyncSession]
 ) -> None:

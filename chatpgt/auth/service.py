@@ -13,6 +13,7 @@ revocation takes effect in every API process within that TTL, not at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -105,6 +106,7 @@ async def revoke_key(session: AsyncSession, id_or_prefix: str) -> tuple[ApiKeyOu
 # --- who may call -------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # asked on every request, for the peer and api_host
 def is_loopback(host: str | None) -> bool:
     """Whether ``host`` (an IP address, or ``localhost``) is this machine's loopback."""
     if not host:

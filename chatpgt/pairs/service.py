@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from chatpgt.datagen.prompts import generation_messages
 from chatpgt.db.keyset import decode_cursor, encode_cursor
@@ -20,6 +20,7 @@ from chatpgt.pairs import repository
 from chatpgt.pairs.repository import AnyRow, PairFilters
 
 _KEYS = repository.PAIR_KEYS
+_ID = _KEYS.index("id")
 _JSON_POSITIONS = tuple(i for i, key in enumerate(_KEYS) if key in repository.JSON_TEXT_KEYS)
 
 
@@ -33,14 +34,19 @@ def _item(row: AnyRow | Sequence[Any]) -> dict[str, Any]:
 
 
 async def pairs_page_json(
-    session: AsyncSession, filters: PairFilters, *, limit: int, cursor: str | None = None
+    db: AsyncSession | AsyncConnection,
+    filters: PairFilters,
+    *,
+    limit: int,
+    cursor: str | None = None,
 ) -> bytes:
     """One ``PairPage`` as JSON: up to ``limit`` matching pairs after ``cursor`` in id order,
-    with ``next_cursor`` null on the last page. Raises InvalidInput for a bad cursor."""
+    with ``next_cursor`` null on the last page, read on a session or a connection. Raises
+    InvalidInput for a bad cursor."""
     after_id = decode_cursor(cursor)
-    rows = await repository.pair_page(session, filters, after_id=after_id, limit=limit + 1)
+    rows = await repository.pair_page(db, filters, after_id=after_id, limit=limit + 1)
     page = rows[:limit]
-    next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
+    next_cursor = encode_cursor(page[-1][_ID]) if len(rows) > limit else None
     return orjson.dumps({"items": [_item(r) for r in page], "next_cursor": next_cursor})
 
 
