@@ -202,18 +202,16 @@ def demo_env(
 
 
 def torch_threads(env: dict[str, str]) -> str | None:
-    """Give torch the idle cores but one, at least one, unless OMP_NUM_THREADS or
-    CHATPGT_LOCAL_TORCH_THREADS is set. The API process that trains also serves the demo's
-    polls, writes progress and runs its event loop; a torch thread that loses its core to them
-    stalls the others at the next barrier. Measured on 2 idle cores: the whole demo took
-    20 min 06 s with 2 threads (SFT 56 tokens/s) and 16 min 11 s with 1 (SFT 60 tokens/s,
-    through a slower loss); beside other work 2 threads ran several times slower than one.
-    Returns what was chosen."""
+    """Give torch as many threads as there are idle cores, unless OMP_NUM_THREADS or
+    CHATPGT_LOCAL_TORCH_THREADS is set: on 2 idle cores 2 threads train fastest, but beside other
+    work two threads spin against it and run several times slower than one (measured here: a
+    batch of 8 generations took minutes at load 8 with 2 threads). On 2 idle cores the demo's
+    SFT steps took 15 s with 2 threads and 20 s with 1. Returns what was chosen."""
     if "OMP_NUM_THREADS" in env or "CHATPGT_LOCAL_TORCH_THREADS" in env:
         return None
     cores = os.cpu_count() or 1
     load = os.getloadavg()[0]
-    threads = max(1, min(cores - 1, int(cores - load + 0.5)))
+    threads = max(1, min(cores, int(cores - load + 0.5)))
     env["OMP_NUM_THREADS"] = env["CHATPGT_LOCAL_TORCH_THREADS"] = str(threads)
     return (
         f"torch threads: {threads} ({cores} cores, load {load:.1f}; set OMP_NUM_THREADS to choose)"
