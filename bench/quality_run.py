@@ -43,15 +43,17 @@ from chatpgt import demo  # noqa: E402
 from chatpgt.demo import check, follow, job_line, run_line, say  # noqa: E402
 
 PROFILES: dict[str, dict[str, Any]] = {
+    # Sized from the smoke profile's stage times on 2 idle cores (SFT ~13 s a step of 2 x 512
+    # tokens, local generation ~40 tokens/s batched) to end within ~1 h 45 min.
     "full": {
         "eval_fraction": 0.1,  # 22 of 215 essays held out
-        "sft": {"max_steps": 200, "learning_rate": 5e-5},
-        "other_titles": 60,
-        "other_tokens": 300,
+        "sft": {"max_steps": 150, "learning_rate": 5e-5},
+        "other_titles": 50,
+        "other_tokens": 256,
         "policy_titles": 100,
-        "policy_tokens": 300,
-        "dpo": {"max_steps": 80, "learning_rate": 5e-6},
-        "eval": {"max_new_tokens": 300, "chunk_words": 120, "max_essays": None},
+        "policy_tokens": 256,
+        "dpo": {"max_steps": 50, "learning_rate": 1e-5},
+        "eval": {"max_new_tokens": 256, "chunk_words": 120, "max_essays": None},
     },
     # For a GPU machine (not run on this CPU): SmolLM3-3B, more steps and longer sequences.
     "gpu": {
@@ -78,6 +80,17 @@ PROFILES: dict[str, dict[str, Any]] = {
         "policy_tokens": 160,
         "dpo": {"max_steps": 12, "learning_rate": 5e-6},
         "eval": {"max_new_tokens": 120, "chunk_words": 60, "max_essays": 8},
+    },
+    # A few minutes: every stage runs once at a toy size, to find a broken stage before a long run.
+    "smoke": {
+        "eval_fraction": 0.04,
+        "sft": {"max_steps": 2, "learning_rate": 5e-5},
+        "other_titles": 4,
+        "other_tokens": 40,
+        "policy_titles": 3,
+        "policy_tokens": 40,
+        "dpo": {"max_steps": 2, "learning_rate": 5e-6},
+        "eval": {"max_new_tokens": 30, "chunk_words": 30, "max_essays": 2},
     },
 }
 SPLIT_SEED = 42

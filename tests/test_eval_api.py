@@ -238,3 +238,37 @@ async def test_bad_eval_requests_are_refused_and_nothing_is_queued(
     assert response.status_code == 422
     after = len((await api.get("/eval/runs", params={"limit": 200})).json()["items"])
     assert after == before
+
+
+async def test_other_writers_leave_out_the_evaluated_trained_models_essays(
+    session: AsyncSession, database_url: str
+) -> None:
+    """The style classifier's "other writers" never include essays the evaluated trained models
+    wrote (the on-policy essays DPO learnt from): they would teach it that the model's own
+    writing is not the author's. A base model's essays stay."""
+    from sqlalchemy import create_engine
+
+    from chatpgt.evaluation.repository import EvalStore
+    from tests import factories
+
+    job = await factories.job(session)
+    topic = await factories.topic(session, "Whose essays are other writers")
+    await factories.generation(session, job, topic, "base-writer", "base essay text")
+    await factories.generation(
+        session, job, topic, "/runs/7/model", "sft essay by path", sample_index=1
+    )
+    await factories.generation(
+        session, job, topic, "quality-sft", "sft essay by name", sample_index=2
+    )
+    await session.commit()
+    engine = create_engine(database_url.replace("+asyncpg", "+psycopg", 1))
+    try:
+        store = EvalStore(engine)
+        everything = store.candidate_essays(100_000)
+        assert {"base essay text", "sft essay by path", "sft essay by name"} <= set(everything)
+        other = store.candidate_essays(100_000, exclude_models={"/runs/7/model", "quality-sft"})
+        assert "base essay text" in other
+        assert not {"sft essay by path", "sft essay by name"} & set(other)
+        assert len(other) == len(everything) - 2
+    finally:
+        engine.dispose()

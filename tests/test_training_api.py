@@ -223,6 +223,7 @@ async def test_dpo_under_lora_uses_the_model_with_adapter_disabled_as_reference(
         "name": "tiny-lora-dpo",
         "hyperparameters": {
             "max_steps": 2,
+            "per_device_batch_size": 1,
             "logging_steps": 1,
             "learning_rate": 1e-3,
             "max_length": 256,
@@ -235,7 +236,10 @@ async def test_dpo_under_lora_uses_the_model_with_adapter_disabled_as_reference(
     run = await wait_run(api, run["id"], finished, worker=gpu_worker)
     assert run["status"] == "succeeded", run["error"]
     assert run["data_report"]["reference"] == "adapter disabled (LoRA)"
-    assert run["examples"] == {"train": 3, "eval": 0}
+    # 2 steps of 1 pair see 2 of the 3 pairs: only those are kept (and given reference
+    # log-probs when they are precomputed).
+    assert run["examples"] == {"train": 2, "eval": 0}
+    assert run["data_report"]["pairs_beyond_max_steps"] == 1
     assert math.isfinite(run["metrics"]["final"]["rewards/margins"])
     check_merged_model(run["artifacts"]["model_dir"])
     models = (await api.get("/models")).json()["items"]

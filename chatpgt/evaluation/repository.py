@@ -3,7 +3,7 @@ reads that find a lineage's SFT split and the other-writer essays."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -120,15 +120,18 @@ class EvalStore(RunStore):
             created_at=run.created_at,
         )
 
-    def candidate_essays(self, limit: int) -> list[str]:
-        """Texts of succeeded datagen generations (other models writing on the topics)."""
+    def candidate_essays(self, limit: int, exclude_models: Collection[str] = ()) -> list[str]:
+        """Texts of succeeded datagen generations (other models writing on the topics), leaving
+        out those written by ``exclude_models`` (the evaluated models' paths and names: a
+        model's own essays among the "other writers" would teach the classifier that its
+        writing is not the author's)."""
+        stmt = select(Generation.text).where(
+            Generation.status == "succeeded", Generation.text.is_not(None)
+        )
+        if exclude_models:
+            stmt = stmt.where(Generation.model.not_in(sorted(set(exclude_models))))
         with Session(self.engine) as session:
-            rows = session.scalars(
-                select(Generation.text)
-                .where(Generation.status == "succeeded", Generation.text.is_not(None))
-                .order_by(Generation.id)
-                .limit(limit)
-            ).all()
+            rows = session.scalars(stmt.order_by(Generation.id).limit(limit)).all()
         return [t for t in rows if t and t.strip()]
 
     def orphaned_eval_runs(self, queued_for_s: float) -> list[tuple[int, float]]:

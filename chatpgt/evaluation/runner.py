@@ -16,7 +16,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -222,7 +222,16 @@ def evaluate(
     classifier = None
     if req["style"]["enabled"]:
         progress.stage("style classifier")
-        classifier = _train_classifier(req, store, train, base_tokenizer, seed)
+        # The trained models' own essays (e.g. the on-policy ones DPO learnt from) are not
+        # "other writers": they are attempts at the author. A base model's essays are.
+        evaluated = {
+            str(m[k])
+            for m in models
+            if m.get("kind") in ("sft", "dpo")
+            for k in ("name", "path", "ref")
+            if m.get(k)
+        }
+        classifier = _train_classifier(req, store, train, base_tokenizer, seed, evaluated)
         timings["style_classifier_s"] = round(time.monotonic() - t, 2)
 
     ex = snapshot.heldout["examples"]
@@ -361,17 +370,23 @@ def evaluate(
 
 
 def _train_classifier(
-    req: dict[str, Any], store: EvalStore, train: list[corpus.Essay], tokenizer: Any, seed: int
+    req: dict[str, Any],
+    store: EvalStore,
+    train: list[corpus.Essay],
+    tokenizer: Any,
+    seed: int,
+    evaluated: Collection[str] = (),
 ) -> Any:
     """The evaluation's style classifier: the SFT run's training essays vs other writers' essays
-    and degenerate texts (the training essays' words shuffled, random tokens)."""
+    (never those the ``evaluated`` models wrote) and degenerate texts (the training essays'
+    words shuffled, random tokens)."""
     from chatpgt.style.classifier import StyleClassifier, chunk
 
     style = req["style"]
     if style.get("other_essays"):
         other = [e.text for e in corpus.load_essays(style["other_essays"])][: style["max_other"]]
     else:
-        other = store.candidate_essays(style["max_other"])
+        other = store.candidate_essays(style["max_other"], exclude_models=evaluated)
     words = style["chunk_words"]
     author = [c for e in train for c in chunk(e.text, words)]
     if len(author) > style.get("max_author_chunks", len(author)):
@@ -580,7 +595,7 @@ def _notes(classifier: Any, req: dict[str, Any], spec: Any, cut: int, controls: 
             + (
                 "the file " + style["other_essays"]
                 if style.get("other_essays")
-                else "the database's candidate essays (other models)"
+                else "the database's candidate essays (not the evaluated trained models' own)"
             )
             + f" ({d['other_chunks']} chunks) and degenerate texts ({d['degenerate_chunks']} "
             "chunks: the author's words shuffled, random tokens); held out by cross-validation "

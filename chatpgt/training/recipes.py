@@ -287,6 +287,15 @@ def run_dpo(
         train, evals = split["train"], split["test"]
     else:
         train, evals = pairs, None
+    # A run with max_steps sees at most max_steps global batches of pairs: keep a random subset
+    # of that many, so that the reference log-probs (a forward pass over every pair, before the
+    # first step) are computed only for pairs the run trains on.
+    batch = hp.per_device_batch_size * hp.gradient_accumulation_steps * (hp.num_processes or 1)
+    seen = (hp.max_steps or 0) * batch
+    not_seen = 0
+    if hp.max_steps and len(train) > seen:
+        not_seen = len(train) - seen
+        train = train.shuffle(seed=hp.split_seed).select(range(seen))
     if reporter.should_stop:
         return _stopped(reporter, run_dir, {})
 
@@ -336,6 +345,7 @@ def run_dpo(
             "pairs_exported": len(pairs),
             "examples": {"train": len(used), "eval": len(evals) if evals is not None else 0},
             "pairs_dropped_prompt_too_long": len(train) - len(used),
+            "pairs_beyond_max_steps": not_seen,
             "pairs_truncated": sum(1 for n in lengths if n > hp.max_length),
             "longest_pair_tokens": max(lengths, default=0),
             "max_length": hp.max_length,
