@@ -16,8 +16,9 @@ from chatpgt.db.base import Base
 from chatpgt.evaluation.models import EvalRun
 from chatpgt.pairs.labels import PairLabel
 from chatpgt.pairs.models import JobWorkSummary, NearDuplicate, Pair
+from chatpgt.review.models import ArenaBattle
 from chatpgt.rounds.models import Round, RoundsRun
-from chatpgt.serving.models import ArenaBattle, ModelGeneration
+from chatpgt.serving.models import ModelGeneration
 from chatpgt.topics.models import Topic
 from chatpgt.training.models import RegisteredModel, TrainingRun
 

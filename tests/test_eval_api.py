@@ -70,6 +70,23 @@ async def test_eval_run_end_to_end(
     base, tuned = registry[str(tiny_model_dir)], registry["eval-sft"]
     assert base["kind"] == "base" and tuned["lineage"][0]["id"] == base["id"]
 
+    # Two blind playground votes between them: the SFT model won once (shown as A), one tie.
+    from chatpgt.review.models import ArenaBattle
+
+    for shown, choice in (([tuned["id"], base["id"]], "A"), ([base["id"], tuned["id"]], "tie")):
+        session.add(
+            ArenaBattle(
+                title="On voting",
+                reviewer="ann",
+                model_ids=shown,
+                generation_ids=[],
+                choice=choice,
+                winner_model_id=shown[0] if choice == "A" else None,
+                voted_by="ann",
+            )
+        )
+    await session.commit()
+
     body = {
         "models": [base["id"], "eval-sft"],
         "name": "base-vs-sft",
@@ -130,8 +147,14 @@ async def test_eval_run_end_to_end(
     assert results["style_classifier"]["name"] == "evaluation_style_classifier"
     assert results["style_classifier"]["features"] == "char+word"  # not the datagen judge's
 
+    (human,) = results["human_win_rates"]
+    assert (human["first"]["name"], human["second"]["name"]) == (str(tiny_model_dir), "eval-sft")
+    assert (human["first_wins"], human["second_wins"], human["ties"]) == (0, 1, 1)
+    assert human["first_win_rate"]["n"] == 1 and human["first_win_rate"]["rate"] == 0.0
+
     report = await api.get(f"/eval/runs/{run['id']}/report")
     assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
+    assert "M1 vs M2: M1 won 0, M2 won 1, 1 tie" in report.text
     assert report.text.count("data:image/png;base64,") >= 3
     assert "no model of the lineage trained on them" in report.text
     data = (await api.get(f"/eval/runs/{run['id']}/report", params={"format": "json"})).json()
@@ -160,6 +183,8 @@ async def test_eval_run_end_to_end(
     )
     assert done.returncode == 0, done.stderr
     assert "real held-out essays" in done.stdout and "eval-sft (sft)" in done.stdout
+    assert "human votes (blind playground" in done.stdout
+    assert "M1 vs M2: M1 won 0, M2 won 1, 1 tie; M1's win rate 0% [0%," in done.stdout
     assert saved.read_text().startswith("<!doctype html>")
     done = run_cli(
         cli_env,

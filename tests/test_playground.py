@@ -22,8 +22,8 @@ from playwright.async_api import Browser, Page, async_playwright
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chatpgt.serving.arena import tally
-from chatpgt.serving.models import ArenaBattle
+from chatpgt.review.arena import tally
+from chatpgt.review.models import ArenaBattle
 from chatpgt.training.models import RegisteredModel
 from tests import fixtures_training as ft
 from tests import local_model_fixtures as lm
@@ -208,6 +208,23 @@ async def test_blind_battles_votes_by_keyboard_and_win_rates(
     assert refused.status == 403
     assert console.errors == []
     await context.close()
+
+    # The same counts as JSON, for a read key too; filtered to a pair of models.
+    auth = {"Authorization": f"Bearer {reader}"}
+    async with httpx.AsyncClient(base_url=secured_url, headers=auth) as client:
+        rates = (await client.get("/arena/win-rates")).json()
+        assert rates["votes"] == 2
+        (item,) = rates["items"]
+        assert (item["first"]["name"], item["second"]["name"]) == ("arena-chat", "arena-stop")
+        assert (item["first_wins"], item["second_wins"], item["ties"]) == (
+            (1, 0, 1) if winner_is_first else (0, 1, 1)
+        )
+        assert item["first_win_rate"]["n"] == 1
+        assert item["first_win_rate"]["rate"] == (1.0 if winner_is_first else 0.0)
+        only = await client.get("/arena/win-rates", params={"model_id": [first, 10**6]})
+        assert only.json() == {"votes": 0, "items": []}
+        both = await client.get("/arena/win-rates", params={"model_id": [first, second]})
+        assert both.json() == rates
 
 
 async def test_playground_over_http_refuses_bad_input(

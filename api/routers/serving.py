@@ -3,16 +3,19 @@ chatpgt.serving.service."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
+from pydantic import Field
 
 from api import problems
 from api.deps import Queue, Session
 from api.leased import accepted
-from api.pagination import IdPath
+from api.pagination import MAX_ID, IdPath
 from chatpgt.orchestration.tasks import GENERATE
-from chatpgt.serving import service
-from chatpgt.serving.schemas import GenerationCreate, GenerationOut
+from chatpgt.serving import arena, service
+from chatpgt.serving.schemas import GenerationCreate, GenerationOut, WinRates
 
 router = APIRouter(tags=["models"])
 
@@ -68,3 +71,19 @@ async def get_model_archive(model_id: IdPath, session: Session) -> StreamingResp
         media_type="application/x-tar",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+@router.get("/arena/win-rates", response_model=WinRates)
+async def get_win_rates(
+    session: Session,
+    model_id: Annotated[
+        list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None,
+        Query(description="only votes between two of these models (repeat the parameter)"),
+    ] = None,
+) -> WinRates:
+    """Human win rates from the playground's blind votes (``/ui/playground``): per pair of
+    models, the wins each way, the ties and the first model's win rate with its Wilson
+    interval."""
+    rates = await arena.win_rates(session, model_id or ())
+    votes = sum(r.first_wins + r.second_wins + r.ties for r in rates)
+    return WinRates.model_validate({"votes": votes, "items": [r.as_dict() for r in rates]})

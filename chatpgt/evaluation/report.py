@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from chatpgt.evaluation.table import (  # noqa: E402
     COLUMNS,
     display_name,
+    human_votes,
     labelled,
     legend,
     rows,
@@ -48,6 +49,8 @@ pre { white-space: pre-wrap; background: #fafafa; padding: 0.5em; }
 <h2>Results</h2>
 <ul id="legend">{% for l in legend %}<li><code>{{ l }}</code></li>{% endfor %}</ul>
 <ul id="verdict">{% for v in verdict %}<li><b>{{ v }}</b></li>{% endfor %}</ul>
+{% if human %}<h3>Human votes (blind playground)</h3>
+<ul id="human-votes">{% for h in human %}<li>{{ h }}</li>{% endfor %}</ul>{% endif %}
 <table id="results"><tr>{% for _, h in columns %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for r in table %}<tr>{% for k, _ in columns %}<td>{{ r[k] }}</td>{% endfor %}</tr>{% endfor %}
 </table>
@@ -210,6 +213,7 @@ def render_html(report: dict[str, Any]) -> str:
         columns=COLUMNS,
         legend=legend(report),
         verdict=verdict(report),
+        human=human_votes(report),
         figures=figures(report),
         style_json=json.dumps(report.get("style_classifier"), indent=2),
         judge_json=json.dumps(report.get("judge"), indent=2),

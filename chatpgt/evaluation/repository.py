@@ -16,6 +16,7 @@ from chatpgt.datagen.models import Generation
 from chatpgt.db.base import utcnow
 from chatpgt.evaluation.models import EvalRun
 from chatpgt.orchestration.status import RunStatus
+from chatpgt.review.arena import Vote, votes_between
 from chatpgt.training.models import RegisteredModel
 from chatpgt.training.repository import RunStore
 
@@ -133,6 +134,11 @@ class EvalStore(RunStore):
         with Session(self.engine) as session:
             rows = session.scalars(stmt.order_by(Generation.id).limit(limit)).all()
         return [t for t in rows if t and t.strip()]
+
+    def human_votes(self, model_ids: Collection[int]) -> list[Vote]:
+        """The playground's votes between two of ``model_ids``."""
+        with Session(self.engine) as session:
+            return votes_between(session, model_ids)
 
     def orphaned_eval_runs(self, queued_for_s: float) -> list[tuple[int, float]]:
         from datetime import timedelta

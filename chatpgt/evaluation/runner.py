@@ -148,6 +148,7 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         "reference": report.get("reference"),
         "style_classifier": report.get("style_classifier"),
         "judge": report.get("judge"),
+        "human_win_rates": report.get("human_win_rates") or [],
         "notes": report.get("notes"),
         "timings_s": report.get("timings_s"),
     }
@@ -346,7 +347,15 @@ def evaluate(
         "for both models."
     )
     progress.stage("report")
+    human = _human_win_rates(store, models_out)
+    if human:
+        notes.append(
+            "human votes: the blind playground's votes between two of these models so far "
+            "(/ui/playground; GET /arena/win-rates has the latest); win rate over decisive "
+            "votes, ties apart, with its 95% Wilson interval."
+        )
     return {
+        "human_win_rates": human,
         "run_id": snapshot.id,
         "name": snapshot.name,
         "created_at": snapshot.created_at.isoformat(),
@@ -367,6 +376,16 @@ def evaluate(
         "notes": notes,
         "timings_s": timings,
     }
+
+
+def _human_win_rates(store: EvalStore, models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per pair of the evaluated registered models, the playground's votes between them."""
+    from chatpgt.review.arena import tally
+
+    names = {int(m["model_id"]): str(m["name"]) for m in models if m.get("model_id")}
+    if len(names) < 2:
+        return []
+    return [r.as_dict() for r in tally(store.human_votes(names), names)]
 
 
 def _train_classifier(

@@ -190,6 +190,10 @@ def format_table(report: dict[str, Any]) -> str:
     lines += [""] + _grid(
         "generations (fluency: perplexity under M1, lower = more fluent)", headers, cells
     )
+    human = human_votes(report)
+    if human:
+        lines += ["", "human votes (blind playground, ties apart, 95% Wilson interval):"]
+        lines += [w for h in human for w in _wrap(h, "    ", "  ")]
     verdicts = verdict(report)
     if verdicts:
         lines += [""] + [w for v in verdicts for w in _wrap(v, "  ", "= ")]
@@ -197,6 +201,22 @@ def format_table(report: dict[str, Any]) -> str:
     if notes:
         lines += [""] + [w for n in notes for w in _wrap(n, "  ", "* ")]
     return "\n".join(_fit(line) for line in lines)
+
+
+def human_votes(report: dict[str, Any]) -> list[str]:
+    """A line per pair of models with playground votes: wins each way, ties, the win rate."""
+    label_of = {e.get("model_id"): label for label, e in labelled(report) if e.get("model_id")}
+    out = []
+    for r in report.get("human_win_rates") or []:
+        a = label_of.get(r["first"]["model_id"], r["first"]["name"])
+        b = label_of.get(r["second"]["model_id"], r["second"]["name"])
+        rate = r["first_win_rate"]
+        text = f"{a} vs {b}: {a} won {r['first_wins']}, {b} won {r['second_wins']}, "
+        text += f"{r['ties']} tie{'' if r['ties'] == 1 else 's'}"
+        if rate["rate"] is not None:
+            text += f"; {a}'s win rate {rate['rate']:.0%} [{rate['low']:.0%}, {rate['high']:.0%}]"
+        out.append(text)
+    return out
 
 
 def _fit(line: str) -> str:

@@ -76,6 +76,7 @@ async def until_reachable(
         sleep=asyncio.sleep,
         reraise=True,
     )
+
     async def attempt() -> _T:
         return await to_the_end(work())
 

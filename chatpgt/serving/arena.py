@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,16 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.errors import InvalidInput, InvalidState, NotFound
 from chatpgt.orchestration.status import RunStatus
-from chatpgt.review.schemas import Rate
-from chatpgt.review.service import wilson
+from chatpgt.review.arena import CHOICES, POSITIONS, PairRate, tally, voted_battles
+from chatpgt.review.models import ArenaBattle
 from chatpgt.serving import repository as repo
-from chatpgt.serving.models import ArenaBattle
 from chatpgt.serving.schemas import GenerationCreate
 from chatpgt.serving.service import submit_generation
 from chatpgt.training.models import RegisteredModel
 
-CHOICES = ("A", "B", "tie")
-POSITIONS = ("A", "B")
 DEFAULT_MAX_NEW_TOKENS = 300
 
 
@@ -60,18 +58,6 @@ class BattleView:
     @property
     def failed(self) -> bool:
         return any(s.status in (RunStatus.FAILED, RunStatus.CANCELLED) for s in self.sides)
-
-
-@dataclass(frozen=True, slots=True)
-class PairRate:
-    """Votes between two models: ``first`` won ``rate.hits`` of ``rate.n`` decisive votes."""
-
-    first: str
-    second: str
-    first_wins: int
-    second_wins: int
-    ties: int
-    rate: Rate
 
 
 async def create_battle(
@@ -146,33 +132,6 @@ async def vote(session: AsyncSession, battle_id: int, choice: str, voter: str) -
         raise InvalidState("This battle already has a vote.", battle_id=battle_id)
 
 
-def tally(votes: list[tuple[list[int], str]], names: dict[int, str]) -> list[PairRate]:
-    """Per unordered pair of models (the lower id first): wins each way, ties, and the first
-    model's win rate over decisive votes with its Wilson interval. Pure, for tests."""
-    counts: dict[tuple[int, int], list[int]] = {}
-    for model_ids, choice in votes:
-        first, second = sorted(model_ids)
-        c = counts.setdefault((first, second), [0, 0, 0])
-        if choice == "tie":
-            c[2] += 1
-        else:
-            winner = model_ids[POSITIONS.index(choice)]
-            c[0 if winner == first else 1] += 1
-    out = []
-    for (first, second), (w1, w2, ties) in sorted(counts.items()):
-        out.append(
-            PairRate(
-                first=names.get(first, str(first)),
-                second=names.get(second, str(second)),
-                first_wins=w1,
-                second_wins=w2,
-                ties=ties,
-                rate=wilson(w1, w1 + w2),
-            )
-        )
-    return out
-
-
 async def servable_models(session: AsyncSession) -> list[RegisteredModel]:
     """The registered models that can write here (a folder with a config.json), newest first:
     the playground's choices."""
@@ -183,7 +142,11 @@ async def servable_models(session: AsyncSession) -> list[RegisteredModel]:
     return [m for m, ok in zip(models, present, strict=True) if ok]
 
 
-async def win_rates(session: AsyncSession) -> list[PairRate]:
-    votes = await repo.voted_battles(session)
-    ids = sorted({i for model_ids, _ in votes for i in model_ids})
+async def win_rates(session: AsyncSession, model_ids: Collection[int] = ()) -> list[PairRate]:
+    """Per pair of models, from every vote (or the votes between two of ``model_ids``)."""
+    votes = await voted_battles(session)
+    if model_ids:
+        wanted = set(model_ids)
+        votes = [v for v in votes if len(wanted.intersection(v[0])) == 2]
+    ids = sorted({i for ids, _ in votes for i in ids})
     return tally(votes, await repo.model_names(session, ids))

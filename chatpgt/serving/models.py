@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import ForeignKey, Index
 from sqlalchemy.orm import Mapped, mapped_column
 
-from chatpgt.db.base import Base, BigId, JSONType, Timestamped, UTCDateTime
+from chatpgt.db.base import Base, JSONType
 from chatpgt.orchestration.models import LeasedRun
 
 
@@ -31,23 +30,3 @@ class ModelGeneration(LeasedRun, Base):
     results: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     # {"load_s", "generate_s", "tokens_per_s", "device"}
     timings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-
-
-class ArenaBattle(Timestamped, Base):
-    """One blind comparison in the playground: two models' essays on one title, shown in a
-    random order recorded here (``model_ids`` and ``generation_ids`` are in shown order: A
-    first), and the reviewer's vote (``choice``: A, B or tie) with the winning model."""
-
-    __tablename__ = "arena_battles"
-    __table_args__ = (Index("ix_arena_battles_voted_at", "voted_at"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    title: Mapped[str] = mapped_column(Text)
-    # who asked for it (the signed-in key's name, or "local")
-    reviewer: Mapped[str] = mapped_column(String(255))
-    model_ids: Mapped[list[int]] = mapped_column(JSONType)
-    generation_ids: Mapped[list[int]] = mapped_column(JSONType)
-    choice: Mapped[str | None] = mapped_column(String(8), nullable=True)
-    winner_model_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
-    voted_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    voted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -15,7 +15,8 @@ from chatpgt.db.base import utcnow
 from chatpgt.evaluation.models import EvalRun
 from chatpgt.orchestration import leases
 from chatpgt.orchestration.status import RunStatus
-from chatpgt.serving.models import ArenaBattle, ModelGeneration
+from chatpgt.review.models import ArenaBattle
+from chatpgt.serving.models import ModelGeneration
 from chatpgt.training.models import RegisteredModel, TrainingRun
 from chatpgt.training.repository import RunStore
 
@@ -206,14 +207,6 @@ async def record_vote(
         .returning(ArenaBattle.id)
     )
     return (await session.execute(stmt)).first() is not None
-
-
-async def voted_battles(session: AsyncSession) -> list[tuple[list[int], str]]:
-    """Every vote: the battle's models in shown order and the choice."""
-    rows = await session.execute(
-        select(ArenaBattle.model_ids, ArenaBattle.choice).where(ArenaBattle.choice.is_not(None))
-    )
-    return [(list(ids), str(choice)) for ids, choice in rows.all()]
 
 
 async def model_names(session: AsyncSession, ids: Sequence[int]) -> dict[int, str]:

@@ -9,6 +9,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chatpgt.db.text import StoredText
+from chatpgt.review.schemas import Rate
 from chatpgt.training.schemas import TitleTemplate
 
 DEFAULT_TITLE_TEMPLATE = 'Write an essay titled "{title}".'
@@ -90,6 +91,30 @@ class GenerationOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class ModelRef(BaseModel):
+    model_id: int
+    name: str
+
+
+class WinRateOut(BaseModel):
+    """Blind playground votes between two models (``first`` has the lower id)."""
+
+    first: ModelRef
+    second: ModelRef
+    first_wins: int
+    second_wins: int
+    ties: int
+    first_win_rate: Rate = Field(
+        description="first's wins over the decisive votes (ties left out) with its 95% Wilson "
+        "interval; nulls when every vote was a tie"
+    )
+
+
+class WinRates(BaseModel):
+    votes: int = Field(description="votes counted (ties included)")
+    items: list[WinRateOut]
 
 
 class PushResult(BaseModel):
