@@ -8,6 +8,7 @@ every expected value is computed independently with plain transformers calls.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -153,6 +154,45 @@ async def test_concurrent_calls_share_batches_and_match_single_calls(
         assert batched.prompt_tokens == single.prompt_tokens
         assert batched.completion_tokens == single.completion_tokens
     assert together[-1].completion_tokens == 2 and together[0].completion_tokens == 6
+
+
+async def test_streamed_text_grows_to_the_answer_per_request_in_a_batch(
+    local: LocalProvider, tiny_chat_model: Path, tiny_stopping_model: Path, monkeypatch: Any
+) -> None:
+    """``on_text`` hears each request's own text as it grows, in a batch with others (one
+    streaming, one not, one cut shorter), and last the whole answer; the answers are those
+    of requests made without it."""
+    from chatpgt.providers import local as local_module
+
+    monkeypatch.setattr(local_module, "STREAM_EVERY_S", 0.0)  # every decoding step
+    reqs = [
+        chat_request(tiny_chat_model, messages(1), temperature=0, max_tokens=8),
+        chat_request(tiny_chat_model, messages(2), temperature=0, max_tokens=8),
+        chat_request(tiny_chat_model, messages(3), temperature=0, max_tokens=3),
+    ]
+    alone = [await local.chat(r) for r in reqs]
+    heard: dict[int, list[str]] = {0: [], 2: []}
+    together = await asyncio.gather(
+        local.chat(reqs[0], on_text=heard[0].append),
+        local.chat(reqs[1]),
+        local.chat(reqs[2], on_text=heard[2].append),
+    )
+    for single, batched in zip(alone, together, strict=True):
+        assert batched.text == single.text
+    for i, texts in heard.items():
+        assert len(texts) >= 3, texts  # a text per step, then the end
+        assert texts[-1] == alone[i].text
+        for shorter, longer in itertools.pairwise(texts):
+            assert longer.startswith(shorter.rstrip("\ufffd"))  # grows (a split character aside)
+    assert heard[2][-1] == alone[2].text  # cut to its own 3-token limit while batched
+
+    # A model that stops early: the stream stops at its end-of-text token too.
+    stopped: list[str] = []
+    result = await local.chat(
+        chat_request(tiny_stopping_model, STOP_PROBE, temperature=0, max_tokens=20),
+        on_text=stopped.append,
+    )
+    assert result.finish_reason == "stop" and stopped[-1] == result.text
 
 
 async def test_sampling_settings_do_not_share_a_batch(

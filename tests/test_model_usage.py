@@ -220,6 +220,28 @@ async def test_generations_through_the_api(
     assert done["results"][0]["prompt_tokens"] == len(prompt["input_ids"])
     assert done["timings"]["device"] == "cpu" and done["timings"]["generate_s"] > 0
 
+    # The event stream of a finished request: its essays as deltas, then done.
+    events = await read_events(api, f"{location}/events")
+    assert events[-1][0] == "done" and events[-1][1]["status"] == "succeeded"
+    assert events[-1][1]["results"] == done["results"]
+    for i, essay in enumerate(done["results"]):
+        streamed = "".join(d["text"] for e, d in events if e == "delta" and d["index"] == i)
+        assert streamed == essay["text"]
+
+    # A long essay, followed as it is written: the deltas add up to the essay, and a request
+    # that takes seconds shows its text before it is done (the worker writes it every second).
+    long = {"title": "Streams", "max_new_tokens": 1800, "temperature": 0}
+    response = await api.post(f"/models/{sft['id']}/generations", json=long)
+    assert response.status_code == 202, response.text
+    events = await read_events(api, response.headers["location"] + "/events")
+    kind, final = events[-1]
+    assert kind == "done" and final["status"] == "succeeded", final["error"]
+    assert [e for e, _ in events[:-1]] == ["delta"] * (len(events) - 1)
+    assert "".join(d["text"] for _, d in events[:-1]) == final["results"][0]["text"]
+    if final["timings"]["generate_s"] > 3:
+        assert len(events) >= 3, (final["timings"], len(events))
+    assert_problem(await api.get(f"/models/{sft['id']}/generations/999999/events"), 404, "999999")
+
     # Messages instead of a title, greedy: the same answer twice.
     messages = [
         {"role": "system", "content": "Answer in one word."},
@@ -251,6 +273,24 @@ async def test_generations_through_the_api(
     assert_problem(await api.get(other), 404, str(queued["id"]))
 
 
+async def read_events(api: httpx.AsyncClient, url: str) -> list[tuple[str, dict[str, Any]]]:
+    """The (event, data) pairs of a server-sent event stream, read to its end."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    async with api.stream("GET", url, timeout=120) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        event, data = "", ""
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                data = line[6:]
+            elif not line and data:
+                events.append((event, json.loads(data)))
+                event, data = "", ""
+    return events
+
+
 def test_generate_with_the_cli(
     api_url: str, service_env: dict[str, str], trained: dict[str, Any], gpu_worker: procs.Proc
 ) -> None:
@@ -276,6 +316,14 @@ def test_generate_with_the_cli(
 
     done = cli("generate", str(trained["sft"]["id"]), "Cities", "--max-new-tokens", "3")
     assert done.returncode == 0, done.stderr
+    # One essay is printed as it streams in: the greedy essay, whole, on stdout.
+    greedy = cli("generate", "usage-sft", "Cities", "--max-new-tokens", "40", "--temperature", "0")
+    again = cli(
+        "generate", "usage-sft", "Cities", "--max-new-tokens", "40", "--temperature", "0", "--json"
+    )
+    assert greedy.returncode == again.returncode == 0, greedy.stderr + again.stderr
+    text = json.loads(again.stdout)["results"][0]["text"]
+    assert greedy.stdout == text + "\n"
     assert re.search(r"^[0-3] tokens in [0-9.]+ s", done.stderr, re.M), done.stderr
 
     done = cli("generate", "no-such-model", "Cities")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import Field
 
@@ -54,6 +54,26 @@ async def get_generation(
     model_id: IdPath, generation_id: IdPath, session: Session
 ) -> GenerationOut:
     return await service.get_generation(session, model_id, generation_id)
+
+
+@router.get(
+    "/models/{model_id}/generations/{generation_id}/events",
+    response_class=StreamingResponse,
+    responses={**problems.responses(404), 200: {"content": {"text/event-stream": {}}}},
+)
+async def generation_events(
+    model_id: IdPath, generation_id: IdPath, request: Request, session: Session
+) -> StreamingResponse:
+    """The essays as the model writes them, as server-sent events: ``delta`` (``{"index",
+    "text"}`` to append), ``replace`` (the essay so far), then ``done`` with the whole request
+    (the same body as a poll), and the stream ends."""
+    await service.get_generation(session, model_id, generation_id)  # 404 before the stream
+    events = service.generation_events(request.app.state.sessionmaker, model_id, generation_id)
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get(

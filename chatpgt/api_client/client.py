@@ -15,6 +15,7 @@ This module imports neither FastAPI, Celery nor torch.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -413,6 +414,30 @@ class ChatPGTClient:
 
     def get_generation(self, model_id: int, generation_id: int) -> GenerationOut:
         return self._get(f"/models/{model_id}/generations/{generation_id}", GenerationOut)
+
+    def generation_events(
+        self, model_id: int, generation_id: int
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(event, data)`` of the request's event stream (``GET .../events``): ``delta`` and
+        ``replace`` while the model writes, then ``done`` with the whole request."""
+        path = f"/models/{model_id}/generations/{generation_id}/events"
+        try:
+            with self._http.stream("GET", path, timeout=EXPORT_TIMEOUT) as response:
+                if response.is_error:
+                    response.read()
+                    detail, body = _problem_detail(response)
+                    raise ApiError(response.status_code, detail, body)
+                event, data = "message", []
+                for line in response.iter_lines():
+                    if line.startswith("event:"):
+                        event = line[6:].strip()
+                    elif line.startswith("data:"):
+                        data.append(line[5:].strip())
+                    elif not line and data:
+                        yield event, json.loads("\n".join(data))
+                        event, data = "message", []
+        except (httpx.RequestError, httpx.InvalidURL) as exc:
+            raise ApiUnreachable(self.base_url, _reason(exc)) from exc
 
     def model_archive(self, model_id: int, target: BinaryIO) -> int:
         """Write the model folder's tar (``GET /models/{id}/archive``) into ``target``; bytes."""

@@ -13,11 +13,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from chatpgt.cli.context import api
-from chatpgt.cli.output import TERMINAL_STATUSES, err, fail, filesize, out, usage, when
+from chatpgt.cli.output import err, fail, filesize, out, usage, when
 from chatpgt.errors import InvalidInput
 from chatpgt.serving import hub
 from chatpgt.serving.archive import read_tar
-from chatpgt.serving.schemas import GenerationCreate
+from chatpgt.serving.schemas import GenerationCreate, GenerationOut
 
 app = typer.Typer(help="The model registry.", no_args_is_help=True)
 
@@ -91,19 +91,27 @@ def models_generate(
         usage(f"{option}: {first['msg']}")
     started = time.monotonic()
     generation = client.submit_generation(found.id, body)
-    last = ""
-    while generation.status not in TERMINAL_STATUSES:
-        line = f"generation {generation.id} for {found.name}: {generation.status}"
-        if line != last:
-            err.print(escape(line), soft_wrap=True)
-            last = line
-        time.sleep(0.5)
-        generation = client.get_generation(found.id, generation.id)
+    err.print(escape(f"generation {generation.id} for {found.name}: {generation.status}"))
+    # One essay is printed as the model writes it (the request's event stream); several are
+    # printed whole at the end.
+    live = n == 1 and not as_json
+    written = ""
+    for event, data in client.generation_events(found.id, generation.id):
+        if event == "done":
+            generation = GenerationOut.model_validate(data)
+        elif live and event == "delta":
+            typer.echo(data["text"], nl=False)
+            written += data["text"]
+        elif live and event == "replace":  # rare: the text did not just grow
+            typer.echo("\n" + data["text"], nl=False)
+            written = data["text"]
+    if live and written:
+        typer.echo()
     if as_json:
         typer.echo(generation.model_dump_json())
     if generation.status != "succeeded":
         fail(f"generation {generation.id} {generation.status}: {generation.error or ''}")
-    if not as_json:
+    if not as_json and not live:
         for i, essay in enumerate(generation.results):
             if len(generation.results) > 1:
                 out.print(f"--- essay {i + 1} of {len(generation.results)} ---")

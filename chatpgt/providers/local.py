@@ -67,6 +67,8 @@ class _Job:
     future: asyncio.Future[Any]
     # Text appended after the generation prompt (judge_ab's answer_prefix).
     prefix: str = ""
+    # Called on the compute thread with the text generated so far, as it grows (streaming).
+    on_text: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,67 @@ def _left_pad(rows: list[list[int]], pad_id: int, device: str) -> tuple[torch.Te
     return ids.to(device), mask.to(device)
 
 
+# A streaming row's text is decoded and handed over at most this often (decoding is O(length)).
+STREAM_EVERY_S = 0.25
+
+
+def _decode(loaded: LoadedModel, tokens: list[int]) -> tuple[str, int, str]:
+    """(text, tokens counted, finish reason) of generated tokens: cut at the first end-of-text
+    token, which is counted as vLLM counts it."""
+    stop = next((k for k, t in enumerate(tokens) if t in loaded.eos_ids), None)
+    if stop is None:
+        content, counted, reason = tokens, len(tokens), "length"
+    else:
+        content, counted, reason = tokens[:stop], stop + 1, "stop"
+    return loaded.tokenizer.decode(content, skip_special_tokens=True), counted, reason
+
+
+class _RowStreamer:
+    """A transformers streamer for a batch: after each decoding step it hands each streaming
+    row (``rows``: batch row -> callback) its text so far, at most every ``every_s`` seconds
+    (and once at the end), cut to the row's token limit. ``generate`` first puts the prompt,
+    which is skipped."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        rows: dict[int, tuple[Callable[[str], None], int]],
+        every_s: float,
+    ) -> None:
+        self.loaded = loaded
+        self.rows = rows
+        self.every_s = every_s
+        self.tokens: dict[int, list[int]] = {r: [] for r in rows}
+        self.done: set[int] = set()
+        self.last = 0.0
+        self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        step = value.reshape(-1).tolist()
+        for r, tokens in self.tokens.items():
+            if r not in self.done:
+                tokens.append(step[r])
+                if step[r] in self.loaded.eos_ids:
+                    self.done.add(r)
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.last = now
+            self._hand_over()
+
+    def end(self) -> None:
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        for r, (callback, limit) in self.rows.items():
+            try:
+                callback(_decode(self.loaded, self.tokens[r][:limit])[0])
+            except Exception:  # a listener's failure never stops the batch
+                log.exception("a streaming callback failed")
+
+
 def _run_generate(loaded: LoadedModel, jobs: list[_Job]) -> list[_Generated | ProviderError]:
     """One left-padded ``generate`` for jobs of equal sampling settings (runs on the thread)."""
     import torch
@@ -172,20 +235,22 @@ def _run_generate(loaded: LoadedModel, jobs: list[_Job]) -> list[_Generated | Pr
             config.top_p = top_p
             config.top_k = 0
         input_ids, mask = _left_pad(rows, loaded.pad_id, loaded.device)
+        streaming = {
+            row: (callback, limits[row])
+            for row, i in enumerate(index)
+            if (callback := jobs[i].on_text) is not None
+        }
+        streamer = _RowStreamer(loaded, streaming, STREAM_EVERY_S) if streaming else None
         with torch.inference_mode():
             generated = loaded.model.generate(
-                input_ids=input_ids, attention_mask=mask, generation_config=config
+                input_ids=input_ids,
+                attention_mask=mask,
+                generation_config=config,
+                streamer=streamer,
             )
         new_tokens = generated[:, input_ids.shape[1] :].tolist()
         for row, prompt, limit, i in zip(new_tokens, rows, limits, index, strict=True):
-            tokens = row[:limit]
-            stop = next((k for k, t in enumerate(tokens) if t in loaded.eos_ids), None)
-            if stop is None:
-                content, counted, reason = tokens, len(tokens), "length"
-            else:
-                # The end-of-text token was computed and is counted, as vLLM counts it.
-                content, counted, reason = tokens[:stop], stop + 1, "stop"
-            text = loaded.tokenizer.decode(content, skip_special_tokens=True)
+            text, counted, reason = _decode(loaded, row[:limit])
             out[i] = _Generated(text, len(prompt), counted, reason)
     return [o if o is not None else ProviderError("no result", retryable=True) for o in out]
 
@@ -362,7 +427,9 @@ class LocalProvider:
         self._paths: dict[str, Path] = {}
         self.stats = LocalStats()
 
-    async def chat(self, req: ChatRequest) -> ChatResult:
+    async def chat(
+        self, req: ChatRequest, on_text: Callable[[str], None] | None = None
+    ) -> ChatResult:
         """Generate an answer to ``req.messages`` with the chat template applied.
 
         Sampling follows the OpenAI API: ``temperature`` (default 1.0; 0 means greedy) and
@@ -371,7 +438,9 @@ class LocalProvider:
         are ignored. Token counts are exact: the templated prompt, and the generated tokens
         including the end-of-text token when the model stopped (``finish_reason`` "stop") or
         ``max_tokens`` of them ("length"). ``latency_ms`` includes loading the model on first
-        use and waiting for a batch.
+        use and waiting for a batch. ``on_text``, when given, is called from the compute
+        thread with the text generated so far as it grows (every ``STREAM_EVERY_S`` at most,
+        and once at the end); it must be quick and thread-safe.
 
         Raises ProviderError: ``retryable=False`` for a model that cannot be found or loaded
         or a prompt longer than the context; ``retryable=True`` when generation itself failed
@@ -388,7 +457,9 @@ class LocalProvider:
         max_tokens = req.max_tokens or self.options.default_max_tokens
         do_sample = temperature > 0
         key = ("generate", True, temperature, top_p) if do_sample else ("generate", False, 0.0, 1.0)
-        generated: _Generated = await self._submit(req, "generate", key, max_tokens)
+        generated: _Generated = await self._submit(
+            req, "generate", key, max_tokens, on_text=on_text
+        )
         cost = self._cost(req.model, generated.prompt_tokens, generated.completion_tokens)
         return ChatResult(
             text=generated.text,
@@ -446,11 +517,12 @@ class LocalProvider:
         key: tuple[Any, ...],
         n: int,
         prefix: str = "",
+        on_text: Callable[[str], None] | None = None,
     ) -> Any:
         batcher = await self._batcher(req.model)
         self.stats.requests += 1
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        batcher.submit(_Job(kind, req.messages, n, key, future, prefix))
+        batcher.submit(_Job(kind, req.messages, n, key, future, prefix, on_text))
         return await future
 
     async def _batcher(self, model: str) -> _Batcher:

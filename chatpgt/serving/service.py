@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +252,55 @@ async def get_generation(session: AsyncSession, model_id: int, generation_id: in
         started_at=row.started_at,
         finished_at=row.finished_at,
     )
+
+
+EVENTS_POLL_S = 0.5
+EVENTS_KEEPALIVE_S = 15.0
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def _sse(event: str, data: Any) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def generation_events(
+    sessionmaker: Callable[[], AsyncSession],
+    model_id: int,
+    generation_id: int,
+    poll_s: float = EVENTS_POLL_S,
+) -> AsyncIterator[str]:
+    """The request's essays as server-sent events while the model writes them: ``delta``
+    (``{"index", "text"}``: text to append to essay ``index``), ``replace`` (``{"index",
+    "text"}``: the essay so far, when it did not just grow), then one ``done`` with the whole
+    request (``GenerationOut``; its ``status`` says whether it succeeded), and the stream ends.
+    Comments keep an idle stream open while the request waits for a worker."""
+    sent: list[str] = []
+    idle = 0.0
+    while True:
+        async with sessionmaker() as session:
+            out = await get_generation(session, model_id, generation_id)
+        for i, essay in enumerate(out.results):
+            # A partial essay may end in half a character (decoded token by token).
+            text = essay.text if essay.finish_reason else essay.text.rstrip("\ufffd")
+            before = sent[i] if i < len(sent) else ""
+            if i >= len(sent):
+                sent.append("")
+            if text == before:
+                continue
+            if text.startswith(before):
+                yield _sse("delta", {"index": i, "text": text[len(before) :]})
+            else:
+                yield _sse("replace", {"index": i, "text": text})
+            sent[i] = text
+            idle = 0.0
+        if out.status in TERMINAL:
+            yield _sse("done", out.model_dump(mode="json"))
+            return
+        await asyncio.sleep(poll_s)
+        idle += poll_s
+        if idle >= EVENTS_KEEPALIVE_S:
+            idle = 0.0
+            yield f": {out.status}\n\n"
 
 
 def execute_generation(generation_id: int, settings: Settings | None = None) -> str:
