@@ -40,6 +40,21 @@ HAS_CHROMIUM = Path(CHROMIUM).exists()
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
+def test_tally_of_three_way_votes() -> None:
+    """The chosen essay of three beat both others (nothing between those two); a tie among
+    three is a tie for each of the three pairs."""
+    names = {1: "base", 2: "sft", 3: "dpo"}
+    rates = {(r.first_id, r.second_id): r for r in tally([([3, 1, 2], "C")], names)}
+    assert set(rates) == {(1, 2), (2, 3)}  # 2 (shown C) beat 1 and 3; 1 vs 3 undecided
+    assert (rates[1, 2].first_wins, rates[1, 2].second_wins) == (0, 1)
+    assert (rates[2, 3].first_wins, rates[2, 3].second_wins) == (1, 0)
+    rates = {(r.first_id, r.second_id): r for r in tally([([2, 3, 1], "tie")], names)}
+    assert set(rates) == {(1, 2), (1, 3), (2, 3)}
+    assert all(
+        (r.ties, r.first_wins, r.second_wins, r.rate.n) == (1, 0, 0, 0) for r in rates.values()
+    )
+
+
 def test_tally_counts_positions_ties_and_wilson() -> None:
     names = {1: "base", 2: "sft"}
     votes = [([1, 2], "A"), ([2, 1], "A"), ([2, 1], "B"), ([1, 2], "tie"), ([2, 1], "A")]
@@ -95,12 +110,16 @@ async def sign_in(page: Page, base: str, key: str) -> None:
     await page.wait_for_url(f"{base}/ui/playground")
 
 
-async def battle(page: Page, base: str, title: str, first: int, second: int) -> int:
-    """Start a battle from the form; wait until both essays are in; the battle id."""
+async def battle(
+    page: Page, base: str, title: str, first: int, second: int, third: int | None = None
+) -> int:
+    """Start a battle from the form; wait until every essay is in; the battle id."""
     await page.goto(f"{base}/ui/playground")
     await page.fill("#title", title)
     await page.select_option("#model-1", str(first))
     await page.select_option("#model-2", str(second))
+    if third is not None:
+        await page.select_option("#model-3", str(third))
     await page.fill("#max-new-tokens", "5")
     await page.click("#generate")
     await page.wait_for_url(re.compile(r".*/ui/playground/battles/\d+$"))
@@ -177,6 +196,11 @@ async def test_blind_battles_votes_by_keyboard_and_win_rates(
         form={"choice": "B", "csrf_token": token},
     )
     assert again.status == 409
+    no_c = await page.request.post(
+        f"{secured_url}/ui/playground/battles/{battle_id}/vote",
+        form={"choice": "C", "csrf_token": token},
+    )
+    assert no_c.status == 400  # a battle of two essays has no C
     forged = await page.request.post(
         f"{secured_url}/ui/playground/battles/{battle_id}/vote", form={"choice": "B"}
     )
@@ -226,6 +250,36 @@ async def test_blind_battles_votes_by_keyboard_and_win_rates(
         both = await client.get("/arena/win-rates", params={"model_id": [first, second]})
         assert both.json() == rates
 
+    # Three models: essays A, B and C; "c" by keyboard picks C, which beat both others.
+    third = await register(sessionmaker, "arena-third", tiny_chat_model)
+    context = await browser.new_context(viewport={"width": 1280, "height": 860})
+    page = await context.new_page()
+    console = Console(page)
+    await sign_in(page, secured_url, key)
+    three = await battle(page, secured_url, "On Threes", first, second, third)
+    assert await page.locator("section.essay").count() == 3
+    assert await page.locator("#vote-C").count() == 1
+    await shot(page, tmp_path, "three")
+    await page.keyboard.press("c")
+    await page.wait_for_selector("#my-vote")
+    assert await page.text_content("#my-vote") == "C"
+    async with sessionmaker() as session:
+        voted = await row(session, three)
+    assert sorted(voted.model_ids) == sorted([first, second, third])
+    assert voted.winner_model_id == voted.model_ids[2]
+    assert console.errors == []
+    await context.close()
+    async with httpx.AsyncClient(base_url=secured_url, headers=auth) as client:
+        rates = (await client.get("/arena/win-rates")).json()
+    assert rates["votes"] == 3
+    assert sum(i["first_wins"] + i["second_wins"] + i["ties"] for i in rates["items"]) == 4
+    pairs = {(i["first"]["model_id"], i["second"]["model_id"]): i for i in rates["items"]}
+    winner = voted.winner_model_id
+    for loser in set(voted.model_ids) - {winner}:
+        item = pairs[tuple(sorted((winner, loser)))]  # type: ignore[index]
+        wins = item["first_wins"] if item["first"]["model_id"] == winner else item["second_wins"]
+        assert wins >= 1
+
 
 async def test_playground_over_http_refuses_bad_input(
     api: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], tiny_chat_model: Path
@@ -242,6 +296,10 @@ async def test_playground_over_http_refuses_bad_input(
     post = {"csrf_token": token, "title": "T", "model": [str(model), "999999"]}
     assert (await api.post("/ui/playground", data=post)).status_code == 404
     post["model"] = [str(model), str(model)]
+    assert (await api.post("/ui/playground", data=post)).status_code == 400
+    post["model"] = [str(model), "1", "2", "3"]  # four models
+    assert (await api.post("/ui/playground", data=post)).status_code == 400
+    post["model"] = [str(model), ""]  # the third select left empty: one model
     assert (await api.post("/ui/playground", data=post)).status_code == 400
     post = {"csrf_token": token, "title": "  ", "model": [str(model), "1"]}
     assert (await api.post("/ui/playground", data=post)).status_code == 400

@@ -104,6 +104,5 @@ async def get_win_rates(
     """Human win rates from the playground's blind votes (``/ui/playground``): per pair of
     models, the wins each way, the ties and the first model's win rate with its Wilson
     interval."""
-    rates = await arena.win_rates(session, model_id or ())
-    votes = sum(r.first_wins + r.second_wins + r.ties for r in rates)
+    votes, rates = await arena.win_rates(session, model_id or ())
     return WinRates.model_validate({"votes": votes, "items": [r.as_dict() for r in rates]})

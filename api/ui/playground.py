@@ -18,13 +18,12 @@ from chatpgt.orchestration.tasks import GENERATE
 from chatpgt.serving import arena
 
 router = APIRouter(prefix="/ui/playground", include_in_schema=False)
-VOTES = (("A", "a", "A is better"), ("B", "b", "B is better"), ("tie", "t", "Tie"))
 
 
 @router.get("", response_class=HTMLResponse)
 async def playground(request: Request, session: Session) -> Response:
     models = await arena.servable_models(session)
-    rates = await arena.win_rates(session)
+    _, rates = await arena.win_rates(session)
     return page(request, "playground.html", {"models": models, "rates": rates})
 
 
@@ -34,7 +33,8 @@ async def start_battle(request: Request, session: Session, enqueue: Queue) -> Re
     ui_session.check_csrf(request, str(form.get(CSRF_FIELD) or ""))
     await _form(request)  # the NUL check of every text field
     try:
-        model_ids = [int(str(v)) for v in form.getlist("model")]
+        # The third model is optional: its select's empty choice leaves it out.
+        model_ids = [int(str(v)) for v in form.getlist("model") if str(v).strip()]
         max_new_tokens = int(str(form.get("max_new_tokens") or arena.DEFAULT_MAX_NEW_TOKENS))
     except ValueError:
         raise RequestValidationError(
@@ -64,7 +64,10 @@ async def start_battle(request: Request, session: Session, enqueue: Queue) -> Re
 
 
 def _battle_context(view: arena.BattleView) -> dict[str, object]:
-    return {"battle": view, "votes": VOTES}
+    """The vote buttons: one per essay ("A is better" of two, "A is best" of three), then tie."""
+    word = "better" if len(view.sides) == 2 else "best"
+    votes = [(s.position, s.position.lower(), f"{s.position} is {word}") for s in view.sides]
+    return {"battle": view, "votes": [*votes, ("tie", "t", "Tie")]}
 
 
 @router.get("/battles/{battle_id}", response_class=HTMLResponse)

@@ -385,7 +385,8 @@ def _human_win_rates(store: EvalStore, models: list[dict[str, Any]]) -> list[dic
     names = {int(m["model_id"]): str(m["name"]) for m in models if m.get("model_id")}
     if len(names) < 2:
         return []
-    return [r.as_dict() for r in tally(store.human_votes(names), names)]
+    rates = tally(store.human_votes(names), names)
+    return [r.as_dict() for r in rates if r.first_id in names and r.second_id in names]
 
 
 def _train_classifier(

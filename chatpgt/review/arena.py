@@ -5,6 +5,7 @@ its Wilson interval. Pure but for the one read, so that serving (the playground,
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +18,9 @@ from chatpgt.review.models import ArenaBattle
 from chatpgt.review.schemas import Rate
 from chatpgt.review.service import wilson
 
-CHOICES = ("A", "B", "tie")
-POSITIONS = ("A", "B")
+POSITIONS = ("A", "B", "C")  # a battle shows two or three essays, in this order
+TIE = "tie"
+CHOICES = (*POSITIONS, TIE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,16 +52,22 @@ Vote = tuple[list[int], str]  # the battle's model ids in shown order (A first),
 
 def tally(votes: list[Vote], names: dict[int, str]) -> list[PairRate]:
     """Per unordered pair of models (the lower id first): wins each way, ties, and the first
-    model's win rate over decisive votes with its Wilson interval."""
+    model's win rate over decisive votes with its Wilson interval.
+
+    A vote among three essays counts for each pair it decides: the chosen model beat each of
+    the other two (two decisive results; nothing between the two others), and a tie is a tie
+    for every pair of the three."""
     counts: dict[tuple[int, int], list[int]] = {}
     for model_ids, choice in votes:
-        first, second = sorted(model_ids)
-        c = counts.setdefault((first, second), [0, 0, 0])
-        if choice == "tie":
-            c[2] += 1
-        else:
-            winner = model_ids[POSITIONS.index(choice)]
-            c[0 if winner == first else 1] += 1
+        if choice == TIE:
+            for first, second in itertools.combinations(sorted(model_ids), 2):
+                counts.setdefault((first, second), [0, 0, 0])[2] += 1
+            continue
+        winner = model_ids[POSITIONS.index(choice)]
+        for loser in model_ids:
+            if loser != winner:
+                first, second = sorted((winner, loser))
+                counts.setdefault((first, second), [0, 0, 0])[0 if winner == first else 1] += 1
     return [
         PairRate(
             first_id=first,
@@ -86,8 +94,9 @@ async def voted_battles(session: AsyncSession) -> list[Vote]:
 
 
 def votes_between(session: Session, model_ids: Collection[int]) -> list[Vote]:
-    """The votes of battles between two of ``model_ids`` (an evaluation's models; sync, for
-    workers)."""
+    """The votes of battles with at least two of ``model_ids`` (an evaluation's models; sync,
+    for workers). Tallied, a three-way battle also gives pairs with its third model: keep the
+    pairs wanted."""
     wanted = set(model_ids)
     rows = session.execute(_votes_stmt()).all()
-    return [(list(ids), str(c)) for ids, c in rows if len(wanted.intersection(ids)) == 2]
+    return [(list(ids), str(c)) for ids, c in rows if len(wanted.intersection(ids)) >= 2]

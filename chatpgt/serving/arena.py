@@ -1,5 +1,6 @@
-"""The blind playground: two models write on one title, a reviewer sees the essays as A and B
-(in a random order, recorded with the battle) without the models' names, and votes A, B or tie.
+"""The blind playground: two or three models write on one title, a reviewer sees the essays as
+A, B (and C) in a random order, recorded with the battle, without the models' names, and votes
+for one or a tie.
 The votes give a human win rate per pair of models with its Wilson interval (ties counted
 apart: the rate is over decisive votes).
 
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chatpgt.errors import InvalidInput, InvalidState, NotFound
 from chatpgt.orchestration.status import RunStatus
-from chatpgt.review.arena import CHOICES, POSITIONS, PairRate, tally, voted_battles
+from chatpgt.review.arena import POSITIONS, TIE, PairRate, tally, voted_battles
 from chatpgt.review.models import ArenaBattle
 from chatpgt.serving import repository as repo
 from chatpgt.serving.schemas import GenerationCreate
@@ -68,19 +69,18 @@ async def create_battle(
     reviewer: str,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
 ) -> tuple[ArenaBattle, list[int]]:
-    """A battle between two distinct models on ``title``, in a random order, and the ids of
-    the two generation requests to enqueue (the caller commits first). 400 for anything else
-    than two distinct models or an empty title; 404/409 as for a generation."""
+    """A battle between two or three distinct models on ``title``, in a random order, and the
+    ids of their generation requests to enqueue (the caller commits first). 400 for anything
+    else than two or three distinct models or an empty title; 404/409 as for a generation."""
     title = " ".join(title.split())
     if not title:
         raise InvalidInput("Give a title for the essays.")
     if len(title) > 1000:
         raise InvalidInput("The title is longer than 1000 characters.")
-    if len(model_ids) != 2 or len(set(model_ids)) != 2:
-        raise InvalidInput("Pick two different models.")
+    if len(model_ids) not in (2, 3) or len(set(model_ids)) != len(model_ids):
+        raise InvalidInput("Pick two or three different models.")
     order = list(model_ids)
-    if secrets.randbelow(2):
-        order.reverse()
+    secrets.SystemRandom().shuffle(order)
     body = GenerationCreate(title=title, max_new_tokens=max_new_tokens)
     generations = [await submit_generation(session, model_id, body) for model_id in order]
     battle = await repo.create_battle(
@@ -100,8 +100,9 @@ async def battle_view(session: AsyncSession, battle_id: int) -> BattleView:
     rows = await repo.generations_by_id(session, battle.generation_ids)
     names = await repo.model_names(session, battle.model_ids) if battle.choice else {}
     sides = []
+    positions = POSITIONS[: len(battle.model_ids)]
     for position, gen_id, model_id in zip(
-        POSITIONS, battle.generation_ids, battle.model_ids, strict=True
+        positions, battle.generation_ids, battle.model_ids, strict=True
     ):
         row = rows.get(gen_id)
         results = (row.results or []) if row else []
@@ -118,16 +119,17 @@ async def battle_view(session: AsyncSession, battle_id: int) -> BattleView:
 
 
 async def vote(session: AsyncSession, battle_id: int, choice: str, voter: str) -> None:
-    """Record the vote (once): 400 for an unknown choice, 409 before both essays are
-    in or when the battle already has a vote."""
-    if choice not in CHOICES:
-        raise InvalidInput(f"A vote is one of {', '.join(CHOICES)}.")
+    """Record the vote (once): 400 for a choice the battle does not show (C of two essays),
+    409 before every essay is in or when the battle already has a vote."""
     view = await battle_view(session, battle_id)
+    allowed = [s.position for s in view.sides] + [TIE]
+    if choice not in allowed:
+        raise InvalidInput(f"A vote on this battle is one of {', '.join(allowed)}.")
     if not view.ready:
-        raise InvalidState("Both essays must be written before the vote.", battle_id=battle_id)
+        raise InvalidState("Every essay must be written before the vote.", battle_id=battle_id)
     battle = await repo.get_battle(session, battle_id)
     assert battle is not None
-    winner = None if choice == "tie" else battle.model_ids[POSITIONS.index(choice)]
+    winner = None if choice == TIE else battle.model_ids[POSITIONS.index(choice)]
     if not await repo.record_vote(session, battle_id, choice=choice, winner=winner, voter=voter):
         raise InvalidState("This battle already has a vote.", battle_id=battle_id)
 
@@ -142,11 +144,17 @@ async def servable_models(session: AsyncSession) -> list[RegisteredModel]:
     return [m for m, ok in zip(models, present, strict=True) if ok]
 
 
-async def win_rates(session: AsyncSession, model_ids: Collection[int] = ()) -> list[PairRate]:
-    """Per pair of models, from every vote (or the votes between two of ``model_ids``)."""
+async def win_rates(
+    session: AsyncSession, model_ids: Collection[int] = ()
+) -> tuple[int, list[PairRate]]:
+    """(votes, per pair of models) from every vote, or from the votes between models of
+    ``model_ids`` (a three-way vote counts for the pairs it decides among them)."""
     votes = await voted_battles(session)
-    if model_ids:
-        wanted = set(model_ids)
-        votes = [v for v in votes if len(wanted.intersection(v[0])) == 2]
+    wanted = set(model_ids)
+    if wanted:
+        votes = [v for v in votes if len(wanted.intersection(v[0])) >= 2]
     ids = sorted({i for ids, _ in votes for i in ids})
-    return tally(votes, await repo.model_names(session, ids))
+    rates = tally(votes, await repo.model_names(session, ids))
+    if wanted:
+        rates = [r for r in rates if r.first_id in wanted and r.second_id in wanted]
+    return len(votes), rates

@@ -113,7 +113,10 @@ class WinRateOut(BaseModel):
 
 
 class WinRates(BaseModel):
-    votes: int = Field(description="votes counted (ties included)")
+    votes: int = Field(
+        description="votes counted (ties included; a three-way vote is one vote that decides "
+        "two pairs, or three when it is a tie)"
+    )
     items: list[WinRateOut]
 
 
