@@ -73,6 +73,23 @@ async def trained(
     return {"sft_run": sft, "dpo_run": dpo, "sft": models["usage-sft"], "dpo": models["usage-dpo"]}
 
 
+@pytest.fixture(scope="module")
+async def lora_model(
+    api_url: str, gpu_worker: procs.Proc, tiny_model_dir: Path, essay_corpus: Path
+) -> dict[str, Any]:
+    """An SFT model trained with LoRA (saved merged, its adapter kept), as the registry lists
+    it."""
+    lora = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    body = {**sft_body(tiny_model_dir, essay_corpus, max_steps=2, lora=lora), "name": "usage-lora"}
+    async with httpx.AsyncClient(base_url=api_url, timeout=30.0) as api:
+        response = await api.post("/train/sft", json=body)
+        assert response.status_code == 202, response.text
+        run = await wait_run(api, response.json()["id"], finished, worker=gpu_worker)
+        assert run["status"] == "succeeded", run["error"]
+        models = {m["name"]: m for m in (await api.get("/models")).json()["items"]}
+    return {**models["usage-lora"], "run": run}
+
+
 def rendered(model_dir: str, messages: list[dict[str, str]]) -> str:
     from transformers import AutoTokenizer
 
@@ -391,8 +408,51 @@ async def test_archive_unpacks_and_loads(
     )
 
 
+async def test_lora_adapter_archive_loads_with_peft(
+    api: httpx.AsyncClient, lora_model: dict[str, Any], trained: dict[str, Any], tmp_path: Path
+) -> None:
+    """A LoRA run is saved merged and keeps its adapter: the adapter's archive carries a peft
+    card, loads with peft onto its base model and computes what the merged model computes."""
+    import torch
+    from huggingface_hub import ModelCard
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from chatpgt.serving.archive import read_tar
+
+    merged_dir = Path(lora_model["path"])
+    assert not (merged_dir / "adapter_config.json").exists()  # full weights
+    assert lora_model["run"]["artifacts"]["adapter_dir"] == str(merged_dir.parent / "adapter")
+    url = f"/models/{lora_model['id']}/archive"
+    response = await api.get(url, params={"adapter": "true"})
+    assert response.status_code == 200, response.text
+    assert 'filename="usage-lora-adapter.tar"' in response.headers["content-disposition"]
+    folder = read_tar(response.content, tmp_path)
+    assert (folder / "adapter_config.json").is_file() and not (folder / "config.json").exists()
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.to_dict()["library_name"] == "peft"
+    assert "lora" in card.data.to_dict()["tags"] and "AutoPeftModelForCausalLM" in card.text
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    user = [{"role": "user", "content": "Hi"}]
+    assert DEFAULT_SYSTEM_PROMPT in tokenizer.apply_chat_template(user, tokenize=False)
+
+    adapted = AutoPeftModelForCausalLM.from_pretrained(folder).eval()
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
+    ids = torch.tensor([tokenizer("Cities grow because", add_special_tokens=False)["input_ids"]])
+    with torch.inference_mode():
+        assert torch.allclose(adapted(ids).logits, merged(ids).logits, atol=1e-4)
+
+    # A model trained without LoRA has no adapter.
+    no_adapter = await api.get(f"/models/{trained['sft']['id']}/archive?adapter=true")
+    assert_problem(no_adapter, 409, "no LoRA adapter")
+
+
 def test_push_to_a_fake_hub(
-    api_url: str, service_env: dict[str, str], trained: dict[str, Any], tmp_path: Path
+    api_url: str,
+    service_env: dict[str, str],
+    trained: dict[str, Any],
+    lora_model: dict[str, Any],
+    tmp_path: Path,
 ) -> None:
     from chatpgt.serving.archive import folder_files
     from tests.fake_hub import fake_hub
@@ -446,3 +506,16 @@ def test_push_to_a_fake_hub(
         done = push(str(sft["id"]), "tester/public-copy", "--public", HF_TOKEN=token)
         assert done.returncode == 0, done.stderr
         assert hub.repos["tester/public-copy"]["visibility"] == "public"
+
+        # --adapter: the LoRA adapter's files and its peft card, nothing of the merged model.
+        done = push("usage-lora", "tester/usage-lora", "--adapter", HF_TOKEN=token)
+        assert done.returncode == 0, done.stderr
+        assert "the LoRA adapter of usage-lora" in done.stdout
+        adapter_dir = Path(lora_model["path"]).parent / "adapter"
+        uploaded = hub.files["tester/usage-lora"]
+        assert set(uploaded) == {str(p) for p in folder_files(adapter_dir)} | {"README.md"}
+        assert "adapter_model.safetensors" in uploaded and "model.safetensors" not in uploaded
+        assert b"library_name: peft" in uploaded["README.md"]
+        done = push("usage-sft", "tester/nothing", "--adapter", HF_TOKEN=token)
+        assert done.returncode == 1 and "no LoRA adapter" in done.stderr
+        assert "tester/nothing" not in hub.files

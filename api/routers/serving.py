@@ -81,11 +81,22 @@ async def generation_events(
     response_class=StreamingResponse,
     responses={**problems.responses(404, 409), 200: {"content": {"application/x-tar": {}}}},
 )
-async def get_model_archive(model_id: IdPath, session: Session) -> StreamingResponse:
+async def get_model_archive(
+    model_id: IdPath,
+    session: Session,
+    adapter: Annotated[
+        bool,
+        Query(
+            description="the run's LoRA adapter (for peft) instead of the merged model; 409 "
+            "for a model trained without LoRA"
+        ),
+    ] = False,
+) -> StreamingResponse:
     """The model's folder as a tar stream (``<name>/config.json``, weights, tokenizer, chat
     template, and the card as of now as README.md): ``tar -xf`` it and load the folder with
-    ``AutoModelForCausalLM.from_pretrained``."""
-    filename, chunks = await service.model_archive(session, model_id)
+    ``AutoModelForCausalLM.from_pretrained`` (with ``adapter``, ``<name>-adapter/``: load it
+    with peft's ``AutoPeftModelForCausalLM``)."""
+    filename, chunks = await service.model_archive(session, model_id, adapter=adapter)
     return StreamingResponse(
         chunks,
         media_type="application/x-tar",

@@ -439,12 +439,14 @@ class ChatPGTClient:
         except (httpx.RequestError, httpx.InvalidURL) as exc:
             raise ApiUnreachable(self.base_url, _reason(exc)) from exc
 
-    def model_archive(self, model_id: int, target: BinaryIO) -> int:
-        """Write the model folder's tar (``GET /models/{id}/archive``) into ``target``; bytes."""
+    def model_archive(self, model_id: int, target: BinaryIO, *, adapter: bool = False) -> int:
+        """Write the model folder's tar (``GET /models/{id}/archive``; ``adapter``: its LoRA
+        adapter's) into ``target``; bytes."""
         written = 0
+        params = {"adapter": "true"} if adapter else None
         try:
             with self._http.stream(
-                "GET", f"/models/{model_id}/archive", timeout=EXPORT_TIMEOUT
+                "GET", f"/models/{model_id}/archive", params=params, timeout=EXPORT_TIMEOUT
             ) as response:
                 if response.is_error:
                     response.read()

@@ -137,10 +137,17 @@ def models_push(
         str | None,
         typer.Option(help="Hugging Face token (default: HF_TOKEN or the saved login)"),
     ] = None,
+    adapter: Annotated[
+        bool,
+        typer.Option(
+            "--adapter", help="push the run's LoRA adapter (for peft) instead of the merged model"
+        ),
+    ] = False,
 ) -> None:
     """Upload the model's folder (weights, tokenizer, chat template) with its card as README.md
     to a Hub model repository. The token is checked before anything is downloaded or uploaded;
-    the folder comes from the API (GET /models/{id}/archive)."""
+    the folder comes from the API (GET /models/{id}/archive). A model trained with LoRA is
+    merged into full weights; --adapter pushes the adapter alone, with its own card."""
     try:
         token = hub.hub_token(hf_token)
         account = hub.check_token(token)
@@ -151,8 +158,9 @@ def models_push(
     with tempfile.TemporaryDirectory(prefix="chatpgt-push-") as tmp:
         tar_path = Path(tmp) / "model.tar"
         with tar_path.open("wb") as f:
-            size = client.model_archive(found.id, f)
+            size = client.model_archive(found.id, f, adapter=adapter)
         err.print(f"fetched {found.name} ({filesize(size)}); uploading as {escape(account)}")
         folder = read_tar(tar_path.read_bytes(), Path(tmp) / "folder")
         url, files = hub.push_folder(folder, repo, token=token, private=private)
-    out.print(f"pushed {len(files)} files of {escape(found.name)} to {escape(url)}")
+    what = f"the LoRA adapter of {found.name}" if adapter else found.name
+    out.print(f"pushed {len(files)} files of {escape(what)} to {escape(url)}")

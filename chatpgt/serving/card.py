@@ -109,23 +109,30 @@ def model_index(name: str, evaluation: dict[str, Any] | None) -> list[dict[str, 
     ]
 
 
-def metadata(inputs: CardInputs) -> dict[str, Any]:
-    """The card's YAML header."""
+def metadata(inputs: CardInputs, adapter: bool = False) -> dict[str, Any]:
+    """The card's YAML header (``adapter``: of the run's LoRA adapter, for peft)."""
     model = inputs.model
     header: dict[str, Any] = {}
-    base = base_model_id(inputs.lineage)
+    if adapter:
+        # An adapter applies to the model its run started from: the base_model only when that
+        # one is on the Hub.
+        parent = inputs.lineage[-2] if len(inputs.lineage) > 1 else None
+        start = parent.path if parent and looks_like_hub_id(parent.path) else None
+        base = start if start and not start.startswith(("/", ".", "~")) else None
+    else:
+        base = base_model_id(inputs.lineage)
     if base:
         header["base_model"] = base
-        header["base_model_relation"] = "finetune"
+        header["base_model_relation"] = "adapter" if adapter else "finetune"
     datasets = (
         [inputs.sft_corpus] if inputs.sft_corpus and _is_hub_dataset(inputs.sft_corpus) else []
     )
     if datasets:
         header["datasets"] = datasets
-    header["library_name"] = "transformers"
+    header["library_name"] = "peft" if adapter else "transformers"
     header["pipeline_tag"] = "text-generation"
     header["language"] = ["en"]
-    header["tags"] = ["chatpgt", "trl", model.kind, "essays"]
+    header["tags"] = ["chatpgt", "trl", model.kind, "essays", *(["lora"] if adapter else [])]
     index = model_index(model.name, inputs.evaluation)
     if index:
         header["model-index"] = index
@@ -160,13 +167,15 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return out
 
 
-def render(inputs: CardInputs) -> str:
-    """The card's text: YAML header, then Markdown."""
+def render(inputs: CardInputs, adapter: bool = False) -> str:
+    """The card's text: YAML header, then Markdown (``adapter``: the card of the run's LoRA
+    adapter rather than of the merged model)."""
     model = inputs.model
     run = inputs.run or {}
     request = run.get("request") or {}
     parent = inputs.lineage[-2] if len(inputs.lineage) > 1 else None
-    header = yaml.safe_dump(metadata(inputs), sort_keys=False, allow_unicode=True).rstrip()
+    header = yaml.safe_dump(metadata(inputs, adapter), sort_keys=False, allow_unicode=True)
+    header = header.rstrip()
     out = ["---", header, "---", "", f"# {model.name}", ""]
     what = KIND_TITLES.get(model.kind, model.kind)
     out += [
@@ -178,17 +187,37 @@ def render(inputs: CardInputs) -> str:
         "",
         "## Use it",
         "",
-        "```python",
-        "from transformers import pipeline",
-        "",
-        f'generator = pipeline("text-generation", model="{model.path}")',
-        'messages = [{"role": "user", "content": \'Write an essay titled "How to Do Great '
-        "Work\".'}]",
-        'print(generator(messages, max_new_tokens=400)[0]["generated_text"][-1]["content"])',
-        "```",
-        "",
-        "Replace the path with the Hub id once pushed (`chatpgt models push`).",
     ]
+    if adapter:
+        out += [
+            "This repository holds the LoRA adapter only. It applies to "
+            + (f"`{parent.name}` (`{parent.path}`)" if parent else "its base model")
+            + ", the model named in `adapter_config.json` (`base_model_name_or_path`): peft "
+            "loads that model and applies the adapter.",
+            "",
+            "```python",
+            "from peft import AutoPeftModelForCausalLM",
+            "from transformers import AutoTokenizer",
+            "",
+            f'model = AutoPeftModelForCausalLM.from_pretrained("{model.name}-adapter")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{model.name}-adapter")',
+            "```",
+            "",
+            "Replace the name with the Hub id once pushed (`chatpgt models push --adapter`).",
+        ]
+    else:
+        out += [
+            "```python",
+            "from transformers import pipeline",
+            "",
+            f'generator = pipeline("text-generation", model="{model.path}")',
+            'messages = [{"role": "user", "content": \'Write an essay titled "How to Do Great '
+            "Work\".'}]",
+            'print(generator(messages, max_new_tokens=400)[0]["generated_text"][-1]["content"])',
+            "```",
+            "",
+            "Replace the path with the Hub id once pushed (`chatpgt models push`).",
+        ]
     if inputs.system_prompt:
         out += [
             "",

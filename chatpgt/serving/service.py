@@ -32,6 +32,7 @@ from chatpgt.serving.schemas import GeneratedEssay, GenerationCreate, Generation
 from chatpgt.settings import Settings
 from chatpgt.training.chat_format import TEMPLATE_FILE, TOKENIZER_CONFIG, default_system_prompt
 from chatpgt.training.models import RegisteredModel, TrainingRun
+from chatpgt.training.outcome import ADAPTER_DIR
 
 log = logging.getLogger(__name__)
 CARD_FILE = "README.md"
@@ -320,11 +321,29 @@ def recoverable_generations(settings: Settings | None = None) -> list[tuple[int,
 # Archive
 
 
-async def model_archive(session: AsyncSession, model_id: int) -> tuple[str, Iterator[bytes]]:
-    """``(file name, tar chunks)`` of the model's folder with its card as of now as README.md;
-    404 for an unknown model, 409 for one without a folder here."""
+def adapter_folder(model: RegisteredModel) -> Path:
+    """The LoRA adapter of a model trained with LoRA: the folder a merged run kept beside its
+    model (``<run dir>/adapter``), or the model folder itself when the run saved the adapter
+    unmerged (``lora.merge: false``); 409 for a model trained without LoRA."""
+    folder = model_folder(model)
+    for candidate in (folder.parent / ADAPTER_DIR, folder):
+        if (candidate / "adapter_config.json").is_file():
+            return candidate
+    raise ModelFolderMissing(
+        f"Model {model.name!r} has no LoRA adapter: it was trained without LoRA (its folder "
+        "holds full weights only), or before adapters were kept.",
+        model=model.name,
+    )
+
+
+async def model_archive(
+    session: AsyncSession, model_id: int, *, adapter: bool = False
+) -> tuple[str, Iterator[bytes]]:
+    """``(file name, tar chunks)`` of the model's folder (or, with ``adapter``, of its LoRA
+    adapter) with its card as of now as README.md; 404 for an unknown model, 409 for one
+    without a folder (or an adapter) here."""
     model = await resolve_model(session, model_id)
-    folder = await asyncio.to_thread(model_folder, model)
-    text = card.render(await card_inputs(session, model))
-    top = archive_name(model.name)
+    folder = await asyncio.to_thread(adapter_folder if adapter else model_folder, model)
+    text = card.render(await card_inputs(session, model), adapter=adapter)
+    top = archive_name(model.name) + ("-adapter" if adapter else "")
     return f"{top}.tar", stream_tar(folder, top, {CARD_FILE: text.encode()})

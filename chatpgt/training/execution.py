@@ -201,9 +201,14 @@ def _execute(store: RunStore, run_id: int, settings: Settings) -> str:
                 outcome = recipes.run(snapshot, run_dir, reporter, settings.database_url)
             if outcome.status == RunStatus.SUCCEEDED:
                 # The saved template renders the system prompt the run trained with.
-                chat_format.apply_trained_format(
-                    snapshot.kind, snapshot.request, run_dir, Path(outcome.artifacts["model_dir"])
-                )
+                for folder in (
+                    outcome.artifacts["model_dir"],
+                    outcome.artifacts.get("adapter_dir"),
+                ):
+                    if folder:
+                        chat_format.apply_trained_format(
+                            snapshot.kind, snapshot.request, run_dir, Path(folder)
+                        )
         except Exception as exc:
             log.exception("training run %s failed", run_id)
             if reporter.lost.is_set():

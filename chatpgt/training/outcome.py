@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# A merged LoRA run keeps its adapter here, beside ``model/`` in the run folder.
+ADAPTER_DIR = "adapter"
+
 
 @dataclass(slots=True)
 class Outcome:

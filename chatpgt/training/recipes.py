@@ -37,7 +37,7 @@ from chatpgt.training.callbacks import NOT_EVAL_METRICS, RunProgressCallback
 from chatpgt.training.checkpoints import last_checkpoint
 from chatpgt.training.errors import TrainingDataError
 from chatpgt.training.export import export_pairs, filters_from_request
-from chatpgt.training.outcome import Outcome
+from chatpgt.training.outcome import ADAPTER_DIR, Outcome
 from chatpgt.training.reporting import Reporter
 from chatpgt.training.repository import RunSnapshot
 from chatpgt.training.schemas import (
@@ -547,7 +547,15 @@ def _train_and_save(
         "succeeded",
         final_metrics={k: v for k, v in final.items() if v is not None},
         samples=generated,
-        artifacts={"model_dir": str(model_dir), "last_checkpoint": last_checkpoint(run_dir)},
+        artifacts={
+            "model_dir": str(model_dir),
+            "last_checkpoint": last_checkpoint(run_dir),
+            **(
+                {"adapter_dir": str(run_dir / ADAPTER_DIR)}
+                if (run_dir / ADAPTER_DIR).is_dir()
+                else {}
+            ),
+        },
     )
 
 
@@ -601,16 +609,21 @@ def save_final_model(
     *,
     merge: bool,
 ) -> PreTrainedModel:
-    """Write the model (LoRA merged into full weights by default) and its tokenizer with the chat
-    template; sampling defaults (temperature, top_p) go into its generation config. With
-    several processes every rank calls this (FSDP gathers the full weights from all of them)
-    and rank 0 alone writes."""
+    """Write the model (LoRA merged into full weights by default, the adapter itself kept in
+    ``<run dir>/adapter``) and its tokenizer with the chat template; sampling defaults
+    (temperature, top_p) go into its generation config. With several processes every rank
+    calls this (FSDP gathers the full weights from all of them) and rank 0 alone writes."""
     accelerator = trainer.accelerator
     state_dict = accelerator.get_state_dict(trainer.model) if accelerator.is_fsdp2 else None
     model = accelerator.unwrap_model(trainer.model)
     if not accelerator.is_main_process:
         return model
     if merge and hasattr(model, "merge_and_unload"):
+        # The adapter is kept beside the merged model (small: only the LoRA weights), for a
+        # user who ships the adapter instead (``chatpgt models push --adapter``).
+        adapter_dir = model_dir.parent / ADAPTER_DIR
+        model.save_pretrained(str(adapter_dir), state_dict=state_dict)
+        tokenizer.save_pretrained(str(adapter_dir))
         model = model.merge_and_unload()
     config = model.generation_config
     if config is not None:
