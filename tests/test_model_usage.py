@@ -10,6 +10,7 @@ trained once for the module; the tests read it and never truncate the tables.
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import re
 import subprocess
@@ -306,6 +307,19 @@ async def read_events(api: httpx.AsyncClient, url: str) -> list[tuple[str, dict[
                 events.append((event, json.loads(data)))
                 event, data = "", ""
     return events
+
+
+async def test_playground_suggests_the_heldout_titles(
+    api: httpx.AsyncClient, trained: dict[str, Any]
+) -> None:
+    """The playground's title field offers the titles the SFT run held out."""
+    held = trained["sft_run"]["essay_split"]["heldout_titles"]
+    assert held
+    page = await api.get("/ui/playground")
+    assert page.status_code == 200
+    assert 'list="heldout-titles"' in page.text
+    for title in held:
+        assert f'<option value="{html.escape(title)}"></option>' in page.text
 
 
 def test_generate_with_the_cli(

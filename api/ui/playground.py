@@ -24,7 +24,10 @@ router = APIRouter(prefix="/ui/playground", include_in_schema=False)
 async def playground(request: Request, session: Session) -> Response:
     models = await arena.servable_models(session)
     _, rates = await arena.win_rates(session)
-    return page(request, "playground.html", {"models": models, "rates": rates})
+    titles = await arena.heldout_titles(session)
+    return page(
+        request, "playground.html", {"models": models, "rates": rates, "heldout_titles": titles}
+    )
 
 
 @router.post("", response_class=HTMLResponse)

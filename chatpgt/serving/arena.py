@@ -158,3 +158,9 @@ async def win_rates(
     if wanted:
         rates = [r for r in rates if r.first_id in wanted and r.second_id in wanted]
     return len(votes), rates
+
+
+async def heldout_titles(session: AsyncSession) -> list[str]:
+    """Titles the SFT runs held out: the playground suggests them (no model trained from those
+    runs saw these essays)."""
+    return await repo.heldout_titles(session)

@@ -224,3 +224,20 @@ async def trained_models(session: AsyncSession, limit: int = 500) -> list[Regist
         select(RegisteredModel).order_by(RegisteredModel.id.desc()).limit(limit)
     )
     return list(rows)
+
+
+async def heldout_titles(session: AsyncSession, runs: int = 20, limit: int = 500) -> list[str]:
+    """The titles the newest ``runs`` SFT runs held out (no model of those runs' lineages trained
+    on them: fair titles to compare on), newest run first, each once."""
+    rows = await session.scalars(
+        select(TrainingRun.essay_split)
+        .where(TrainingRun.kind == "sft", TrainingRun.essay_split.is_not(None))
+        .order_by(TrainingRun.id.desc())
+        .limit(runs)
+    )
+    titles: dict[str, None] = {}
+    for split in rows.all():
+        for essay in (split or {}).get("eval", []):
+            if isinstance(essay, dict) and essay.get("title"):
+                titles.setdefault(str(essay["title"]), None)
+    return list(titles)[:limit]
