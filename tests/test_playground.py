@@ -230,6 +230,11 @@ async def test_blind_battles_votes_by_keyboard_and_win_rates(
         form={"title": "x", "model": str(first), "csrf_token": token},
     )
     assert refused.status == 403
+    # The models page, for a read key too: the models and the same win rates.
+    await page.goto(f"{secured_url}/ui/models")
+    assert await page.locator("#models tr[data-model='arena-chat']").count() == 1
+    assert await page.locator("#win-rates tr[data-pair]").count() == 1
+    await shot(page, tmp_path, "models", full_page=True)
     assert console.errors == []
     await context.close()
 
@@ -306,6 +311,15 @@ async def test_playground_over_http_refuses_bad_input(
     post = {"csrf_token": token, "title": "T", "model": ["x", "y"]}
     assert (await api.post("/ui/playground", data=post)).status_code == 422
     assert (await api.get("/ui/playground/battles/999999")).status_code == 404
+    # The models page lists every registered model (the hub-only one with no folder here),
+    # and a model's page shows its card.
+    listing = await api.get("/ui/models")
+    assert listing.status_code == 200
+    assert f'<a href="/ui/models/{model}">arena-http</a>' in listing.text
+    assert 'data-model="arena-hub-id"' in listing.text
+    one = await api.get(f"/ui/models/{model}")
+    assert one.status_code == 200 and 'id="card"' in one.text and "library_name" in one.text
+    assert (await api.get("/ui/models/999999")).status_code == 404
     async with sessionmaker() as session:
         titles = (await session.scalars(select(ArenaBattle.title))).all()
     assert "T" not in titles  # nothing was written by the refused posts

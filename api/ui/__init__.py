@@ -27,3 +27,4 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="ui-static")
     app.include_router(routes.router)
     app.include_router(playground.router)
+    app.include_router(playground.models_router)

@@ -1,6 +1,6 @@
-"""The blind playground's pages (``/ui/playground``). Thin: parse the form, call
-chatpgt.serving.arena, render. Same sign-in, CSRF and scopes as the review pages (api.ui.gate:
-a read key sees the page and the win rates, posts nothing)."""
+"""The blind playground's pages (``/ui/playground``) and the models' (``/ui/models``). Thin:
+parse the form, call chatpgt.serving, render. Same sign-in, CSRF and scopes as the review pages
+(api.ui.gate: a read key sees the pages and the win rates, posts nothing)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from api.ui import session as ui_session
 from api.ui.routes import _form, _form_redirect, page
 from api.ui.session import CSRF_FIELD
 from chatpgt.orchestration.tasks import GENERATE
-from chatpgt.serving import arena
+from chatpgt.serving import arena, service
 
 router = APIRouter(prefix="/ui/playground", include_in_schema=False)
+models_router = APIRouter(prefix="/ui/models", include_in_schema=False)
 
 
 @router.get("", response_class=HTMLResponse)
@@ -93,3 +94,23 @@ async def vote(battle_id: IdPath, request: Request, session: Session) -> Respons
     await arena.vote(session, battle_id, form.get("choice", ""), reviewer_of(request))
     await session.commit()
     return _form_redirect(f"/ui/playground/battles/{battle_id}")
+
+
+@models_router.get("", response_class=HTMLResponse)
+async def models_page(request: Request, session: Session) -> Response:
+    """Every registered model with its lineage parent and whether its folder is here, and the
+    human win rates."""
+    models = await arena.registered_models(session)
+    servable = {m.id for m in await arena.servable_models(session)}
+    _, rates = await arena.win_rates(session)
+    names = {m.id: m.name for m in models}
+    context = {"models": models, "servable": servable, "rates": rates, "names": names}
+    return page(request, "models.html", context)
+
+
+@models_router.get("/{model_id}", response_class=HTMLResponse)
+async def model_page(model_id: IdPath, request: Request, session: Session) -> Response:
+    """One model's card as text (404 for an unknown model)."""
+    model = await service.resolve_model(session, model_id)
+    card = await service.model_card(session, model_id)
+    return page(request, "model.html", {"model": model, "card": card})

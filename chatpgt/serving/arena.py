@@ -134,6 +134,11 @@ async def vote(session: AsyncSession, battle_id: int, choice: str, voter: str) -
         raise InvalidState("This battle already has a vote.", battle_id=battle_id)
 
 
+async def registered_models(session: AsyncSession) -> list[RegisteredModel]:
+    """Every registered model (up to 500), newest first."""
+    return await repo.trained_models(session)
+
+
 async def servable_models(session: AsyncSession) -> list[RegisteredModel]:
     """The registered models that can write here (a folder with a config.json), newest first:
     the playground's choices."""
