@@ -3,6 +3,7 @@ one, cancel one, and the tail of a submit (commit, enqueue, answer as read back)
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -44,32 +45,45 @@ def add_get_and_cancel(
     *,
     get_doc: str | None = None,
     cancel_doc: str | None = None,
+    param: str = "run_id",
+    get_name: str | None = None,
+    cancel_name: str | None = None,
 ) -> None:
-    """``GET {path}/{run_id}`` (404 when missing) and ``POST {path}/{run_id}/cancel`` (202; 404,
-    409 once finished), named ``get_{noun}`` and ``cancel_{noun}`` (their OpenAPI operation
-    ids and summaries)."""
+    """``GET {path}/{param}`` (404 when missing) and ``POST {path}/{param}/cancel`` (202; 404,
+    409 once finished), named ``get_{noun}`` and ``cancel_{noun}`` unless ``get_name`` /
+    ``cancel_name`` say otherwise (their OpenAPI operation ids and summaries). ``param`` names
+    the path parameter (``run_id``, ``job_id``, ``scan_id``: as the API has always called it)."""
 
-    async def get_one(run_id: IdPath, session: Session) -> Any:
-        return await get(session, run_id)
+    async def get_one(session: AsyncSession, **ids: int) -> Any:
+        return await get(session, ids[param])
 
-    async def cancel_one(run_id: IdPath, session: Session) -> Any:
-        out = await cancel(session, run_id)
+    async def cancel_one(session: AsyncSession, **ids: int) -> Any:
+        out = await cancel(session, ids[param])
         await session.commit()
         return out
 
-    get_one.__doc__, cancel_one.__doc__ = get_doc, cancel_doc
+    # FastAPI reads the parameters from the signature: the id under its name, the session.
+    signature = inspect.Signature(
+        [
+            inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, annotation=IdPath),
+            inspect.Parameter("session", inspect.Parameter.KEYWORD_ONLY, annotation=Session),
+        ]
+    )
+    for endpoint, doc in ((get_one, get_doc), (cancel_one, cancel_doc)):
+        endpoint.__signature__ = signature  # type: ignore[attr-defined]
+        endpoint.__doc__ = doc
     router.add_api_route(
-        f"{path}/{{run_id}}",
+        f"{path}/{{{param}}}",
         get_one,
         methods=["GET"],
-        name=f"get_{noun}",
+        name=get_name or f"get_{noun}",
         response_model=response_model,
         responses=problems.responses(404),
     )
     router.add_api_route(
-        f"{path}/{{run_id}}/cancel",
+        f"{path}/{{{param}}}/cancel",
         cancel_one,
         methods=["POST"],
-        name=f"cancel_{noun}",
+        name=cancel_name or f"cancel_{noun}",
         **accepted(response_model, 404, 409),
     )

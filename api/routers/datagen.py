@@ -6,7 +6,8 @@ from fastapi import APIRouter, Header, Query, Response, status
 
 from api import problems
 from api.deps import AppSettings, Queue, Session
-from api.pagination import IdPath, PageLimit
+from api.leased import add_get_and_cancel
+from api.pagination import PageLimit
 from chatpgt.datagen import service
 from chatpgt.datagen.schemas import DatagenJobCreate, DatagenJobPage, DatagenJobView, JobStatus
 from chatpgt.db.keyset import decode_cursor, encode_cursor
@@ -54,18 +55,12 @@ async def list_jobs(
     return DatagenJobPage(items=items, next_cursor=encode_cursor(last) if last else None)
 
 
-@router.get("/{job_id}", response_model=DatagenJobView, responses=problems.responses(404))
-async def get_job(job_id: IdPath, session: Session) -> DatagenJobView:
-    return await service.get_job_view(session, job_id)
-
-
-@router.post(
-    "/{job_id}/cancel",
-    response_model=DatagenJobView,
-    status_code=202,
-    responses=problems.responses(404, 409),
+add_get_and_cancel(
+    router,
+    "",
+    "job",
+    DatagenJobView,
+    service.get_job_view,
+    service.cancel_job,
+    param="job_id",
 )
-async def cancel_job(job_id: IdPath, session: Session) -> DatagenJobView:
-    view = await service.cancel_job(session, job_id)
-    await session.commit()
-    return view

@@ -12,7 +12,8 @@ from fastapi import APIRouter, Query, Response
 
 from api import problems
 from api.deps import Queue, Roots, Session
-from api.pagination import IdPath, PageLimit
+from api.leased import add_get_and_cancel
+from api.pagination import PageLimit
 from chatpgt.datasets import imports, scans
 from chatpgt.datasets.schemas import (
     DedupRequest,
@@ -63,26 +64,18 @@ async def list_near_duplicate_scans(
     return await scans.list_scans(session, limit=limit, cursor=cursor, status=status)
 
 
-@router.get(
-    "/pairs/dedup/{scan_id}", response_model=DedupScanOut, responses=problems.responses(404)
+add_get_and_cancel(
+    router,
+    "/pairs/dedup",
+    "near_duplicate_scan",
+    DedupScanOut,
+    scans.get_scan,
+    scans.cancel_scan,
+    param="scan_id",
+    get_doc="A scan: its status, essays scanned so far, and the counts once it succeeded.",
+    cancel_doc="Cancel a scan: a queued one at once, a running one at its worker's next heartbeat "
+    "(the\n    jobs keep their earlier flags); 409 once it finished.",
 )
-async def get_near_duplicate_scan(scan_id: IdPath, session: Session) -> DedupScanOut:
-    """A scan: its status, essays scanned so far, and the counts once it succeeded."""
-    return await scans.get_scan(session, scan_id)
-
-
-@router.post(
-    "/pairs/dedup/{scan_id}/cancel",
-    status_code=202,
-    response_model=DedupScanOut,
-    responses=problems.responses(404, 409),
-)
-async def cancel_near_duplicate_scan(scan_id: IdPath, session: Session) -> DedupScanOut:
-    """Cancel a scan: a queued one at once, a running one at its worker's next heartbeat (the
-    jobs keep their earlier flags); 409 once it finished."""
-    out = await scans.cancel_scan(session, scan_id)
-    await session.commit()
-    return out
 
 
 @router.post(
