@@ -26,7 +26,7 @@ TEST_WORKERS ?= 2
 test: setup
 	$(VENV)/bin/ruff check chatpgt api workers tests bench
 	$(VENV)/bin/mypy chatpgt
-	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 demo: setup
 	$(PY) -m chatpgt.demo
