@@ -97,9 +97,7 @@ async def floor(args: argparse.Namespace, port: int, n: int) -> dict[str, float]
     }
 
 
-async def pool_only(
-    args: argparse.Namespace, configs: dict[str, Any], n: int
-) -> dict[str, float]:
+async def pool_only(args: argparse.Namespace, configs: dict[str, Any], n: int) -> dict[str, float]:
     """Our provider client alone (ProviderPool.chat: limiter, retries, parsing, costs), no runner
     or database: the same requests as the floor, to split the job's CPU into client and runner."""
     left = iter(range(n))

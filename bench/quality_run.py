@@ -123,12 +123,29 @@ def train(api: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
     return run
 
 
-def pipeline(api: httpx.Client, corpus: Path, base: Path, profile: dict[str, Any]) -> Any:
+def pipeline(
+    api: httpx.Client,
+    corpus: Path,
+    base: Path,
+    profile: dict[str, Any],
+    work: Path,
+    resume: bool = False,
+) -> Any:
+    stages_file = work / "stages.json"
     stages: dict[str, dict[str, Any]] = {}
 
     def timed(name: str, t0: float, **figures: Any) -> None:
         stages[name] = {"wall_s": round(time.monotonic() - t0, 1), **figures}
         say(f"stage {name}: {stages[name]}")
+        stages_file.write_text(json.dumps(stages, indent=1))
+
+    if resume:  # the earlier stages' models and figures, as the interrupted run left them
+        stages.update(json.loads(stages_file.read_text()))
+        models = check(api.get("/models", params={"limit": 200}))["items"]
+        sft = {"name": next(m["name"] for m in models if m["kind"] == "sft")}
+        dpo = {"name": next(m["name"] for m in models if m["kind"] == "dpo")}
+        say(f"resuming at the evaluation of {sft['name']} and {dpo['name']}")
+        return evaluation(api, base, sft, dpo, profile, timed), stages
 
     t0 = time.monotonic()
     imported = check(
@@ -242,7 +259,17 @@ def pipeline(api: httpx.Client, corpus: Path, base: Path, profile: dict[str, Any
         },
     )
     timed("dpo", t0, **_run_figures(dpo))
+    return evaluation(api, base, sft, dpo, profile, timed), stages
 
+
+def evaluation(
+    api: httpx.Client,
+    base: Path,
+    sft: dict[str, Any],
+    dpo: dict[str, Any],
+    profile: dict[str, Any],
+    timed: Any,
+) -> Any:
     from chatpgt.api_client.client import ChatPGTClient
     from chatpgt.cli.evaluation import evaluate_and_print
 
@@ -260,7 +287,7 @@ def pipeline(api: httpx.Client, corpus: Path, base: Path, profile: dict[str, Any
     if done.status != "succeeded":
         raise SystemExit(f"quality: evaluation {done.status}: {done.error}")
     timed("evaluation", t0, timings=done.results.get("timings_s"))
-    return done, stages
+    return done
 
 
 def _run_figures(run: dict[str, Any]) -> dict[str, Any]:
@@ -281,6 +308,12 @@ def main() -> None:
         help="a model directory or hub id to start from (default: the bundled SmolLM2-135M); "
         "on a GPU machine: HuggingFaceTB/SmolLM3-3B with --profile gpu",
     )
+    parser.add_argument(
+        "--resume-evaluation",
+        action="store_true",
+        help="keep var/quality/<profile> and run only the evaluation of its SFT and DPO models "
+        "(after an interrupted run; the earlier stages' figures come from its stages.json)",
+    )
     args = parser.parse_args()
     profile = PROFILES[args.profile]
     work = ROOT / "var" / "quality" / args.profile
@@ -288,13 +321,15 @@ def main() -> None:
     corpus = Path(args.corpus)
     if not corpus.is_file():
         raise SystemExit(f"quality: no corpus at {corpus} (give --corpus)")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    if not args.resume_evaluation:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     settings = demo.get_settings()
     db_url, broker_url = demo.demo_urls(settings, work)
     env = demo.demo_env(settings, db_url, broker_url, [], work)
-    demo.prepare_database(db_url)
+    if not args.resume_evaluation:
+        demo.prepare_database(db_url)
     # The converted SmolLM2 is shared with the demo; a given model is used as it is.
     base = Path(args.base_model) if args.base_model else demo.base_model(ROOT / "var" / "demo")
     if base is None:
@@ -310,7 +345,7 @@ def main() -> None:
         )
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as api:
             demo.wait_until(lambda: api.get("/healthz").status_code == 200, "the API")
-            done, stages = pipeline(api, corpus, base, profile)
+            done, stages = pipeline(api, corpus, base, profile, work, args.resume_evaluation)
     finally:
         procs.stop()
     wall = round(time.monotonic() - started)

@@ -122,11 +122,17 @@ def _execute(store: EvalStore, run_id: int, settings: Settings) -> str:
             return RunStatus.FAILED
     from chatpgt.evaluation.report import clean, write_report
 
-    json_path, html_path = write_report(report, run_dir)
+    try:
+        json_path, html_path = write_report(report, run_dir)
+        results = clean(summary(report))
+    except Exception as exc:  # a report that cannot be written fails the run, never strands it
+        log.exception("evaluation run %s: the report could not be written", run_id)
+        store.finish(run_id, owner, RunStatus.FAILED, error=describe(exc))
+        return RunStatus.FAILED
     reporter.report(
         artifacts={"report_json": str(json_path), "report_html": str(html_path)}, force=True
     )
-    ok = store.finish(run_id, owner, RunStatus.SUCCEEDED, results=clean(summary(report)))
+    ok = store.finish(run_id, owner, RunStatus.SUCCEEDED, results=results)
     return RunStatus.SUCCEEDED if ok else "lost"
 
 
