@@ -353,7 +353,9 @@ def main() -> None:
     report["quality"] = {
         "profile": args.profile,
         "settings": profile,
-        "wall_s": wall,
+        "wall_s": wall,  # this process's; after --resume-evaluation, the evaluation's only
+        "stages_wall_s": round(sum(st["wall_s"] for st in stages.values())),
+        "resumed_evaluation": args.resume_evaluation,
         "stages": stages,
         "load_avg_at_end": list(_loadavg()),
     }
