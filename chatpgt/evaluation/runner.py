@@ -227,6 +227,7 @@ def evaluate(
     base_tokenizer, _ = recipes.load_tokenizer(models[0]["path"])
 
     classifier = None
+    no_style: str | None = None
     if req["style"]["enabled"]:
         progress.stage("style classifier")
         # The trained models' own essays (e.g. the on-policy ones DPO learnt from) are not
@@ -238,8 +239,19 @@ def evaluate(
             for k in ("name", "path", "ref")
             if m.get(k)
         }
-        classifier = _train_classifier(req, store, train, base_tokenizer, seed, evaluated)
+        from chatpgt.style.classifier import NotEnoughTexts
+
+        try:
+            classifier = _train_classifier(req, store, train, base_tokenizer, seed, evaluated)
+        except NotEnoughTexts as exc:  # e.g. every candidate essay is an evaluated model's own
+            no_style = f"no style classifier could be trained: {exc}"
+            notes.append(f"style not measured: {no_style}")
         timings["style_classifier_s"] = round(time.monotonic() - t, 2)
+
+    def style_of(texts: list[str]) -> dict[str, Any]:
+        if classifier is None and no_style:
+            return {"style": {"not_measured": no_style}}
+        return _style(classifier, texts, samples, seed)
 
     ex = snapshot.heldout["examples"]
     spec = ExampleSpec(
@@ -275,7 +287,7 @@ def evaluate(
         entry["generations"] = [
             {"title": ti, "text": x} for ti, x in zip(titles, texts, strict=True)
         ]
-        entry.update(_style(classifier, texts, samples, seed))
+        entry.update(style_of(texts))
         entry["descriptive"] = stats.descriptive(texts, seed=seed, samples=samples)
         entry["timings_s"] = timing
         models_out.append(entry)
@@ -292,7 +304,7 @@ def evaluate(
         "cut_words": cut,
         "generations": [{"title": ti, "text": x} for ti, x in zip(titles, real_texts, strict=True)],
         "descriptive": stats.descriptive(real_texts, seed=seed, samples=samples),
-        **_style(classifier, real_texts, samples, seed),
+        **style_of(real_texts),
     }
     text_controls: list[dict[str, Any]] = []
     if controls:
@@ -305,7 +317,7 @@ def evaluate(
                     {"title": ti, "text": x} for ti, x in zip(titles, shuffled, strict=True)
                 ],
                 "descriptive": stats.descriptive(shuffled, seed=seed, samples=samples),
-                **_style(classifier, shuffled, samples, seed),
+                **style_of(shuffled),
             }
         )
     if req.get("fluency", True):
@@ -374,6 +386,8 @@ def evaluate(
         "style_classifier": (
             {"name": "evaluation_style_classifier", **classifier.describe()}
             if classifier is not None
+            else {"name": "evaluation_style_classifier", "not_measured": no_style}
+            if no_style
             else None
         ),
         "judge": req.get("judge"),
