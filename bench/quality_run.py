@@ -20,7 +20,7 @@ time and tokens/s of every stage, the pairs' confidence histogram) into ``--out`
 ``bench/results/quality-<profile>``) and prints the table. docs/quality.md holds the figures
 of the runs made so far.
 
-    python bench/quality_run.py                   # the full profile (1 h 16 min measured on 2 cores)
+    python bench/quality_run.py                   # the full profile (1 h 16 min measured here)
     python bench/quality_run.py --profile quick   # a 20-30 minute rehearsal of every stage
 """
 
