@@ -211,6 +211,12 @@ def test_datagen_run_follows_then_stats_and_export_match_the_api(
     assert len(csv_rows) == job["pairs"] and count_before("pair", exported.stdout) == job["pairs"]
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C as in a terminal. A suite started in the background of a script
+    inherits SIGINT ignored, and Python then never raises KeyboardInterrupt in the CLI."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_detaches_or_cancels_the_job(
     http: httpx.Client,
     clean_db: None,
@@ -230,6 +236,7 @@ def test_ctrl_c_detaches_or_cancels_the_job(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
     try:
         assert run.stderr is not None and run.stdin is not None
@@ -246,6 +253,7 @@ def test_ctrl_c_detaches_or_cancels_the_job(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=_default_sigint,
         )
         assert watch.stderr is not None
         assert watch.stderr.readline().startswith(f"job {job_id} ")
